@@ -1,0 +1,28 @@
+"""LiGO / Dual-LiGO as a PEFT method: ``LiGOConfig`` + ``LiGOModel``, registered as ``peft_type="LIGO"``."""
+
+from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
+from peft.utils import register_peft_method
+
+from .config import LiGOConfig
+from .layer import GrowthStage, LiGOOperator, SourceWeights, WidthFactor
+from .model import ArchitectureMismatchError, GlobalStateError, LiGOModel, validate_global_state
+from .peft_type import LIGO_PEFT_TYPE
+from .shapes import GrowthShapeError, ModelShape, TransformerWeights
+
+if LIGO_PEFT_TYPE not in PEFT_TYPE_TO_TUNER_MAPPING:
+    register_peft_method(name="ligo", config_cls=LiGOConfig, model_cls=LiGOModel, prefix=LiGOModel.prefix)
+
+__all__ = [
+    "ArchitectureMismatchError",
+    "GlobalStateError",
+    "GrowthShapeError",
+    "GrowthStage",
+    "LiGOConfig",
+    "LiGOModel",
+    "LiGOOperator",
+    "ModelShape",
+    "SourceWeights",
+    "TransformerWeights",
+    "WidthFactor",
+    "validate_global_state",
+]

@@ -1,0 +1,96 @@
+"""``LiGOConfig``: the PEFT config of a (Dual-)LiGO growth operator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from peft import PeftConfig
+from transformers import PretrainedConfig
+
+from .peft_type import LIGO_PEFT_TYPE
+from .shapes import SHAPE_FIELDS
+
+WIDTH_STRUCTURES = ("head_kronecker", "dense")
+WIDTH_INITS = ("duplicate", "random")
+DEPTH_INITS = ("stack", "interpolate")
+
+
+@dataclass
+class LiGOConfig(PeftConfig):
+    """Configuration of a LiGO adapter: which source(s) to grow, through which shapes, initialised how.
+
+    The *target* is the model the config is applied to (``get_peft_model(target_model, config)``);
+    the sources are loaded with ``AutoModel.from_pretrained`` from ``source_model_name_or_path``
+    (a Hub id or a local directory, or a list of them). With ``intermediate_config`` the operator is
+    Dual-LiGO: each source is mapped by a private Local stage to that common shape and a shared
+    Global stage maps it to the target -- Fed-Grow's split. Without it the operator is plain LiGO.
+    """
+
+    source_model_name_or_path: str | list[str] | None = field(
+        default=None, metadata={"help": "Hub id or local path of the source checkpoint(s) to grow from."}
+    )
+    source_revision: str | None = field(default=None, metadata={"help": "Hub revision of the source checkpoint(s)."})
+    intermediate_config: dict[str, int] | None = field(
+        default=None,
+        metadata={
+            "help": "Shape of Dual-LiGO's common intermediate model: num_hidden_layers, hidden_size, "
+            "intermediate_size, num_attention_heads. A PretrainedConfig is accepted and reduced to these."
+        },
+    )
+    width_structure: str = field(
+        default="head_kronecker",
+        metadata={"help": "'head_kronecker': head-structured Kronecker width factors (small); 'dense': full matrices."},
+    )
+    width_init: str = field(default="duplicate", metadata={"help": "'duplicate' (Net2Net/bert2BERT) or 'random'."})
+    depth_init: str = field(default="stack", metadata={"help": "'stack' (StackBERT) or 'interpolate'."})
+    init_noise_std: float = field(
+        default=0.0, metadata={"help": "Gaussian noise added to the width factors to break duplication symmetry."}
+    )
+    init_seed: int = field(default=0, metadata={"help": "Seed of any random part of the initialisation."})
+    train_local: bool = field(default=True, metadata={"help": "Train the Local-LiGO stage(s)."})
+    train_global: bool = field(default=True, metadata={"help": "Train the Global-LiGO stage."})
+    target_config: dict | None = field(
+        default=None,
+        metadata={
+            "help": "The target's config as a dict; filled in when the adapter is created, so that an adapter "
+            "directory alone rebuilds the grown model (fedgrow merge, fedgrow_hf.load_grown)."
+        },
+    )
+    modules_to_save: list[str] | None = field(
+        default=None, metadata={"help": "Target modules trained and saved in full, e.g. ['classifier']."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peft_type = LIGO_PEFT_TYPE
+        if isinstance(self.intermediate_config, PretrainedConfig):
+            self.intermediate_config = {name: getattr(self.intermediate_config, name) for name in SHAPE_FIELDS}
+        if self.intermediate_config is not None:
+            unknown = set(self.intermediate_config) - set(SHAPE_FIELDS)
+            missing = set(SHAPE_FIELDS) - set(self.intermediate_config)
+            if unknown or missing:
+                raise ValueError(
+                    f"intermediate_config must have exactly the keys {SHAPE_FIELDS}; "
+                    f"unknown {sorted(unknown)}, missing {sorted(missing)}"
+                )
+            self.intermediate_config = {name: int(self.intermediate_config[name]) for name in SHAPE_FIELDS}
+        for name, value, allowed in (
+            ("width_structure", self.width_structure, WIDTH_STRUCTURES),
+            ("width_init", self.width_init, WIDTH_INITS),
+            ("depth_init", self.depth_init, DEPTH_INITS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"LiGOConfig.{name}={value!r} is not one of {allowed}")
+        if self.init_noise_std < 0:
+            raise ValueError(f"LiGOConfig.init_noise_std must be >= 0, got {self.init_noise_std}")
+
+    @property
+    def source_paths(self) -> list[str]:
+        paths = self.source_model_name_or_path
+        if paths is None:
+            return []
+        return [paths] if isinstance(paths, str) else list(paths)
+
+    @property
+    def is_dual(self) -> bool:
+        return self.intermediate_config is not None

@@ -1,0 +1,412 @@
+"""``LiGOModel``: the PEFT tuner that makes a target transformer's weights the output of a LiGO operator.
+
+Where LoRA adds a small trainable delta to frozen weights, LiGO *replaces* the target's growable
+weights (embeddings, attention, FFN, LayerNorms -- whatever the architecture's role table lists) by
+functions of frozen source weights: ``target = Operator(source)``. The tuner therefore removes those
+parameters from the target model and, before every forward pass, installs the grown tensors in
+their place, computed with autograd so that gradients reach the operator. Everything else about the
+target (task heads, buffers, config) is the target's own, as with any PEFT method.
+
+``merge_and_unload()`` grows the weights one target block at a time and gives them back to the
+target as ordinary parameters, so the result is a plain transformers model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, _is_key_under_prefixes
+from peft.utils.other import AuxiliaryTrainingWrapper, set_additional_trainable_modules
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoModel, PreTrainedModel
+
+from ...architectures import ArchitectureTable, get_architecture_table
+from .config import LiGOConfig
+from .layer import GrowthStage, LiGOOperator, SourceWeights
+from .shapes import GrowthShapeError, ModelShape, TransformerWeights
+
+
+class GlobalStateError(ValueError):
+    """A Global-LiGO state dict does not fit this model (keys, shapes, dtypes or non-finite values)."""
+
+
+class ArchitectureMismatchError(ValueError):
+    """A source model cannot be grown into the target (other family, or fixed fields differ)."""
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Where one grown tensor goes: every (module, attribute) that shared the original parameter."""
+
+    kind: str  # "shared" or "layers"
+    path: str  # parameter path in the base model ("shared") or inside a block ("layers")
+    layer: int | None
+    owners: tuple[tuple[nn.Module, str], ...]
+
+    def select(self, weights: TransformerWeights, layer_offset: int = 0) -> torch.Tensor:
+        if self.kind == "shared":
+            return weights.shared[self.path]
+        return weights.layers[self.path][self.layer - layer_offset]
+
+
+class LiGOModel(BaseTuner):
+    """Wraps a target ``PreTrainedModel`` whose growable weights are produced by a (Dual-)LiGO operator.
+
+    Use it like any PEFT method::
+
+        config = LiGOConfig(source_model_name_or_path="sentence-transformers/all-MiniLM-L6-v2",
+                            modules_to_save=["classifier"])
+        model = get_peft_model(BertForSequenceClassification(target_config), config)
+
+    Sources are loaded with ``AutoModel.from_pretrained``. ``fedgrow_hf.grow`` can hand over source
+    models already in memory instead, and builds the target skeleton without allocating its weights.
+    One LiGO adapter per model: a second operator would have no weights of its own to act on.
+    """
+
+    prefix: str = "ligo_"
+    tuner_layer_cls = BaseTunerLayer  # LiGO injects no per-module layers; its state is the operator
+    target_module_mapping: dict[str, list[str]] = {}
+    uses_shared_state = True
+
+    def _pre_injection_hook(self, model: nn.Module, config: LiGOConfig, adapter_name: str) -> None:
+        self._slots: list[_Slot] = []
+        self._hook_handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._forward_depth = 0
+        self._cached_key: tuple | None = None
+        self._cached_weights: TransformerWeights | None = None
+        self._installed: TransformerWeights | None = None
+
+    def _create_and_replace(self, *args, **kwargs) -> None:
+        raise NotImplementedError("LiGO replaces no modules; the operator is built in LiGOModel.inject_adapter")
+
+    # ----------------------------------------------------------------------------------------------
+    # building
+    # ----------------------------------------------------------------------------------------------
+    def inject_adapter(
+        self,
+        model: nn.Module,
+        adapter_name: str,
+        autocast_adapter_dtype: bool = True,
+        low_cpu_mem_usage: bool = False,
+        state_dict: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
+        if getattr(self, "ligo_operator", None) is not None:
+            raise ValueError(
+                f"this model already has the LiGO adapter {list(self.ligo_operator)}; a grown model has exactly one"
+            )
+        config: LiGOConfig = self.peft_config[adapter_name]
+        if not isinstance(model, PreTrainedModel):
+            raise TypeError(f"LiGO needs a transformers PreTrainedModel as target, got {type(model).__name__}")
+        table = get_architecture_table(model.config)
+        if config.target_config is None:
+            config.target_config = model.config.to_diff_dict()
+        target_base = model.base_model
+        sources = [source.base_model for source in self._load_sources(config)]
+        for source in sources:
+            _check_same_family(source, model, table)
+
+        shared_names, layer_names = _growable_names(table, target_base, sources)
+        device = _first_real_device(model)
+        source_weights = [
+            SourceWeights(
+                TransformerWeights.from_base_model(source, table, shared_names, layer_names),
+                ModelShape.from_config(source.config, table),
+                source.config.name_or_path or type(source).__name__,
+            )
+            for source in sources
+        ]
+        intermediate = (
+            ModelShape.from_config(config.intermediate_config, table) if config.intermediate_config else None
+        )
+        operator = LiGOOperator(
+            table, source_weights, ModelShape.from_config(model.config, table), intermediate, config.width_structure
+        )
+        operator.reset_parameters(config.width_init, config.depth_init, config.init_noise_std, config.init_seed)
+        self.ligo_operator = nn.ModuleDict({adapter_name: operator.to(device)})
+
+        model.tie_weights()  # a skeleton built on the meta device is not tied yet; grown tensors must be shared
+        self._slots = _take_grown_slots(model, target_base, table, shared_names, layer_names)
+        # Heads left on the meta device are initialised before grown tensors are installed, so that
+        # an initialiser can never write into a grown (possibly tied) tensor.
+        _materialize_meta_parameters(model, device)
+        with torch.no_grad():
+            self._install(self._grown_weights(), check_shapes=True)
+        self._hook_handles = [
+            model.register_forward_pre_hook(self._before_forward, with_kwargs=True),
+            model.register_forward_hook(self._after_forward, with_kwargs=True, always_call=True),
+        ]
+
+        self._mark_only_adapters_as_trainable(model)
+        set_additional_trainable_modules(
+            model=model,
+            peft_config=config,
+            model_config=BaseTuner.get_model_config(self),
+            adapter_name=adapter_name,
+            activate_adapter=adapter_name in self.active_adapters,
+        )
+        for stage in operator.local_stages or []:
+            stage.requires_grad_(config.train_local and not config.inference_mode)
+        operator.global_stage.requires_grad_(config.train_global and not config.inference_mode)
+
+    def _load_sources(self, config: LiGOConfig) -> list[PreTrainedModel]:
+        # ``fedgrow_hf.grow`` hands over models it already holds; they are used once and not kept.
+        handed_over = config.__dict__.pop("_source_models", None)
+        if handed_over is not None:
+            return handed_over
+        if not config.source_paths:
+            raise ValueError("LiGOConfig.source_model_name_or_path is not set: there is nothing to grow from")
+        models = []
+        for path in config.source_paths:
+            try:
+                models.append(AutoModel.from_pretrained(path, revision=config.source_revision))
+            except (OSError, ValueError) as error:
+                raise OSError(f"cannot load the LiGO source model {path!r}: {error}") from error
+        return models
+
+    # ----------------------------------------------------------------------------------------------
+    # forward: install grown weights for the duration of the target's forward pass
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def operator(self) -> LiGOOperator:
+        return self.ligo_operator[self.active_adapters[0]]
+
+    def _grown_weights(self) -> TransformerWeights:
+        """Run the operator; in no-grad mode reuse the last result while the operator is unchanged."""
+        if torch.is_grad_enabled():
+            self._cached_key = self._cached_weights = None
+            return self.operator()
+        params = list(self.operator.parameters())
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        if key != self._cached_key:
+            self._cached_weights, self._cached_key = self.operator(), key
+        return self._cached_weights
+
+    def _install(self, weights: TransformerWeights, check_shapes: bool = False) -> None:
+        for slot in self._slots:
+            tensor = slot.select(weights)
+            for module, name in slot.owners:
+                if check_shapes:
+                    expected = module.__dict__[name].shape
+                    if tensor.shape != expected:
+                        raise GrowthShapeError(
+                            f"the operator grows {slot.path} to {tuple(tensor.shape)} but the target has {tuple(expected)}"
+                        )
+                module.__dict__[name] = tensor
+        self._installed = weights
+
+    def _before_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self._forward_depth += 1
+        if self._forward_depth == 1:
+            self._install(self._grown_weights())
+
+    def _after_forward(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+        self._forward_depth -= 1
+        if self._forward_depth == 0:
+            # Keep graph-free tensors in place, so the target stays inspectable between calls.
+            self._install(self._installed.detach())
+
+    # ----------------------------------------------------------------------------------------------
+    # Dual-LiGO state exchange (Fed-Grow)
+    # ----------------------------------------------------------------------------------------------
+    def global_state_dict(self) -> dict[str, torch.Tensor]:
+        """The shared Global-LiGO stage: the only state a Fed-Grow participant ever sends.
+
+        Keys and shapes depend only on the intermediate and target configs, never on the source.
+        """
+        return {key: value.detach().clone() for key, value in self.operator.global_stage.state_dict().items()}
+
+    def local_state_dict(self) -> dict[str, torch.Tensor]:
+        """The private Local-LiGO stage(s); empty for plain LiGO."""
+        if self.operator.local_stages is None:
+            return {}
+        return {key: value.detach().clone() for key, value in self.operator.local_stages.state_dict().items()}
+
+    def load_global_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Validate a received Global-LiGO state, then load it; on any problem nothing is changed."""
+        validate_global_state(self.operator.global_stage, state_dict)
+        with torch.no_grad():
+            for key, param in self.operator.global_stage.state_dict(keep_vars=True).items():
+                param.copy_(torch.as_tensor(state_dict[key]))
+
+    # ----------------------------------------------------------------------------------------------
+    # merging
+    # ----------------------------------------------------------------------------------------------
+    def _unload_and_optionally_merge(
+        self,
+        merge: bool = True,
+        progressbar: bool = False,
+        safe_merge: bool = False,
+        adapter_names: list[str] | None = None,
+    ) -> nn.Module:
+        if not merge:
+            raise ValueError(
+                "a LiGO target has no weights of its own (they are the operator's output): use merge_and_unload()"
+            )
+        operator = self.operator
+        with torch.no_grad():
+            intermediate = operator.intermediate_weights()
+            self._materialize(operator.global_stage(TransformerWeights(intermediate.shared, {})), None, safe_merge)
+            layers = range(operator.global_stage.target_shape.num_layers)
+            for layer in tqdm(layers, disable=not progressbar, desc="Growing target layers"):
+                grown = operator.global_stage(TransformerWeights({}, intermediate.layers), layers=[layer])
+                self._materialize(grown, layer, safe_merge)
+        for handle in self._hook_handles:
+            handle.remove()
+        self._hook_handles, self._slots, self._installed = [], [], None
+        del self.ligo_operator
+        return super()._unload_and_optionally_merge(merge=False, progressbar=progressbar)
+
+    def _materialize(self, weights: TransformerWeights, layer: int | None, safe_merge: bool) -> None:
+        """Give one block's (or the shared) grown tensors back to the target as real parameters."""
+        for slot in self._slots:
+            if slot.layer != layer:
+                continue
+            tensor = slot.select(weights, layer_offset=layer or 0).clone()
+            if safe_merge and not torch.isfinite(tensor).all():
+                raise ValueError(f"the grown weight {slot.path} (layer {layer}) has non-finite values")
+            param = nn.Parameter(tensor)
+            for module, name in slot.owners:
+                del module.__dict__[name]
+                module.register_parameter(name, param)
+
+    def disable_adapter_layers(self) -> None:
+        raise ValueError("a LiGO model cannot run without its operator: the target's weights are its output")
+
+    @classmethod
+    def _get_adapter_state_dict(
+        cls,
+        model: nn.Module,
+        config: LiGOConfig,
+        adapter_name: str,
+        state_dict: dict[str, torch.Tensor],
+        unwanted_adapter_names: list[str],
+    ) -> dict[str, torch.Tensor]:
+        """The operator, plus the target's own parameters (task heads that growth does not produce).
+
+        A randomly initialised head is part of the grown model as much as the operator is; saving it
+        makes an adapter directory (with the source) determine the model exactly. Heads listed in
+        ``modules_to_save`` are saved by PEFT's own wrapper, and source weights are buffers that no
+        state dict contains.
+        """
+        selected = super()._get_adapter_state_dict(model, config, adapter_name, state_dict, unwanted_adapter_names)
+        wrapped = {name for name, module in model.named_modules() if isinstance(module, AuxiliaryTrainingWrapper)}
+        parameter_names = {name for name, _ in model.named_parameters()}
+        for key, value in state_dict.items():
+            if key in parameter_names and ".ligo_operator." not in key and not _is_key_under_prefixes(key, wrapped):
+                selected[key] = value
+        return selected
+
+    @classmethod
+    def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
+        return key.replace(f"ligo_operator.{adapter_name}.", "ligo_operator.")
+
+
+def validate_global_state(stage: GrowthStage, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Raise :class:`GlobalStateError` naming the first offending key unless ``state_dict`` fits ``stage``."""
+    expected = stage.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    if missing or unexpected:
+        raise GlobalStateError(f"Global-LiGO keys do not match: missing {missing}, unexpected {unexpected}")
+    for key, reference in expected.items():
+        value = state_dict[key]
+        if not isinstance(value, torch.Tensor):
+            try:
+                value = torch.as_tensor(value)
+            except (TypeError, ValueError, RuntimeError) as error:
+                raise GlobalStateError(f"Global-LiGO key {key!r} is not an array: {type(value).__name__}") from error
+        if tuple(value.shape) != tuple(reference.shape):
+            raise GlobalStateError(
+                f"Global-LiGO key {key!r} has shape {tuple(value.shape)}, expected {tuple(reference.shape)}"
+            )
+        if value.dtype != reference.dtype:
+            raise GlobalStateError(f"Global-LiGO key {key!r} has dtype {value.dtype}, expected {reference.dtype}")
+        if not torch.isfinite(value).all():
+            raise GlobalStateError(f"Global-LiGO key {key!r} has non-finite values")
+
+
+def _check_same_family(source: PreTrainedModel, target: PreTrainedModel, table: ArchitectureTable) -> None:
+    name = source.config.name_or_path or type(source).__name__
+    if source.config.model_type != table.model_type:
+        raise ArchitectureMismatchError(
+            f"source {name!r} is a {source.config.model_type!r} model but the target is {table.model_type!r}; "
+            "LiGO grows a model within its own architecture family"
+        )
+    differing = {
+        field: (getattr(source.config, field, None), getattr(target.config, field, None))
+        for field in table.fixed_fields
+        if getattr(source.config, field, None) != getattr(target.config, field, None)
+    }
+    if differing:
+        raise ArchitectureMismatchError(
+            f"source {name!r} and the target differ in fields growth cannot change (source, target): {differing}"
+        )
+
+
+def _growable_names(
+    table: ArchitectureTable, target: nn.Module, sources: list[nn.Module]
+) -> tuple[list[str], list[str]]:
+    """The table's parameters that the target has; every source must have them too."""
+
+    def present(module: nn.Module, candidates: Iterable[str]) -> list[str]:
+        names = {name for name, _ in module.named_parameters()}
+        return [name for name in candidates if name in names]
+
+    def first_block(module: nn.Module) -> nn.Module:
+        return module.get_submodule(table.layers_path)[0]
+
+    shared = present(target, table.shared_axes)
+    layers = present(first_block(target), table.layer_axes)
+    for source in sources:
+        lacking = sorted(set(shared) - set(present(source, shared))) + sorted(
+            set(layers) - set(present(first_block(source), layers))
+        )
+        if lacking:
+            raise ArchitectureMismatchError(
+                f"source {source.config.name_or_path or type(source).__name__!r} lacks parameters the target grows: "
+                f"{lacking}"
+            )
+    return shared, layers
+
+
+def _take_grown_slots(
+    model: nn.Module, base: nn.Module, table: ArchitectureTable, shared_names: list[str], layer_names: list[str]
+) -> list[_Slot]:
+    """Remove the grown parameters from the target (tied copies included) and record where they were."""
+    owners_by_param: dict[int, list[tuple[nn.Module, str]]] = {}
+    for module in model.modules():
+        for name, param in module._parameters.items():
+            if param is not None:
+                owners_by_param.setdefault(id(param), []).append((module, name))
+
+    def take(kind: str, path: str, layer: int | None, param: nn.Parameter) -> _Slot:
+        owners = tuple(owners_by_param[id(param)])
+        for module, name in owners:
+            del module._parameters[name]
+            module.__dict__[name] = param.detach()
+        return _Slot(kind, path, layer, owners)
+
+    slots = [take("shared", name, None, base.get_parameter(name)) for name in shared_names]
+    for layer, block in enumerate(base.get_submodule(table.layers_path)):
+        slots += [take("layers", name, layer, block.get_parameter(name)) for name in layer_names]
+    return slots
+
+
+def _first_real_device(model: nn.Module) -> torch.device:
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.device.type != "meta":
+            return tensor.device
+    return torch.device("cpu")
+
+
+def _materialize_meta_parameters(model: PreTrainedModel, device: torch.device) -> None:
+    """Allocate and initialise target parameters left on the meta device (task heads of a skeleton)."""
+    for module in model.modules():
+        if any(p.device.type == "meta" for p in module.parameters(recurse=False)):
+            module.to_empty(device=device, recurse=False)
+            for param in module.parameters(recurse=False):
+                param._is_hf_initialized = False
+            model._init_weights(module)
