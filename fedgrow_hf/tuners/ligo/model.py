@@ -13,6 +13,7 @@ target as ordinary parameters, so the result is a plain transformers model.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ from ...architectures import ArchitectureTable, get_architecture_table
 from .config import LiGOConfig
 from .layer import GrowthStage, LiGOOperator, SourceWeights
 from .shapes import GrowthShapeError, ModelShape, TransformerWeights
+
+logger = logging.getLogger(__name__)
 
 
 class GlobalStateError(ValueError):
@@ -349,7 +352,11 @@ def _check_same_family(source: PreTrainedModel, target: PreTrainedModel, table: 
 def _growable_names(
     table: ArchitectureTable, target: nn.Module, sources: list[nn.Module]
 ) -> tuple[list[str], list[str]]:
-    """The table's parameters that the target has; every source must have them too."""
+    """The table's parameters to grow: those the target has.
+
+    Every source must have the target's block parameters. A tensor outside the blocks that a source
+    lacks (a pooler dropped with ``add_pooling_layer=False``) stays the target's own, like a task head.
+    """
 
     def present(module: nn.Module, candidates: Iterable[str]) -> list[str]:
         names = {name for name, _ in module.named_parameters()}
@@ -361,14 +368,14 @@ def _growable_names(
     shared = present(target, table.shared_axes)
     layers = present(first_block(target), table.layer_axes)
     for source in sources:
-        lacking = sorted(set(shared) - set(present(source, shared))) + sorted(
-            set(layers) - set(present(first_block(source), layers))
-        )
+        name = source.config.name_or_path or type(source).__name__
+        lacking = sorted(set(layers) - set(present(first_block(source), layers)))
         if lacking:
-            raise ArchitectureMismatchError(
-                f"source {source.config.name_or_path or type(source).__name__!r} lacks parameters the target grows: "
-                f"{lacking}"
-            )
+            raise ArchitectureMismatchError(f"source {name!r} lacks block parameters the target grows: {lacking}")
+        kept = [path for path in shared if path not in present(source, shared)]
+        if kept:
+            logger.warning("source %r has no %s: the target keeps its own (trainable via modules_to_save)", name, kept)
+            shared = [path for path in shared if path not in kept]
     return shared, layers
 
 

@@ -1,0 +1,66 @@
+"""Tiny BERT/ViT configs and models shared by the LiGO tests (random weights, no network)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import BertConfig, BertModel, ViTConfig, ViTModel
+
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+def bert_config(layers: int = 2, hidden: int = 32, heads: int = 4, ffn: int | None = None, **kwargs) -> BertConfig:
+    return BertConfig(
+        num_hidden_layers=layers,
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        intermediate_size=ffn or 2 * hidden,
+        **{"vocab_size": 120, "max_position_embeddings": 40, **NO_DROPOUT, **kwargs},
+    )
+
+
+def vit_config(layers: int = 2, hidden: int = 32, heads: int = 4, ffn: int | None = None, **kwargs) -> ViTConfig:
+    return ViTConfig(
+        num_hidden_layers=layers,
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        intermediate_size=ffn or 2 * hidden,
+        **{"image_size": 16, "patch_size": 4, "num_channels": 1, **NO_DROPOUT, **kwargs},
+    )
+
+
+def perturbed(model: torch.nn.Module) -> torch.nn.Module:
+    """Random init leaves biases at 0 and LayerNorms at 1; a source with none of that tests more."""
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    return model.eval()
+
+
+def random_bert(seed: int = 0, **shape) -> BertModel:
+    torch.manual_seed(seed)
+    return perturbed(BertModel(bert_config(**shape)))
+
+
+def random_vit(seed: int = 0, **shape) -> ViTModel:
+    torch.manual_seed(seed)
+    return perturbed(ViTModel(vit_config(**shape), add_pooling_layer=False))
+
+
+def token_batch(seed: int = 0, batch: int = 3, length: int = 9) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 120, (batch, length), generator=generator)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def pixel_batch(seed: int = 0, batch: int = 3) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {"pixel_values": torch.randn(batch, 1, 16, 16, generator=generator)}
+
+
+def fold_back(grown: torch.Tensor, expand: torch.Tensor) -> torch.Tensor:
+    """Map grown residual states back to the source's coordinates by averaging the duplicates.
+
+    ``expand`` is the residual *out* factor (target x source, one 1 per row at duplication init).
+    """
+    counts = expand.sum(0)
+    return grown @ expand / counts

@@ -1,0 +1,67 @@
+"""Bad growth requests fail early with an error that names the problem."""
+
+from __future__ import annotations
+
+import pytest
+from ligo_factories import bert_config, random_bert, random_vit, vit_config
+from torch import nn
+from transformers import BertModel, GPT2Config, GPT2Model, ViTModel
+
+from fedgrow_hf import (
+    ArchitectureMismatchError,
+    GrowthShapeError,
+    LiGOConfig,
+    UnsupportedArchitectureError,
+    grow,
+)
+
+
+def test_source_and_target_of_different_families():
+    with pytest.raises(ArchitectureMismatchError, match="'vit' model but the target is 'bert'"):
+        grow(random_vit(), bert_config(hidden=64), model_class=BertModel)
+
+
+@pytest.mark.parametrize("shape, field", [({"hidden": 16, "heads": 4}, "hidden"), ({"layers": 1}, "num_layers"), ({"ffn": 32}, "ffn")])
+def test_target_smaller_than_source(shape, field):
+    with pytest.raises(GrowthShapeError, match=f"smaller than its source.*{field}"):
+        grow(random_bert(hidden=32, ffn=64), bert_config(**{"hidden": 32, "ffn": 64, **shape}), model_class=BertModel)
+
+
+def test_intermediate_smaller_than_source():
+    mid = {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4}
+    with pytest.raises(GrowthShapeError, match="intermediate"):
+        grow(random_bert(layers=2), bert_config(layers=4), model_class=BertModel, intermediate_config=mid)
+
+
+def test_fields_growth_cannot_change():
+    with pytest.raises(ArchitectureMismatchError, match="vocab_size"):
+        grow(random_bert(), bert_config(hidden=64, vocab_size=99), model_class=BertModel)
+    with pytest.raises(ArchitectureMismatchError, match="patch_size"):
+        grow(random_vit(), vit_config(hidden=64, patch_size=8), model_class=ViTModel)
+
+
+def test_unsupported_architecture():
+    config = GPT2Config(n_layer=1, n_embd=32, n_head=4, vocab_size=50)
+    with pytest.raises(UnsupportedArchitectureError, match="'gpt2'"):
+        grow(GPT2Model(config), config, model_class=GPT2Model)
+
+
+def test_target_must_be_a_transformers_model():
+    from peft import get_peft_model
+
+    with pytest.raises(TypeError, match="PreTrainedModel"):
+        get_peft_model(nn.Linear(2, 2), LiGOConfig(source_model_name_or_path="unused"))
+
+
+def test_missing_source_checkpoint(tmp_path):
+    from peft import get_peft_model
+
+    with pytest.raises(OSError, match="cannot load the LiGO source model"):
+        get_peft_model(BertModel(bert_config()), LiGOConfig(source_model_name_or_path=str(tmp_path / "nope")))
+
+
+def test_no_source_given():
+    from peft import get_peft_model
+
+    with pytest.raises(ValueError, match="source_model_name_or_path is not set"):
+        get_peft_model(BertModel(bert_config()), LiGOConfig())

@@ -1,0 +1,89 @@
+"""PEFT life cycle: save_pretrained -> PeftModel.from_pretrained -> merge_and_unload -> from_pretrained."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from ligo_factories import bert_config, pixel_batch, random_bert, random_vit, token_batch, vit_config
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import (
+    AutoModelForImageClassification,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    ViTForImageClassification,
+)
+
+from fedgrow_hf import grow
+
+CASES = {
+    "bert-seq-cls": (random_bert, bert_config, BertForSequenceClassification, AutoModelForSequenceClassification, token_batch),
+    "bert-mlm": (random_bert, bert_config, BertForMaskedLM, AutoModelForMaskedLM, token_batch),
+    "vit": (random_vit, vit_config, ViTForImageClassification, AutoModelForImageClassification, pixel_batch),
+}
+
+
+def logits(model, batch):
+    model.eval()
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_adapter_round_trip_and_merge(tmp_path, case):
+    make_source, make_config, target_class, auto_class, make_batch = CASES[case]
+    source = make_source()
+    source.save_pretrained(tmp_path / "source")
+    target_config = make_config(layers=3, hidden=64, num_labels=3)
+    model = grow(str(tmp_path / "source"), target_config, model_class=target_class, modules_to_save=None)
+    with torch.no_grad():  # a trained-looking operator, not the initialisation
+        for param in model.base_model.operator.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    batch = make_batch()
+    expected = logits(model, batch)
+
+    model.save_pretrained(tmp_path / "adapter")
+    saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    source_tensors = [p.detach() for p in source.parameters()]
+    assert not any(
+        value.shape == ref.shape and torch.equal(value, ref) for value in saved.values() for ref in source_tensors
+    ), "a source weight was written into the adapter"
+    assert all(".ligo_operator." in key or ".model." in key for key in saved)
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LIGO" and config["target_config"]["hidden_size"] == 64
+
+    reloaded = PeftModel.from_pretrained(target_class(target_config), tmp_path / "adapter")
+    assert torch.equal(logits(reloaded, batch), expected)
+
+    merged = reloaded.merge_and_unload()
+    assert type(merged) is target_class
+    torch.testing.assert_close(logits(merged, batch), expected, atol=1e-6, rtol=0)
+    merged.save_pretrained(tmp_path / "merged")
+    plain = auto_class.from_pretrained(tmp_path / "merged")
+    torch.testing.assert_close(logits(plain, batch), expected, atol=1e-6, rtol=0)
+
+
+def test_merged_model_keeps_tied_embeddings():
+    model = grow(random_bert(), bert_config(hidden=64), model_class=BertForMaskedLM)
+    merged = model.merge_and_unload()
+    assert merged.cls.predictions.decoder.weight is merged.bert.embeddings.word_embeddings.weight
+
+
+def test_unload_without_merge_is_refused():
+    model = grow(random_bert(), bert_config(hidden=64), model_class=BertForSequenceClassification)
+    with pytest.raises(ValueError, match="merge_and_unload"):
+        model.unload()
+
+
+def test_eval_reuses_grown_weights_until_the_operator_changes():
+    model = grow(random_bert(), bert_config(hidden=64), model_class=BertForSequenceClassification).eval()
+    batch = token_batch()
+    first = logits(model, batch)
+    assert torch.equal(logits(model, batch), first)
+    with torch.no_grad():
+        model.base_model.operator.global_stage.depth.mul_(0.5)
+    assert not torch.allclose(logits(model, batch), first)
