@@ -71,17 +71,27 @@ def apply_kronecker(tensor: torch.Tensor, dim: int, group: torch.Tensor, unit: t
 
     ``tensor`` has a leading layer axis. The factors are either shared by all layers
     (``group``: G_out x G_in) or given per layer (``group``: L x G_out x G_in); likewise ``unit``.
+    The axis is split in place (a view, no copy) and the two factors are applied in the order that
+    keeps the intermediate result smaller, which is what dominates time and peak memory for the
+    large tensors (embedding tables).
     """
-    moved = tensor.movedim(dim, -1)
-    lead = moved.shape[:-1]
-    blocks = moved.reshape(*lead, group.shape[-1], unit.shape[-1])
-    if group.dim() == 3:
-        blocks = torch.einsum("l...gu,lvu->l...gv", blocks, unit)
-        blocks = torch.einsum("l...gv,lhg->l...hv", blocks, group)
+    shape = tensor.shape
+    (g_out, g_in), (u_out, u_in) = group.shape[-2:], unit.shape[-2:]
+    blocks = tensor.reshape(*shape[:dim], g_in, u_in, *shape[dim + 1 :])
+    letters = [chr(ord("a") + i) for i in range(blocks.dim())]
+    batch = letters[0] if group.dim() == 3 else ""
+
+    def contract(operand: torch.Tensor, factor: torch.Tensor, position: int) -> torch.Tensor:
+        result = letters.copy()
+        result[position] = "z"
+        equation = f"{''.join(letters)},{batch}z{letters[position]}->{''.join(result)}"
+        return torch.einsum(equation, operand, factor)
+
+    if g_out * u_in <= g_in * u_out:
+        blocks = contract(contract(blocks, group, dim), unit, dim + 1)
     else:
-        blocks = torch.einsum("...gu,vu->...gv", blocks, unit)
-        blocks = torch.einsum("...gv,hg->...hv", blocks, group)
-    return blocks.reshape(*lead, group.shape[-2] * unit.shape[-2]).movedim(-1, dim)
+        blocks = contract(contract(blocks, unit, dim + 1), group, dim)
+    return blocks.reshape(*shape[:dim], g_out * u_out, *shape[dim + 1 :])
 
 
 class WidthFactor(nn.Module):
@@ -219,9 +229,9 @@ class SourceWeights(nn.Module):
         self._shared_names = list(weights.shared)
         self._layer_names = list(weights.layers)
         for name, tensor in weights.shared.items():
-            self.register_buffer(self._buffer_name("shared", name), tensor.clone(), persistent=False)
+            self.register_buffer(self._buffer_name("shared", name), tensor, persistent=False)
         for name, tensor in weights.layers.items():
-            self.register_buffer(self._buffer_name("layers", name), tensor.clone(), persistent=False)
+            self.register_buffer(self._buffer_name("layers", name), tensor, persistent=False)
 
     @staticmethod
     def _buffer_name(kind: str, name: str) -> str:

@@ -249,6 +249,7 @@ class LiGOModel(BaseTuner):
                 "a LiGO target has no weights of its own (they are the operator's output): use merge_and_unload()"
             )
         operator = self.operator
+        self._release_grown_weights()  # so that merging never holds two copies of the target
         with torch.no_grad():
             intermediate = operator.intermediate_weights()
             self._materialize(operator.global_stage(TransformerWeights(intermediate.shared, {})), None, safe_merge)
@@ -261,6 +262,12 @@ class LiGOModel(BaseTuner):
         self._hook_handles, self._slots, self._installed = [], [], None
         del self.ligo_operator
         return super()._unload_and_optionally_merge(merge=False, progressbar=progressbar)
+
+    def _release_grown_weights(self) -> None:
+        self._installed = self._cached_weights = self._cached_key = None
+        for slot in self._slots:
+            for module, name in slot.owners:
+                module.__dict__[name] = None
 
     def _materialize(self, weights: TransformerWeights, layer: int | None, safe_merge: bool) -> None:
         """Give one block's (or the shared) grown tensors back to the target as real parameters."""
