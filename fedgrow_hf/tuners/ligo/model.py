@@ -49,10 +49,15 @@ class _Slot:
     layer: int | None
     owners: tuple[tuple[nn.Module, str], ...]
 
-    def select(self, weights: TransformerWeights, layer_offset: int = 0) -> torch.Tensor:
+    def select(self, weights: TransformerWeights, blocks: Mapping[str, tuple[torch.Tensor, ...]], first_layer: int = 0) -> torch.Tensor:
+        """This slot's tensor; ``blocks`` holds each stacked layer tensor already unbound into blocks.
+
+        Unbinding once per tensor (rather than indexing it once per block) keeps the backward pass
+        linear in depth: each index would scatter its gradient into a zero tensor of the full stack.
+        """
         if self.kind == "shared":
             return weights.shared[self.path]
-        return weights.layers[self.path][self.layer - layer_offset]
+        return blocks[self.path][self.layer - first_layer]
 
 
 class LiGOModel(BaseTuner):
@@ -188,8 +193,9 @@ class LiGOModel(BaseTuner):
         return self._cached_weights
 
     def _install(self, weights: TransformerWeights, check_shapes: bool = False) -> None:
+        blocks = weights.unbind_layers()
         for slot in self._slots:
-            tensor = slot.select(weights)
+            tensor = slot.select(weights, blocks)
             for module, name in slot.owners:
                 if check_shapes:
                     expected = module.__dict__[name].shape
@@ -271,10 +277,11 @@ class LiGOModel(BaseTuner):
 
     def _materialize(self, weights: TransformerWeights, layer: int | None, safe_merge: bool) -> None:
         """Give one block's (or the shared) grown tensors back to the target as real parameters."""
+        blocks = weights.unbind_layers()
         for slot in self._slots:
             if slot.layer != layer:
                 continue
-            tensor = slot.select(weights, layer_offset=layer or 0).clone()
+            tensor = slot.select(weights, blocks, first_layer=layer or 0).clone()
             if safe_merge and not torch.isfinite(tensor).all():
                 raise ValueError(f"the grown weight {slot.path} (layer {layer}) has non-finite values")
             param = nn.Parameter(tensor)

@@ -92,6 +92,9 @@ class TransformerWeights:
     def num_layers(self) -> int:
         return next(iter(self.layers.values())).shape[0] if self.layers else 0
 
+    def unbind_layers(self) -> dict[str, tuple[torch.Tensor, ...]]:
+        return {name: stacked.unbind(0) for name, stacked in self.layers.items()}
+
     def detach(self) -> TransformerWeights:
         return TransformerWeights(
             {k: v.detach() for k, v in self.shared.items()}, {k: v.detach() for k, v in self.layers.items()}
