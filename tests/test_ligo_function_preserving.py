@@ -80,5 +80,6 @@ def test_deeper_growth_is_not_the_identity_but_starts_from_the_source():
     """Stacking is not function-preserving (LiGO), but every grown block is a copy of a source block."""
     source = random_bert(layers=2)
     model = grow(source, bert_config(layers=4), model_class=BertModel).eval()
+    grown_states(model, token_batch())  # grown weights are installed by the first forward pass
     grown_query = model.base_model.model.encoder.layer[2].attention.self.query.weight
     torch.testing.assert_close(grown_query, source.encoder.layer[0].attention.self.query.weight)

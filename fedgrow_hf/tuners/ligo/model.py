@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, _is_key_under_prefixes
@@ -111,6 +112,7 @@ class LiGOModel(BaseTuner):
         table = get_architecture_table(model.config)
         if config.target_config is None:
             config.target_config = model.config.to_diff_dict()
+        config.source_model_name_or_path = _absolute_if_local(config.source_model_name_or_path)
         target_base = model.base_model
         sources = [source.base_model for source in self._load_sources(config)]
         for source in sources:
@@ -140,8 +142,7 @@ class LiGOModel(BaseTuner):
         # Heads left on the meta device are initialised before grown tensors are installed, so that
         # an initialiser can never write into a grown (possibly tied) tensor.
         _materialize_meta_parameters(model, device)
-        with torch.no_grad():
-            self._install(self._grown_weights(), check_shapes=True)
+        self._check_grown_shapes()
         self._hook_handles = [
             model.register_forward_pre_hook(self._before_forward, with_kwargs=True),
             model.register_forward_hook(self._after_forward, with_kwargs=True, always_call=True),
@@ -192,19 +193,32 @@ class LiGOModel(BaseTuner):
             self._cached_weights, self._cached_key = self.operator(), key
         return self._cached_weights
 
-    def _install(self, weights: TransformerWeights, check_shapes: bool = False) -> None:
+    def _install(self, weights: TransformerWeights) -> None:
         blocks = weights.unbind_layers()
         for slot in self._slots:
             tensor = slot.select(weights, blocks)
             for module, name in slot.owners:
-                if check_shapes:
-                    expected = module.__dict__[name].shape
-                    if tensor.shape != expected:
-                        raise GrowthShapeError(
-                            f"the operator grows {slot.path} to {tuple(tensor.shape)} but the target has {tuple(expected)}"
-                        )
                 module.__dict__[name] = tensor
         self._installed = weights
+
+    @torch.no_grad()
+    def _check_grown_shapes(self) -> None:
+        """Grow the shared tensors and the first block once, and compare with the target's slots.
+
+        Every block has the same shapes, so this checks the whole operator without ever holding a
+        grown copy of the target; grown weights are installed at the first forward pass. Until then
+        the slots keep the target's own tensors (meta tensors for a ``grow()`` skeleton).
+        """
+        sample = self.operator(layers=[0])
+        blocks = sample.unbind_layers()
+        for slot in self._slots:
+            grown = sample.shared[slot.path] if slot.kind == "shared" else blocks[slot.path][0]
+            for module, name in slot.owners:
+                expected = module.__dict__[name].shape
+                if grown.shape != expected:
+                    raise GrowthShapeError(
+                        f"the operator grows {slot.path} to {tuple(grown.shape)} but the target has {tuple(expected)}"
+                    )
 
     def _before_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self._forward_depth += 1
@@ -213,7 +227,7 @@ class LiGOModel(BaseTuner):
 
     def _after_forward(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
         self._forward_depth -= 1
-        if self._forward_depth == 0:
+        if self._forward_depth == 0 and self._installed is not None:
             # Keep graph-free tensors in place, so the target stays inspectable between calls.
             self._install(self._installed.detach())
 
@@ -414,6 +428,17 @@ def _take_grown_slots(
     for layer, block in enumerate(base.get_submodule(table.layers_path)):
         slots += [take("layers", name, layer, block.get_parameter(name)) for name in layer_names]
     return slots
+
+
+def _absolute_if_local(paths: str | list[str] | None) -> str | list[str] | None:
+    """Local source directories are recorded absolute, so a saved adapter loads from any directory.
+
+    Hub ids are left as they are (a relative path that does not exist here is taken for one).
+    """
+    if paths is None:
+        return None
+    resolved = [str(Path(p).resolve()) if p and Path(p).is_dir() else p for p in ([paths] if isinstance(paths, str) else paths)]
+    return resolved[0] if isinstance(paths, str) else resolved
 
 
 def _first_real_device(model: nn.Module) -> torch.device:

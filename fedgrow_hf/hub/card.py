@@ -1,0 +1,208 @@
+"""Model cards for grown models: the Hub's metadata and an honest description, from the run's own facts.
+
+Everything a card states comes from files the run wrote: the adapter's ``LiGOConfig`` (sources,
+shapes, operator settings), its weights file (operator size), the sources' configs, and the
+evaluation / federation numbers handed in. Rendering and metadata are ``huggingface_hub``'s
+(``ModelCard.from_template``, ``ModelCardData``, ``EvalResult`` for the model-index).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from safetensors import safe_open
+from transformers import AutoConfig
+
+from ..export import read_ligo_config, target_config_of, target_model_class
+from ..tuners.ligo import LiGOConfig
+from ..tuners.ligo.shapes import SHAPE_FIELDS
+
+TEMPLATE = Path(__file__).parent / "model_cards" / "grown_model.md"
+TAGS = ["fedgrow", "ligo", "federated-learning"]
+# Trainer/evaluate prefixes are not part of a metric's name
+METRIC_PREFIXES = ("eval_", "test_", "final_")
+# bookkeeping, not results; also with a prefix (grown_runtime, train_loss ...)
+NON_METRICS = ("epoch", "step", "round", "runtime", "samples_per_second", "steps_per_second", "loss")
+FEDERATION_KEYS = ("parties", "rounds", "bytes_exchanged")
+
+
+@dataclass(frozen=True)
+class FederationFacts:
+    """What the card says about a Fed-Grow run; every field comes from the run's log."""
+
+    parties: int
+    rounds: int
+    bytes_exchanged: int | None = None
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, object]) -> FederationFacts | None:
+        """Facts from a results record with ``parties`` and ``rounds`` (and ``bytes_exchanged``); else None."""
+        if record.get("parties") is None or record.get("rounds") is None:
+            return None
+        exchanged = record.get("bytes_exchanged")
+        return cls(
+            int(record["parties"]), int(record["rounds"]), None if exchanged is None else int(exchanged)
+        )
+
+    @property
+    def bytes_exchanged_text(self) -> str:
+        return "not recorded" if self.bytes_exchanged is None else f"{self.bytes_exchanged:,}"
+
+
+# transformers class suffix -> (Hub pipeline tag, auto class that loads it)
+TASKS: dict[str, tuple[str, str]] = {
+    "ForSequenceClassification": ("text-classification", "AutoModelForSequenceClassification"),
+    "ForImageClassification": ("image-classification", "AutoModelForImageClassification"),
+    "ForTokenClassification": ("token-classification", "AutoModelForTokenClassification"),
+    "ForQuestionAnswering": ("question-answering", "AutoModelForQuestionAnswering"),
+}
+
+
+def task_of(model_class_name: str) -> tuple[str, str]:
+    """The Hub pipeline tag and the auto class of a transformers (or auto) class name."""
+    for suffix, task in TASKS.items():
+        if model_class_name.endswith(suffix):
+            return task
+    return "feature-extraction", "AutoModel"
+
+
+def eval_metrics(record: Mapping[str, object]) -> dict[str, float]:
+    """Numeric metrics of one results record, named without Trainer prefixes (``eval_accuracy`` -> ``accuracy``)."""
+    metrics = {}
+    for key, value in record.items():
+        name = key
+        for prefix in METRIC_PREFIXES:
+            name = name.removeprefix(prefix)
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        bookkeeping = any(name == other or name.endswith(f"_{other}") for other in NON_METRICS)
+        if is_number and not bookkeeping and name not in FEDERATION_KEYS:
+            metrics[name] = float(value)
+    return metrics
+
+
+def read_results(path: str | os.PathLike) -> dict[str, object]:
+    """A results file: a JSON object, or JSON lines (the last record is the final one)."""
+    text = Path(path).read_text()
+    try:
+        if Path(path).suffix == ".jsonl":
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+            if not records:
+                raise ValueError(f"{path} has no records")
+            record = records[-1]
+        else:
+            record = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"cannot parse results file {path}: {error}") from error
+    if not isinstance(record, dict):
+        raise ValueError(
+            f"results file {path} must hold a JSON object per record, got {type(record).__name__}"
+        )
+    return record
+
+
+def _source_facts(config: LiGOConfig) -> list[dict[str, object]]:
+    facts = []
+    for name in config.source_paths:
+        try:
+            source = AutoConfig.from_pretrained(name, revision=config.source_revision)
+            shape = {field: getattr(source, field) for field in SHAPE_FIELDS}
+        except OSError:  # a Hub source not in the local cache: the card names it without its shape
+            shape = {}
+        facts.append({"name": name, "shape": shape})
+    return facts
+
+
+def _operator_facts(adapter_dir: Path, config: LiGOConfig) -> dict[str, object]:
+    parameters = global_parameters = 0
+    with safe_open(adapter_dir / "adapter_model.safetensors", framework="pt") as weights:
+        for key in weights.keys():
+            if ".ligo_operator." not in key:
+                continue
+            size = 1
+            for dim in weights.get_slice(key).get_shape():
+                size *= dim
+            parameters += size
+            global_parameters += size if ".global_stage." in key else 0
+    return {
+        "kind": "Dual-LiGO (Local + Global stages)" if config.is_dual else "LiGO",
+        "width_structure": config.width_structure,
+        "depth_init": config.depth_init,
+        "parameters": parameters,
+        "global_parameters": global_parameters,
+    }
+
+
+def _hub_ids(names: list[str]) -> list[str]:
+    """Sources that name Hub repositories (a local directory is no valid ``base_model``)."""
+    return [name for name in names if not Path(name).exists() and name.count("/") == 1]
+
+
+def build_model_card(
+    adapter_dir: str | os.PathLike,
+    *,
+    repo_id: str,
+    merged: bool,
+    metrics: Mapping[str, float] | None = None,
+    dataset_id: str | None = None,
+    dataset_name: str | None = None,
+    dataset_split: str | None = None,
+    federation: FederationFacts | None = None,
+    base_model: list[str] | None = None,
+    license: str | None = None,
+) -> ModelCard:
+    """Render the card of a grown model (``merged``) or of its LiGO adapter.
+
+    ``metrics`` go into the card's model-index (one ``EvalResult`` each, on ``dataset_id``).
+    ``base_model`` defaults to the sources that are Hub ids.
+    """
+    adapter_dir = Path(adapter_dir)
+    config = read_ligo_config(adapter_dir)
+    target = target_config_of(config)
+    task, auto_class = task_of(target_model_class(config).__name__)
+    metrics = dict(metrics or {})
+    if metrics and not dataset_id:
+        raise ValueError("evaluation results need the dataset they were measured on (dataset_id)")
+    eval_results = [
+        EvalResult(
+            task_type=task,
+            dataset_type=dataset_id,
+            dataset_name=dataset_name or dataset_id,
+            dataset_split=dataset_split,
+            metric_type=name,
+            metric_value=value,
+        )
+        for name, value in metrics.items()
+    ]
+    model_name = repo_id.split("/")[-1]
+    card_data = ModelCardData(
+        model_name=model_name,
+        base_model=base_model if base_model is not None else _hub_ids(config.source_paths) or None,
+        tags=TAGS + ([] if merged else ["peft"]),
+        datasets=[dataset_id] if dataset_id else None,
+        eval_results=eval_results or None,
+        metrics=list(metrics) or None,
+        library_name="transformers" if merged else "peft",
+        pipeline_tag=task,
+        license=license,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        model_name=model_name,
+        repo_id=repo_id,
+        merged=merged,
+        auto_class=auto_class,
+        target=target,
+        intermediate=config.intermediate_config,
+        sources=_source_facts(config),
+        operator=_operator_facts(adapter_dir, config),
+        federation=federation,
+        metrics=metrics,
+        dataset_name=dataset_name or dataset_id,
+        dataset_split=dataset_split,
+    )
