@@ -29,7 +29,9 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedgrow", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="fedgrow", description="Grow transformers with (Dual-)LiGO operators, alone or federated (Fed-Grow)."
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in SUBCOMMANDS.items():
