@@ -1,0 +1,1 @@
+"""Fed-Grow Flower app: the ServerApp and ClientApp of ``fedgrow_hf.federated``."""

@@ -1,0 +1,151 @@
+"""The Fed-Grow party as a Flower ``ClientApp`` (Message API): a thin wrapper around ``FedGrowTrainer``.
+
+Messages a party handles:
+
+* ``train`` (phase 1): Global-LiGO in, ``local_steps`` of local training, Global-LiGO out, with the
+  party's metrics (loss before/after, accuracy on its held-out share, example count).
+* ``train.finetune`` (phase 2): the final Global-LiGO in; the party merges its grown model
+  (``merge_and_unload``) and fine-tunes it. ``mode="local"``: only metrics go out, the grown model
+  stays with the party (saved in its folder). ``mode="federated"``: the grown model's weights go out
+  for FedAvg (the comparison baseline: federated fine-tuning of the grown model).
+
+The party's own files live under ``<run_dir>/parties/party-<id>``; its config comes from the app
+factory (simulation) or from the run config key ``config`` (a path; ``flwr run``) together with the
+node config ``partition-id``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
+from transformers import Trainer
+
+from ..metrics import compute_classification_metrics
+from .config import FederationConfig, resolve_run
+from .strategy import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    METRICS_KEY,
+    PARTY_KEY,
+    WEIGHT_KEY,
+    to_array_record,
+    to_state_dict,
+)
+from .task import build_party_model, model_classes, party_datasets, target_config, training_arguments
+from .trainer import FedGrowTrainer
+
+
+@lru_cache(maxsize=4)
+def _party(config_json: str, party_id: int) -> tuple[Any, Any, Any]:
+    """Model and data of a party, built once per process (all trainable state is reloaded each round)."""
+    config = FederationConfig.from_dict(json.loads(config_json))
+    train, evaluation = party_datasets(config, party_id)
+    return build_party_model(config, party_id), train, evaluation
+
+
+def party_id_of(context: Context) -> int:
+    return int(context.node_config["partition-id"])
+
+
+def make_client_app(
+    config: FederationConfig | None = None, run_dir: str | None = None, mods: list[Mod] | None = None
+) -> ClientApp:
+    """A ClientApp for ``config`` (or, when None, the config named by the run config at run time)."""
+    app = ClientApp(mods=mods or [])
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        cfg, root = resolve_run(context.run_config, config, run_dir)
+        party = party_id_of(context)
+        model, train_set, eval_set = _party(cfg.to_json(), party)
+        server_round = int(msg.content[CONFIG_KEY]["server-round"])
+        party_dir = root / "parties" / f"party-{party}"
+        trainer = FedGrowTrainer(
+            model,
+            training_arguments(cfg, party_dir / "trainer", cfg.federation.local_steps),
+            party_dir=party_dir,
+            train_dataset=train_set,
+            eval_dataset=eval_set,
+            compute_metrics=compute_classification_metrics,
+            schedule_steps=cfg.federation.rounds * cfg.federation.local_steps,
+        )
+        trainer.begin_round(server_round)
+        trainer.set_global_state(to_state_dict(msg.content[ARRAYS_KEY]))
+        before = trainer.evaluate()
+        metrics = trainer.train_round(server_round=server_round)
+        after = trainer.evaluate()
+        reply = MetricRecord({
+            PARTY_KEY: party,
+            WEIGHT_KEY: len(train_set),
+            "train_loss": metrics["train_loss"],
+            "eval_loss_before": float(before["eval_loss"]),
+            "eval_loss": float(after["eval_loss"]),
+            "accuracy": float(after["eval_accuracy"]),
+            "precision_macro": float(after["eval_precision_macro"]),
+        })
+        content = RecordDict({ARRAYS_KEY: to_array_record(trainer.get_global_state()), METRICS_KEY: reply})
+        return Message(content=content, reply_to=msg)
+
+    @app.train("finetune")
+    def finetune(msg: Message, context: Context) -> Message:
+        cfg, root = resolve_run(context.run_config, config, run_dir)
+        party = party_id_of(context)
+        model, train_set, eval_set = _party(cfg.to_json(), party)
+        settings = msg.content[CONFIG_KEY]
+        party_dir = root / "parties" / f"party-{party}"
+        grown = _grown_model(cfg, model, party_dir, msg, settings)
+        args = training_arguments(cfg, party_dir / "finetune", cfg.federation.finetune_steps)
+        trainer = Trainer(
+            grown, args, train_dataset=train_set, eval_dataset=eval_set, compute_metrics=compute_classification_metrics
+        )
+        output = trainer.train()
+        result = trainer.evaluate()
+        metrics = MetricRecord({
+            PARTY_KEY: party,
+            WEIGHT_KEY: len(train_set),
+            "train_loss": float(output.training_loss),
+            "eval_loss": float(result["eval_loss"]),
+            "accuracy": float(result["eval_accuracy"]),
+            "precision_macro": float(result["eval_precision_macro"]),
+        })
+        content = RecordDict({METRICS_KEY: metrics})
+        if settings["mode"] == "federated":
+            content[ARRAYS_KEY] = to_array_record(grown.state_dict())
+        else:
+            grown.save_pretrained(party_dir / "grown")  # the party keeps its grown model
+        return Message(content=content, reply_to=msg)
+
+    return app
+
+
+def _grown_model(cfg: FederationConfig, model: Any, party_dir: Path, msg: Message, settings: Any) -> torch.nn.Module:
+    """The model phase 2 trains: the party's own merge, the averaged one (federated rounds > 1), or a
+    seeded random target (``finetune_init="random"``, the from-scratch baseline)."""
+    received = msg.content.array_records.get(ARRAYS_KEY)
+    _, model_class = model_classes(cfg)
+    if int(settings["finetune-round"]) > 1 or settings["init"] == "random":
+        torch.manual_seed(cfg.seed)  # the same random start in every party
+        grown = model_class(target_config(cfg))
+        if int(settings["finetune-round"]) > 1:
+            grown.load_state_dict(to_state_dict(received))
+        return grown
+    trainer = FedGrowTrainer(
+        model, training_arguments(cfg, party_dir / "trainer", 1), party_dir=party_dir,
+        schedule_steps=cfg.federation.rounds * cfg.federation.local_steps,
+    )
+    if trainer.latest_round() > 0:
+        trainer.load_private_state(trainer.latest_round())
+    trainer.set_global_state(to_state_dict(received))
+    # merge a copy: the cached LiGO model stays usable for another round in this process
+    return copy.deepcopy(model).merge_and_unload(progressbar=False)
+
+
+app = make_client_app()

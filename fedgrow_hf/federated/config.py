@@ -1,0 +1,263 @@
+"""The federation config: one TOML or JSON file describing a whole Fed-Grow run.
+
+Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)::
+
+    name = "text-small"            # label of the run
+    seed = 0                       # seeds partitioning, party init and training
+
+    [federation]
+    rounds = 5                     # phase 1: federated Global-LiGO training rounds (0: skip phase 1)
+    local_steps = 20               # optimizer steps per party per round
+    min_train_nodes = 2            # a round needs at least this many valid updates
+    round_timeout = 600            # seconds the server waits for replies
+    round_retries = 1              # times a round with too few valid updates is run again
+    max_update_bytes = 0           # size bound of one update; 0: exactly the Global-LiGO's size
+    phase2 = "local"               # "local": each party merges and fine-tunes alone;
+                                   # "federated": FedAvg of the merged grown models; "none"
+    finetune_steps = 20            # phase 2 steps (per round, for "federated")
+    finetune_rounds = 2            # phase 2 rounds for "federated"
+    finetune_init = "grown"        # phase 2 starts from the merged grown model; "random": from a seeded
+                                   # random target (Fed-Scratch baseline; allows rounds = 0)
+    dp_noise_multiplier = 0.0      # > 0: Flower's server-side fixed-clipping DP on the Global-LiGO
+    dp_clipping_norm = 1.0
+
+    [model]
+    family = "bert"                # "bert" (sequence classification) or "vit" (image classification)
+    num_labels = 2
+    target = {num_hidden_layers = 8, hidden_size = 512, num_attention_heads = 8, intermediate_size = 2048}
+    intermediate = {num_hidden_layers = 6, hidden_size = 384, num_attention_heads = 12, intermediate_size = 1536}
+    ligo = {init_noise_std = 0.0}  # any other LiGOConfig fields
+
+    [data]
+    source = "../shared/data/sst2" # a local file/dir, an MNIST IDX dir, or a Hub dataset id
+    split = "train"                # the split shared out among the parties
+    limit = 2000                   # keep a seeded random subset of this many examples
+    eval_fraction = 0.2            # each party holds out this fraction of its share for evaluation
+    partition = "dirichlet"        # or "iid"
+    alpha = 0.5                    # Dirichlet concentration (small: strongly non-IID)
+    max_length = 64                # text: tokens
+    tokenizer = ""                 # text: defaults to the first party's source
+    image_size = 32                # vision
+    num_channels = 1
+    source_cache = "~/.cache/fedgrow-hf/sources"   # pretrained ViT sources are cached here
+
+    [training]                     # keyword arguments of every party's transformers.TrainingArguments
+    learning_rate = 1e-3
+    per_device_train_batch_size = 16
+
+    [[parties]]                    # one table per party: where its private source model comes from
+    source = "minilm"              # a path or Hub id; "minilm": the bundled all-MiniLM-L6-v2
+    [[parties]]
+    derive = {num_hidden_layers = 3, hidden_size = 192}   # fedgrow_hf.sources: smaller model derived
+    [[parties]]                                            # from `from` (default: minilm)
+    random = {num_hidden_layers = 2, hidden_size = 32, num_attention_heads = 4, intermediate_size = 64}
+
+Relative paths are resolved against the config file's directory.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
+
+PHASE2_MODES = ("local", "federated", "none")
+FINETUNE_INITS = ("grown", "random")
+FAMILIES = ("bert", "vit")
+
+
+class ConfigError(ValueError):
+    """The federation config is invalid; the message names the field."""
+
+
+@dataclass
+class FederationSettings:
+    rounds: int = 3
+    local_steps: int = 10
+    min_train_nodes: int = 2
+    round_timeout: float = 600.0
+    round_retries: int = 1
+    max_update_bytes: int = 0
+    phase2: str = "local"
+    finetune_steps: int = 10
+    finetune_rounds: int = 2
+    finetune_init: str = "grown"
+    dp_noise_multiplier: float = 0.0
+    dp_clipping_norm: float = 1.0
+
+
+@dataclass
+class ModelSettings:
+    family: str = "bert"
+    num_labels: int = 2
+    target: dict[str, Any] = field(default_factory=dict)
+    intermediate: dict[str, int] = field(default_factory=dict)
+    ligo: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataSettings:
+    source: str = ""
+    split: str = "train"
+    limit: int | None = None
+    eval_fraction: float = 0.2
+    partition: str = "iid"
+    alpha: float = 0.5
+    min_size: int = 10
+    text_column: str = "sentence"
+    label_column: str = "label"
+    max_length: int = 64
+    tokenizer: str = ""
+    image_size: int = 32
+    num_channels: int = 1
+    source_cache: str = "~/.cache/fedgrow-hf/sources"
+
+
+@dataclass
+class PartySettings:
+    source: str = ""
+    derive: dict[str, Any] | None = None
+    random: dict[str, Any] | None = None
+    pretrain: dict[str, Any] | None = None
+
+
+@dataclass
+class FederationConfig:
+    """A whole Fed-Grow run; see the module docstring for the file schema."""
+
+    name: str = "fedgrow"
+    seed: int = 0
+    federation: FederationSettings = field(default_factory=FederationSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    training: dict[str, Any] = field(default_factory=dict)
+    parties: list[PartySettings] = field(default_factory=list)
+
+    @property
+    def num_parties(self) -> int:
+        return len(self.parties)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FederationConfig:
+        """Read a ``.toml`` or ``.json`` config, resolving relative paths against its folder."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"federation config {path} does not exist")
+        text = path.read_text(encoding="utf-8")
+        try:
+            raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"cannot parse {path}: {error}") from error
+        config = cls.from_dict(raw)
+        config.resolve_paths(path.parent)
+        return config
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> FederationConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"unknown top-level config keys {unknown}; known: {sorted(known)}")
+        config = cls(
+            name=str(raw.get("name", "fedgrow")),
+            seed=int(raw.get("seed", 0)),
+            federation=_section(FederationSettings, raw.get("federation", {}), "federation"),
+            model=_section(ModelSettings, raw.get("model", {}), "model"),
+            data=_section(DataSettings, raw.get("data", {}), "data"),
+            training=dict(raw.get("training", {})),
+            parties=[_section(PartySettings, party, f"parties[{i}]") for i, party in enumerate(raw.get("parties", []))],
+        )
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def validate(self) -> None:
+        fed, model = self.federation, self.model
+        if model.family not in FAMILIES:
+            raise ConfigError(f"model.family={model.family!r} is not one of {FAMILIES}")
+        if not model.target or not model.intermediate:
+            raise ConfigError("model.target and model.intermediate (Dual-LiGO's common shape) are required")
+        if fed.phase2 not in PHASE2_MODES:
+            raise ConfigError(f"federation.phase2={fed.phase2!r} is not one of {PHASE2_MODES}")
+        if fed.finetune_init not in FINETUNE_INITS:
+            raise ConfigError(f"federation.finetune_init={fed.finetune_init!r} is not one of {FINETUNE_INITS}")
+        if fed.finetune_init == "random" and fed.phase2 != "federated":
+            raise ConfigError("federation.finetune_init='random' (Fed-Scratch) needs federation.phase2='federated'")
+        scratch = fed.finetune_init == "random"
+        if fed.rounds < (0 if scratch else 1) or fed.local_steps < 1:
+            raise ConfigError(
+                "federation.rounds must be >= 1 (>= 0 with finetune_init='random') and federation.local_steps >= 1"
+            )
+        if not self.parties:
+            raise ConfigError("no [[parties]]: a federation needs at least one party")
+        if not 1 <= fed.min_train_nodes <= self.num_parties:
+            raise ConfigError(
+                f"federation.min_train_nodes={fed.min_train_nodes} must be between 1 and the {self.num_parties} parties"
+            )
+        if self.data.partition not in ("iid", "dirichlet"):
+            raise ConfigError(f"data.partition={self.data.partition!r} is not 'iid' or 'dirichlet'")
+        if not 0 < self.data.eval_fraction < 1:
+            raise ConfigError(f"data.eval_fraction={self.data.eval_fraction} must be in (0, 1)")
+        if not self.data.source:
+            raise ConfigError("data.source (a data path or a Hub dataset id) is required")
+        for i, party in enumerate(self.parties):
+            given = [bool(party.source), party.derive is not None, party.random is not None, party.pretrain is not None]
+            if sum(given) != 1:
+                raise ConfigError(f"parties[{i}] needs exactly one of source, derive, random, pretrain")
+
+    def resolve_paths(self, base: Path) -> None:
+        """Make relative local paths absolute (Hub ids, which do not exist locally, are kept)."""
+        self.data.source = _resolve(self.data.source, base)
+        self.data.tokenizer = _resolve(self.data.tokenizer, base)
+        for party in self.parties:
+            party.source = _resolve(party.source, base)
+            if party.derive and party.derive.get("from"):
+                party.derive["from"] = _resolve(party.derive["from"], base)
+
+
+def _section(kind: type, raw: dict[str, Any], name: str) -> Any:
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown keys in [{name}]: {unknown}; known: {sorted(known)}")
+    return kind(**raw)
+
+
+def _resolve(value: str, base: Path) -> str:
+    if not value or value == "minilm":
+        return value
+    candidate = (base / value).expanduser()
+    return str(candidate.resolve()) if not Path(value).is_absolute() and candidate.exists() else value
+
+
+RUN_CONFIG_PATH_KEY = "config"
+RUN_CONFIG_RUN_DIR_KEY = "run-dir"
+
+
+def resolve_run(
+    run_config: Mapping[str, Any], config: FederationConfig | None, run_dir: str | Path | None
+) -> tuple[FederationConfig, Path]:
+    """The config and run folder of a Flower app: given to its factory, else from Flower's run config.
+
+    With ``flwr run``, ``[tool.flwr.app.config]`` names the federation config file (``config``) and
+    optionally the run folder (``run-dir``, default ``runs/<name>``).
+    """
+    if config is None:
+        if RUN_CONFIG_PATH_KEY not in run_config:
+            raise ConfigError(f"the Flower run config has no {RUN_CONFIG_PATH_KEY!r} (path of the federation config)")
+        config = FederationConfig.load(str(run_config[RUN_CONFIG_PATH_KEY]))
+    run_dir = run_dir or run_config.get(RUN_CONFIG_RUN_DIR_KEY) or f"runs/{config.name}"
+    return config, Path(str(run_dir))

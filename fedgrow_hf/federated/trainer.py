@@ -1,0 +1,192 @@
+"""``FedGrowTrainer``: one Fed-Grow party's ``transformers.Trainer``.
+
+A party trains its Dual-LiGO model with the Trainer it already knows; the only federated addition is
+the round boundary: the server's Global-LiGO comes in (:meth:`FedGrowTrainer.set_global_state`), the
+party trains for the round's steps, and its Global-LiGO goes out (:meth:`get_global_state`).
+Everything else -- the Local-LiGO, the task head, the optimizer and LR-scheduler state -- is the
+party's own. It is kept in ``party_dir`` between rounds, so that a party process that is restarted
+(or, in Flower's simulation engine, a round that runs in another worker) continues where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file, save_file
+from transformers import Trainer
+
+PRIVATE_WEIGHTS = "private_state.safetensors"
+OPTIMIZER_STATE = "optimizer.pt"
+SCHEDULER_STATE = "scheduler.pt"
+PARTY_STATE = "party_state.json"
+
+
+class FedGrowTrainer(Trainer):
+    """A ``Trainer`` for one Fed-Grow party whose model is a Dual-LiGO ``PeftModel``.
+
+    Args:
+        model: the party's grown model (``fedgrow_hf.grow(..., intermediate_config=...)``).
+        args: ordinary ``TrainingArguments``; ``max_steps`` is the number of local steps of one round.
+        party_dir: where the party's private state lives between rounds (created if needed), one
+            folder per round; :meth:`train_round` continues from it, so a restarted party resumes.
+        schedule_steps: length of the LR schedule over the whole federation (e.g. rounds x local
+            steps), so that the schedule runs across rounds instead of restarting every round.
+            Defaults to one round's steps.
+        **kwargs: everything else ``Trainer`` takes (``train_dataset``, ``processing_class``,
+            ``data_collator``, ``compute_metrics`` ...).
+    """
+
+    def __init__(
+        self,
+        model: PeftModel,
+        args: Any = None,
+        *,
+        party_dir: str | os.PathLike,
+        schedule_steps: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not hasattr(model, "global_state_dict") or model.base_model.operator.local_stages is None:
+            raise TypeError(
+                "FedGrowTrainer needs a Dual-LiGO PeftModel (fedgrow_hf.grow(..., intermediate_config=...)): "
+                "only its Global-LiGO stage can be shared"
+            )
+        self._resume_dir: Path | None = None  # where create_optimizer/create_scheduler restore state from
+        super().__init__(model=model, args=args, **kwargs)
+        self.party_dir = Path(party_dir)
+        self.party_dir.mkdir(parents=True, exist_ok=True)
+        self.schedule_steps = schedule_steps
+
+    # ----------------------------------------------------------------------------------------------
+    # round boundary
+    # ----------------------------------------------------------------------------------------------
+    def get_global_state(self) -> dict[str, torch.Tensor]:
+        """The Global-LiGO state to send: the only part of the party that leaves it."""
+        return self.model.global_state_dict()
+
+    def set_global_state(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Load the server's Global-LiGO (validated; on any problem nothing changes)."""
+        self.model.load_global_state_dict(state_dict)
+
+    def train_round(
+        self, global_state: Mapping[str, torch.Tensor] | None = None, server_round: int | None = None
+    ) -> dict[str, float]:
+        """Train one round: private state of the previous round + ``global_state`` -> ``max_steps`` steps.
+
+        ``server_round`` (1-based) names the round; the private state is read from the one before it
+        and written under it, so a round that is run again (a retried round, a server resumed from
+        its checkpoint) starts from exactly the same state. Without it, the round after the latest
+        one on disk is trained. Returns the metrics the party reports (``train_loss``: mean loss of
+        the round's steps; ``num_examples``: examples seen).
+        """
+        server_round = self.latest_round() + 1 if server_round is None else server_round
+        self.begin_round(server_round)
+        if global_state is not None:
+            self.set_global_state(global_state)
+        output = self.train()
+        self.save_private_state(server_round)
+        examples = output.global_step * self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
+        return {"train_loss": float(output.training_loss), "num_examples": int(examples)}
+
+    def begin_round(self, server_round: int) -> None:
+        """Restore the private state the round starts from (saved after ``server_round - 1``).
+
+        The state before round 1 is the model as built; it is saved as round 0 the first time, so
+        that a round 1 run again in the same process starts from it too.
+        """
+        if server_round == 1 and not (self.round_dir(0) / PARTY_STATE).exists():
+            self.save_private_state(0)
+        self.load_private_state(server_round - 1)
+
+    # ----------------------------------------------------------------------------------------------
+    # private state on disk: party_dir/round-NNNN/
+    # ----------------------------------------------------------------------------------------------
+    def round_dir(self, server_round: int) -> Path:
+        return self.party_dir / f"round-{server_round:04d}"
+
+    def latest_round(self) -> int:
+        """The last round whose private state is complete on disk (0: none)."""
+        done = [int(d.name.split("-")[1]) for d in self.party_dir.glob("round-*") if (d / PARTY_STATE).exists()]
+        return max(done, default=0)
+
+    def private_state_dict(self) -> dict[str, torch.Tensor]:
+        """Trainable parameters that are not Global-LiGO: Local-LiGO, task head, saved modules."""
+        shared = {id(p) for p in self.model.base_model.operator.global_stage.parameters()}
+        return {
+            name: param.detach().cpu().contiguous()
+            for name, param in self.model.named_parameters()
+            if param.requires_grad and id(param) not in shared
+        }
+
+    def save_private_state(self, server_round: int) -> None:
+        """Write the private state after ``server_round``; the marker file is written last.
+
+        Only the two latest rounds are kept: the last one, and the one before it in case the last
+        round is run again.
+        """
+        directory = self.round_dir(server_round)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(self.private_state_dict(), str(directory / PRIVATE_WEIGHTS))
+        for name, stateful in ((OPTIMIZER_STATE, self.optimizer), (SCHEDULER_STATE, self.lr_scheduler)):
+            if stateful is not None:  # none before the first round
+                torch.save(stateful.state_dict(), directory / name)
+        _atomic_write_text(directory / PARTY_STATE, json.dumps({"round": server_round}))
+        for old in self.party_dir.glob("round-*"):
+            if int(old.name.split("-")[1]) < server_round - 1:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load_private_state(self, server_round: int) -> None:
+        """Load the private state saved after ``server_round``."""
+        directory = self.round_dir(server_round)
+        if not (directory / PARTY_STATE).exists():
+            raise FileNotFoundError(
+                f"party state of round {server_round} is missing in {self.party_dir}: this party cannot "
+                f"continue round {server_round + 1} without its private Local-LiGO and head"
+            )
+        state = load_file(str(directory / PRIVATE_WEIGHTS))
+        expected = self.private_state_dict()
+        if set(state) != set(expected):
+            raise ValueError(
+                f"{directory} does not belong to this model: missing {sorted(set(expected) - set(state))[:5]}, "
+                f"unexpected {sorted(set(state) - set(expected))[:5]}"
+            )
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in state.items():
+                params[name].copy_(value)
+        self.optimizer = self.lr_scheduler = None  # re-created by train(), then loaded from _resume_dir
+        self._resume_dir = directory
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        resume_dir = self._resume_dir
+        if fresh and resume_dir is not None and (resume_dir / OPTIMIZER_STATE).exists():
+            optimizer.load_state_dict(torch.load(resume_dir / OPTIMIZER_STATE, weights_only=True))
+        return optimizer
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        fresh = self.lr_scheduler is None
+        scheduler = super().create_scheduler(self.schedule_steps or num_training_steps, optimizer)
+        resume_dir = self._resume_dir
+        if fresh and resume_dir is not None and (resume_dir / SCHEDULER_STATE).exists():
+            scheduler.load_state_dict(torch.load(resume_dir / SCHEDULER_STATE, weights_only=True))
+            # the constructor reset the optimizer's LR to the schedule's start; continue where it was
+            for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr()):
+                group["lr"] = lr
+        return scheduler
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and rename: the marker is either absent or complete."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

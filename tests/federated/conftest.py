@@ -1,0 +1,111 @@
+"""Fixtures of the federated tests: a tiny Dual-LiGO text party on real SST-2 sentences."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
+
+INTERMEDIATE = {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4}
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+def tiny_bert(layers: int, hidden: int, heads: int, ffn: int, **kwargs) -> BertConfig:
+    return BertConfig(
+        num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads, intermediate_size=ffn,
+        vocab_size=30522, max_position_embeddings=64, **NO_DROPOUT, **kwargs,
+    )
+
+
+@pytest.fixture(scope="session")
+def sst2_train(shared_data_dir: Path, minilm_path: Path) -> Dataset:
+    """The first 256 real SST-2 training sentences, tokenised with MiniLM's tokenizer (max 32 tokens)."""
+    with open(shared_data_dir / "sst2" / "train.tsv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[:256]
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    encoded = tokenizer([r["sentence"] for r in rows], truncation=True, max_length=32, padding="max_length")
+    return Dataset.from_dict({**encoded, "labels": [int(r["label"]) for r in rows]})
+
+
+@pytest.fixture
+def make_party():
+    """Factory: a tiny Dual-LiGO party (its own random small BERT source) growing into L4/H64."""
+    from fedgrow_hf import grow
+
+    def make(seed: int = 0, source_layers: int = 1, source_hidden: int = 16):
+        torch.manual_seed(seed)
+        source = BertModel(tiny_bert(source_layers, source_hidden, 2, 2 * source_hidden), add_pooling_layer=False)
+        torch.manual_seed(100)  # the same task-head init for every party
+        return grow(
+            source, tiny_bert(4, 64, 4, 128, num_labels=2), model_class=BertForSequenceClassification,
+            intermediate_config=INTERMEDIATE, modules_to_save=["classifier"],
+        )
+
+    return make
+
+
+TINY_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "configs" / "tiny.toml"
+
+
+def tiny_federation(shared_data_dir: Path, **federation):
+    """The shipped tiny text federation, on the real SST-2 beside the checkout, with overrides."""
+    from fedgrow_hf.federated.config import FederationConfig
+
+    config = FederationConfig.load(TINY_CONFIG)
+    config.data.source = str(shared_data_dir / "sst2")
+    for name, value in federation.items():
+        setattr(config.federation, name, value)
+    config.validate()
+    return config
+
+
+def pickle_mods_by_value() -> None:
+    """Ray workers cannot import the tests package: ship the test mods by value."""
+    import cloudpickle
+
+    from tests.federated import mods
+
+    cloudpickle.register_pickle_by_value(mods)
+
+
+def read_records(directory: Path) -> list[dict]:
+    """The messages the recording mod saw leaving the parties, with their arrays loaded."""
+    import json
+
+    import numpy as np
+
+    records = []
+    for summary in sorted(directory.glob("*.json")):
+        record = json.loads(summary.read_text())
+        for suffix, key in ((".npz", "sent"), ("-in.npz", "received")):
+            path = summary.with_name(summary.stem + suffix)
+            record[key] = dict(np.load(path)) if path.exists() else None
+        records.append(record)
+    return records
+
+
+@pytest.fixture(scope="session")
+def tiny_run(shared_data_dir, tmp_path_factory):
+    """One simulated federation (Flower simulation engine, Ray), shared by several test modules.
+
+    Three heterogeneous parties (random BERT sources of depth 1-2 and width 16-32) grow a BERT L4/H64
+    together for 2 rounds on 300 real SST-2 sentences split non-IID, then fine-tune locally (phase 2).
+    A client mod records every message that leaves a party.
+    """
+    pytest.importorskip("ray")
+    from fedgrow_hf.federated.simulate import simulate
+    from tests.federated.mods import make_recording_mod
+
+    pickle_mods_by_value()
+    config = tiny_federation(shared_data_dir)
+    run_dir = tmp_path_factory.mktemp("simulation")
+    reports = []
+    final = simulate(
+        config, run_dir, on_round=reports.append, client_mods=[make_recording_mod(str(run_dir / "sent"))]
+    )
+    return {"config": config, "dir": run_dir, "final": final, "reports": reports,
+            "sent": read_records(run_dir / "sent")}

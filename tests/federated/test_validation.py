@@ -1,0 +1,122 @@
+"""Server-side screening of updates and the federation config, without running a federation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.federated.conftest import TINY_CONFIG, tiny_federation
+
+pytest.importorskip("flwr")
+
+
+@pytest.fixture(scope="module")
+def reference(shared_data_dir):
+    from fedgrow_hf.federated.task import reference_global_stage
+
+    return reference_global_stage(tiny_federation(shared_data_dir))
+
+
+def _record(state):
+    from fedgrow_hf.federated.strategy import to_array_record
+
+    return to_array_record(state)
+
+
+def _limit(reference):
+    from fedgrow_hf.federated.strategy import payload_bytes
+
+    return payload_bytes(_record(reference.state_dict()))
+
+
+def test_valid_update_passes(reference):
+    from fedgrow_hf.federated.strategy import update_problem
+
+    state = {k: v + 0.01 for k, v in reference.state_dict().items()}
+    assert update_problem(_record(state), reference, _limit(reference)) is None
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "expected"),
+    [
+        (lambda s, k: {**s, "sources.0.word_embeddings": torch.zeros(3)}, "unexpected ['sources.0.word_embeddings']"),
+        (lambda s, k: {n: v for n, v in s.items() if n != k}, "missing ["),
+        (lambda s, k: {**s, k: torch.zeros(s[k].numel() + 1)}, "has shape"),
+        (lambda s, k: {**s, k: s[k].double()}, "dtype"),
+        (lambda s, k: {**s, k: torch.full_like(s[k], float("inf"))}, "non-finite"),
+    ],
+    ids=["foreign-key", "missing-key", "shape", "dtype", "non-finite"],
+)
+def test_bad_update_is_named(reference, corrupt, expected):
+    from fedgrow_hf.federated.strategy import update_problem
+
+    state = reference.state_dict()
+    key = sorted(state)[-1]
+    problem = update_problem(_record(corrupt(state, key)), reference, 10 * _limit(reference))
+    assert problem is not None and expected in problem
+    if expected not in ("unexpected", "missing ["):
+        assert key in problem or "keys" in problem
+
+
+def test_size_bound_is_checked_before_deserialising(reference):
+    from flwr.app import Array
+
+    from fedgrow_hf.federated.strategy import update_problem
+
+    record = _record(reference.state_dict())
+    key = next(iter(record.keys()))
+    record[key] = Array(dtype="float32", shape=tuple(record[key].shape), stype="numpy.ndarray", data=b"x" * 10**6)
+    problem = update_problem(record, reference, _limit(reference))
+    assert problem is not None and "more than the bound" in problem
+
+
+def test_dp_wrapper_is_built_only_when_configured(shared_data_dir):
+    from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
+
+    from fedgrow_hf.federated.strategy import build_strategy
+
+    assert type(build_strategy(tiny_federation(shared_data_dir))) is FedAvg
+    dp = build_strategy(tiny_federation(shared_data_dir, dp_noise_multiplier=0.7, dp_clipping_norm=0.3))
+    assert isinstance(dp, DifferentialPrivacyServerSideFixedClipping)
+    assert (dp.noise_multiplier, dp.clipping_norm, dp.num_sampled_clients) == (0.7, 0.3, 3)
+
+
+def test_config_errors_name_the_field(tmp_path):
+    from fedgrow_hf.federated.config import ConfigError, FederationConfig
+
+    text = TINY_CONFIG.read_text()
+    for bad, field in [
+        (text.replace('phase2 = "local"', 'phase2 = "sideways"'), "phase2"),
+        (text.replace("min_train_nodes = 2", "min_train_nodes = 7"), "min_train_nodes"),
+        (text.replace("[training]", "[training]\n[typo]\nx = 1\n[more]"), "unknown top-level"),
+        (text.replace("local_steps = 5", "local_step = 5"), "unknown keys in [federation]"),
+    ]:
+        path = tmp_path / "bad.toml"
+        path.write_text(bad)
+        with pytest.raises(ConfigError, match=field.replace("[", r"\[")):
+            FederationConfig.load(path)
+
+
+def test_json_and_toml_configs_agree(tmp_path):
+    from fedgrow_hf.federated.config import FederationConfig
+
+    toml = FederationConfig.load(TINY_CONFIG)
+    path = tmp_path / "tiny.json"
+    path.write_text(toml.to_json())
+    assert FederationConfig.load(path) == toml
+    assert np.isclose(toml.data.alpha, 5.0)
+
+
+def test_federated_package_imports_without_flower():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['flwr'] = None; sys.modules['ray'] = None\n"
+        "import fedgrow_hf.federated as f; from fedgrow_hf.federated import config, task, checkpoint\n"
+        "print(f.FedGrowTrainer.__name__)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "FedGrowTrainer"
