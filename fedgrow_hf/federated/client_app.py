@@ -58,40 +58,23 @@ def party_id_of(context: Context) -> int:
 def make_client_app(
     config: FederationConfig | None = None, run_dir: str | None = None, mods: list[Mod] | None = None
 ) -> ClientApp:
-    """A ClientApp for ``config`` (or, when None, the config named by the run config at run time)."""
-    app = ClientApp(mods=mods or [])
+    """A ClientApp for ``config`` (or, when None, the config named by the run config at run time).
+
+    With ``[federation].secure_aggregation`` enabled, phase-1 messages go to the SecAgg+ app
+    (:mod:`.secure_aggregation`); ``mods`` wrap both.
+    """
+    from .secure_aggregation import route_secure_aggregation  # it builds on this module
+
+    app = ClientApp(mods=[*(mods or []), route_secure_aggregation(config, run_dir)])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         cfg, root = resolve_run(context.run_config, config, run_dir)
-        party = party_id_of(context)
-        model, train_set, eval_set = _party(cfg.to_json(), party)
         server_round = int(msg.content[CONFIG_KEY]["server-round"])
-        party_dir = root / "parties" / f"party-{party}"
-        trainer = FedGrowTrainer(
-            model,
-            training_arguments(cfg, party_dir / "trainer", cfg.federation.local_steps),
-            party_dir=party_dir,
-            train_dataset=train_set,
-            eval_dataset=eval_set,
-            compute_metrics=compute_classification_metrics,
-            schedule_steps=cfg.federation.rounds * cfg.federation.local_steps,
+        state, metrics = train_party_round(
+            cfg, root, party_id_of(context), to_state_dict(msg.content[ARRAYS_KEY]), server_round
         )
-        trainer.begin_round(server_round)
-        trainer.set_global_state(to_state_dict(msg.content[ARRAYS_KEY]))
-        before = trainer.evaluate()
-        metrics = trainer.train_round(server_round=server_round)
-        after = trainer.evaluate()
-        reply = MetricRecord({
-            PARTY_KEY: party,
-            WEIGHT_KEY: len(train_set),
-            "train_loss": metrics["train_loss"],
-            "eval_loss_before": float(before["eval_loss"]),
-            "eval_loss": float(after["eval_loss"]),
-            "accuracy": float(after["eval_accuracy"]),
-            "precision_macro": float(after["eval_precision_macro"]),
-        })
-        content = RecordDict({ARRAYS_KEY: to_array_record(trainer.get_global_state()), METRICS_KEY: reply})
+        content = RecordDict({ARRAYS_KEY: to_array_record(state), METRICS_KEY: MetricRecord(metrics)})
         return Message(content=content, reply_to=msg)
 
     @app.train("finetune")
@@ -124,6 +107,38 @@ def make_client_app(
         return Message(content=content, reply_to=msg)
 
     return app
+
+
+def train_party_round(
+    cfg: FederationConfig, root: Path, party: int, global_state: dict[str, torch.Tensor], server_round: int
+) -> tuple[dict[str, torch.Tensor], dict[str, int | float]]:
+    """One phase-1 round of a party: the server's Global-LiGO in, local training, its Global-LiGO and
+    metrics out. Shared by the plain app and the SecAgg+ one (:mod:`.secure_aggregation`)."""
+    model, train_set, eval_set = _party(cfg.to_json(), party)
+    party_dir = root / "parties" / f"party-{party}"
+    trainer = FedGrowTrainer(
+        model,
+        training_arguments(cfg, party_dir / "trainer", cfg.federation.local_steps),
+        party_dir=party_dir,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        compute_metrics=compute_classification_metrics,
+        schedule_steps=cfg.federation.rounds * cfg.federation.local_steps,
+    )
+    trainer.begin_round(server_round)
+    trainer.set_global_state(global_state)
+    before = trainer.evaluate()
+    metrics = trainer.train_round(server_round=server_round)
+    after = trainer.evaluate()
+    return trainer.get_global_state(), {
+        PARTY_KEY: party,
+        WEIGHT_KEY: len(train_set),
+        "train_loss": metrics["train_loss"],
+        "eval_loss_before": float(before["eval_loss"]),
+        "eval_loss": float(after["eval_loss"]),
+        "accuracy": float(after["eval_accuracy"]),
+        "precision_macro": float(after["eval_precision_macro"]),
+    }
 
 
 def _grown_model(cfg: FederationConfig, model: Any, party_dir: Path, msg: Message, settings: Any) -> torch.nn.Module:

@@ -20,6 +20,11 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
                                    # random target (Fed-Scratch baseline; allows rounds = 0)
     dp_noise_multiplier = 0.0      # > 0: Flower's server-side fixed-clipping DP on the Global-LiGO
     dp_clipping_norm = 1.0
+    # opt-in Flower SecAgg+ on phase 1: the server sees only the sum of the masked, quantised updates
+    # (so it can validate only the aggregate); not combinable with dp_noise_multiplier > 0, nor --resume
+    secure_aggregation = {enabled = false, num_shares = 3, reconstruction_threshold = 2, max_weight = 1000.0,
+                          clipping_range = 8.0, quantization_range = 4194304}
+    # max_weight bounds a party's example count; clipping_range bounds |weight/max_weight * value|
 
     [model]
     family = "bert"                # "bert" (sequence classification) or "vit" (image classification)
@@ -92,6 +97,19 @@ class FederationSettings:
     finetune_init: str = "grown"
     dp_noise_multiplier: float = 0.0
     dp_clipping_norm: float = 1.0
+    secure_aggregation: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SecureAggregationSettings:
+    """``[federation].secure_aggregation``: the parameters of Flower's ``SecAggPlusWorkflow``."""
+
+    enabled: bool = False
+    num_shares: int | float = 3
+    reconstruction_threshold: int | float = 2
+    max_weight: float = 1000.0
+    clipping_range: float = 8.0
+    quantization_range: int = 4194304
 
 
 @dataclass
@@ -144,6 +162,10 @@ class FederationConfig:
     @property
     def num_parties(self) -> int:
         return len(self.parties)
+
+    @property
+    def secure_aggregation(self) -> SecureAggregationSettings:
+        return _section(SecureAggregationSettings, self.federation.secure_aggregation, "federation.secure_aggregation")
 
     @classmethod
     def load(cls, path: str | Path) -> FederationConfig:
@@ -206,6 +228,11 @@ class FederationConfig:
         if not 1 <= fed.min_train_nodes <= self.num_parties:
             raise ConfigError(
                 f"federation.min_train_nodes={fed.min_train_nodes} must be between 1 and the {self.num_parties} parties"
+            )
+        if self.secure_aggregation.enabled and fed.dp_noise_multiplier > 0:
+            raise ConfigError(
+                "federation.secure_aggregation cannot be combined with federation.dp_noise_multiplier > 0: "
+                "Flower's server-side DP clips each update, which the server cannot see under SecAgg+"
             )
         if self.data.partition not in ("iid", "dirichlet"):
             raise ConfigError(f"data.partition={self.data.partition!r} is not 'iid' or 'dirichlet'")

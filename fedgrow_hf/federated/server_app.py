@@ -239,7 +239,13 @@ def make_server_app(
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg, root = resolve_run(context.run_config, config, run_dir)
-        run_federation(grid, cfg, root, resume=resume or bool(context.run_config.get("resume", False)), on_round=on_round)
+        resumed = resume or bool(context.run_config.get("resume", False))
+        if cfg.secure_aggregation.enabled:
+            from .secure_aggregation import run_secure_federation  # it builds on this module
+
+            run_secure_federation(grid, context, cfg, root, resume=resumed, on_round=on_round)
+        else:
+            run_federation(grid, cfg, root, resume=resumed, on_round=on_round)
 
     return app
 
