@@ -21,9 +21,9 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
+
+from rss import PeakRSS
 
 MiB = 2**20
 TARGET = {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072}
@@ -52,32 +52,6 @@ def make_adapter(adapter_dir: str) -> None:
     model.save_pretrained(adapter_dir)
 
 
-class _RSSSampler:
-    """Highest current RSS seen while active (ru_maxrss cannot tell a later phase's peak from an earlier one)."""
-
-    def __init__(self, interval: float = 0.002) -> None:
-        import psutil
-
-        self._process, self._interval, self.peak = psutil.Process(), interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._process.memory_info().rss)
-            time.sleep(self._interval)
-
-    def __enter__(self) -> _RSSSampler:
-        self.start = self._process.memory_info().rss
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
-
-
 def merge(approach: str, adapter_dir: str, dtype: str) -> dict:
     import gc
 
@@ -98,7 +72,7 @@ def merge(approach: str, adapter_dir: str, dtype: str) -> dict:
     if approach == "low-memory":  # merge_adapter(), with its build phase sampled on its own
         plan = _GrowthPlan.of(load_grown(adapter_dir))
         gc.collect()
-        with _RSSSampler() as build:
+        with PeakRSS(interval=0.002) as build:
             model = _build(plan, dtype, None, None, None, False)
     else:
         config = target_config_of(read_ligo_config(adapter_dir))

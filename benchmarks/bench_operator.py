@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
-import threading
 import time
 
 import torch
+from rss import PeakRSS, current_rss_bytes
 from transformers import AutoModel, BertConfig, BertForSequenceClassification
 
 
@@ -95,31 +94,6 @@ def bench_step(args: argparse.Namespace) -> dict:
         "plain_trainable_params": sum(p.numel() for p in plain.parameters()),
         "ligo_trainable_params": ligo.get_nb_trainable_parameters()[0],
     }
-
-
-def current_rss_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * resource.getpagesize()
-
-
-class PeakRSS:
-    """Samples this process's RSS every millisecond while active (ru_maxrss would include older peaks)."""
-
-    def __enter__(self) -> PeakRSS:
-        self.peak, self._stop = current_rss_bytes(), threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, current_rss_bytes())
-            time.sleep(0.001)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, current_rss_bytes())
 
 
 def merge_memory_child() -> None:
