@@ -1,0 +1,74 @@
+"""``fedgrow reproduce PRESET``: Fed-Grow vs Fed-Scratch, Independent growth and a same-source reference.
+
+PRESET is ``tiny``, ``vision-small``, ``text-small``, ``paper`` (see ``fedgrow_hf/reproduce/presets.py``)
+or the path of a federation config (the schema of ``fedgrow simulate``). Writes
+``OUTPUT_DIR/results.json`` and PNG plots, and regenerates ``RESULTS.md`` from every preset's results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+HELP = "reproduce Fed-Grow's comparison against baselines on a preset"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..reproduce.methods import METHODS
+
+    parser.add_argument("preset", help="tiny | vision-small | text-small | paper, or a federation config file")
+    parser.add_argument("--data-dir", default="../shared/data",
+                        help="folder holding sst2/ and mnist/ (default: ../shared/data)")
+    parser.add_argument("--output-dir", help="where results.json and plots go (default: benchmarks/results/PRESET)")
+    parser.add_argument("--work-dir", help="run folders and cached sources (default: runs/reproduce/PRESET)")
+    parser.add_argument("--report", help="RESULTS.md to regenerate (default: OUTPUT_DIR/../../RESULTS.md)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run")
+    parser.add_argument("--cpus-per-party", type=float, default=1.0, help="CPU cores Ray gives each party")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep methods already measured in WORK_DIR with the same config; run the others")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only redraw the plots and regenerate RESULTS.md from OUTPUT_DIR/results.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from ..reproduce import reproduce
+    from ..reproduce.runner import rewrite_report
+
+    name = Path(args.preset).stem if Path(args.preset).is_file() else args.preset
+    output_dir = args.output_dir or f"benchmarks/results/{name}"
+    console = Console(stderr=True)
+    if args.report_only:
+        console.log(f"wrote {rewrite_report(output_dir, args.report)}")
+        return 0
+    reproduce(
+        args.preset,
+        data_dir=args.data_dir,
+        output_dir=output_dir,
+        work_dir=args.work_dir or f"runs/reproduce/{name}",
+        report_path=args.report,
+        methods=args.methods,
+        command=_command(args),
+        cpus_per_party=args.cpus_per_party,
+        resume=args.resume,
+        log=console.log,
+    )
+    return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run (recorded in results.json and RESULTS.md)."""
+    from ..reproduce.methods import METHODS
+
+    words = ["fedgrow", "reproduce", args.preset, "--data-dir", args.data_dir]
+    for flag, value in (("--output-dir", args.output_dir), ("--work-dir", args.work_dir), ("--report", args.report)):
+        if value:
+            words += [flag, value]
+    if list(args.methods) != list(METHODS):
+        words += ["--methods", *args.methods]
+    if args.cpus_per_party != 1.0:
+        words += ["--cpus-per-party", str(args.cpus_per_party)]
+    return shlex.join(words)

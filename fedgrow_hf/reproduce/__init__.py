@@ -1,0 +1,12 @@
+"""Reproduce Fed-Grow's comparison against its baselines on real data (``fedgrow reproduce PRESET``).
+
+Methods live in :mod:`.methods`, presets in :mod:`.presets`, the write-up (``results.json``, plots,
+``RESULTS.md``) in :mod:`.report`, and :func:`reproduce` runs it all. Needs the ``federated`` extra
+(Flower, Ray) and matplotlib; importing :mod:`fedgrow_hf` does not import this package.
+"""
+
+from .methods import METHOD_LABELS, METHODS
+from .presets import PRESETS, preset_config
+from .runner import reproduce
+
+__all__ = ["METHODS", "METHOD_LABELS", "PRESETS", "preset_config", "reproduce"]
