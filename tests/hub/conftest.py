@@ -6,13 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-
-def _perturb(model: torch.nn.Module) -> None:
-    """Random init leaves biases at 0 and LayerNorms at 1; perturbed weights test more."""
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(0.05 * torch.randn_like(param))
+from ligo_factories import perturbed
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +23,7 @@ def bert_source_dir(tmp_path_factory, minilm_path) -> Path:
         max_position_embeddings=64,
     )
     model = BertModel(config)
-    _perturb(model)
+    perturbed(model)
     path = tmp_path_factory.mktemp("bert_source")
     model.save_pretrained(path)
     AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
@@ -74,7 +68,7 @@ def vit_adapter_dir(tmp_path_factory) -> Path:
         ViTConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64, **shape),
         add_pooling_layer=False,
     )
-    _perturb(source)
+    perturbed(source)
     source_dir = tmp_path_factory.mktemp("vit_source")
     source.save_pretrained(source_dir)
     target = ViTConfig(
