@@ -40,7 +40,6 @@ from peft import (
     get_peft_model_state_dict,
 )
 from peft.auto import MODEL_TYPE_TO_PEFT_MODEL_MAPPING, check_import_allowlist, get_default_import_allowlist
-from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoProcessor, PretrainedConfig, PreTrainedModel
 from transformers.integrations.accelerate import expand_device_map
 
@@ -271,18 +270,11 @@ def _build(
 
     for name, value in plan.own_state.items():
         assign(name, value)
-    operator = plan.operator
-    with torch.no_grad():
-        intermediate = operator.intermediate_weights()
-        _assign_grown(
-            plan.grown, None, operator.global_stage(TransformerWeights(intermediate.shared, {})), assign
-        )
-        layers = range(operator.global_stage.target_shape.num_layers)
-        for layer in tqdm(layers, disable=not progressbar, desc="Growing target layers"):
-            grown = operator.global_stage(TransformerWeights({}, intermediate.layers), layers=[layer])
-            _assign_grown(plan.grown, layer, grown, assign)
-            del grown
-    del intermediate
+    for layer, grown in plan.operator.grow_blockwise(progressbar):
+        for tensor in plan.grown:
+            if tensor.layer == layer:
+                assign(tensor.names[0], tensor.select(grown))  # tied owners follow via tie_weights()
+        del grown
     model.tie_weights()
     if offload_index:
         save_offload_index(offload_index, str(offload_folder))
@@ -295,12 +287,6 @@ def _build(
         raise RuntimeError(f"the adapter and the operator leave target parameters unset: {unset[:5]}")
     model.eval()
     return model
-
-
-def _assign_grown(grown: list[_GrownTensor], layer: int | None, weights: TransformerWeights, assign) -> None:
-    for tensor in grown:
-        if tensor.layer == layer:
-            assign(tensor.names[0], tensor.select(weights))  # tied owners follow via tie_weights()
 
 
 def _resolve_device_map(

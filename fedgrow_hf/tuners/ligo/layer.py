@@ -27,10 +27,11 @@ Plain LiGO is the same operator without Local stages.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ...architectures import ArchitectureTable, Axis, Side, Space
 from .shapes import ModelShape, TransformerWeights
@@ -293,3 +294,16 @@ class LiGOOperator(nn.Module):
 
     def forward(self, layers: Sequence[int] | None = None) -> TransformerWeights:
         return self.global_stage(self.intermediate_weights(), layers)
+
+    @torch.no_grad()
+    def grow_blockwise(self, progressbar: bool = False) -> Iterator[tuple[int | None, TransformerWeights]]:
+        """Yield the grown target piece by piece: ``(None, shared tensors)``, then ``(i, block i)``.
+
+        Merging and exporting consume this instead of ``forward()`` so that at most one grown block
+        exists next to the target being filled: the whole grown copy never does.
+        """
+        intermediate = self.intermediate_weights()
+        yield None, self.global_stage(TransformerWeights(intermediate.shared, {}))
+        layers = range(self.global_stage.target_shape.num_layers)
+        for layer in tqdm(layers, disable=not progressbar, desc="Growing target layers"):
+            yield layer, self.global_stage(TransformerWeights({}, intermediate.layers), layers=[layer])

@@ -22,7 +22,6 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, _is_key_under_prefixes
 from peft.utils.other import AuxiliaryTrainingWrapper, set_additional_trainable_modules
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import AutoModel, PreTrainedModel
 
 from ...architectures import ArchitectureTable, get_architecture_table
@@ -268,15 +267,9 @@ class LiGOModel(BaseTuner):
             raise ValueError(
                 "a LiGO target has no weights of its own (they are the operator's output): use merge_and_unload()"
             )
-        operator = self.operator
         self._release_grown_weights()  # so that merging never holds two copies of the target
-        with torch.no_grad():
-            intermediate = operator.intermediate_weights()
-            self._materialize(operator.global_stage(TransformerWeights(intermediate.shared, {})), None, safe_merge)
-            layers = range(operator.global_stage.target_shape.num_layers)
-            for layer in tqdm(layers, disable=not progressbar, desc="Growing target layers"):
-                grown = operator.global_stage(TransformerWeights({}, intermediate.layers), layers=[layer])
-                self._materialize(grown, layer, safe_merge)
+        for layer, grown in self.operator.grow_blockwise(progressbar):
+            self._materialize(grown, layer, safe_merge)
         for handle in self._hook_handles:
             handle.remove()
         self._hook_handles, self._slots, self._installed = [], [], None
