@@ -48,9 +48,9 @@ from .server_app import (
     METRICS_FILE,
     FederationAborted,
     RoundCallback,
-    _finetune,
-    _record,
-    _weighted,
+    record_round,
+    run_phase2,
+    weighted_means,
 )
 from .strategy import PARTY_KEY, WEIGHT_KEY, to_array_record
 from .task import reference_global_stage
@@ -192,12 +192,12 @@ class SecureFedAvg(FedAvg):
             "phase": "operator",
             "round": server_round,
             "secure_aggregation": True,
-            **_weighted(parties, ("train_loss", "eval_loss_before", "eval_loss", "accuracy")),
+            **weighted_means(parties, ("train_loss", "eval_loss_before", "eval_loss", "accuracy")),
             "parties": parties,
             "failures": len(failures),
         }
         report["loss"] = report["eval_loss"]
-        _record(self.run_dir, report, self.on_round)
+        record_round(self.run_dir, report, self.on_round)
         return self._parameters(), {}
 
 
@@ -241,5 +241,5 @@ def run_secure_federation(
     final = strategy.global_state
     save_file(final, str(run_dir / FINAL_OPERATOR), metadata={"format": "pt", "fedgrow": "global-ligo"})
     if fed.phase2 != "none":
-        _finetune(grid, config, run_dir, to_array_record(final), on_round)
+        run_phase2(grid, config, run_dir, to_array_record(final), on_round)
     return final

@@ -95,14 +95,14 @@ def run_federation(
         arrays, report = _operator_round(
             grid, config, strategy, reference, arrays, server_round, max_bytes, parties
         )
-        _record(run_dir, report, on_round)
+        record_round(run_dir, report, on_round)
         strategy_state = {"numpy_rng": numpy_rng_state()}
         save_checkpoint(run_dir, ServerCheckpoint(server_round, to_state_dict(arrays), strategy_state))
 
     final = to_state_dict(arrays)
     save_file(final, str(run_dir / FINAL_OPERATOR), metadata={"format": "pt", "fedgrow": "global-ligo"})
     if config.federation.phase2 != "none":
-        _finetune(grid, config, run_dir, arrays, on_round)
+        run_phase2(grid, config, run_dir, arrays, on_round)
     return final
 
 
@@ -154,7 +154,7 @@ def _operator_round(
         "phase": "operator",
         "round": server_round,
         "attempts": attempt,
-        **_weighted(parties, ("train_loss", "eval_loss_before", "eval_loss", "accuracy")),
+        **weighted_means(parties, ("train_loss", "eval_loss_before", "eval_loss", "accuracy")),
         "parties": parties,
         "dropped": all_dropped,
         "no_reply": silent,
@@ -164,7 +164,7 @@ def _operator_round(
     return to_array_record(new_state), report
 
 
-def _finetune(
+def run_phase2(
     grid: Grid, config: FederationConfig, run_dir: Path, arrays: ArrayRecord, on_round: RoundCallback | None
 ) -> None:
     """Phase 2: local fine-tuning of every party's merged model, or FedAvg of the merged models."""
@@ -196,12 +196,12 @@ def _finetune(
         report = {
             "phase": f"finetune-{fed.phase2}",
             "round": finetune_round,
-            **_weighted(parties, ("train_loss", "eval_loss", "accuracy")),
+            **weighted_means(parties, ("train_loss", "eval_loss", "accuracy")),
             "parties": parties,
             "seconds": round(time.monotonic() - started, 3),
         }
         report["loss"] = report["eval_loss"]
-        _record(run_dir, report, on_round)
+        record_round(run_dir, report, on_round)
     if federated:
         save_file(to_state_dict(arrays), str(run_dir / "grown_model_fedavg.safetensors"))
 
@@ -213,13 +213,14 @@ def _wait_for_nodes(grid: Grid, count: int, timeout: float) -> None:
         time.sleep(0.5)
 
 
-def _weighted(parties: dict[str, dict[str, Any]], names: tuple[str, ...]) -> dict[str, float]:
+def weighted_means(parties: dict[str, dict[str, Any]], names: tuple[str, ...]) -> dict[str, float]:
     """Example-weighted means of the parties' metrics."""
     total = sum(p[WEIGHT_KEY] for p in parties.values())
     return {name: sum(p[name] * p[WEIGHT_KEY] for p in parties.values()) / total for name in names}
 
 
-def _record(run_dir: Path, report: dict[str, Any], on_round: RoundCallback | None) -> None:
+def record_round(run_dir: Path, report: dict[str, Any], on_round: RoundCallback | None) -> None:
+    """Append one round's report to the run's metrics file (what resume, cards and reports read)."""
     with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(report) + "\n")
     if on_round is not None:
