@@ -27,6 +27,9 @@ model is only an approximation of its parent; :func:`distill_bert_source` recove
 **Distillation** (:func:`distill_bert_source`): a few AdamW steps minimising the MSE between the
 student's last hidden states and the teacher's last hidden states at the student's kept residual
 dimensions (``config.fedgrow_derivation["residual_dims"]``), over non-padding tokens.
+:func:`distilled_bert_source` runs derivation + distillation with the parent as teacher and caches the
+result under a hash of the parent, the shape, the recipe and the sentences (a party config's
+``derive = {..., distill_steps = N}`` does this on the party's own training sentences).
 
 **ViT pretraining** (:func:`pretrain_vit_source`): a ``ViTForImageClassification`` trained from the
 seed's initialisation with AdamW and cross-entropy on the given images; cached under a hash of the
@@ -47,7 +50,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import BertConfig, BertModel, PreTrainedModel, ViTConfig, ViTForImageClassification
+from transformers import (
+    BertConfig,
+    BertModel,
+    PretrainedConfig,
+    PreTrainedModel,
+    ViTConfig,
+    ViTForImageClassification,
+)
 
 # How each BERT parameter is sliced: (rows, columns) index kinds, matched on the name without layer
 # index; the first matching pattern wins. "residual" = kept residual dims, "heads" = dims of the kept
@@ -291,6 +301,52 @@ def distill_bert_source(
     return student.eval()
 
 
+def distilled_bert_source(
+    parent: str | Path,
+    sentences: Sequence[str],
+    *,
+    shape: dict[str, int],
+    steps: int,
+    batch_size: int = 16,
+    max_length: int = 64,
+    lr: float = 1e-4,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+) -> BertModel:
+    """:func:`derive_bert_source` (``shape``) of the checkpoint at ``parent``, then distilled from it on
+    ``sentences`` for ``steps`` AdamW steps; or reloaded from ``cache_dir/<key>`` if that recipe ran before.
+
+    The key hashes the parent's path and config, ``shape``, the recipe and the sentences, so every round
+    of a federation (and every method of a comparison) reuses one identical source.
+    """
+    from transformers import AutoTokenizer
+
+    teacher = _load_bert(str(parent))
+    recipe = {"shape": shape, "steps": steps, "batch_size": batch_size, "max_length": max_length, "lr": lr,
+              "seed": seed, "optimizer": "adamw", "parent": str(Path(parent).resolve())}
+    cached = None
+    if cache_dir is not None:
+        digest = hashlib.sha256("\n".join(sentences).encode()).hexdigest()
+        cached = Path(cache_dir) / source_cache_key(teacher.config, recipe, digest)
+        if (cached / "config.json").is_file():
+            return BertModel.from_pretrained(cached).eval()
+    student = derive_bert_source(teacher, **shape)
+    distill_bert_source(
+        student, teacher, sentences, tokenizer=AutoTokenizer.from_pretrained(parent), steps=steps,
+        batch_size=batch_size, max_length=max_length, lr=lr, seed=seed,
+    )
+    if cached is not None:
+        _save_atomically(student, recipe, cached)
+    return student
+
+
+def source_cache_key(config: PretrainedConfig, recipe: dict, data_digest: str) -> str:
+    """Hash of a config (without version fields), a training recipe and a digest of its training data."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in VERSION_FIELDS}
+    payload = json.dumps({"config": settings, "recipe": recipe, "data": data_digest}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
 def _dataset_digest(dataset) -> str:
     rows = dataset.with_format("numpy")[:]
     digest = hashlib.sha256()
@@ -309,11 +365,7 @@ def _label_names(dataset) -> list[str]:
 
 def vit_cache_key(config: ViTConfig, train_dataset, recipe: dict) -> str:
     """Hash of the ViT config (without version fields), the training recipe and the training data."""
-    settings = {k: v for k, v in config.to_dict().items() if k not in VERSION_FIELDS}
-    payload = json.dumps(
-        {"config": settings, "recipe": recipe, "data": _dataset_digest(train_dataset)}, sort_keys=True
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return source_cache_key(config, recipe, _dataset_digest(train_dataset))
 
 
 def pretrain_vit_source(

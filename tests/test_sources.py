@@ -14,6 +14,7 @@ from fedgrow_hf.sources import (
     derive_bert_source,
     distill_bert_source,
     distillation_loss,
+    distilled_bert_source,
     evenly_spaced_layers,
     pretrain_vit_source,
 )
@@ -130,6 +131,25 @@ def test_distillation_reduces_its_loss(minilm, tokenizer, sentences):
     with torch.no_grad():
         after = distillation_loss(student, minilm, held).item()
     assert after < 0.8 * before, (before, after)
+
+
+def test_distilled_source_is_cached_and_reloads_identically(minilm_path, minilm, tokenizer, sentences, tmp_path):
+    shape = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128}
+    recipe = {"steps": 3, "batch_size": 4, "max_length": 24, "lr": 1e-3, "seed": 0, "cache_dir": tmp_path}
+    first = distilled_bert_source(minilm_path, sentences[:-8], shape=shape, **recipe)
+    plain = derive_bert_source(minilm, **shape)
+    assert first.config.fedgrow_derivation == plain.config.fedgrow_derivation
+    held = dict(tokenizer(sentences[-8:], padding=True, truncation=True, max_length=24, return_tensors="pt"))
+    with torch.no_grad():
+        assert distillation_loss(first, minilm, held) < distillation_loss(plain, minilm, held)
+    (entry,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert '"steps": 3' in (entry / "fedgrow_recipe.json").read_text()
+    again = distilled_bert_source(minilm_path, sentences[:-8], shape=shape, **recipe)
+    for (name, tensor), (_, reloaded) in zip(first.state_dict().items(), again.state_dict().items()):
+        torch.testing.assert_close(reloaded, tensor, rtol=0, atol=0, msg=name)
+    assert again.config.fedgrow_derivation == first.config.fedgrow_derivation
+    distilled_bert_source(minilm_path, sentences[:-9], shape=shape, **recipe)  # other sentences: a new entry
+    assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 2
 
 
 def test_vit_pretraining_learns_and_cache_hit_returns_identical_weights(tmp_path):

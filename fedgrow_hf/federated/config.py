@@ -44,7 +44,7 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
     tokenizer = ""                 # text: defaults to the first party's source
     image_size = 32                # vision
     num_channels = 1
-    source_cache = "~/.cache/fedgrow-hf/sources"   # pretrained ViT sources are cached here
+    source_cache = "~/.cache/fedgrow-hf/sources"   # pretrained ViT / distilled BERT sources are cached here
 
     [training]                     # keyword arguments of every party's transformers.TrainingArguments
     learning_rate = 1e-3
@@ -54,7 +54,9 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
     source = "minilm"              # a path or Hub id; "minilm": the bundled all-MiniLM-L6-v2
     [[parties]]
     derive = {num_hidden_layers = 3, hidden_size = 192}   # fedgrow_hf.sources: smaller model derived
-    [[parties]]                                            # from `from` (default: minilm)
+                                   # from `from` (default: minilm); add distill_steps = N to distil it
+                                   # from its parent on the party's own training sentences
+    [[parties]]
     random = {num_hidden_layers = 2, hidden_size = 32, num_attention_heads = 4, intermediate_size = 64}
 
 Relative paths are resolved against the config file's directory.

@@ -80,13 +80,27 @@ def load_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
         torch.manual_seed(config.seed + 1000 + party_id)
         return AutoModel.from_config(_source_config(config, party.random))
     if party.derive is not None:
-        from ..sources import derive_bert_source
-
-        shape = {k: v for k, v in party.derive.items() if k != "from"}
-        return derive_bert_source(source_path(PartySettings(source=party.derive.get("from", MINILM))), **shape)
+        return _derived_bert_source(config, party_id)
     if party.pretrain is not None:
         return _pretrained_vit_source(config, party_id)
     return AutoModel.from_pretrained(source_path(party))
+
+
+def _derived_bert_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
+    """A BERT cut out of its parent (MiniLM unless ``from`` says otherwise); with ``distill_steps``, then
+    distilled from the parent on the party's own training sentences (cached, so every round reuses it)."""
+    from ..sources import derive_bert_source, distilled_bert_source
+
+    shape = dict(config.parties[party_id].derive)
+    parent = source_path(PartySettings(source=shape.pop("from", MINILM)))
+    steps = int(shape.pop("distill_steps", 0))
+    if not steps:
+        return derive_bert_source(parent, **shape)
+    train, _ = party_shares(config, party_id)
+    return distilled_bert_source(
+        parent, list(train["text"]), shape=shape, steps=steps, max_length=config.data.max_length,
+        seed=config.seed + party_id, cache_dir=Path(config.data.source_cache).expanduser(),
+    )
 
 
 def _pretrained_vit_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
@@ -160,15 +174,20 @@ def _partitioned(config_json: str) -> tuple[datasets.Dataset, list[list[int]]]:
     return dataset, parts
 
 
+def party_shares(config: FederationConfig, party_id: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """The party's raw (untokenised) train share and held-out eval share."""
+    dataset, parts = _partitioned(config.to_json())
+    split = dataset.select(parts[party_id]).train_test_split(test_size=config.data.eval_fraction, seed=config.seed)
+    return split["train"], split["test"]
+
+
 def party_datasets(config: FederationConfig, party_id: int) -> tuple[datasets.Dataset, datasets.Dataset]:
     """The party's private train share and its held-out eval share, ready for ``Trainer``.
 
     The eval share is ``eval_fraction`` of the party's own data, held out: a party is evaluated
     on data distributed like its own (under a Dirichlet split, label skew included).
     """
-    dataset, parts = _partitioned(config.to_json())
-    split = dataset.select(parts[party_id]).train_test_split(test_size=config.data.eval_fraction, seed=config.seed)
-    shares = (split["train"], split["test"])
+    shares = party_shares(config, party_id)
     if config.model.family == "bert":
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path(config))
         return tuple(tokenize_text(share, tokenizer, config.data.max_length) for share in shares)

@@ -132,3 +132,27 @@ def test_vision_party_from_config_trains_a_round(shared_data_dir, tmp_path):
     metrics = trainer.train_round(before, server_round=1)
     assert metrics["train_loss"] > 0 and any(not torch.equal(before[k], v) for k, v in trainer.get_global_state().items())
     assert trainer.evaluate()["eval_loss"] > 0
+
+
+def test_derived_party_source_is_distilled_on_its_own_sentences_and_cached(shared_data_dir, minilm_path, tmp_path):
+    """``derive = {..., distill_steps}``: cut out of MiniLM, then distilled on the party's own train share."""
+    from fedgrow_hf.federated.task import load_source
+    from fedgrow_hf.sources import derive_bert_source
+    from tests.federated.conftest import tiny_federation
+
+    config = tiny_federation(shared_data_dir)
+    config.data.source_cache = str(tmp_path / "sources")
+    shape = {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64}
+    config.parties[1].random = None
+    config.parties[1].derive = {**shape, "distill_steps": 2}
+    config.validate()
+    source = load_source(config, 1)
+    plain = derive_bert_source(str(minilm_path), **shape)
+    assert source.config.fedgrow_derivation == plain.config.fedgrow_derivation
+    assert any(not torch.equal(a, b) for a, b in zip(source.state_dict().values(), plain.state_dict().values()))
+    (entry,) = (tmp_path / "sources").iterdir()
+    recipe = (entry / "fedgrow_recipe.json").read_text()
+    assert '"steps": 2' in recipe and f'"seed": {config.seed + 1}' in recipe
+    again = load_source(config, 1)  # the next round: reloaded from the cache, identical
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), again.state_dict().values()))
+    assert len(list((tmp_path / "sources").iterdir())) == 1
