@@ -39,7 +39,14 @@ from .strategy import (
     to_array_record,
     to_state_dict,
 )
-from .task import build_party_model, model_classes, party_datasets, target_config, training_arguments
+from .task import (
+    build_party_model,
+    finetune_arguments,
+    model_classes,
+    party_datasets,
+    target_config,
+    training_arguments,
+)
 from .trainer import FedGrowTrainer
 
 
@@ -85,7 +92,7 @@ def make_client_app(
         settings = msg.content[CONFIG_KEY]
         party_dir = root / "parties" / f"party-{party}"
         grown = _grown_model(cfg, model, party_dir, msg, settings)
-        args = training_arguments(cfg, party_dir / "finetune", cfg.federation.finetune_steps)
+        args = finetune_arguments(cfg, party_dir / "finetune")
         trainer = Trainer(
             grown, args, train_dataset=train_set, eval_dataset=eval_set, compute_metrics=compute_classification_metrics
         )

@@ -15,6 +15,8 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
     phase2 = "local"               # "local": each party merges and fine-tunes alone;
                                    # "federated": FedAvg of the merged grown models; "none"
     finetune_steps = 20            # phase 2 steps (per round, for "federated")
+    finetune_learning_rate = 0.0   # phase 2's learning rate (full-model training, Fed-Scratch included);
+                                   # 0: [training].learning_rate, the operator's
     finetune_rounds = 2            # phase 2 rounds for "federated"
     finetune_init = "grown"        # phase 2 starts from the merged grown model; "random": from a seeded
                                    # random target (Fed-Scratch baseline; allows rounds = 0)
@@ -95,6 +97,7 @@ class FederationSettings:
     max_update_bytes: int = 0
     phase2: str = "local"
     finetune_steps: int = 10
+    finetune_learning_rate: float = 0.0
     finetune_rounds: int = 2
     finetune_init: str = "grown"
     dp_noise_multiplier: float = 0.0
@@ -216,6 +219,8 @@ class FederationConfig:
             raise ConfigError("model.target and model.intermediate (Dual-LiGO's common shape) are required")
         if fed.phase2 not in PHASE2_MODES:
             raise ConfigError(f"federation.phase2={fed.phase2!r} is not one of {PHASE2_MODES}")
+        if fed.finetune_learning_rate < 0:
+            raise ConfigError(f"federation.finetune_learning_rate={fed.finetune_learning_rate} must be >= 0")
         if fed.finetune_init not in FINETUNE_INITS:
             raise ConfigError(f"federation.finetune_init={fed.finetune_init!r} is not one of {FINETUNE_INITS}")
         if fed.finetune_init == "random" and fed.phase2 != "federated":

@@ -224,3 +224,15 @@ def training_arguments(config: FederationConfig, output_dir: str | Path, max_ste
         output_dir=str(output_dir), max_steps=max_steps, save_strategy="no", eval_strategy="no",
         seed=config.seed, **options,
     )
+
+
+def finetune_arguments(config: FederationConfig, output_dir: str | Path) -> TrainingArguments:
+    """Phase 2's ``TrainingArguments``: ``finetune_steps``, and ``finetune_learning_rate`` when set.
+
+    Phase 2 trains every weight of the grown model (or, for Fed-Scratch, of a random one), which
+    usually wants a smaller learning rate than the few operator parameters of phase 1.
+    """
+    args = training_arguments(config, output_dir, config.federation.finetune_steps)
+    if config.federation.finetune_learning_rate:
+        args.learning_rate = config.federation.finetune_learning_rate
+    return args

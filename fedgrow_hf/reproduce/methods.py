@@ -1,7 +1,7 @@
 """The methods compared, each run through the project's own code: ``fedgrow simulate``'s federation
 (Flower simulation engine, ``FedGrowTrainer``) or, for the non-federated baseline, ``transformers.Trainer``.
 
-Every method starts from the same preset config, so parties, sources, partition, seeds, learning rate,
+Every method starts from the same preset config, so parties, sources, partition, seeds, learning rates,
 batch size and step counts are shared. Each method's run yields the same kind of records as the
 federation's ``metrics.jsonl`` (one per evaluation point: ``phase``, ``round`` and per party its
 held-out ``accuracy``/``precision_macro`` and ``bytes_up``/``bytes_down``).
@@ -36,6 +36,7 @@ from transformers import Trainer, TrainerCallback
 from ..federated.config import FederationConfig
 from ..federated.task import (
     build_party_model,
+    finetune_arguments,
     load_source,
     model_classes,
     party_datasets,
@@ -226,7 +227,7 @@ def run_independent(
         ).train()
         grown = model.merge_and_unload(progressbar=False)
         finetune = Trainer(
-            grown, training_arguments(config, party_dir / "finetune", fed.finetune_steps),
+            grown, finetune_arguments(config, party_dir / "finetune"),
             train_dataset=train_set, eval_dataset=eval_set, compute_metrics=compute_classification_metrics,
         )
         finetune.train()

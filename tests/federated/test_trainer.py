@@ -156,3 +156,17 @@ def test_derived_party_source_is_distilled_on_its_own_sentences_and_cached(share
     again = load_source(config, 1)  # the next round: reloaded from the cache, identical
     assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), again.state_dict().values()))
     assert len(list((tmp_path / "sources").iterdir())) == 1
+
+
+def test_phase2_has_its_own_learning_rate(shared_data_dir, tmp_path):
+    """``finetune_learning_rate`` sets phase 2's (full-model) rate; 0 keeps ``[training]``'s."""
+    from fedgrow_hf.federated.task import finetune_arguments, training_arguments
+    from tests.federated.conftest import tiny_federation
+
+    config = tiny_federation(shared_data_dir)
+    operator = training_arguments(config, tmp_path / "a", 3)
+    assert finetune_arguments(config, tmp_path / "b").learning_rate == operator.learning_rate == 1e-2
+    config.federation.finetune_learning_rate = 1e-4
+    phase2 = finetune_arguments(config, tmp_path / "c")
+    assert (phase2.learning_rate, phase2.max_steps) == (1e-4, config.federation.finetune_steps)
+    assert training_arguments(config, tmp_path / "d", 3).learning_rate == 1e-2

@@ -91,6 +91,8 @@ def test_config_errors_name_the_field(tmp_path):
         (text.replace("min_train_nodes = 2", "min_train_nodes = 7"), "min_train_nodes"),
         (text.replace("[training]", "[training]\n[typo]\nx = 1\n[more]"), "unknown top-level"),
         (text.replace("local_steps = 5", "local_step = 5"), "unknown keys in [federation]"),
+        (text.replace("finetune_steps = 5", "finetune_steps = 5\nfinetune_learning_rate = -1e-4"),
+         "finetune_learning_rate"),
     ]:
         path = tmp_path / "bad.toml"
         path.write_text(bad)
