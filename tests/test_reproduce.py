@@ -105,10 +105,44 @@ def test_plots_and_report_are_written_and_regenerated(tiny_run):
     assert "## `tiny`" in text and "Command: `fedgrow reproduce tiny`" in text
     assert all(f"| {label} |" in text for label in METHOD_LABELS.values())
     assert "`vision-small`: not measured yet" in text  # presets without results name their command
+    assert "Learning rates: operator 0.001, full model 0.001; batch size 8." in text
+    majority = tiny_run["results"]["majority_class"]
+    assert len(majority["per_party"]) == tiny_run["config"].num_parties and 0.5 <= majority["mean"] <= 1
+    assert f"Majority-class reference (always predict the party's most frequent training label): accuracy " \
+           f"{majority['mean']:.4f}" in text
     for path in [*plots, report]:
         path.unlink()
     rewrite_report(results_dir, report)
     assert report.read_text() == text and all(plot.is_file() for plot in plots)
+
+
+@pytest.mark.slow
+def test_report_only_backfills_the_majority_reference_of_older_results(tiny_run, tmp_path):
+    """Results written before the majority-class reference existed get it from their recorded config."""
+    from fedgrow_hf.reproduce.runner import rewrite_report
+
+    results = json.loads(json.dumps(tiny_run["results"]))
+    expected = results.pop("majority_class")
+    older = tmp_path / "results" / "tiny"
+    older.mkdir(parents=True)
+    (older / "results.json").write_text(json.dumps(results))
+    rewrite_report(older, tmp_path / "RESULTS.md")
+    assert json.loads((older / "results.json").read_text())["majority_class"] == expected
+    assert "Majority-class reference" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_majority_reference_counts_the_training_majority_on_held_out_labels(shared_data_dir):
+    from collections import Counter
+
+    from fedgrow_hf.federated.task import party_shares
+    from fedgrow_hf.reproduce.methods import majority_class_reference
+
+    config = _tiny(shared_data_dir)
+    reference = majority_class_reference(config)
+    train, held_out = party_shares(config, 1)
+    label = Counter(train["label"]).most_common(1)[0][0]
+    assert reference["per_party"][1] == pytest.approx(held_out["label"].count(label) / len(held_out))
+    assert reference["mean"] == pytest.approx(sum(reference["per_party"]) / config.num_parties)
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ import json
 import math
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from ..federated.task import (
     load_source,
     model_classes,
     party_datasets,
+    party_shares,
     target_config,
     tokenizer_path,
     training_arguments,
@@ -253,3 +255,17 @@ def run_independent(
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
+
+
+def majority_class_reference(config: FederationConfig) -> dict[str, Any]:
+    """Accuracy of always predicting the party's most frequent *training* label, on its held-out share.
+
+    Under label skew this is far above chance: a method near it has learnt little beyond the label prior.
+    """
+    per_party = []
+    for party in range(config.num_parties):
+        train, held_out = party_shares(config, party)
+        majority = Counter(train["label"]).most_common(1)[0][0]
+        labels = held_out["label"]
+        per_party.append(sum(label == majority for label in labels) / len(labels))
+    return {"mean": float(sum(per_party) / len(per_party)), "per_party": per_party}

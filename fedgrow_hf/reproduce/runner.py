@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..federated.config import FederationConfig
-from .methods import METHODS, run_method
+from .methods import METHODS, majority_class_reference, run_method
 from .presets import PRESETS, preset_config
 from .report import RESULTS_FILE, environment, headline, summarise, write_plots, write_report, write_results
 
@@ -82,6 +82,7 @@ def reproduce(
         "seeds": {"seed": config.seed, "note": "partition, sources, initialisation and training all derive from it"},
         "environment": environment(),
         "headline": headline(measured),
+        "majority_class": majority_class_reference(config),
         "methods": measured,
     }
     write_results(output_dir, results)
@@ -97,7 +98,12 @@ def rewrite_report(output_dir: str | Path, report_path: str | Path | None = None
     results_file = output_dir / RESULTS_FILE
     if not results_file.is_file():
         raise FileNotFoundError(f"{results_file} does not exist: run the comparison first")
-    write_plots(output_dir, json.loads(results_file.read_text(encoding="utf-8")))
+    results = json.loads(results_file.read_text(encoding="utf-8"))
+    if "majority_class" not in results:  # results written before this reference existed: derive it from the
+        # recorded config (the partition is a function of config and seed; no method is rerun)
+        results["majority_class"] = majority_class_reference(FederationConfig.from_dict(results["config"]))
+        write_results(output_dir, results)
+    write_plots(output_dir, results)
     report = Path(report_path) if report_path else output_dir.resolve().parent.parent / "RESULTS.md"
     return write_report(output_dir.resolve().parent, report, pending=pending_commands())
 
