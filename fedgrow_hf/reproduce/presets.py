@@ -9,8 +9,8 @@ Hyper-parameters (learning rates, batch size, steps) are shared by all methods; 
 method. Two learning rates are distinguished by *what* is trained, not by method: ``[training]``'s for
 the LiGO operator (phase 1 of the growth methods) and ``finetune_learning_rate`` for full-model training
 (phase 2 of every method and all of Fed-Scratch). ``vision-small``'s were set once. ``text-small``'s
-full-model rate was changed once, for every method alike, after a first run at 5e-4 ended with every
-method predicting each party's majority class (see its comment).
+full-model rate was changed once, for every method alike, after stopped runs at 5e-4 ended with every
+method they measured predicting a single class for every party (see its comment).
 """
 
 from __future__ import annotations
@@ -90,8 +90,9 @@ def _text_small(data_dir: Path) -> dict[str, Any]:
         training={"learning_rate": 5e-4, "per_device_train_batch_size": 16},
         parties=[{"source": "minilm"}, {"derive": _derived(4, 256)}, {"derive": _derived(3, 192)}],
         # Full-model training (phase 2 of every method, all of Fed-Scratch) at 1e-4, the largest rate of
-        # Turc et al.'s grid for small BERTs. Set after a first run with 5e-4 for everything ended with
-        # every method predicting each party's majority class; it applies to all methods alike.
+        # Turc et al.'s grid for small BERTs. Set after two stopped runs with 5e-4 for everything ended
+        # with every method they measured predicting a single class for every party; it applies to all
+        # methods alike.
         finetune_learning_rate=1e-4,
     )
 
