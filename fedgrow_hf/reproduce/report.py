@@ -287,9 +287,9 @@ far below accuracy. In phase-1 rounds a party's accuracy is that of its LiGO mod
 its merged grown model). The same-source reference gives every party party 0's source; in `vision-small`
 that source was pretrained on party 0's own label-skewed share only, and the reference did not act as an
 upper bound there. Bytes are the serialised arrays the federation moved (Flower `ArrayRecord` payloads,
-up + down). Wall times are from a shared 2-core machine (during `vision-small`, other jobs ran at the same
-time): they are indicative only; they include Ray start-up for the federated methods, which run two parties
-at a time, while Independent growth trains its parties one after another in one process.
+up + down). Wall times are from a 2-core machine and indicative only; they include Ray start-up for the
+federated methods, which run two parties at a time, while Independent growth trains its parties one after
+another in one process.
 """
 
 
