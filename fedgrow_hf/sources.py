@@ -321,15 +321,15 @@ def distilled_bert_source(
     """
     from transformers import AutoTokenizer
 
-    teacher = _load_bert(str(parent))
     recipe = {"shape": shape, "steps": steps, "batch_size": batch_size, "max_length": max_length, "lr": lr,
               "seed": seed, "optimizer": "adamw", "parent": str(Path(parent).resolve())}
     cached = None
-    if cache_dir is not None:
+    if cache_dir is not None:  # keyed on the parent's config alone: a cache hit never loads the parent
         digest = hashlib.sha256("\n".join(sentences).encode()).hexdigest()
-        cached = Path(cache_dir) / source_cache_key(teacher.config, recipe, digest)
+        cached = Path(cache_dir) / source_cache_key(BertConfig.from_pretrained(parent), recipe, digest)
         if (cached / "config.json").is_file():
             return BertModel.from_pretrained(cached).eval()
+    teacher = _load_bert(str(parent))
     student = derive_bert_source(teacher, **shape)
     distill_bert_source(
         student, teacher, sentences, tokenizer=AutoTokenizer.from_pretrained(parent), steps=steps,

@@ -211,3 +211,19 @@ def test_fed_scratch_settings_are_validated():
     raw["federation"].update(finetune_init="grown", phase2="federated", rounds=0)
     with pytest.raises(ConfigError, match="rounds must be >= 1"):
         FederationConfig.from_dict(raw)
+
+
+def test_report_learning_rates_follow_the_training_defaults():
+    """A user's config without ``[training].learning_rate`` reports the rate its parties really used."""
+    from fedgrow_hf.federated.task import training_arguments
+    from fedgrow_hf.reproduce.report import _learning_rates
+
+    config = _tiny()
+    config.training = {}
+    default = training_arguments(config, "unused", 1)
+    assert _learning_rates(config.to_dict()) == (
+        f"Learning rates: operator {default.learning_rate:g}, full model {default.learning_rate:g}; "
+        f"batch size {default.per_device_train_batch_size}."
+    )
+    config.federation.finetune_learning_rate = 2e-5
+    assert "full model 2e-05" in _learning_rates(config.to_dict())

@@ -209,9 +209,9 @@ def tokenizer_path(config: FederationConfig) -> str:
     raise ValueError("no tokenizer: set [data].tokenizer (no party has a checkpoint source to take it from)")
 
 
-def training_arguments(config: FederationConfig, output_dir: str | Path, max_steps: int) -> TrainingArguments:
-    """The party's ``TrainingArguments``: ``[training]`` with the round's step count and no own saving."""
-    options: dict[str, Any] = {
+def training_options(config: FederationConfig) -> dict[str, Any]:
+    """Every party's ``TrainingArguments`` options: these defaults overridden by ``[training]``."""
+    return {
         "per_device_train_batch_size": 16,
         "learning_rate": 1e-3,
         "report_to": [],
@@ -220,19 +220,27 @@ def training_arguments(config: FederationConfig, output_dir: str | Path, max_ste
         "disable_tqdm": True,
         **config.training,
     }
+
+
+def training_arguments(config: FederationConfig, output_dir: str | Path, max_steps: int) -> TrainingArguments:
+    """The party's ``TrainingArguments``: ``[training]`` with the round's step count and no own saving."""
     return TrainingArguments(
         output_dir=str(output_dir), max_steps=max_steps, save_strategy="no", eval_strategy="no",
-        seed=config.seed, **options,
+        seed=config.seed, **training_options(config),
     )
 
 
-def finetune_arguments(config: FederationConfig, output_dir: str | Path) -> TrainingArguments:
-    """Phase 2's ``TrainingArguments``: ``finetune_steps``, and ``finetune_learning_rate`` when set.
+def finetune_learning_rate(config: FederationConfig) -> float:
+    """Phase 2's learning rate: ``finetune_learning_rate``, or (when 0) the operator's from ``[training]``.
 
     Phase 2 trains every weight of the grown model (or, for Fed-Scratch, of a random one), which
     usually wants a smaller learning rate than the few operator parameters of phase 1.
     """
+    return config.federation.finetune_learning_rate or training_options(config)["learning_rate"]
+
+
+def finetune_arguments(config: FederationConfig, output_dir: str | Path) -> TrainingArguments:
+    """Phase 2's ``TrainingArguments``: ``finetune_steps`` at :func:`finetune_learning_rate`."""
     args = training_arguments(config, output_dir, config.federation.finetune_steps)
-    if config.federation.finetune_learning_rate:
-        args.learning_rate = config.federation.finetune_learning_rate
+    args.learning_rate = finetune_learning_rate(config)
     return args

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..federated.config import FederationConfig
+from ..federated.task import finetune_learning_rate, training_options
 from .methods import METHOD_LABELS, MethodRun
 
 RESULTS_FILE = "results.json"
@@ -163,11 +165,11 @@ def _human_count(count: float) -> str:
     return f"{count / 1e6:.2f} M" if count >= 1e5 else f"{count / 1e3:.1f} k"
 
 
-def _learning_rates(config: dict[str, Any]) -> str:
-    operator = config["training"].get("learning_rate")
-    full_model = config["federation"].get("finetune_learning_rate") or operator
-    return (f"Learning rates: operator {operator:g}, full model {full_model:g}; batch size "
-            f"{config['training'].get('per_device_train_batch_size')}.")
+def _learning_rates(recorded: dict[str, Any]) -> str:
+    config = FederationConfig.from_dict(recorded)
+    options = training_options(config)
+    return (f"Learning rates: operator {options['learning_rate']:g}, full model {finetune_learning_rate(config):g}; "
+            f"batch size {options['per_device_train_batch_size']}.")
 
 
 def preset_section(results: dict[str, Any], results_dir: str) -> str:
