@@ -19,6 +19,7 @@ from .tuners.ligo import (
     GrowthShapeError,
     LiGOConfig,
     LiGOModel,
+    LosslessGrowthWarning,
     ModelShape,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "GrowthShapeError",
     "LiGOConfig",
     "LiGOModel",
+    "LosslessGrowthWarning",
     "ModelShape",
     "Role",
     "Space",

@@ -9,27 +9,44 @@ from transformers import BertForSequenceClassification, BertModel
 
 from fedgrow_hf import LiGOConfig, grow
 
+BERT_BLOCK_PARAMETERS, BERT_BLOCK_NORMS = 16, 2  # 8 modules with weight and bias; 2 LayerNorms per block
 
-def kron_factor(n_out: int, g_out: int, n_in: int, g_in: int) -> int:
-    return g_out * g_in + (n_out // g_out) * (n_in // g_in)
+
+def ffn_group_count(n_t: int, n_s: int) -> int:
+    """The FFN is grouped in g blocks (g divides both sizes) minimising g^2 + (n_t/g)(n_s/g)."""
+    return min((g for g in range(1, min(n_t, n_s) + 1) if n_t % g == 0 and n_s % g == 0),
+               key=lambda g: g * g + (n_t // g) * (n_s // g))
 
 
 def stage_size(src: dict, tgt: dict, dense: bool = False) -> int:
     """LiGO operator size from the shapes alone.
 
-    depth L_t*L_s; residual out+in factors; per target block: query out, key out, value out+in,
-    FFN out+in. Head-Kronecker factors are (heads_t x heads_s) + (head_dim_t x head_dim_s); the FFN is
-    grouped by heads too; dense factors are (1x1) + (n_t x n_s).
+    depth: one L_t x L_s mix per block parameter, plus one gain offset per block LayerNorm and target
+    block; residual out+in factors (always full matrices, +1 for the stored 1x1 group); per target block:
+    query out, key out, value out+in, FFN out+in. Attention factors are (heads_t x heads_s) + (head_dim_t x
+    head_dim_s) when the target's heads are at least as many and as wide, else full; FFN factors are
+    (g x g) + (n_t/g x n_s/g).
     """
 
-    def factor(space: str) -> int:
-        n_t, n_s = (tgt["ffn"], src["ffn"]) if space == "ffn" else (tgt["hidden"], src["hidden"])
-        if dense:
-            return 1 + n_t * n_s
-        return kron_factor(n_t, tgt["heads"], n_s, src["heads"])
+    def full(n_t: int, n_s: int) -> int:
+        return 1 + n_t * n_s
 
-    per_block = factor("query") + factor("key") + 2 * factor("value") + 2 * factor("ffn")
-    return tgt["layers"] * src["layers"] + 2 * factor("residual") + tgt["layers"] * per_block
+    def attention() -> int:
+        h_t, h_s = tgt["heads"], src["heads"]
+        d_t, d_s = tgt["hidden"] // h_t, src["hidden"] // h_s
+        if dense or h_t < h_s or d_t < d_s:
+            return full(tgt["hidden"], src["hidden"])
+        return h_t * h_s + d_t * d_s
+
+    def ffn() -> int:
+        if dense:
+            return full(tgt["ffn"], src["ffn"])
+        g = ffn_group_count(tgt["ffn"], src["ffn"])
+        return g * g + (tgt["ffn"] // g) * (src["ffn"] // g)
+
+    depth = BERT_BLOCK_PARAMETERS * tgt["layers"] * src["layers"] + BERT_BLOCK_NORMS * tgt["layers"]
+    per_block = 4 * attention() + 2 * ffn()
+    return depth + 2 * full(tgt["hidden"], src["hidden"]) + tgt["layers"] * per_block
 
 
 SRC = {"layers": 2, "hidden": 32, "heads": 4, "ffn": 64}

@@ -23,4 +23,6 @@ BERT_TABLE = ArchitectureTable(
         "output.LayerNorm": Role.LAYER_NORM,
     },
     fixed_fields=("vocab_size", "max_position_embeddings", "type_vocab_size", "hidden_act"),
+    norm_placement="post",
+    block_output_norm="output.LayerNorm",
 )

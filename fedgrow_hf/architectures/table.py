@@ -125,6 +125,18 @@ class ArchitectureTable:
     # Config fields that growth cannot change: source and target must agree on them.
     fixed_fields: tuple[str, ...] = ()
     fields: ConfigFields = field(default_factory=ConfigFields)
+    # Where a block's LayerNorms sit. "pre": each sublayer reads LN(x) and adds to x, so a block whose
+    # residual writers are zero is the identity. "post" (BERT): the block's output *is* a LayerNorm's
+    # output, so a new block can only be the identity if the norm before it is a plain normalisation
+    # and the new block's ``block_output_norm`` carries the affine part (see ``GrowthStage``).
+    norm_placement: str = "pre"
+    block_output_norm: str | None = None  # module path (in a block) of the LayerNorm that ends a block
+
+    def __post_init__(self) -> None:
+        if self.norm_placement not in ("pre", "post"):
+            raise ValueError(f"norm_placement must be 'pre' or 'post', got {self.norm_placement!r}")
+        if self.norm_placement == "post" and self.layer_roles.get(self.block_output_norm) is not Role.LAYER_NORM:
+            raise ValueError(f"a post-LN table needs block_output_norm naming a LayerNorm, got {self.block_output_norm!r}")
 
     def parameter_axes(self, roles: Mapping[str, Role]) -> dict[str, Mapping[int, Axis]]:
         """Expand a role mapping into ``parameter path -> axes`` for every parameter it covers."""
@@ -141,3 +153,7 @@ class ArchitectureTable:
     @property
     def layer_axes(self) -> dict[str, Mapping[int, Axis]]:
         return self.parameter_axes(self.layer_roles)
+
+    def layer_parameters_of(self, *roles: Role) -> list[str]:
+        """Block parameter paths whose module has one of ``roles`` (e.g. the residual writers)."""
+        return [name for path, role in self.layer_roles.items() if role in roles for name in self.parameter_axes({path: role})]

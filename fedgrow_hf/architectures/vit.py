@@ -24,4 +24,5 @@ VIT_TABLE = ArchitectureTable(
         "mlp.fc2": Role.FFN_OUT,
     },
     fixed_fields=("image_size", "patch_size", "num_channels", "hidden_act", "qkv_bias"),
+    norm_placement="pre",
 )

@@ -5,7 +5,13 @@ from peft.utils import register_peft_method
 
 from .config import LiGOConfig
 from .layer import GrowthStage, LiGOOperator, SourceWeights, WidthFactor
-from .model import ArchitectureMismatchError, GlobalStateError, LiGOModel, validate_global_state
+from .model import (
+    ArchitectureMismatchError,
+    GlobalStateError,
+    LiGOModel,
+    LosslessGrowthWarning,
+    validate_global_state,
+)
 from .peft_type import LIGO_PEFT_TYPE
 from .shapes import GrowthShapeError, ModelShape, TransformerWeights
 
@@ -20,6 +26,7 @@ __all__ = [
     "LiGOConfig",
     "LiGOModel",
     "LiGOOperator",
+    "LosslessGrowthWarning",
     "ModelShape",
     "SourceWeights",
     "TransformerWeights",

@@ -11,8 +11,8 @@ from .peft_type import LIGO_PEFT_TYPE
 from .shapes import SHAPE_FIELDS
 
 WIDTH_STRUCTURES = ("head_kronecker", "dense")
-WIDTH_INITS = ("duplicate", "random")
-DEPTH_INITS = ("stack", "interpolate")
+WIDTH_INITS = ("lossless", "duplicate", "random")
+DEPTH_INITS = ("identity", "stack", "interpolate")
 
 
 @dataclass
@@ -41,8 +41,20 @@ class LiGOConfig(PeftConfig):
         default="head_kronecker",
         metadata={"help": "'head_kronecker': head-structured Kronecker width factors (small); 'dense': full matrices."},
     )
-    width_init: str = field(default="duplicate", metadata={"help": "'duplicate' (Net2Net/bert2BERT) or 'random'."})
-    depth_init: str = field(default="stack", metadata={"help": "'stack' (StackBERT) or 'interpolate'."})
+    width_init: str = field(
+        default="lossless",
+        metadata={
+            "help": "'lossless' (copies with uneven splits, LEMON-style: exact start, symmetry broken), "
+            "'duplicate' (even Net2Net/bert2BERT splits) or 'random'."
+        },
+    )
+    depth_init: str = field(
+        default="identity",
+        metadata={
+            "help": "'identity' (new blocks start as the identity: exact start), 'stack' (StackBERT) or "
+            "'interpolate' (both repeat source blocks and change the function of a deeper target)."
+        },
+    )
     init_noise_std: float = field(
         default=0.0, metadata={"help": "Gaussian noise added to the width factors to break duplication symmetry."}
     )

@@ -3,17 +3,20 @@
 A *growth stage* is one learned linear map from the weights of a transformer of shape A to the
 weights of a transformer of shape B (LiGO, arXiv 2303.00980):
 
-* depth: a matrix ``depth`` (L_B x L_A) mixes the A blocks into B blocks;
+* depth: a matrix (L_B x L_A) per block parameter mixes the A blocks into B blocks, plus a learned
+  constant on block LayerNorm gains (what lets a new block start as the identity);
 * width: every growable tensor axis is multiplied by an expansion factor of its space. Axes that
   *produce* vectors of the space use the space's ``out`` factor, axes that *consume* them use its
   ``in`` factor, so a weight W (out x in) becomes ``A_out W A_in^T``. The residual stream has one
   pair of factors for the whole model; query/key/value/FFN spaces have one pair per B block.
 
-Each factor is a Kronecker product ``group (x) unit`` whose groups are the attention heads
-(``width_structure="head_kronecker"``): target head h is a learned mix of source heads, each widened
-by one learned per-head map. That keeps heads heads, and keeps the operator -- which is what
-Fed-Grow sends over the network -- a small fraction of the target model. ``"dense"`` uses one full
-matrix per factor instead, as in the LiGO paper.
+Per-layer factors are Kronecker products ``group (x) unit`` (``width_structure="head_kronecker"``):
+for attention the groups are heads (target head h is a learned mix of source heads, each widened by
+one learned per-head map), for the FFN blocks of neurons. That keeps heads heads, and keeps the
+operator -- which is what Fed-Grow sends over the network -- a small fraction of the target model.
+The residual factors (once per model) are full matrices, as is any factor whose Kronecker form would
+cap its rank below the source size (:class:`SpaceLayout`). ``"dense"`` uses full matrices everywhere,
+as in the LiGO paper. The default initialisation is lossless (:mod:`.initialization`).
 
 Depth is mixed *before* width is expanded (both are linear, so this is the same family of
 operators). Mixing the small weights first costs L_B small mixes instead of L_B x L_A large ones,
@@ -28,43 +31,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ...architectures import ArchitectureTable, Axis, Side, Space
+from ...architectures import ArchitectureTable, Axis, Role, Side, Space
+from .initialization import contraction, expansion, identity_depth_plan, repeat_depth
 from .shapes import ModelShape, TransformerWeights
-
-
-def duplication_factors(n_out: int, n_in: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Net2Net/bert2BERT duplication: an expansion ``E`` and the contraction ``C`` with ``C^T E = I``.
-
-    Output unit i copies input unit ``i mod n_in``; the contraction divides each copy by the number
-    of copies, so a consumer of the duplicated vector computes exactly what it computed before. When
-    ``n_out < n_in`` (fewer target heads than source heads) the extra inputs are dropped.
-    """
-    expand = torch.zeros(n_out, n_in)
-    rows = torch.arange(n_out)
-    cols = rows % n_in
-    expand[rows, cols] = 1.0
-    counts = expand.sum(0).clamp(min=1.0)
-    return expand, expand / counts
-
-
-def depth_init(n_out: int, n_in: int, method: str) -> torch.Tensor:
-    """LiGO's depth initialisations: ``stack`` repeats the source stack (StackBERT), ``interpolate``
-    repeats each source block in place. Both are the identity when depths are equal."""
-    weight = torch.zeros(n_out, n_in)
-    rows = torch.arange(n_out)
-    if method == "stack":
-        cols = rows % n_in
-    elif method == "interpolate":
-        cols = (rows * n_in) // n_out
-    else:
-        raise ValueError(f"unknown depth_init {method!r}; expected 'stack' or 'interpolate'")
-    weight[rows, cols] = 1.0
-    return weight
 
 
 def apply_kronecker(tensor: torch.Tensor, dim: int, group: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
@@ -115,11 +90,89 @@ def factor_key(axis: Axis) -> str:
     return f"{axis.space.value}_{axis.side.value}"
 
 
+@dataclass(frozen=True)
+class SpaceLayout:
+    """How one space is grown: its natural groups and units, and how its factors are stored.
+
+    Natural groups are attention heads for query/key/value (units: head dimensions), ``g`` blocks of
+    neurons for the FFN and one group for the residual stream. Storage is ``group (x) unit`` over the
+    natural groups when that cannot cap the expansion's rank below the source size (``min(groups) *
+    min(units) >= source size``); otherwise -- fewer or narrower target heads, or ``dense`` -- one full
+    matrix. Initial values are always defined over the natural groups (:meth:`lossless_factors`).
+    """
+
+    groups: tuple[int, int]  # natural (target, source) group counts
+    units: tuple[int, int]  # natural (target, source) units per group
+    kronecker: bool
+    obstacle: str | None = None
+
+    @property
+    def stored_groups(self) -> tuple[int, int]:
+        return self.groups if self.kronecker else (1, 1)
+
+    @property
+    def stored_units(self) -> tuple[int, int]:
+        if self.kronecker:
+            return self.units
+        return self.groups[0] * self.units[0], self.groups[1] * self.units[1]
+
+    def lossless_factors(self, space: Space, side: Side, asymmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Group and unit factors of the lossless start (:mod:`.initialization`), in storage form."""
+        (g_out, g_in), (u_out, u_in) = self.groups, self.units
+        scale = math.sqrt(u_out / u_in)  # the target divides attention logits by sqrt(its head size)
+        if self.obstacle:  # no head-to-head map exists: copy every source unit (heads merge, none is lost)
+            (g_out, g_in), (u_out, u_in) = (1, 1), self.stored_units
+        if side is Side.IN:
+            group, unit = contraction(g_out, g_in, asymmetric), contraction(u_out, u_in, asymmetric)
+        elif space is Space.KEY:  # logits q'.k' = q.k: the key side contracts what the query side copies
+            group, unit = expansion(g_out, g_in), contraction(u_out, u_in, asymmetric)
+        else:
+            group, unit = expansion(g_out, g_in), expansion(u_out, u_in)
+        if space is Space.QUERY:
+            unit = unit * scale
+        if self.kronecker:
+            return group, unit
+        return torch.ones(1, 1), torch.kron(group, unit)
+
+
+def space_layout(space: Space, source: ModelShape, target: ModelShape, width_structure: str) -> SpaceLayout:
+    """The :class:`SpaceLayout` of ``space`` for a stage from ``source`` to ``target``."""
+    kronecker = width_structure == "head_kronecker"
+    if space is Space.RESIDUAL:
+        return SpaceLayout((1, 1), (target.hidden, source.hidden), kronecker=False)
+    if space is Space.FFN:
+        groups = _ffn_groups(source.ffn, target.ffn)
+        return SpaceLayout((groups, groups), (target.ffn // groups, source.ffn // groups), kronecker)
+    heads, head_size = (target.heads, source.heads), (target.hidden // target.heads, source.hidden // source.heads)
+    obstacle = None
+    if heads[0] < heads[1] or head_size[0] < head_size[1]:
+        obstacle = (
+            f"the target has {heads[0]} attention heads of {head_size[0]} where the source has {heads[1]} of "
+            f"{head_size[1]}: fewer or narrower heads cannot compute the source's attention (every source "
+            "head needs a target head at least as wide)"
+        )
+    return SpaceLayout(heads, head_size, kronecker and obstacle is None, obstacle)
+
+
+def _ffn_groups(source: int, target: int) -> int:
+    """FFN neurons are grouped in ``g`` blocks (g divides both sizes): ``g^2 + (target/g)(source/g)``
+    factor entries, smallest near ``g = (source * target) ** 0.25``."""
+    common = math.gcd(source, target)
+    divisors = [g for g in range(1, common + 1) if common % g == 0]
+    return min(divisors, key=lambda g: g * g + (target // g) * (source // g))
+
+
 class GrowthStage(nn.Module):
     """A learned linear map from the weights of a transformer of shape ``source`` to shape ``target``.
 
     Its parameters (and so its state-dict keys and shapes) depend only on the table and the two
-    shapes -- which is what lets participants with different sources share a Global stage.
+    shapes -- which is what lets participants with different sources share a Global stage:
+
+    * ``depth`` (P x L_B x L_A): one depth mix per block parameter, so that a new block can start as the
+      identity (zero residual writers, plain norms) while its other weights copy a source block;
+    * ``norm_offset`` (N x L_B): a constant added to every block LayerNorm gain -- what makes a plain
+      normalisation (gain 1) reachable, which a post-LN identity block needs;
+    * ``width``: one :class:`WidthFactor` per space and side (see :func:`space_layout`).
     """
 
     def __init__(
@@ -134,72 +187,99 @@ class GrowthStage(nn.Module):
         self.width_structure = width_structure
         self.shared_axes = table.shared_axes
         self.layer_axes = table.layer_axes
-        self.depth = nn.Parameter(torch.empty(target.num_layers, source.num_layers))
+        self.layer_names = list(self.layer_axes)
+        self.norm_gains = [name for name in table.layer_parameters_of(Role.LAYER_NORM) if name.endswith("weight")]
+        self.depth = nn.Parameter(torch.empty(len(self.layer_names), target.num_layers, source.num_layers))
+        self.norm_offset = nn.Parameter(torch.empty(len(self.norm_gains), target.num_layers))
         axes = {axis for spec in (*self.shared_axes.values(), *self.layer_axes.values()) for axis in spec.values()}
+        self.layouts = {space: space_layout(space, source, target, width_structure) for space in {a.space for a in axes}}
         self.width = nn.ModuleDict()
         for axis in sorted(axes, key=factor_key):
-            groups, units = self._factor_sizes(axis.space)
+            layout = self.layouts[axis.space]
             num_layers = target.num_layers if axis.space.per_layer else None
-            self.width[factor_key(axis)] = WidthFactor(groups, units, num_layers)
+            self.width[factor_key(axis)] = WidthFactor(layout.stored_groups, layout.stored_units, num_layers)
         self.reset_parameters()
 
-    def _factor_sizes(self, space: Space) -> tuple[tuple[int, int], tuple[int, int]]:
-        if self.width_structure == "dense":
-            return (1, 1), (self.target_shape.size(space), self.source_shape.size(space))
-        g_out, g_in = self.target_shape.head_groups(space), self.source_shape.head_groups(space)
-        return (g_out, g_in), (self.target_shape.size(space) // g_out, self.source_shape.size(space) // g_in)
+    def lossless_obstacles(self) -> list[str]:
+        """Why this stage's shapes rule out computing the source's function exactly (empty: they don't)."""
+        reasons = list(dict.fromkeys(layout.obstacle for layout in self.layouts.values() if layout.obstacle))
+        source, target = self.source_shape.hidden, self.target_shape.hidden
+        if target % source:
+            reasons.append(
+                f"the residual stream grows {source} -> {target}, not a multiple: a LayerNorm over it cannot "
+                "keep its statistics (use a multiple of the source width for an exact start)"
+            )
+        return reasons
 
     @torch.no_grad()
     def reset_parameters(
-        self, width_init: str = "duplicate", depth_method: str = "stack", noise_std: float = 0.0, seed: int = 0
+        self, width_init: str = "lossless", depth_method: str = "identity", noise_std: float = 0.0, seed: int = 0
     ) -> None:
-        """Initialise from the source's knowledge (duplication + stacking) or at random.
+        """Initialise from the source's knowledge (see :mod:`.initialization`) or at random.
 
-        Duplication is done head-wise whatever ``width_structure`` stores, and query factors are
-        scaled by ``sqrt(d_in / d_out)`` so that attention logits, which the target divides by
-        ``sqrt(d_out)``, equal the source's. With integer growth factors in every space and equal
-        depth this makes the grown model compute exactly what the source computes.
+        ``lossless`` + ``identity`` make the grown model compute the source's function whenever
+        :meth:`lossless_obstacles` is empty. ``duplicate`` is the same with even (Net2Net) splits;
+        ``stack``/``interpolate`` repeat source blocks (LiGO's StackBERT-style depth).
         """
         generator = torch.Generator().manual_seed(seed)
-        self.depth.copy_(depth_init(*self.depth.shape, depth_method))
+        self._reset_depth(depth_method)
         for key, factor in self.width.items():
             space, side = Space(key.rsplit("_", 1)[0]), Side(key.rsplit("_", 1)[1])
-            if width_init == "duplicate":
-                group, unit = self._duplication(space, side)
+            if width_init in ("lossless", "duplicate"):
+                group, unit = self.layouts[space].lossless_factors(space, side, asymmetric=width_init == "lossless")
             elif width_init == "random":
                 group = torch.randn(factor.group.shape[-2:], generator=generator) / math.sqrt(factor.group.shape[-1])
                 unit = torch.randn(factor.unit.shape[-2:], generator=generator) / math.sqrt(factor.unit.shape[-1])
             else:
-                raise ValueError(f"unknown width_init {width_init!r}; expected 'duplicate' or 'random'")
+                raise ValueError(f"unknown width_init {width_init!r}; expected 'lossless', 'duplicate' or 'random'")
             if noise_std:
                 unit = unit + noise_std * torch.randn(unit.shape, generator=generator)
             factor.group.copy_(group.expand_as(factor.group))
             factor.unit.copy_(unit.expand_as(factor.unit))
 
-    def _duplication(self, space: Space, side: Side) -> tuple[torch.Tensor, torch.Tensor]:
-        g_out, g_in = self.target_shape.head_groups(space), self.source_shape.head_groups(space)
-        u_out, u_in = self.target_shape.size(space) // g_out, self.source_shape.size(space) // g_in
-        group_expand, group_contract = duplication_factors(g_out, g_in)
-        unit_expand, unit_contract = duplication_factors(u_out, u_in)
-        group, unit = (group_expand, unit_expand) if side is Side.OUT else (group_contract, unit_contract)
-        if space is Space.QUERY:
-            unit = unit * math.sqrt(u_in / u_out)
-        if self.width_structure == "dense":
-            return torch.ones(1, 1), torch.kron(group, unit)
-        return group, unit
+    def _reset_depth(self, method: str) -> None:
+        n_out, n_in = self.target_shape.num_layers, self.source_shape.num_layers
+        self.norm_offset.zero_()
+        if method != "identity":
+            self.depth.copy_(repeat_depth(n_out, n_in, method).expand_as(self.depth))
+            return
+        self.depth.zero_()
+        writers = set(self.table.layer_parameters_of(Role.ATTENTION_OUTPUT, Role.FFN_OUT))
+        norms = set(self.table.layer_parameters_of(Role.LAYER_NORM))
+        post_ln = self.table.norm_placement == "post"
+        output_norm = set(self.table.parameter_axes({self.table.block_output_norm: Role.LAYER_NORM})) if post_ln else set()
+        plan = identity_depth_plan(n_out, n_in)
+        for target, (source, is_new) in enumerate(plan):
+            last_of_run = target + 1 == n_out or not plan[target + 1][1]
+            for index, name in enumerate(self.layer_names):
+                if is_new and name in writers:
+                    continue  # zero residual writers: the new block adds nothing to the stream
+                if post_ln and name in norms:
+                    # The block that ends a run (a source block and the new blocks after it) carries the
+                    # source block's output norm; every other norm of the run is a plain normalisation.
+                    carries = last_of_run if name in output_norm else not is_new
+                    if not carries:
+                        if name in self.norm_gains:
+                            self.norm_offset[self.norm_gains.index(name), target] = 1.0
+                        continue
+                self.depth[index, target, source] = 1.0
 
     def forward(self, weights: TransformerWeights, layers: Sequence[int] | None = None) -> TransformerWeights:
         """Grow ``weights``; with ``layers``, grow only those target blocks (shared tensors included)."""
         index = None if layers is None else torch.as_tensor(list(layers), dtype=torch.long, device=self.depth.device)
-        depth = self.depth if index is None else self.depth.index_select(0, index)
+        depth = self.depth if index is None else self.depth.index_select(1, index)
+        offset = self.norm_offset if index is None else self.norm_offset.index_select(1, index)
         shared = {
             name: self._expand(tensor.unsqueeze(0), self.shared_axes[name], None).squeeze(0)
             for name, tensor in weights.shared.items()
         }
         grown_layers = {}
         for name, stacked in weights.layers.items():
-            mixed = torch.einsum("lj,j...->l...", depth.to(stacked.dtype), stacked)
-            grown_layers[name] = self._expand(mixed, self.layer_axes[name], index)
+            mix = depth[self.layer_names.index(name)].to(stacked.dtype)
+            grown = self._expand(torch.einsum("lj,j...->l...", mix, stacked), self.layer_axes[name], index)
+            if name in self.norm_gains:
+                grown = grown + offset[self.norm_gains.index(name)].to(grown.dtype).unsqueeze(-1)
+            grown_layers[name] = grown
         return TransformerWeights(shared, grown_layers)
 
     def _expand(self, tensor: torch.Tensor, axes: Mapping[int, Axis], index: torch.Tensor | None) -> torch.Tensor:
@@ -282,6 +362,18 @@ class LiGOOperator(nn.Module):
     def reset_parameters(self, width_init: str, depth_method: str, noise_std: float, seed: int) -> None:
         for offset, stage in enumerate(self.stages()):
             stage.reset_parameters(width_init, depth_method, noise_std, seed + offset)
+
+    def lossless_obstacles(self, width_init: str, depth_method: str) -> list[str]:
+        """Why the grown model will not start by computing its source's function (empty: it will)."""
+        reasons = []
+        if width_init == "random":
+            reasons.append("width_init='random' discards the source's width structure")
+        for stage in self.stages():
+            where = f"{stage.source_shape} -> {stage.target_shape}"
+            reasons += [f"{where}: {reason}" for reason in stage.lossless_obstacles()]
+            if depth_method != "identity" and stage.target_shape.num_layers > stage.source_shape.num_layers:
+                reasons.append(f"{where}: depth_init={depth_method!r} repeats source blocks; 'identity' keeps the function")
+        return reasons
 
     def stages(self) -> list[GrowthStage]:
         return [*(self.local_stages or []), self.global_stage]

@@ -14,6 +14,7 @@ target as ordinary parameters, so the result is a plain transformers model.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 class GlobalStateError(ValueError):
     """A Global-LiGO state dict does not fit this model (keys, shapes, dtypes or non-finite values)."""
+
+
+class LosslessGrowthWarning(UserWarning):
+    """The grown model will not start by computing its source's function; the message names the cause."""
 
 
 class ArchitectureMismatchError(ValueError):
@@ -134,6 +139,8 @@ class LiGOModel(BaseTuner):
             table, source_weights, ModelShape.from_config(model.config, table), intermediate, config.width_structure
         )
         operator.reset_parameters(config.width_init, config.depth_init, config.init_noise_std, config.init_seed)
+        for reason in operator.lossless_obstacles(config.width_init, config.depth_init):
+            warnings.warn(f"LiGO growth is not lossless: {reason}", LosslessGrowthWarning, stacklevel=2)
         self.ligo_operator = nn.ModuleDict({adapter_name: operator.to(device)})
 
         model.tie_weights()  # a skeleton built on the meta device is not tied yet; grown tensors must be shared

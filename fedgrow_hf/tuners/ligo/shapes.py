@@ -55,16 +55,6 @@ class ModelShape:
     def size(self, space: Space) -> int:
         return self.ffn if space is Space.FFN else self.hidden
 
-    def head_groups(self, space: Space) -> int:
-        """Natural group count of a space: its attention heads, so that heads are expanded as heads.
-
-        The FFN space has no heads; it is grouped like the residual stream when its size allows, which
-        keeps its operator as small as the attention ones.
-        """
-        if space is Space.FFN and self.ffn % self.heads:
-            return 1
-        return self.heads
-
     def check_can_grow_to(self, target: ModelShape, what: str = "target") -> None:
         """Raise unless ``target`` is at least as deep, as wide and as wide in its FFN as ``self``.
 
