@@ -13,6 +13,7 @@ from .architectures import (
     get_architecture_table,
 )
 from .growth import grow
+from .recipe import grow_and_train
 from .tuners.ligo import (
     ArchitectureMismatchError,
     GlobalStateError,
@@ -39,4 +40,5 @@ __all__ = [
     "UnsupportedArchitectureError",
     "get_architecture_table",
     "grow",
+    "grow_and_train",
 ]

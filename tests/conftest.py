@@ -66,3 +66,16 @@ def tiny_bert_config():
         )
 
     return make
+
+
+@pytest.fixture
+def tiny_source(tmp_path, minilm_path, tiny_bert_config) -> Path:
+    """A tiny random BERT (L2-H32) that shares MiniLM's vocabulary, saved with MiniLM's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    torch.manual_seed(0)
+    directory = tmp_path / "tiny-source"
+    BertModel(tiny_bert_config(layers=2, hidden=32, heads=4, max_position_embeddings=512)).save_pretrained(directory)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(directory)
+    return directory

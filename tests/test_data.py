@@ -11,12 +11,17 @@ import torch
 from transformers import AutoTokenizer, BertForSequenceClassification, Trainer, TrainingArguments
 
 from fedgrow_hf.data import (
+    align_class_labels,
     dirichlet_partition,
+    holdout_split,
     iid_partition,
+    image_split_names,
     load_image_classification,
     load_text_classification,
+    pick_eval_split,
     read_idx,
     resize_images,
+    text_split_names,
     tokenize_text,
 )
 from fedgrow_hf.data.common import parse_hub_name
@@ -80,6 +85,68 @@ def test_text_errors_name_the_problem(tmp_path, shared_data_dir):
         load_text_classification(str(tmp_path / "missing.tsv"))
     with pytest.raises(ValueError, match="limit must be a positive"):
         load_text_classification(str(shared_data_dir / "sst2"), "test", limit=0)
+
+
+def test_empty_files_are_refused_by_name(tmp_path):
+    (tmp_path / "empty.tsv").write_text("")
+    (tmp_path / "header.csv").write_text("sentence,label\n")
+    with pytest.raises(ValueError, match="empty.tsv is empty"):
+        load_text_classification(str(tmp_path / "empty.tsv"))
+    with pytest.raises(ValueError, match="header.csv holds no examples"):
+        load_text_classification(str(tmp_path / "header.csv"))
+
+
+# --- evaluation splits and one label encoding ----------------------------------------------------
+
+
+def test_split_names_and_the_preferred_evaluation_split(tmp_path, shared_data_dir):
+    sst2 = text_split_names(str(shared_data_dir / "sst2"))
+    assert sst2 == ["dev", "test", "train"] and pick_eval_split(sst2, "train") == "test"
+    assert pick_eval_split(sst2, "test") == "dev" and pick_eval_split(["train"], "train") is None
+    assert text_split_names(str(shared_data_dir / "sst2" / "dev.tsv")) == []  # one file is one split
+    assert image_split_names(str(shared_data_dir / "mnist")) == ["train", "test"]
+
+
+def test_string_labels_of_two_splits_get_one_encoding():
+    train = datasets.Dataset.from_dict({"label": ["world", "sports", "arts", "sports"]}).class_encode_column("label")
+    dev = datasets.Dataset.from_dict({"label": ["world", "sports"]}).class_encode_column("label")
+    assert dev["label"] == [1, 0]  # encoded alone, "world" is class 1 of dev but class 2 of train
+    aligned = align_class_labels({"train": train, "dev": dev})
+    for split in aligned.values():
+        assert split.features["label"].names == ["arts", "sports", "world"]
+    assert aligned["train"]["label"] == [2, 1, 0, 1] and aligned["dev"]["label"] == [2, 1]
+
+
+def test_integer_labels_keep_their_order_and_hidden_labels_are_refused():
+    aligned = align_class_labels({
+        "train": datasets.Dataset.from_dict({"label": [2, 10, 2]}),
+        "test": datasets.Dataset.from_dict({"label": [10]}),
+    })  # fmt: skip
+    assert aligned["train"].features["label"].names == ["2", "10"]
+    assert aligned["train"]["label"] == [0, 1, 0] and aligned["test"]["label"] == [1]
+    shared = datasets.ClassLabel(names=["negative", "positive"])  # a dataset's own order is kept
+    splits = {
+        name: datasets.Dataset.from_dict({"label": [1, 0]}, features=datasets.Features({"label": shared}))
+        for name in ("train", "test")
+    }
+    assert align_class_labels(splits)["test"].features["label"].names == ["negative", "positive"]
+    with pytest.raises(ValueError, match="split 'test' has examples without a label"):
+        align_class_labels({"train": splits["train"], "test": datasets.Dataset.from_dict({"label": [-1, -1]})})
+
+
+def test_holdout_split_is_seeded_stratified_and_disjoint(shared_data_dir):
+    dev = load_text_classification(str(shared_data_dir / "sst2"), "dev", limit=100)
+    (data,) = align_class_labels({"dev": dev}).values()
+    train, held_out = holdout_split(data, 0.2, seed=0)
+    assert (len(train), len(held_out)) == (80, 20)
+    assert not set(train["text"]) & set(held_out["text"])
+    assert sorted([*train["text"], *held_out["text"]]) == sorted(data["text"])
+    positive_share = np.mean(data["label"])
+    assert abs(np.mean(held_out["label"]) - positive_share) <= 1 / len(held_out)
+    assert holdout_split(data, 0.2, seed=0)[1]["text"] == held_out["text"]
+    assert holdout_split(data, 0.2, seed=1)[1]["text"] != held_out["text"]
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        holdout_split(data, 1.0, seed=0)
 
 
 def test_hub_names_route_configs_to_load_dataset(monkeypatch):

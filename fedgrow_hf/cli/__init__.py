@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 # subcommand -> one-line help (kept here so that --help needs no heavy import)
 SUBCOMMANDS: dict[str, str] = {
-    "grow": "grow source model(s) into a target with a LiGO operator, optionally training it on a dataset",
+    "grow": "grow source model(s) into a target with LiGO; with data, train the operator, then the whole model, and evaluate",
     "merge": "turn a LiGO adapter into a plain transformers model directory (low memory)",
     "simulate": "run a Fed-Grow federation on this machine with Flower's simulation engine",
     "reproduce": "reproduce Fed-Grow's comparison against baselines on a preset",

@@ -12,7 +12,7 @@ from ..export import AUTO_DEVICE_MAPS, DTYPES, export_merged
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("adapter_dir", help="LiGO adapter directory (or Hub id) written by `fedgrow grow`")
+    parser.add_argument("adapter_dir", help="LiGO adapter directory (or Hub id), e.g. the ligo_adapter/ of `fedgrow grow`")
     parser.add_argument("output_dir", help="where to write the merged model (config, weights, tokenizer)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="dtype of the written weights")
     parser.add_argument(

@@ -1,20 +1,28 @@
 """Datasets for fedgrow-hf: loading (local files, MNIST IDX, sklearn digits, Hub), partitioning among
-parties, and preprocessing into torch-formatted rows that ``transformers.Trainer`` batches directly.
+parties, train/evaluation splits with one label encoding, and preprocessing into torch-formatted rows
+that ``transformers.Trainer`` batches directly.
 
 The package never hard-codes a data location: callers pass a path or a Hub dataset id.
 """
 
-from .image import SKLEARN_DIGITS, load_image_classification, read_idx, resize_images
+from .image import SKLEARN_DIGITS, image_split_names, load_image_classification, read_idx, resize_images
 from .partition import dirichlet_partition, iid_partition
-from .text import load_text_classification, tokenize_text
+from .splits import EVAL_SPLIT_NAMES, align_class_labels, holdout_split, pick_eval_split
+from .text import load_text_classification, text_split_names, tokenize_text
 
 __all__ = [
+    "EVAL_SPLIT_NAMES",
     "SKLEARN_DIGITS",
+    "align_class_labels",
     "dirichlet_partition",
+    "holdout_split",
     "iid_partition",
+    "image_split_names",
     "load_image_classification",
     "load_text_classification",
+    "pick_eval_split",
     "read_idx",
     "resize_images",
+    "text_split_names",
     "tokenize_text",
 ]

@@ -1,4 +1,4 @@
-"""Pieces shared by the text and image loaders: Hub names with configs and deterministic subsets."""
+"""Pieces shared by the text and image loaders: Hub names with configs, split names, deterministic subsets."""
 
 from __future__ import annotations
 
@@ -25,10 +25,22 @@ def hub_dataset(source: str, split: str) -> datasets.Dataset:
     try:
         return datasets.load_dataset(name, config, split=split)
     except (FileNotFoundError, ConnectionError) as error:
-        raise FileNotFoundError(
-            f"{source!r} is neither a local file/directory nor a loadable Hub dataset "
-            f"(load_dataset({name!r}, {config!r}, split={split!r}) failed: {error})"
-        ) from error
+        raise _not_found(source, f"load_dataset({name!r}, {config!r}, split={split!r})", error) from error
+
+
+def hub_split_names(source: str) -> list[str]:
+    """The split names of a Hub dataset (answered from the local cache when offline)."""
+    name, config = parse_hub_name(source)
+    try:
+        return list(datasets.get_dataset_split_names(name, config))
+    except (FileNotFoundError, ConnectionError) as error:
+        raise _not_found(source, f"get_dataset_split_names({name!r}, {config!r})", error) from error
+
+
+def _not_found(source: str, call: str, error: Exception) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"{source!r} is neither a local file/directory nor a loadable Hub dataset ({call} failed: {error})"
+    )
 
 
 def subsample(dataset: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:

@@ -22,11 +22,12 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from .common import hub_dataset, subsample
+from .common import hub_dataset, hub_split_names, subsample
 
 SKLEARN_DIGITS = "sklearn-digits"
 MNIST_T10K_TRAIN_SIZE = 8_000
 DIGITS_TRAIN_SIZE = 1_437
+FIXED_SPLITS = ("train", "test")
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -79,7 +80,7 @@ def _digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_split(split: str, source: str) -> None:
-    if split not in ("train", "test"):
+    if split not in FIXED_SPLITS:
         raise ValueError(f"{source} has fixed splits 'train' and 'test', got split={split!r}")
 
 
@@ -120,6 +121,13 @@ def _from_hub(source: str, split: str) -> datasets.Dataset:
         label_feature.num_classes if isinstance(label_feature, datasets.ClassLabel) else int(labels.max()) + 1
     )
     return _from_arrays(images, labels, num_classes)
+
+
+def image_split_names(source: str) -> list[str]:
+    """The splits ``load_image_classification(source, split)`` can load (fixed ones for MNIST and digits)."""
+    if source == SKLEARN_DIGITS or Path(source).expanduser().is_dir():
+        return list(FIXED_SPLITS)
+    return hub_split_names(source)
 
 
 def load_image_classification(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import datasets
 
-from .common import hub_dataset, subsample
+from .common import hub_dataset, hub_split_names, subsample
 
 LOCAL_SUFFIXES = (".tsv", ".csv", ".parquet", ".json", ".jsonl")
 
@@ -22,6 +22,8 @@ def _read_table(path: Path) -> datasets.Dataset:
     import pandas as pd
 
     suffix = path.suffix.lower()
+    if path.stat().st_size == 0:  # pandas would say "No columns to parse from file"
+        raise ValueError(f"{path} is empty: it holds no examples")
     if suffix == ".tsv":
         frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False)
     elif suffix == ".csv":
@@ -32,12 +34,25 @@ def _read_table(path: Path) -> datasets.Dataset:
         frame = pd.read_json(path, lines=suffix == ".jsonl" or _is_json_lines(path))
     else:
         raise ValueError(f"unsupported data file {path}: expected one of {', '.join(LOCAL_SUFFIXES)}")
+    if frame.empty:
+        raise ValueError(f"{path} holds no examples (only a header)")
     return datasets.Dataset.from_pandas(frame, preserve_index=False)
 
 
 def _is_json_lines(path: Path) -> bool:
     with path.open(encoding="utf-8") as handle:
         return not handle.read(1).lstrip().startswith("[")
+
+
+def text_split_names(source: str) -> list[str]:
+    """The splits ``load_text_classification(source, split)`` can load: none for a single file (it
+    is one split), the ``<split>.<ext>`` files of a directory, or a Hub dataset's splits."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return []
+    if path.is_dir():
+        return sorted({p.stem for p in path.iterdir() if p.is_file() and p.suffix.lower() in LOCAL_SUFFIXES})
+    return hub_split_names(source)
 
 
 def _split_file(directory: Path, split: str) -> Path:

@@ -54,6 +54,27 @@ class FederationFacts:
         return "not recorded" if self.bytes_exchanged is None else f"{self.bytes_exchanged:,}"
 
 
+@dataclass(frozen=True)
+class TrainingPhase:
+    """One phase of the training recipe as the card states it: what it trained, how long, how fast."""
+
+    trained: str
+    steps: int
+    learning_rate: float
+
+
+@dataclass(frozen=True)
+class TrainingFacts:
+    """The training recipe of a grown model; every field comes from the run's own settings and data."""
+
+    phases: tuple[TrainingPhase, ...]
+    batch_size: int
+    seed: int
+    train_examples: int
+    eval_examples: int
+    train_split: str | None = None
+
+
 # transformers class suffix -> (Hub pipeline tag, auto class that loads it)
 TASKS: dict[str, tuple[str, str]] = {
     "ForSequenceClassification": ("text-classification", "AutoModelForSequenceClassification"),
@@ -154,19 +175,24 @@ def build_model_card(
     federation: FederationFacts | None = None,
     base_model: list[str] | None = None,
     license: str | None = None,
+    training: TrainingFacts | None = None,
 ) -> ModelCard:
     """Render the card of a grown model (``merged``) or of its LiGO adapter.
 
-    ``metrics`` go into the card's model-index (one ``EvalResult`` each, on ``dataset_id``).
-    ``base_model`` defaults to the sources that are Hub ids.
+    ``metrics`` are tabled in the card and, when they were measured on a Hub dataset (``dataset_id``),
+    go into its model-index (one ``EvalResult`` each); local data is named by ``dataset_name`` only,
+    since a model-index entry must name a Hub dataset. ``base_model`` defaults to the sources that
+    are Hub ids. ``training`` adds the training recipe (phases, steps, learning rates, data sizes).
     """
     adapter_dir = Path(adapter_dir)
     config = read_ligo_config(adapter_dir)
     target = target_config_of(config)
     task, auto_class = task_of(target_model_class(config).__name__)
     metrics = dict(metrics or {})
-    if metrics and not dataset_id:
-        raise ValueError("evaluation results need the dataset they were measured on (dataset_id)")
+    if metrics and not (dataset_id or dataset_name):
+        raise ValueError(
+            "evaluation results need the dataset they were measured on (dataset_id or dataset_name)"
+        )
     eval_results = [
         EvalResult(
             task_type=task,
@@ -177,6 +203,7 @@ def build_model_card(
             metric_value=value,
         )
         for name, value in metrics.items()
+        if dataset_id
     ]
     model_name = repo_id.split("/")[-1]
     card_data = ModelCardData(
@@ -205,4 +232,5 @@ def build_model_card(
         metrics=metrics,
         dataset_name=dataset_name or dataset_id,
         dataset_split=dataset_split,
+        training=training,
     )

@@ -11,7 +11,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from fedgrow_hf.cli import main
 from fedgrow_hf.export import load_grown, merge_adapter
-from fedgrow_hf.hub import FederationFacts, build_model_card
+from fedgrow_hf.hub import FederationFacts, TrainingFacts, TrainingPhase, build_model_card
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +175,30 @@ def test_dual_ligo_card_states_the_intermediate_and_global_stage(bert_source_dir
     assert "Dual-LiGO (Local + Global stages)" in text
     assert "| intermediate (Dual-LiGO) | common shape | 2 | 48 | 6 | 96 |" in text
     assert f"{total:,} operator parameters ({global_size:,} in the shared Global-LiGO stage)" in text
+
+
+def test_card_states_the_training_recipe_and_local_data_without_model_index(bert_adapter_dir):
+    training = TrainingFacts(
+        phases=(TrainingPhase("the operator", 20, 1e-3), TrainingPhase("the whole model", 200, 5e-5)),
+        batch_size=16,
+        seed=3,
+        train_examples=1_600,
+        eval_examples=400,
+        train_split="train",
+    )
+    card = build_model_card(
+        bert_adapter_dir,
+        repo_id="grown",
+        merged=True,
+        metrics={"accuracy": 0.75},
+        dataset_name="my/local/data.tsv",
+        dataset_split="20% of train, held out",
+        training=training,
+    )
+    text = card.text
+    assert "on 1,600 examples of my/local/data.tsv (split `train`)\n(batch size 16, seed 3)" in text
+    assert "| 1 | the operator | 20 | 0.001 |\n| 2 | the whole model | 200 | 5e-05 |" in text
+    assert "Dataset: my/local/data.tsv (split `20% of train, held out`), 400 examples, none of them trained on." in text
+    assert "| accuracy | 0.75 |" in text
+    # a model-index entry must name a Hub dataset: local data gives none
+    assert card.data.eval_results is None and card.data.datasets is None

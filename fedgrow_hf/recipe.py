@@ -1,0 +1,329 @@
+"""The whole LiGO recipe in one call: grow, train the operator briefly, then the grown model, evaluate.
+
+LiGO (Wang et al., ICLR 2023) trains only the growth operator for a short while -- it learns how to
+map the small model's weights into the large one -- and then trains the grown model as usual; the
+operator alone is not the end product. :func:`grow_and_train` runs both phases with
+``transformers.Trainer``:
+
+1. the operator phase: the LiGO operator (and the target's new classifier) for
+   ``schedule.operator_steps`` steps at ``schedule.operator_learning_rate``;
+2. the full-model phase: the LiGO model is merged (``merge_and_unload``) into a plain transformers
+   model, all of whose weights train for ``schedule.finetune_steps`` steps at
+   ``schedule.finetune_learning_rate`` (``finetune_steps=0`` stops after phase 1).
+
+Both phases are evaluated on ``eval_dataset`` (accuracy, macro precision, macro F1 from the local
+metric modules). ``output_dir`` then holds the final model with its processor, ``eval_results.json``
+and the project's model card as ``README.md``; after a full-model phase the operator-phase adapter
+sits in ``output_dir/ligo_adapter`` with its own results and card. ``fedgrow grow`` is this function.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+from peft import PeftModel
+from transformers import (
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from .growth import grow
+from .hub import TrainingFacts, TrainingPhase, build_model_card, eval_metrics
+from .metrics import compute_classification_metrics
+
+ADAPTER_DIR = "ligo_adapter"
+EVAL_RESULTS_FILE = "eval_results.json"
+CARD_FILE = "README.md"
+# The column Trainer reads labels from (fedgrow_hf.data.tokenize_text renames "label" to it).
+LABEL_COLUMN = "labels"
+# The head a growth does not produce: trained and saved in full with the operator.
+HEAD_MODULES = ["classifier"]
+# model_type -> auto class of its classification model; text models otherwise.
+CLASSIFICATION_MODELS: dict[str, Any] = {"vit": AutoModelForImageClassification}
+# Trainer logs the loss about this many times per phase.
+LOGS_PER_PHASE = 10
+UNNAMED_DATA = "unnamed data"
+
+
+@dataclass(frozen=True)
+class TrainingSchedule:
+    """Steps and learning rates of both phases, shared by every phase's ``TrainingArguments``.
+
+    Defaults: a brief operator phase (LiGO trains the operator for a small part of the run) at a
+    high rate, which its few parameters take; then 200 full-model steps (3,200 examples at batch 16)
+    at 5e-5, BERT's usual fine-tuning rate: enough for every weight to adapt to the task, low enough
+    to keep what the grown weights inherited from the pretrained source.
+    """
+
+    operator_steps: int = 20
+    operator_learning_rate: float = 1e-3
+    finetune_steps: int = 200
+    finetune_learning_rate: float = 5e-5
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("operator_steps", "finetune_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("operator_learning_rate", "finetune_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    @property
+    def operator_phase(self) -> TrainingPhase:
+        return TrainingPhase(
+            "the LiGO operator and the new classifier", self.operator_steps, self.operator_learning_rate
+        )
+
+    @property
+    def finetune_phase(self) -> TrainingPhase:
+        return TrainingPhase(
+            "every weight of the merged grown model", self.finetune_steps, self.finetune_learning_rate
+        )
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """How the model cards name the data: a Hub id (for the model-index) and/or a name, and the splits."""
+
+    dataset_id: str | None = None
+    dataset_name: str | None = None
+    train_split: str | None = None
+    eval_split: str | None = None
+
+    def card_fields(self) -> dict[str, str | None]:
+        """``build_model_card``'s dataset arguments; data named by neither id nor name is "unnamed"."""
+        return {
+            "dataset_id": self.dataset_id,
+            "dataset_name": self.dataset_name or self.dataset_id or UNNAMED_DATA,
+            "dataset_split": self.eval_split,
+        }
+
+
+@dataclass(frozen=True)
+class GrowthResult:
+    """What :func:`grow_and_train` returns.
+
+    ``model`` is the fine-tuned plain transformers model (the LiGO ``PeftModel`` when
+    ``finetune_steps`` is 0); ``metrics`` are its evaluation results and ``operator_metrics`` those
+    of the grown model after the operator phase (the same when there is no full-model phase).
+    """
+
+    model: PreTrainedModel | PeftModel
+    metrics: dict[str, float]
+    operator_metrics: dict[str, float]
+
+
+def classification_model_class(config: PretrainedConfig) -> Any:
+    """The auto class of ``config``'s classification model (image models by name, else text)."""
+    return CLASSIFICATION_MODELS.get(config.model_type, AutoModelForSequenceClassification)
+
+
+def class_names(train_dataset: datasets.Dataset, eval_dataset: datasets.Dataset) -> list[str]:
+    """The class names of both splits' shared ``ClassLabel``; refuses what cannot train a classifier."""
+    for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+        if len(dataset) == 0:
+            raise ValueError(f"{name} holds no examples")
+        if not isinstance(dataset.features.get(LABEL_COLUMN), datasets.ClassLabel):
+            raise ValueError(
+                f"{name} needs a {LABEL_COLUMN!r} column that is a datasets.ClassLabel "
+                "(fedgrow_hf.data.align_class_labels makes one, tokenize_text renames 'label' to it)"
+            )
+    names = train_dataset.features[LABEL_COLUMN].names
+    if eval_dataset.features[LABEL_COLUMN].names != names:
+        raise ValueError(
+            f"train and eval labels are encoded differently ({names} vs "
+            f"{eval_dataset.features[LABEL_COLUMN].names}): align them with "
+            "fedgrow_hf.data.align_class_labels"
+        )
+    present = sorted({int(label) for label in train_dataset[LABEL_COLUMN]})
+    if len(present) < 2:
+        raise ValueError(
+            f"the training data has a single class ({names[present[0]]!r}): a classifier needs at least two"
+        )
+    return names
+
+
+def grow_classifier(
+    source: str | PreTrainedModel | list[str | PreTrainedModel],
+    config: PretrainedConfig,
+    *,
+    intermediate_config: PretrainedConfig | dict[str, int] | None = None,
+    seed: int = 0,
+    **ligo_kwargs: Any,
+) -> PeftModel:
+    """The LiGO model of ``config``'s classifier: ``grow`` with the new head trained and saved in full.
+
+    ``seed`` seeds the head's initialisation and any random part of the operator's.
+    """
+    set_seed(seed)
+    model = grow(
+        source,
+        config,
+        model_class=classification_model_class(config),
+        intermediate_config=intermediate_config,
+        modules_to_save=HEAD_MODULES,
+        **{"init_seed": seed, **ligo_kwargs},
+    )
+    model.print_trainable_parameters()
+    return model
+
+
+def grow_and_train(
+    source: str | PreTrainedModel | list[str | PreTrainedModel],
+    target_config: PretrainedConfig,
+    train_dataset: datasets.Dataset,
+    eval_dataset: datasets.Dataset,
+    *,
+    output_dir: str | os.PathLike,
+    schedule: TrainingSchedule | None = None,
+    processor: Any = None,
+    intermediate_config: PretrainedConfig | dict[str, int] | None = None,
+    data_info: DatasetInfo | None = None,
+    **ligo_kwargs: Any,
+) -> GrowthResult:
+    """Grow ``source`` into ``target_config``, train the operator, then the whole model; evaluate, save.
+
+    ``train_dataset``/``eval_dataset`` are preprocessed rows (``input_ids``/``pixel_values`` ...) with a
+    ``labels`` ``ClassLabel`` column shared by both; its names become the target's ``id2label``
+    (``target_config`` itself is not changed). ``processor`` (a tokenizer or image processor) is saved
+    with the final model. ``data_info`` names the data and its splits in the cards; ``ligo_kwargs`` go to
+    :class:`~fedgrow_hf.LiGOConfig` (``width_structure``, ``depth_init`` ...).
+    """
+    schedule = schedule or TrainingSchedule()
+    data_info = data_info or DatasetInfo()
+    config = _with_class_names(target_config, class_names(train_dataset, eval_dataset))
+    model = grow_classifier(
+        source, config, intermediate_config=intermediate_config, seed=schedule.seed, **ligo_kwargs
+    )
+    output = Path(output_dir)
+    finetune = schedule.finetune_steps > 0
+    adapter_dir = output / ADAPTER_DIR if finetune else output
+
+    def facts(*phases: TrainingPhase) -> TrainingFacts:
+        return TrainingFacts(
+            phases,
+            schedule.batch_size,
+            schedule.seed,
+            len(train_dataset),
+            len(eval_dataset),
+            data_info.train_split,
+        )
+
+    # Trainer needs a directory, but saves no checkpoint (save_strategy="no"): a scratch one will do.
+    with tempfile.TemporaryDirectory(prefix="fedgrow-trainer-") as scratch:
+
+        def train_and_evaluate(
+            trained: PeftModel | PreTrainedModel, phase: TrainingPhase
+        ) -> dict[str, float]:
+            trainer = Trainer(
+                model=trained,
+                args=_training_arguments(scratch, schedule, phase),
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                compute_metrics=compute_classification_metrics,
+            )
+            if phase.steps:
+                trainer.train()
+            return eval_metrics(trainer.evaluate())
+
+        operator_metrics = train_and_evaluate(model, schedule.operator_phase)
+        save_adapter(
+            model,
+            adapter_dir,
+            metrics=operator_metrics,
+            data_info=data_info,
+            training=facts(schedule.operator_phase),
+        )
+        result = GrowthResult(model, operator_metrics, operator_metrics)
+        if finetune:
+            merged = model.merge_and_unload()
+            merged.requires_grad_(True)  # this phase trains every weight, whatever the tuner left frozen
+            result = GrowthResult(
+                merged, train_and_evaluate(merged, schedule.finetune_phase), operator_metrics
+            )
+    if processor is not None:
+        processor.save_pretrained(output)
+    if finetune:
+        result.model.save_pretrained(output)
+        _write_results(output, result.metrics)
+        card = build_model_card(
+            adapter_dir,
+            repo_id=output.resolve().name,
+            merged=True,
+            metrics=result.metrics,
+            training=facts(schedule.operator_phase, schedule.finetune_phase),
+            **data_info.card_fields(),
+        )
+        card.save(output / CARD_FILE)
+    return result
+
+
+def _with_class_names(config: PretrainedConfig, names: list[str]) -> PretrainedConfig:
+    """A copy of ``config`` whose labels are ``names`` (ids 0..K-1): the saved model names its classes."""
+    config = copy.deepcopy(config)
+    config.num_labels = len(names)
+    config.id2label = dict(enumerate(names))
+    config.label2id = {name: index for index, name in enumerate(names)}
+    return config
+
+
+def save_adapter(
+    model: PeftModel,
+    directory: str | os.PathLike,
+    *,
+    metrics: dict[str, float] | None = None,
+    data_info: DatasetInfo | None = None,
+    training: TrainingFacts | None = None,
+) -> None:
+    """``save_pretrained`` the LiGO adapter, then replace PEFT's empty default card by the project's.
+
+    With ``metrics`` they are also written to ``eval_results.json`` beside the adapter.
+    """
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    if metrics:
+        _write_results(directory, metrics)
+    card = build_model_card(
+        directory,
+        repo_id=directory.resolve().name,
+        merged=False,
+        metrics=metrics,
+        training=training,
+        **(data_info or DatasetInfo()).card_fields(),
+    )
+    card.save(directory / CARD_FILE)
+
+
+def _write_results(directory: Path, metrics: dict[str, float]) -> None:
+    (directory / EVAL_RESULTS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def _training_arguments(scratch: str, schedule: TrainingSchedule, phase: TrainingPhase) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=scratch,
+        max_steps=phase.steps,
+        per_device_train_batch_size=schedule.batch_size,
+        per_device_eval_batch_size=schedule.batch_size,
+        learning_rate=phase.learning_rate,
+        logging_steps=max(1, phase.steps // LOGS_PER_PHASE),
+        label_names=[LABEL_COLUMN],
+        save_strategy="no",
+        report_to=[],
+        seed=schedule.seed,
+    )
