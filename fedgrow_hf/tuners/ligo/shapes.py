@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 
-from ...architectures import ArchitectureTable, Space
+from ...architectures import ArchitectureTable
 
 SHAPE_FIELDS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
 
@@ -51,9 +51,6 @@ class ModelShape:
     def to_config_dict(self) -> dict[str, int]:
         """The shape as config fields (the form ``LiGOConfig.intermediate_config`` stores)."""
         return dict(zip(SHAPE_FIELDS, (self.num_layers, self.hidden, self.ffn, self.heads)))
-
-    def size(self, space: Space) -> int:
-        return self.ffn if space is Space.FFN else self.hidden
 
     def check_can_grow_to(self, target: ModelShape, what: str = "target") -> None:
         """Raise unless ``target`` is at least as deep, as wide and as wide in its FFN as ``self``.
