@@ -1,20 +1,28 @@
 """``fedgrow reproduce``: the comparison harness on the ``tiny`` preset (real SST-2 sentences, random tiny
-BERT sources) and its configuration logic.
+BERT sources, two seeds) and its configuration, statistics and report logic.
 
-The module-scoped run executes every method once through the real federation (Flower simulation
-engine) and writes into a temporary folder; the checks then read what it measured and wrote.
+The module-scoped run tunes the full-model learning rate, executes every method with both seeds through
+the real federation (Flower simulation engine) or ``transformers.Trainer``, keeps every party's final
+model and writes into a temporary folder; the checks then read what it measured and wrote.
 """
 
 from __future__ import annotations
 
+import copy
+import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from fedgrow_hf.architectures import get_architecture_table
 from fedgrow_hf.federated.config import ConfigError, FederationConfig
+from fedgrow_hf.federated.task import party_shares
 from fedgrow_hf.reproduce import METHODS, PRESETS, preset_config
-from fedgrow_hf.reproduce.methods import method_config, same_source, scratch_rounds
+from fedgrow_hf.reproduce.methods import SHAPE_KEYS, method_config, same_source, scratch_rounds
+from fedgrow_hf.reproduce.tuning import LEARNING_RATE_GRID
+from fedgrow_hf.tuners.ligo import GrowthStage, ModelShape
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -32,31 +40,97 @@ def tiny_run(shared_data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("reproduce")
     results = reproduce(
         "tiny", data_dir=shared_data_dir, output_dir=root / "results" / "tiny", work_dir=root / "work",
-        report_path=root / "RESULTS.md", command="fedgrow reproduce tiny", log=lambda message: None,
+        report_path=root / "RESULTS.md", command="fedgrow reproduce tiny --tune", tune=True, keep_models=True,
+        log=lambda message: None,
     )
     return {"results": results, "root": root, "config": _tiny(shared_data_dir)}
 
 
+def _sample_std(values: list[float]) -> float:
+    return float(np.std(values, ddof=1))
+
+
 @pytest.mark.slow
-def test_every_method_produces_all_figures(tiny_run):
-    config, methods = tiny_run["config"], tiny_run["results"]["methods"]
-    assert list(methods) == list(METHODS)
-    points = config.federation.rounds + 1  # phase-1 rounds + phase 2 (Fed-Scratch: as many FedAvg rounds)
+def test_every_method_produces_all_figures_for_every_seed(tiny_run):
+    config, results = tiny_run["config"], tiny_run["results"]
+    methods, seeds = results["methods"], results["seeds"]
+    assert list(methods) == list(METHODS) and seeds == [0, 1]
     for name, summary in methods.items():
-        for metric in ("accuracy", "precision_macro"):
+        for metric in ("test_accuracy", "test_f1_macro", "accuracy", "precision_macro"):
             figures = summary[metric]
-            assert len(figures["per_party"]) == config.num_parties, (name, metric)
-            assert all(0 <= value <= 1 for value in figures["per_party"]), (name, metric)
-            assert figures["mean"] == pytest.approx(sum(figures["per_party"]) / config.num_parties)
-            assert figures["std"] >= 0
+            values = np.asarray(figures["values"])
+            assert values.shape == (len(seeds), config.num_parties), (name, metric)
+            assert ((0 <= values) & (values <= 1)).all(), (name, metric)
+            assert figures["per_seed"] == pytest.approx(values.mean(axis=1).tolist())
+            assert figures["mean"] == pytest.approx(np.mean(figures["per_seed"]))
+            assert figures["std"] == pytest.approx(_sample_std(figures["per_seed"]))
+            assert figures["per_party"] == pytest.approx(values.mean(axis=0).tolist())
+            assert figures["party_std"] == pytest.approx(values.std(axis=1).mean())
         assert summary["trainable_parameters"]["phase1_mean"] > 0 and summary["trainable_parameters"]["phase2"] > 0
         assert summary["local_steps_per_party"] == 12, name  # 2 rounds x 4 steps + 4 phase-2 steps, for all
-        assert summary["wall_seconds"] > 0
-        curve = summary["curve"]
-        assert len(curve) == points, name
-        sent = [point["cumulative_bytes"] for point in curve]
+        assert [run["seed"] for run in summary["runs"]] == seeds
+        assert all(run["wall_seconds"] > 0 for run in summary["runs"])
+        # one evaluation per round (own-source: every 4 steps), averaged over seeds at the same steps
+        assert [point["steps"] for point in summary["curve"]] == [4, 8, 12], name
+        final_held_out = [run["curve"][-1]["accuracy"] for run in summary["runs"]]
+        assert summary["curve"][-1]["accuracy"] == pytest.approx(np.mean(final_held_out))
+        sent = [point["cumulative_bytes"] for point in summary["curve"]]
         assert sent == sorted(sent) and sent[-1] == summary["bytes_total"], name
-    assert methods["independent"]["bytes_total"] == 0 and methods["independent"]["shared_parameters"] == 0
+    for name in ("independent", "own-source", "central-ligo"):
+        assert methods[name]["bytes_total"] == 0 and methods[name]["shared_parameters"] == 0
+    central = np.asarray(methods["central-ligo"]["test_accuracy"]["values"])
+    assert (central == central[:, :1]).all()  # one model serves every party
+
+
+@pytest.mark.slow
+def test_test_accuracy_is_what_each_kept_final_model_scores_on_the_test_file(tiny_run, shared_data_dir,
+                                                                               minilm_path):
+    """Recompute Fed-Grow's and own-source's common-test accuracy from the kept models, independently of
+    the harness: the test file read with the csv module, tokenised by hand, one forward pass."""
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    with open(shared_data_dir / "sst2" / "test.tsv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    labels = torch.tensor([int(row["label"]) for row in rows])
+    batch = AutoTokenizer.from_pretrained(minilm_path)(
+        [row["sentence"] for row in rows], truncation=True, max_length=tiny_run["config"].data.max_length,
+        padding="max_length", return_tensors="pt",
+    )
+    methods, work = tiny_run["results"]["methods"], tiny_run["root"] / "work"
+    for method, seed, party in (("fed-grow", 1, 1), ("own-source", 0, 0), ("fed-scratch", 1, 0)):
+        model = BertForSequenceClassification.from_pretrained(work / f"seed-{seed}" / method / "parties" /
+                                                              f"party-{party}" / "grown").eval()
+        with torch.no_grad():
+            accuracy = (model(**batch).logits.argmax(-1) == labels).float().mean().item()
+        assert methods[method]["test_accuracy"]["values"][seed][party] == pytest.approx(accuracy, abs=1e-6), method
+    own = BertForSequenceClassification.from_pretrained(work / "seed-0/own-source/parties/party-1/grown")
+    shape = tiny_run["config"].parties[1].random
+    assert (own.config.num_hidden_layers, own.config.hidden_size) == (shape["num_hidden_layers"], shape["hidden_size"])
+
+
+@pytest.mark.slow
+def test_paired_differences_and_targets_follow_from_the_per_seed_figures(tiny_run):
+    results = tiny_run["results"]
+    methods, differences = results["methods"], results["paired_differences"]
+    ours = methods["fed-grow"]["test_accuracy"]["per_seed"]
+    assert set(differences) == set(METHODS) - {"fed-grow"}
+    for name, difference in differences.items():
+        expected = [a - b for a, b in zip(ours, methods[name]["test_accuracy"]["per_seed"])]
+        assert difference["per_seed"] == pytest.approx(expected)
+        assert difference["mean"] == pytest.approx(np.mean(expected))
+        assert difference["std"] == pytest.approx(_sample_std(expected))
+        assert difference["fed_grow_better"] == sum(value > 0 for value in expected)
+    targets = {target["key"]: target for target in results["targets"]}
+    assert set(targets) == {"test-accuracy-vs-own-source", "test-accuracy-vs-independent",
+                            "party-spread-vs-independent", "steps-to-fed-scratch"}
+    own = methods["own-source"]["test_accuracy"]["mean"]
+    assert targets["test-accuracy-vs-own-source"]["met"] is (methods["fed-grow"]["test_accuracy"]["mean"] >= own)
+    spread = methods["fed-grow"]["test_accuracy"]["party_std"] <= methods["independent"]["test_accuracy"]["party_std"]
+    assert targets["party-spread-vs-independent"]["met"] is spread
+    goal = methods["fed-scratch"]["curve"][-1]["accuracy"]
+    reached = [p["steps"] for p in methods["fed-grow"]["curve"] if p["accuracy"] >= goal]
+    assert targets["steps-to-fed-scratch"]["met"] is bool(reached and reached[0] / 12 <= 0.4)
 
 
 @pytest.mark.slow
@@ -82,14 +156,23 @@ def test_bytes_are_what_each_method_exchanges(tiny_run):
 
 
 @pytest.mark.slow
-def test_results_json_records_config_seeds_versions_and_commit(tiny_run):
+def test_results_json_records_config_seeds_tuning_data_versions_and_commit(tiny_run):
     saved = json.loads((tiny_run["root"] / "results" / "tiny" / "results.json").read_text())
-    assert saved["preset"] == "tiny" and saved["command"] == "fedgrow reproduce tiny"
+    assert saved["preset"] == "tiny" and saved["command"] == "fedgrow reproduce tiny --tune"
     assert FederationConfig.from_dict(saved["config"]).to_dict() == saved["config"]
-    assert saved["seeds"]["seed"] == 0
+    assert saved["seeds"] == [0, 1] and saved["config"]["data_seed"] == 0
+    tuning = saved["learning_rate_tuning"]
+    assert tuning["grid"] == list(LEARNING_RATE_GRID) and tuning["chosen"] in LEARNING_RATE_GRID
+    assert tuning["dev_accuracy"][repr(tuning["chosen"])] == max(tuning["dev_accuracy"].values())
+    assert saved["config"]["federation"]["finetune_learning_rate"] == tuning["chosen"]  # used by every method
+    config = tiny_run["config"]
+    assert [party["train"] + party["held_out"] for party in saved["party_data"]] == [
+        sum(len(share) for share in party_shares(config, party)) for party in range(config.num_parties)
+    ]
+    assert saved["test_examples"] == 872
     assert {"torch", "transformers", "peft", "flwr"} <= set(saved["environment"]["versions"])
     assert saved["environment"]["git_commit"]
-    assert saved["methods"]["fed-grow"]["records"][0]["phase"] == "operator"
+    assert saved["methods"]["fed-grow"]["runs"][0]["records"][0]["phase"] == "operator"
 
 
 @pytest.mark.slow
@@ -98,51 +181,30 @@ def test_plots_and_report_are_written_and_regenerated(tiny_run):
     from fedgrow_hf.reproduce.runner import rewrite_report
 
     results_dir, report = tiny_run["root"] / "results" / "tiny", tiny_run["root"] / "RESULTS.md"
-    plots = [results_dir / "accuracy_vs_rounds.png", results_dir / "accuracy_vs_bytes.png"]
+    plots = [results_dir / "accuracy_vs_steps.png", results_dir / "accuracy_vs_bytes.png"]
     for plot in plots:
         assert plot.read_bytes()[:8] == PNG_MAGIC
     text = report.read_text()
-    assert "## `tiny`" in text and "Command: `fedgrow reproduce tiny`" in text
+    results = tiny_run["results"]
+    assert "## `tiny`" in text and "Command: `fedgrow reproduce tiny --tune`" in text
     assert all(f"| {label} |" in text for label in METHOD_LABELS.values())
+    own = results["methods"]["own-source"]["test_accuracy"]
+    assert f"| Own source, fine-tuned | {own['mean']:.4f} ± {own['std']:.4f} |" in text
+    assert "### Fed-Grow minus each method, paired by seed" in text
+    assert "### Targets of the issue" in text
+    assert all(target["target"] in text for target in results["targets"])
     assert "`vision-small`: not measured yet" in text  # presets without results name their command
-    assert "Learning rates: operator 0.001, full model 0.001; batch size 8." in text
-    majority = tiny_run["results"]["majority_class"]
-    assert len(majority["per_party"]) == tiny_run["config"].num_parties and 0.5 <= majority["mean"] <= 1
-    assert f"Majority-class reference (always predict the party's most frequent training label): accuracy " \
-           f"{majority['mean']:.4f}" in text
+    chosen = results["learning_rate_tuning"]["chosen"]
+    assert f"Learning rates: operator 0.001, full model {chosen:g}; batch size 8." in text
+    assert "Full-model learning rate tuned (`--tune`, seed 0)" in text
+    majority = results["majority_class"]
+    assert len(majority["held_out"]["per_party"]) == tiny_run["config"].num_parties
+    assert 0.5 <= majority["held_out"]["mean"] <= 1
+    assert f"held-out accuracy {majority['held_out']['mean']:.4f}" in text
     for path in [*plots, report]:
         path.unlink()
     rewrite_report(results_dir, report)
     assert report.read_text() == text and all(plot.is_file() for plot in plots)
-
-
-@pytest.mark.slow
-def test_report_only_backfills_the_majority_reference_of_older_results(tiny_run, tmp_path):
-    """Results written before the majority-class reference existed get it from their recorded config."""
-    from fedgrow_hf.reproduce.runner import rewrite_report
-
-    results = json.loads(json.dumps(tiny_run["results"]))
-    expected = results.pop("majority_class")
-    older = tmp_path / "results" / "tiny"
-    older.mkdir(parents=True)
-    (older / "results.json").write_text(json.dumps(results))
-    rewrite_report(older, tmp_path / "RESULTS.md")
-    assert json.loads((older / "results.json").read_text())["majority_class"] == expected
-    assert "Majority-class reference" in (tmp_path / "RESULTS.md").read_text()
-
-
-def test_majority_reference_counts_the_training_majority_on_held_out_labels(shared_data_dir):
-    from collections import Counter
-
-    from fedgrow_hf.federated.task import party_shares
-    from fedgrow_hf.reproduce.methods import majority_class_reference
-
-    config = _tiny(shared_data_dir)
-    reference = majority_class_reference(config)
-    train, held_out = party_shares(config, 1)
-    label = Counter(train["label"]).most_common(1)[0][0]
-    assert reference["per_party"][1] == pytest.approx(held_out["label"].count(label) / len(held_out))
-    assert reference["mean"] == pytest.approx(sum(reference["per_party"]) / config.num_parties)
 
 
 @pytest.mark.slow
@@ -152,15 +214,128 @@ def test_resume_keeps_what_was_measured_with_the_same_config(tiny_run, shared_da
     root, messages, kept = tiny_run["root"], [], ["fed-grow", "fed-scratch"]
     again = reproduce(
         "tiny", data_dir=shared_data_dir, output_dir=root / "resumed" / "tiny", work_dir=root / "work",
-        report_path=root / "resumed.md", methods=kept, resume=True, log=messages.append,
+        report_path=root / "resumed.md", methods=kept, tune=True, resume=True, log=messages.append,
     )
     measured = json.loads(json.dumps(tiny_run["results"]["methods"]))
     assert again["methods"] == {name: measured[name] for name in kept}
-    first = tiny_run["results"]["headline"]
-    assert again["headline"] == pytest.approx({key: first[key] for key in first if key != "accuracy_delta_vs_independent"})
-    assert sum("measured before (same config)" in message for message in messages) == len(kept)
+    assert again["headline"] == pytest.approx(tiny_run["results"]["headline"])
+    assert sum("measured before (same config)" in message for message in messages) == len(kept) * 2 + 1  # + tuning
     report = (root / "resumed.md").read_text()
     assert "Not run for this preset (no figures): Independent growth, FedAvg of whole operator" in report
+    assert "Fed-Grow's mean common-test accuracy >= Own source, fine-tuned's: not measured" in report
+
+
+def test_majority_reference_counts_the_training_majority_on_held_out_and_test_labels(shared_data_dir):
+    from collections import Counter
+
+    from fedgrow_hf.reproduce.methods import majority_class_reference
+
+    config = _tiny(shared_data_dir)
+    test_labels = [0, 1, 1, 1]
+    reference = majority_class_reference(config, test_labels)
+    train, held_out = party_shares(config, 1)
+    label = Counter(train["label"]).most_common(1)[0][0]
+    assert reference["held_out"]["per_party"][1] == pytest.approx(held_out["label"].count(label) / len(held_out))
+    assert reference["held_out"]["mean"] == pytest.approx(np.mean(reference["held_out"]["per_party"]))
+    assert reference["test"]["per_party"][1] == test_labels.count(label) / len(test_labels)
+
+
+def test_seeds_change_initialisation_not_the_data(shared_data_dir):
+    """A comparison seed sets ``seed``; ``data_seed`` (partition, held-out shares, sources) stays."""
+    from fedgrow_hf.federated.task import load_source
+
+    config = _tiny(shared_data_dir)
+    other = copy.deepcopy(config)
+    other.seed = 1
+    for party in range(config.num_parties):
+        assert [share["text"] for share in party_shares(config, party)] == [
+            share["text"] for share in party_shares(other, party)
+        ]
+    assert all(np.allclose(a.detach(), b.detach()) for a, b in zip(load_source(config, 1).parameters(),
+                                                                    load_source(other, 1).parameters()))
+    assert FederationConfig.from_dict({**preset_config("tiny", "/data"), "seed": 5, "data_seed": None}).data_seed == 5
+
+
+def test_common_test_split_is_unseen_and_whole(shared_data_dir, tmp_path):
+    from fedgrow_hf.federated.task import common_test_set
+
+    config = _tiny(shared_data_dir)
+    assert len(common_test_set(config)) == 872  # SST-2 test.tsv, not limited like the training split
+    config.data.test_split = "train"
+    with pytest.raises(ValueError, match="must be unseen"):
+        common_test_set(config)
+    config.data.test_split, config.data.source = "test", str(shared_data_dir / "sst2" / "dev.tsv")
+    with pytest.raises(ValueError, match="single file"):
+        common_test_set(config)
+
+
+def test_own_source_model_is_the_pretrained_encoder_under_a_fresh_head(tmp_path):
+    """A ViT source pretrained on scikit-learn's digits keeps its encoder; its pretraining head is replaced."""
+    import torch
+
+    from fedgrow_hf.federated.task import load_source
+    from fedgrow_hf.reproduce.methods import own_source_model
+
+    raw = preset_config("vision-small", tmp_path)
+    raw["parties"] = [{"pretrain": {**party["pretrain"], "steps": 2}} for party in raw["parties"][:2]]
+    raw["data"].update(source="sklearn-digits", min_size=10, source_cache=str(tmp_path / "sources"))
+    config = FederationConfig.from_dict(raw)
+    source = load_source(config, 1)
+    model = own_source_model(config, 1)
+    assert model.config.hidden_size == source.config.hidden_size == 64 and model.config.hidden_dropout_prob == 0
+    assert all(torch.equal(a, b) for a, b in zip(model.vit.state_dict().values(), source.vit.state_dict().values()))
+    assert model.classifier.out_features == config.model.num_labels
+    assert not torch.equal(model.classifier.weight, source.classifier.weight)
+
+
+def _lossless_stage(table, source: dict[str, int], target: dict[str, int]) -> bool:
+    """The operator's own verdict on one growth stage: no obstacle to an exact start."""
+    stage = GrowthStage(table, ModelShape.from_config(source, table), ModelShape.from_config(target, table))
+    return not stage.lossless_obstacles()
+
+
+def _source_shape(party) -> dict[str, int]:
+    """A preset party's source shape, without building it (derived BERTs keep MiniLM's 32-dim heads and
+    FFN ratio 4; MiniLM itself is L6/H384/12 heads/FFN 1536)."""
+    if party.source == "minilm":
+        return {"num_hidden_layers": 6, "hidden_size": 384, "num_attention_heads": 12, "intermediate_size": 1536}
+    if party.derive is not None:
+        hidden = party.derive["hidden_size"]
+        return {"num_hidden_layers": party.derive["num_hidden_layers"], "hidden_size": hidden,
+                "num_attention_heads": hidden // 32, "intermediate_size": 4 * hidden}
+    return {key: (party.random or party.pretrain)[key] for key in SHAPE_KEYS}
+
+
+def _assert_lossless(config: FederationConfig, name: str) -> None:
+    table = get_architecture_table(config.model.family)
+    intermediate, target = config.model.intermediate, config.model.target
+    assert _lossless_stage(table, intermediate, target), name
+    for index, party in enumerate(config.parties):
+        shape = _source_shape(party)
+        assert _lossless_stage(table, shape, intermediate), (name, index)  # Dual-LiGO's Local stage
+        assert _lossless_stage(table, shape, target), (name, index)  # plain LiGO: independent, central
+
+
+def test_every_preset_grows_losslessly_from_every_source():
+    for name in PRESETS:
+        config = FederationConfig.from_dict(preset_config(name, "/data"))
+        _assert_lossless(config, name)
+        intermediate = config.model.intermediate
+        assert _source_shape(config.parties[0]) == {key: intermediate[key] for key in SHAPE_KEYS}  # reference
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "examples" / "configs").glob("*.toml")))
+def test_every_shipped_config_grows_losslessly(path):
+    _assert_lossless(FederationConfig.load(path), path.name)
+
+
+@pytest.mark.parametrize("name", ["text-small", "vision-small"])
+def test_small_presets_give_every_party_at_least_1000_training_examples(name, shared_data_dir):
+    from fedgrow_hf.reproduce.methods import party_data
+
+    config = FederationConfig.from_dict(preset_config(name, shared_data_dir))
+    assert min(party["train"] for party in party_data(config)) >= 1000
+    assert PRESETS[name].seeds == (0, 1, 2)
 
 
 def test_presets_are_valid_federation_configs():
@@ -168,15 +343,34 @@ def test_presets_are_valid_federation_configs():
         config = FederationConfig.from_dict(preset_config(name, "/data"))
         assert config.name == name and config.num_parties >= 2
         assert config.data.source.startswith("/data/")  # the data location is the caller's
+        assert len(PRESETS[name].seeds) >= 2 and PRESETS[name].learning_rate_origin
+    assert "not run on CPU" in PRESETS["gpu-small"].budget
 
 
-def test_unknown_preset_is_a_clear_error(tmp_path):
+def test_unknown_preset_and_bad_seeds_are_clear_errors(tmp_path, capsys):
     from fedgrow_hf.cli import main
 
     with pytest.raises(ValueError, match="unknown preset 'nope'"):
         preset_config("nope", tmp_path)
     assert main(["reproduce", "nope", "--output-dir", str(tmp_path / "out"), "--work-dir", str(tmp_path)]) == 1
     assert not (tmp_path / "out").exists()
+    for seeds in ("0,x", "1,1"):
+        with pytest.raises(SystemExit):
+            main(["reproduce", "tiny", "--seeds", seeds])
+        assert "--seeds" in capsys.readouterr().err
+
+
+def test_command_records_the_new_options():
+    import argparse
+
+    from fedgrow_hf.cli import reproduce as cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["tiny", "--seeds", "0,1,2", "--tune", "--keep-models"])
+    assert args.seeds == [0, 1, 2]
+    assert cli._command(args) == ("fedgrow reproduce tiny --data-dir ../shared/data --seeds 0,1,2 --tune "
+                                  "--keep-models")
 
 
 def test_method_configs_share_everything_but_the_method(tmp_path):
@@ -187,10 +381,11 @@ def test_method_configs_share_everything_but_the_method(tmp_path):
     assert fed.finetune_rounds * fed.finetune_steps == base.federation.rounds * base.federation.local_steps + (
         base.federation.finetune_steps
     )
-    grow = method_config(base, "fed-grow", tmp_path)
-    for config in (scratch, grow):
+    for method in ("fed-grow", "own-source", "central-ligo", "independent"):
+        config = method_config(base, method, tmp_path)
         assert config.training == base.training and config.data.limit == base.data.limit
         assert config.parties == base.parties and config.seed == base.seed
+        assert config.federation == base.federation
     with pytest.raises(ValueError, match="unknown method"):
         method_config(base, "fedprox", tmp_path)
 
@@ -211,6 +406,50 @@ def test_fed_scratch_settings_are_validated():
     raw["federation"].update(finetune_init="grown", phase2="federated", rounds=0)
     with pytest.raises(ConfigError, match="rounds must be >= 1"):
         FederationConfig.from_dict(raw)
+
+
+def _method(test: list[list[float]], curve: list[tuple[int, float]]) -> dict:
+    """A method summary with only what the targets read: common-test figures and a held-out curve."""
+    from fedgrow_hf.reproduce.report import seed_statistics
+
+    return {"test_accuracy": seed_statistics(test), "curve": [{"steps": s, "accuracy": a} for s, a in curve]}
+
+
+def test_targets_say_which_is_missed_and_by_how_much_with_the_human_reason():
+    from fedgrow_hf.reproduce.report import _targets_section, issue_targets
+
+    methods = {
+        "fed-grow": _method([[0.80, 0.70], [0.82, 0.72]], [(10, 0.60), (20, 0.70), (50, 0.76)]),
+        "own-source": _method([[0.79, 0.79], [0.79, 0.79]], [(10, 0.7), (50, 0.8)]),
+        "independent": _method([[0.70, 0.74], [0.70, 0.74]], [(10, 0.7), (50, 0.8)]),
+        "fed-scratch": _method([[0.5, 0.5], [0.5, 0.5]], [(10, 0.55), (50, 0.75)]),
+    }
+    targets = {target["key"]: target for target in issue_targets(methods)}
+    assert targets["test-accuracy-vs-own-source"]["met"] is False
+    assert targets["test-accuracy-vs-own-source"]["missed_by"] == "3.00 points of accuracy"  # 0.79 - 0.76
+    assert targets["test-accuracy-vs-independent"]["met"] is True
+    assert targets["party-spread-vs-independent"]["met"] is False  # 0.05 across parties vs 0.02
+    assert targets["steps-to-fed-scratch"]["met"] is False and "50 of Fed-Scratch's 50 steps" in (
+        targets["steps-to-fed-scratch"]["measured"])
+    text = "\n".join(_targets_section(list(targets.values()), {"test-accuracy-vs-own-source": "MEASURED REASON"}))
+    assert "**missed**; 0.7600 vs 0.7900 (-3.00 points); missed by 3.00 points of accuracy." in text
+    assert 'notes["test-accuracy-vs-own-source"]' in text and "MEASURED REASON" in text
+    assert text.count("_not written yet_") == 2  # the other two misses
+    methods["fed-grow"] = _method([[0.80, 0.70]] * 2, [(10, 0.5)])
+    never = {target["key"]: target for target in issue_targets(methods)}["steps-to-fed-scratch"]
+    assert never["met"] is False and never["measured"].startswith("not reached")
+    assert issue_targets({"fed-grow": methods["fed-grow"]})[0]["met"] is None  # own-source not run
+
+
+def test_report_leaves_out_other_benchmarks_results(tmp_path):
+    """``benchmarks/results/`` also holds other benchmarks' ``results.json``: they are not comparisons."""
+    from fedgrow_hf.reproduce.report import write_report
+
+    (tmp_path / "results" / "growth_quality").mkdir(parents=True)
+    (tmp_path / "results" / "growth_quality" / "results.json").write_text(json.dumps({"rows": []}))
+    report = write_report(tmp_path / "results", tmp_path / "RESULTS.md", pending={"tiny": "`fedgrow reproduce tiny`"})
+    text = report.read_text()
+    assert "growth_quality" not in text and "- `tiny`: not measured yet; run `fedgrow reproduce tiny`." in text
 
 
 def test_report_learning_rates_follow_the_training_defaults():

@@ -1,8 +1,9 @@
-"""``fedgrow reproduce PRESET``: Fed-Grow vs Fed-Scratch, Independent growth and a same-source reference.
+"""``fedgrow reproduce PRESET``: Fed-Grow vs Fed-Scratch, Independent growth, own-source fine-tuning, central
+LiGO on pooled data and a same-source reference, over several seeds.
 
-PRESET is ``tiny``, ``vision-small``, ``text-small``, ``paper`` (see ``fedgrow_hf/reproduce/presets.py``)
-or the path of a federation config (the schema of ``fedgrow simulate``). Writes
-``OUTPUT_DIR/results.json`` and PNG plots, and regenerates ``RESULTS.md`` from every preset's results.
+PRESET is ``tiny``, ``vision-small``, ``text-small``, ``gpu-small``, ``paper`` (see
+``fedgrow_hf/reproduce/presets.py``) or the path of a federation config (the schema of ``fedgrow simulate``).
+Writes ``OUTPUT_DIR/results.json`` and PNG plots, and regenerates ``RESULTS.md`` from every preset's results.
 """
 
 from __future__ import annotations
@@ -15,17 +16,31 @@ HELP = "reproduce Fed-Grow's comparison against baselines on a preset"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..reproduce.methods import METHODS
+    from ..reproduce.tuning import LEARNING_RATE_GRID
 
-    parser.add_argument("preset", help="tiny | vision-small | text-small | paper, or a federation config file")
+    parser.add_argument("preset",
+                        help="tiny | vision-small | text-small | gpu-small | paper, or a federation config file")
     parser.add_argument("--data-dir", default="../shared/data",
                         help="folder holding sst2/ and mnist/ (default: ../shared/data)")
     parser.add_argument("--output-dir", help="where results.json and plots go (default: benchmarks/results/PRESET)")
     parser.add_argument("--work-dir", help="run folders and cached sources (default: runs/reproduce/PRESET)")
     parser.add_argument("--report", help="RESULTS.md to regenerate (default: OUTPUT_DIR/../../RESULTS.md)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run")
+    parser.add_argument("--seeds", type=_seeds,
+                        help="comma-separated seeds, e.g. 0,1,2 (default: the preset's seeds; a config file: its seed "
+                             "and the next two); each changes initialisation and batch order, not the partition or the "
+                             "sources")
+    parser.add_argument("--tune", action="store_true",
+                        help="first pick the full-model learning rate for every method from "
+                             f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_GRID)} by own-source fine-tuning on "
+                             "development splits of the parties' training data")
+    parser.add_argument("--keep-models", action="store_true",
+                        help="keep every party's final model in WORK_DIR/seed-S/METHOD/parties/party-P/grown "
+                             "(default: deleted once scored on the test split)")
     parser.add_argument("--cpus-per-party", type=float, default=1.0, help="CPU cores Ray gives each party")
     parser.add_argument("--resume", action="store_true",
-                        help="keep methods already measured in WORK_DIR with the same config; run the others")
+                        help="keep runs (method x seed, and --tune's choice) already measured in WORK_DIR with the "
+                             "same config; run the others")
     parser.add_argument("--report-only", action="store_true",
                         help="only redraw the plots and regenerate RESULTS.md from OUTPUT_DIR/results.json")
 
@@ -51,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         work_dir=args.work_dir or f"runs/reproduce/{name}",
         report_path=args.report,
         methods=args.methods,
+        seeds=args.seeds,
+        tune=args.tune,
+        keep_models=args.keep_models,
         command=_command(args),
         cpus_per_party=args.cpus_per_party,
         resume=args.resume,
@@ -69,6 +87,20 @@ def _command(args: argparse.Namespace) -> str:
             words += [flag, value]
     if list(args.methods) != list(METHODS):
         words += ["--methods", *args.methods]
+    if args.seeds:
+        words += ["--seeds", ",".join(map(str, args.seeds))]
+    words += [flag for flag, given in (("--tune", args.tune), ("--keep-models", args.keep_models)) if given]
     if args.cpus_per_party != 1.0:
         words += ["--cpus-per-party", str(args.cpus_per_party)]
     return shlex.join(words)
+
+
+def _seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]`` (argparse type of ``--seeds``)."""
+    try:
+        seeds = [int(word) for word in text.split(",") if word.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, got {text!r}") from error
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds needs at least one seed and no repeats, got {text!r}")
+    return seeds

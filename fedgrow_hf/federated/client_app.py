@@ -7,7 +7,9 @@ Messages a party handles:
 * ``train.finetune`` (phase 2): the final Global-LiGO in; the party merges its grown model
   (``merge_and_unload``) and fine-tunes it. ``mode="local"``: only metrics go out, the grown model
   stays with the party (saved in its folder). ``mode="federated"``: the grown model's weights go out
-  for FedAvg (the comparison baseline: federated fine-tuning of the grown model).
+  for FedAvg (the comparison baseline: federated fine-tuning of the grown model); after the last
+  round the party also saves the model it trained, so every mode leaves each party's final model in
+  ``<party folder>/grown``.
 
 The party's own files live under ``<run_dir>/parties/party-<id>``; its config comes from the app
 factory (simulation) or from the run config key ``config`` (a path; ``flwr run``) together with the
@@ -41,6 +43,7 @@ from .strategy import (
 )
 from .task import (
     build_party_model,
+    final_model_dir,
     finetune_arguments,
     model_classes,
     party_datasets,
@@ -109,8 +112,9 @@ def make_client_app(
         content = RecordDict({METRICS_KEY: metrics})
         if settings["mode"] == "federated":
             content[ARRAYS_KEY] = to_array_record(grown.state_dict())
-        else:
-            grown.save_pretrained(party_dir / "grown")  # the party keeps its grown model
+        if settings["mode"] == "local" or int(settings["finetune-round"]) == cfg.federation.finetune_rounds:
+            # the party keeps its final model: the one its last metrics describe
+            grown.save_pretrained(final_model_dir(root, party))
         return Message(content=content, reply_to=msg)
 
     return app

@@ -3,7 +3,9 @@
 Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)::
 
     name = "text-small"            # label of the run
-    seed = 0                       # seeds partitioning, party init and training
+    seed = 0                       # seeds initialisation (operators, task heads) and training (batch order)
+    data_seed = 0                  # seeds the data: subset, partition, held-out splits, and the parties'
+                                   # source preparation (random, distilled or pretrained); default: seed
 
     [federation]
     rounds = 5                     # phase 1: federated Global-LiGO training rounds (0: skip phase 1)
@@ -39,6 +41,7 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
     source = "../shared/data/sst2" # a local file/dir, an MNIST IDX dir, or a Hub dataset id
     split = "train"                # the split shared out among the parties
     limit = 2000                   # keep a seeded random subset of this many examples
+    test_split = "test"            # the common split `fedgrow reproduce` scores every final model on
     eval_fraction = 0.2            # each party holds out this fraction of its share for evaluation
     partition = "dirichlet"        # or "iid"
     alpha = 0.5                    # Dirichlet concentration (small: strongly non-IID)
@@ -130,6 +133,7 @@ class ModelSettings:
 class DataSettings:
     source: str = ""
     split: str = "train"
+    test_split: str = "test"
     limit: int | None = None
     eval_fraction: float = 0.2
     partition: str = "iid"
@@ -158,11 +162,17 @@ class FederationConfig:
 
     name: str = "fedgrow"
     seed: int = 0
+    data_seed: int | None = None
     federation: FederationSettings = field(default_factory=FederationSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     data: DataSettings = field(default_factory=DataSettings)
     training: dict[str, Any] = field(default_factory=dict)
     parties: list[PartySettings] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # A fixed int from the start: a comparison that varies ``seed`` keeps the data and sources.
+        if self.data_seed is None:
+            self.data_seed = self.seed
 
     @property
     def num_parties(self) -> int:
@@ -196,6 +206,7 @@ class FederationConfig:
         config = cls(
             name=str(raw.get("name", "fedgrow")),
             seed=int(raw.get("seed", 0)),
+            data_seed=None if raw.get("data_seed") is None else int(raw["data_seed"]),
             federation=_section(FederationSettings, raw.get("federation", {}), "federation"),
             model=_section(ModelSettings, raw.get("model", {}), "model"),
             data=_section(DataSettings, raw.get("data", {}), "data"),

@@ -77,7 +77,7 @@ def load_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
     party = config.parties[party_id]
     if party.random is not None:
         # a random source of the given shape, otherwise like the target (vocabulary, positions ...)
-        torch.manual_seed(config.seed + 1000 + party_id)
+        torch.manual_seed(config.data_seed + 1000 + party_id)
         return AutoModel.from_config(_source_config(config, party.random))
     if party.derive is not None:
         return _derived_bert_source(config, party_id)
@@ -99,19 +99,26 @@ def _derived_bert_source(config: FederationConfig, party_id: int) -> PreTrainedM
     train, _ = party_shares(config, party_id)
     return distilled_bert_source(
         parent, list(train["text"]), shape=shape, steps=steps, max_length=config.data.max_length,
-        seed=config.seed + party_id, cache_dir=Path(config.data.source_cache).expanduser(),
+        seed=config.data_seed + party_id, cache_dir=Path(config.data.source_cache).expanduser(),
     )
 
 
 def _pretrained_vit_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
-    """A tiny ViT pretrained on the party's own training share (cached, so every round reuses it)."""
+    """A tiny ViT pretrained on ``data`` (the ``train`` split of an image source, e.g. a public dataset
+    kept out of the evaluation) or, without it, on the party's own training share; cached, so every
+    round reuses it."""
     from ..sources import pretrain_vit_source
 
     settings = dict(config.parties[party_id].pretrain)
     steps = int(settings.pop("steps", 100))
-    train, _ = party_datasets(config, party_id)
+    data = settings.pop("data", None)
+    if data is None:
+        images = party_datasets(config, party_id)[0].rename_column("labels", "label")
+    else:
+        images = resize_images(load_image_classification(data, "train"), config.data.image_size,
+                               config.data.num_channels)
     return pretrain_vit_source(
-        _source_config(config, settings), train.rename_column("labels", "label"), steps=steps, seed=config.seed + party_id,
+        _source_config(config, settings), images, steps=steps, seed=config.data_seed + party_id,
         cache_dir=Path(config.data.source_cache).expanduser(),
     )
 
@@ -156,28 +163,36 @@ def reference_global_stage(config: FederationConfig) -> GrowthStage:
     return stage.requires_grad_(False)
 
 
+def _load_split(config: FederationConfig, split: str, limit: int | None) -> datasets.Dataset:
+    """Raw ``text``/``pixel_values`` + ``label`` rows of ``split`` of ``[data].source``."""
+    data = config.data
+    if config.model.family == "bert":
+        return load_text_classification(
+            data.source, split, text_column=data.text_column, label_column=data.label_column, limit=limit,
+            seed=config.data_seed,
+        )
+    return load_image_classification(data.source, split, limit=limit, seed=config.data_seed)
+
+
 @lru_cache(maxsize=4)
 def _partitioned(config_json: str) -> tuple[datasets.Dataset, list[list[int]]]:
     config = FederationConfig.from_dict(json.loads(config_json))
     data = config.data
-    if config.model.family == "bert":
-        dataset = load_text_classification(
-            data.source, data.split, text_column=data.text_column, label_column=data.label_column,
-            limit=data.limit, seed=config.seed,
-        )
-    else:
-        dataset = load_image_classification(data.source, data.split, limit=data.limit, seed=config.seed)
+    dataset = _load_split(config, data.split, data.limit)
     if data.partition == "dirichlet":
-        parts = dirichlet_partition(dataset["label"], config.num_parties, data.alpha, config.seed, min_size=data.min_size)
+        parts = dirichlet_partition(dataset["label"], config.num_parties, data.alpha, config.data_seed,
+                                    min_size=data.min_size)
     else:
-        parts = iid_partition(len(dataset), config.num_parties, config.seed)
+        parts = iid_partition(len(dataset), config.num_parties, config.data_seed)
     return dataset, parts
 
 
 def party_shares(config: FederationConfig, party_id: int) -> tuple[datasets.Dataset, datasets.Dataset]:
     """The party's raw (untokenised) train share and held-out eval share."""
     dataset, parts = _partitioned(config.to_json())
-    split = dataset.select(parts[party_id]).train_test_split(test_size=config.data.eval_fraction, seed=config.seed)
+    split = dataset.select(parts[party_id]).train_test_split(
+        test_size=config.data.eval_fraction, seed=config.data_seed
+    )
     return split["train"], split["test"]
 
 
@@ -187,14 +202,33 @@ def party_datasets(config: FederationConfig, party_id: int) -> tuple[datasets.Da
     The eval share is ``eval_fraction`` of the party's own data, held out: a party is evaluated
     on data distributed like its own (under a Dirichlet split, label skew included).
     """
-    shares = party_shares(config, party_id)
+    train, held_out = party_shares(config, party_id)
+    return model_inputs(config, train), model_inputs(config, held_out)
+
+
+def common_test_set(config: FederationConfig) -> datasets.Dataset:
+    """``[data].test_split`` of the data source, whole and ready for ``Trainer``: one test set for every
+    party and method, disjoint from the split the parties share out (``[data].split``).
+
+    A single data file is one split, so it has no test split to offer: that is an error rather than
+    scoring models on their own training data.
+    """
+    data = config.data
+    if data.test_split == data.split:
+        raise ValueError(f"[data].test_split and [data].split are both {data.split!r}: the test split must be "
+                         "unseen")
+    if Path(data.source).expanduser().is_file():
+        raise ValueError(f"[data].source {data.source} is a single file, so it has no separate test split; "
+                         "use a folder holding <split>.<ext> files or a Hub dataset")
+    return model_inputs(config, _load_split(config, data.test_split, None))
+
+
+def model_inputs(config: FederationConfig, rows: datasets.Dataset) -> datasets.Dataset:
+    """Raw rows -> what the model takes: tokenised text, or images at the target's size; ``labels``."""
     if config.model.family == "bert":
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path(config))
-        return tuple(tokenize_text(share, tokenizer, config.data.max_length) for share in shares)
-    return tuple(
-        resize_images(share, config.data.image_size, config.data.num_channels).rename_column("label", "labels")
-        for share in shares
-    )
+        return tokenize_text(rows, tokenizer, config.data.max_length)
+    return resize_images(rows, config.data.image_size, config.data.num_channels).rename_column("label", "labels")
 
 
 def tokenizer_path(config: FederationConfig) -> str:
@@ -207,6 +241,11 @@ def tokenizer_path(config: FederationConfig) -> str:
         if party.derive is not None:
             return source_path(PartySettings(source=party.derive.get("from", MINILM)))
     raise ValueError("no tokenizer: set [data].tokenizer (no party has a checkpoint source to take it from)")
+
+
+def final_model_dir(run_dir: str | Path, party_id: int) -> Path:
+    """Where a party keeps its model after phase 2 (the one its last metrics describe) in a run folder."""
+    return Path(run_dir) / "parties" / f"party-{party_id}" / "grown"
 
 
 def training_options(config: FederationConfig) -> dict[str, Any]:

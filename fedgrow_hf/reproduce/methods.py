@@ -1,10 +1,11 @@
 """The methods compared, each run through the project's own code: ``fedgrow simulate``'s federation
-(Flower simulation engine, ``FedGrowTrainer``) or, for the non-federated baseline, ``transformers.Trainer``.
+(Flower simulation engine, ``FedGrowTrainer``) or, for the non-federated methods, ``transformers.Trainer``.
 
 Every method starts from the same preset config, so parties, sources, partition, seeds, learning rates,
 batch size and step counts are shared. Each method's run yields the same kind of records as the
-federation's ``metrics.jsonl`` (one per evaluation point: ``phase``, ``round`` and per party its
-held-out ``accuracy``/``precision_macro`` and ``bytes_up``/``bytes_down``).
+federation's ``metrics.jsonl`` (one per evaluation point: ``phase``, ``round``, ``steps`` (local steps
+per party so far) and per party its held-out ``accuracy``/``precision_macro`` and
+``bytes_up``/``bytes_down``), and every party's final model is scored on the common test split.
 
 * ``fed-grow``: Dual-LiGO, only the Global-LiGO is averaged (phase 1), then every party merges its
   grown model and fine-tunes it alone (phase 2, ``phase2="local"``).
@@ -16,6 +17,13 @@ held-out ``accuracy``/``precision_macro`` and ``bytes_up``/``bytes_down``).
 * ``operator-fedavg``: every party has the same source (the preset's reference party's), the Local-LiGO
   is the frozen identity (intermediate shape = source shape), so the whole trainable operator is
   averaged: the upper reference that shares a common source and more of the operator.
+* ``own-source``: every party fine-tunes its own source under a fresh classification head, alone, for
+  Fed-Grow's phase-1 + phase-2 steps at the full-model learning rate: what a party would do without
+  growing anything.
+* ``central-ligo``: one plain-LiGO growth of the reference party's source, trained on the pooled
+  training data of all parties for (number of parties) x the steps of one party, then the same phase 2
+  on the pooled data, also scaled: every training example any party holds is seen as often as in the
+  federated methods. An upper reference: it needs the parties' raw data in one place.
 """
 
 from __future__ import annotations
@@ -26,18 +34,21 @@ import math
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import PreTrainedModel, Trainer, TrainerCallback
 
-from ..federated.config import FederationConfig
+from ..federated.config import FederationConfig, FederationSettings
 from ..federated.task import (
+    NO_DROPOUT,
     build_party_model,
-    finetune_arguments,
+    final_model_dir,
+    finetune_learning_rate,
     load_source,
     model_classes,
     party_datasets,
@@ -45,6 +56,7 @@ from ..federated.task import (
     target_config,
     tokenizer_path,
     training_arguments,
+    training_options,
 )
 from ..growth import grow
 from ..metrics import compute_classification_metrics
@@ -54,17 +66,27 @@ METHOD_LABELS = {
     "fed-scratch": "Fed-Scratch",
     "independent": "Independent growth",
     "operator-fedavg": "FedAvg of whole operator (same source)",
+    "own-source": "Own source, fine-tuned",
+    "central-ligo": "Central LiGO on pooled data",
 }
 METHODS = tuple(METHOD_LABELS)
+REFERENCE_PARTY = 0  # the preset's largest source, of the intermediate shape
+TEST_BATCH_SIZE = 64  # scoring only: no dropout, so the batch size changes the speed, not the figures
 SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+LABEL_FIELDS = ("num_labels", "id2label", "label2id", "architectures")
+CENTRAL_NOTE = ("the parties' raw training data are pooled in one place (not a federated method): it sends "
+                "data, not parameters, so no bytes are counted; one model serves every party, so its per-party "
+                "common-test figures are equal and its curve's steps are its steps / number of parties")
 
 
 @dataclass
 class MethodRun:
-    """What one method's run measured."""
+    """What one method's run with one seed measured."""
 
     method: str
+    seed: int
     records: list[dict[str, Any]]
+    test: list[dict[str, float]]  # per party: its final model's common-test accuracy and macro-F1
     wall_seconds: float
     trainable_parameters: dict[str, Any]
     shared_parameters: int
@@ -76,6 +98,12 @@ def scratch_rounds(config: FederationConfig) -> int:
     """Fed-Scratch rounds giving each party as many local steps as Fed-Grow's phases 1 and 2."""
     fed = config.federation
     return fed.rounds + max(1, round(fed.finetune_steps / fed.local_steps))
+
+
+def steps_per_party(config: FederationConfig) -> int:
+    """Local steps per party of Fed-Grow's two phases: the budget every method gets."""
+    fed = config.federation
+    return fed.rounds * fed.local_steps + fed.finetune_steps
 
 
 def method_config(base: FederationConfig, method: str, work_dir: Path) -> FederationConfig:
@@ -99,7 +127,7 @@ def method_config(base: FederationConfig, method: str, work_dir: Path) -> Federa
     return config
 
 
-def same_source(base: FederationConfig, work_dir: Path, reference_party: int = 0) -> Path:
+def same_source(base: FederationConfig, work_dir: Path, reference_party: int = REFERENCE_PARTY) -> Path:
     """Save the reference party's source once, for every party of the same-source reference.
 
     Its shape must be the intermediate shape: the Local-LiGO between equal shapes starts as the
@@ -144,128 +172,311 @@ def _parameter_summary(phase1: list[int], phase2: int) -> dict[str, Any]:
     return {"phase1_per_party": phase1, "phase1_mean": sum(phase1) / len(phase1), "phase2": phase2}
 
 
+def test_scores(model: torch.nn.Module, config: FederationConfig, test_set: datasets.Dataset,
+                output_dir: Path) -> dict[str, float]:
+    """Accuracy and macro-F1 of ``model`` on the common test set (``task.common_test_set``)."""
+    args = training_arguments(config, output_dir, 1)
+    args.per_device_eval_batch_size = TEST_BATCH_SIZE
+    trainer = Trainer(model, args, compute_metrics=compute_classification_metrics)
+    metrics = trainer.evaluate(test_set, metric_key_prefix="test")
+    return {"accuracy": float(metrics["test_accuracy"]), "f1_macro": float(metrics["test_f1_macro"])}
+
+
 def run_federated(
     config: FederationConfig, run_dir: Path, *, cpus_per_party: float = 1.0,
     on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the federation exactly as ``fedgrow simulate`` does; returns its ``metrics.jsonl`` records."""
+    """Run the federation exactly as ``fedgrow simulate`` does; returns its ``metrics.jsonl`` records,
+    each with the local steps per party it was measured after (``steps``)."""
     from ..federated.server_app import METRICS_FILE
     from ..federated.simulate import simulate
 
     simulate(config, run_dir, on_round=on_round, cpus_per_party=cpus_per_party)
     lines = (run_dir / METRICS_FILE).read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    return [{**record, "steps": _steps_after(record, config.federation)}
+            for record in map(json.loads, filter(str.strip, lines))]
 
 
-def run_method(
-    base: FederationConfig, method: str, work_dir: Path, *, cpus_per_party: float = 1.0,
-    on_round: Callable[[dict[str, Any]], None] | None = None,
-) -> MethodRun:
-    """Run ``method`` in ``work_dir/<method>`` (a fresh folder each time) and collect its figures."""
-    config = method_config(base, method, work_dir)
-    run_dir = (work_dir / method).resolve()
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    fed = base.federation
-    steps = fed.rounds * fed.local_steps + fed.finetune_steps
-    started = time.monotonic()
-    if method == "independent":
-        records, trainable = run_independent(config, run_dir, on_round=on_round)
-        return MethodRun(method, records, time.monotonic() - started, trainable, 0, steps)
-    records = run_federated(config, run_dir, cpus_per_party=cpus_per_party, on_round=on_round)
-    wall = time.monotonic() - started
-    if method == "fed-scratch":
-        full = target_parameters(config)
-        trainable = _parameter_summary([full] * config.num_parties, full)
-        notes = ["round 1 also sends the initial Global-LiGO down (the federation's phase-2 message); the "
-                 "random initial target is not sent: every party builds it from the shared seed"]
-        return MethodRun(method, records, wall, trainable, full, config.federation.finetune_rounds * fed.local_steps,
-                         notes)
-    trainable, shared = dual_ligo_parameters(config)
-    return MethodRun(method, records, wall, trainable, shared, steps)
+def _steps_after(record: dict[str, Any], fed: FederationSettings) -> int:
+    """Local steps per party after a federation record's round (phase 2 follows all of phase 1)."""
+    phase1 = fed.rounds * fed.local_steps
+    if record["phase"] == "operator":
+        return record["round"] * fed.local_steps
+    if record["phase"] == "finetune-local":
+        return phase1 + fed.finetune_steps
+    return phase1 + record["round"] * fed.finetune_steps  # finetune-federated
 
 
 class _EvaluateEvery(TrainerCallback):
-    """Evaluate every ``every`` steps (like a federation round), keeping the metrics."""
+    """Evaluate every ``every`` steps (like a federation round) and after the last step, keeping the
+    metrics of every evaluation dataset by step."""
 
     def __init__(self, every: int) -> None:
         self.every = every
-        self.history: list[dict[str, float]] = []
+        self.history: dict[int, dict[str, float]] = {}
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every == 0:
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
             control.should_evaluate = True
         return control
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        self.history.append(dict(metrics or {}))
+        self.history.setdefault(state.global_step, {}).update(metrics or {})
+
+
+def train_alone(
+    model: torch.nn.Module, config: FederationConfig, train_set: datasets.Dataset,
+    eval_sets: dict[int, datasets.Dataset], output_dir: Path, *, steps: int, learning_rate: float, every: int,
+) -> list[tuple[int, dict[str, dict[str, float]]]]:
+    """Train ``model`` with ``transformers.Trainer`` for ``steps`` steps (one LR schedule, the party's
+    ``TrainingArguments`` at ``learning_rate``), evaluating every ``every`` steps and at the end on each
+    party's held-out share in ``eval_sets``. Returns ``(step, {party: metrics})`` per evaluation."""
+    args = training_arguments(config, output_dir, steps)
+    args.learning_rate = learning_rate
+    evaluations = _EvaluateEvery(every)
+    Trainer(
+        model, args, train_dataset=train_set, eval_dataset={str(party): data for party, data in eval_sets.items()},
+        compute_metrics=compute_classification_metrics, callbacks=[evaluations],
+    ).train()
+    return [
+        (step, {str(party): {
+            "accuracy": float(metrics[f"eval_{party}_accuracy"]),
+            "precision_macro": float(metrics[f"eval_{party}_precision_macro"]),
+            "eval_loss": float(metrics[f"eval_{party}_loss"]),
+            "num-examples": len(train_set),
+            "bytes_up": 0,
+            "bytes_down": 0,
+        } for party in eval_sets})
+        for step, metrics in sorted(evaluations.history.items())
+    ]
+
+
+def _grow_and_train(
+    config: FederationConfig, source: PreTrainedModel, train_set: datasets.Dataset,
+    eval_sets: dict[int, datasets.Dataset], run_dir: Path, *, scale: int, phase: str,
+) -> tuple[list[dict[str, Any]], torch.nn.Module, int]:
+    """Plain LiGO from ``source`` to the target, trained alone, then merged and fine-tuned alone: Fed-Grow's
+    phases without the federation, each with ``scale`` x its steps. Returns the records (steps divided by
+    ``scale``), the final model and the operator's trainable parameters."""
+    fed = config.federation
+    _, model_class = model_classes(config)
+    torch.manual_seed(config.seed)  # the same task-head init as a Fed-Grow party
+    model = grow(source, target_config(config), model_class=model_class, modules_to_save=["classifier"],
+                 init_seed=config.seed, **config.model.ligo)
+    trainable = count_parameters(model)
+    phase1 = train_alone(model, config, train_set, eval_sets, run_dir / "ligo", steps=fed.rounds * fed.local_steps * scale,
+                         learning_rate=training_options(config)["learning_rate"], every=fed.local_steps * scale)
+    grown = model.merge_and_unload(progressbar=False)
+    phase2 = train_alone(grown, config, train_set, eval_sets, run_dir / "finetune", steps=fed.finetune_steps * scale,
+                         learning_rate=finetune_learning_rate(config), every=fed.finetune_steps * scale)
+    records = [_record(phase, index, step // scale, parties) for index, (step, parties) in enumerate(phase1, start=1)]
+    records += [_record("finetune-local", 1, fed.rounds * fed.local_steps + step // scale, parties)
+                for step, parties in phase2]
+    return records, grown, trainable
+
+
+def _record(phase: str, round_: int, steps: int, parties: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"phase": phase, "round": round_, "steps": steps, "parties": parties,
+            "accuracy": _mean([p["accuracy"] for p in parties.values()])}
+
+
+def _merge_parties(per_party: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Records of parties trained one after another -> one record per evaluation point, all parties."""
+    merged = []
+    for points in zip(*per_party):
+        parties = {name: metrics for point in points for name, metrics in point["parties"].items()}
+        merged.append(_record(points[0]["phase"], points[0]["round"], points[0]["steps"], parties))
+    return merged
+
+
+def _announce(records: list[dict[str, Any]], on_round: Callable[[dict[str, Any]], None] | None) -> None:
+    """Pass an in-process run's records to ``on_round`` once it is done (a federation does it per round)."""
+    if on_round is not None:
+        for record in records:
+            on_round(record)
 
 
 def run_independent(
-    config: FederationConfig, run_dir: Path, *, on_round: Callable[[dict[str, Any]], None] | None = None
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    config: FederationConfig, run_dir: Path, on_round: Callable[[dict[str, Any]], None] | None = None
+) -> tuple[list[dict[str, Any]], list[torch.nn.Module], dict[str, Any]]:
     """Independent growth: per party, plain LiGO on its own source, trained alone, then phase 2 alone.
 
     Uses the federation's own building blocks (the party's source, data share and ``TrainingArguments``),
     with one LR schedule over all phase-1 steps, as ``FedGrowTrainer`` has across rounds.
     """
-    fed = config.federation
-    _, model_class = model_classes(config)
-    per_round: list[dict[str, dict[str, Any]]] = [{} for _ in range(fed.rounds + 1)]
-    trainable = []
+    per_party, models, trainable = [], [], []
     for party in range(config.num_parties):
         train_set, eval_set = party_datasets(config, party)
-        source = load_source(config, party)
-        torch.manual_seed(config.seed)  # the same task-head init as a Fed-Grow party
-        model = grow(source, target_config(config), model_class=model_class, modules_to_save=["classifier"],
-                     init_seed=config.seed, **config.model.ligo)
-        trainable.append(count_parameters(model))
-        party_dir = run_dir / "parties" / f"party-{party}"
-        evaluations = _EvaluateEvery(fed.local_steps)
-        Trainer(
-            model, training_arguments(config, party_dir / "ligo", fed.rounds * fed.local_steps),
-            train_dataset=train_set, eval_dataset=eval_set, compute_metrics=compute_classification_metrics,
-            callbacks=[evaluations],
-        ).train()
-        grown = model.merge_and_unload(progressbar=False)
-        finetune = Trainer(
-            grown, finetune_arguments(config, party_dir / "finetune"),
-            train_dataset=train_set, eval_dataset=eval_set, compute_metrics=compute_classification_metrics,
+        records, model, operator = _grow_and_train(
+            config, load_source(config, party), train_set, {party: eval_set},
+            run_dir / "parties" / f"party-{party}", scale=1, phase="independent",
         )
-        finetune.train()
-        for index, metrics in enumerate([*evaluations.history[: fed.rounds], finetune.evaluate()]):
-            per_round[index][str(party)] = {
-                "accuracy": float(metrics["eval_accuracy"]),
-                "precision_macro": float(metrics["eval_precision_macro"]),
-                "eval_loss": float(metrics["eval_loss"]),
-                "num-examples": len(train_set),
-                "bytes_up": 0,
-                "bytes_down": 0,
-            }
-    records = []
-    for index, parties in enumerate(per_round):
-        phase1 = index < fed.rounds
-        record = {"phase": "independent" if phase1 else "finetune-local", "round": index + 1 if phase1 else 1,
-                  "parties": parties, "accuracy": _mean([p["accuracy"] for p in parties.values()])}
-        records.append(record)
-        if on_round is not None:
-            on_round(record)
-    return records, _parameter_summary(trainable, target_parameters(config))
+        per_party.append(records)
+        models.append(model)
+        trainable.append(operator)
+    records = _merge_parties(per_party)
+    _announce(records, on_round)
+    return records, models, _parameter_summary(trainable, target_parameters(config))
+
+
+def own_source_model(config: FederationConfig, party: int) -> PreTrainedModel:
+    """The party's source under a fresh classification head for the task (seeded as every method's head),
+    without dropout like every grown model; a ViT source's own pretraining head is dropped."""
+    source = load_source(config, party)
+    _, model_class = model_classes(config)
+    settings = {key: value for key, value in source.config.to_dict().items() if key not in LABEL_FIELDS}
+    torch.manual_seed(config.seed)
+    model = model_class(type(source.config)(**{**settings, **NO_DROPOUT, "num_labels": config.model.num_labels}))
+    encoder = getattr(source, source.base_model_prefix, source)  # ViT sources are classifiers: take their encoder
+    getattr(model, model.base_model_prefix).load_state_dict(encoder.state_dict())
+    return model
+
+
+def fine_tune_own_source(
+    config: FederationConfig, party: int, train_set: datasets.Dataset, eval_set: datasets.Dataset, output_dir: Path,
+) -> tuple[list[dict[str, Any]], PreTrainedModel]:
+    """Own-source fine-tuning of one party: Fed-Grow's phase-1 + phase-2 steps per party in one run at the
+    full-model learning rate, evaluated every ``local_steps`` (like a round) and at the end."""
+    model = own_source_model(config, party)
+    points = train_alone(model, config, train_set, {party: eval_set}, output_dir, steps=steps_per_party(config),
+                         learning_rate=finetune_learning_rate(config), every=config.federation.local_steps)
+    records = [_record("own-source", index, step, parties) for index, (step, parties) in enumerate(points, start=1)]
+    return records, model
+
+
+def run_own_source(
+    config: FederationConfig, run_dir: Path, on_round: Callable[[dict[str, Any]], None] | None = None
+) -> tuple[list[dict[str, Any]], list[torch.nn.Module], dict[str, Any]]:
+    """Own-source fine-tuning of every party, one after another."""
+    per_party, models = [], []
+    for party in range(config.num_parties):
+        train_set, eval_set = party_datasets(config, party)
+        records, model = fine_tune_own_source(config, party, train_set, eval_set,
+                                              run_dir / "parties" / f"party-{party}")
+        per_party.append(records)
+        models.append(model)
+    records = _merge_parties(per_party)
+    _announce(records, on_round)
+    sizes = [count_parameters(model) for model in models]
+    return records, models, _parameter_summary(sizes, round(_mean(sizes)))
+
+
+def run_central_ligo(
+    config: FederationConfig, run_dir: Path, on_round: Callable[[dict[str, Any]], None] | None = None
+) -> tuple[list[dict[str, Any]], list[torch.nn.Module], dict[str, Any]]:
+    """Central LiGO: the reference party's source grown once with plain LiGO on every party's training
+    share pooled, for number-of-parties x the steps (both phases), evaluated on each party's held-out share."""
+    shares = [party_datasets(config, party) for party in range(config.num_parties)]
+    pooled = datasets.concatenate_datasets([train for train, _ in shares])
+    held_out = {party: party_held_out for party, (_, party_held_out) in enumerate(shares)}
+    records, model, operator = _grow_and_train(config, load_source(config, REFERENCE_PARTY), pooled, held_out,
+                                               run_dir / "central", scale=config.num_parties, phase="central-ligo")
+    _announce(records, on_round)
+    return records, [model] * config.num_parties, _parameter_summary([operator] * config.num_parties,
+                                                                       target_parameters(config))
+
+
+IN_PROCESS: dict[str, Callable[..., tuple[list[dict[str, Any]], list[torch.nn.Module], dict[str, Any]]]] = {
+    "independent": run_independent,
+    "own-source": run_own_source,
+    "central-ligo": run_central_ligo,
+}
+
+
+def run_method(
+    base: FederationConfig, method: str, work_dir: Path, test_set: datasets.Dataset, *,
+    keep_models: bool = False, cpus_per_party: float = 1.0,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> MethodRun:
+    """Run ``method`` with ``base.seed`` in ``work_dir/<method>`` (a fresh folder each time), score every
+    party's final model on ``test_set`` and collect the figures.
+
+    With ``keep_models``, each party's final model stays in ``work_dir/<method>/parties/party-<id>/grown``;
+    otherwise it is deleted once scored (a BERT-Base target is 0.4 GB per party and seed).
+    """
+    config = method_config(base, method, work_dir)
+    run_dir = (work_dir / method).resolve()
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    steps, shared, notes = steps_per_party(base), 0, []
+    started = time.monotonic()
+    if method in IN_PROCESS:
+        records, models, trainable = IN_PROCESS[method](config, run_dir, on_round)
+        test = _score_models(models, config, test_set, run_dir, keep_models)
+    else:
+        records = run_federated(config, run_dir, cpus_per_party=cpus_per_party, on_round=on_round)
+        test = _score_saved_models(config, test_set, run_dir, keep_models)
+    wall = time.monotonic() - started
+    if method == "central-ligo":
+        notes = [CENTRAL_NOTE]
+    elif method == "fed-scratch":
+        full = target_parameters(config)
+        trainable, shared = _parameter_summary([full] * config.num_parties, full), full
+        steps = config.federation.finetune_rounds * config.federation.local_steps
+        notes = ["round 1 also sends the initial Global-LiGO down (the federation's phase-2 message); the "
+                 "random initial target is not sent: every party builds it from the shared seed"]
+    elif method in ("fed-grow", "operator-fedavg"):
+        trainable, shared = dual_ligo_parameters(config)
+    return MethodRun(method, base.seed, records, test, wall, trainable, shared, steps, notes)
+
+
+def _score_saved_models(config: FederationConfig, test_set: datasets.Dataset, run_dir: Path,
+                        keep_models: bool) -> list[dict[str, float]]:
+    """Score the final model every party of a federated run saved (``task.final_model_dir``)."""
+    _, model_class = model_classes(config)
+    scores = []
+    for party in range(config.num_parties):
+        folder = final_model_dir(run_dir, party)
+        scores.append(test_scores(model_class.from_pretrained(folder), config, test_set, run_dir / "test"))
+        if not keep_models:
+            shutil.rmtree(folder)
+    return scores
+
+
+def _score_models(models: Sequence[torch.nn.Module], config: FederationConfig, test_set: datasets.Dataset,
+                  run_dir: Path, keep_models: bool) -> list[dict[str, float]]:
+    """Score every party's final model (a model shared by several parties once); with ``keep_models``
+    save each where a federated run keeps it."""
+    scores: dict[int, dict[str, float]] = {}
+    for party, model in enumerate(models):
+        if id(model) not in scores:
+            scores[id(model)] = test_scores(model, config, test_set, run_dir / "test")
+        if keep_models:
+            model.save_pretrained(final_model_dir(run_dir, party))
+    return [scores[id(model)] for model in models]
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def majority_class_reference(config: FederationConfig) -> dict[str, Any]:
-    """Accuracy of always predicting the party's most frequent *training* label, on its held-out share.
+def majority_class_reference(config: FederationConfig, test_labels: Sequence[int]) -> dict[str, Any]:
+    """Accuracy of always predicting the party's most frequent *training* label, on its held-out share
+    and on the common test split.
 
-    Under label skew this is far above chance: a method near it has learnt little beyond the label prior.
+    Under label skew this is far above chance on the held-out shares: a method near it has learnt little
+    beyond the label prior. The common test split is not skewed, so there it is near 1 / classes.
     """
-    per_party = []
+    held_out, test = [], []
+    for party in range(config.num_parties):
+        train, party_held_out = party_shares(config, party)
+        majority = Counter(train["label"]).most_common(1)[0][0]
+        held_out.append(_share_of(party_held_out["label"], majority))
+        test.append(_share_of(test_labels, majority))
+    return {"held_out": {"mean": _mean(held_out), "per_party": held_out},
+            "test": {"mean": _mean(test), "per_party": test}}
+
+
+def _share_of(labels: Sequence[int], label: int) -> float:
+    return sum(int(value) == label for value in labels) / len(labels)
+
+
+def party_data(config: FederationConfig) -> list[dict[str, Any]]:
+    """Every party's training and held-out example counts and training label counts (the partition)."""
+    summary = []
     for party in range(config.num_parties):
         train, held_out = party_shares(config, party)
-        majority = Counter(train["label"]).most_common(1)[0][0]
-        labels = held_out["label"]
-        per_party.append(sum(label == majority for label in labels) / len(labels))
-    return {"mean": float(sum(per_party) / len(per_party)), "per_party": per_party}
+        counts = Counter(train["label"])
+        summary.append({"train": len(train), "held_out": len(held_out),
+                        "train_labels": {str(label): counts[label] for label in sorted(counts)}})
+    return summary

@@ -1,7 +1,8 @@
 """From measured runs to figures: per-method summaries, ``results.json``, PNG plots and ``RESULTS.md``.
 
 Nothing here estimates a figure: every number comes from a method's records (the federation's
-``metrics.jsonl`` lines, or the independent runs' evaluations) or from counting parameters.
+``metrics.jsonl`` lines, or the in-process runs' evaluations), from scoring the final models on the common
+test split, or from counting parameters.
 ``RESULTS.md`` is regenerated from the ``results.json`` files alone, so it never drifts from them.
 """
 
@@ -22,12 +23,19 @@ from ..federated.task import finetune_learning_rate, training_options
 from .methods import METHOD_LABELS, MethodRun
 
 RESULTS_FILE = "results.json"
-PLOTS = {"rounds": "accuracy_vs_rounds.png", "bytes": "accuracy_vs_bytes.png"}
+RESULTS_KIND = "fedgrow reproduce"  # marks a comparison's results.json among other benchmarks' results
+# the issue's target: Fed-Grow reaches Fed-Scratch's final accuracy within this share of Fed-Scratch's steps
+SCRATCH_STEP_SHARE = 0.4
+PLOTS = {"steps": "accuracy_vs_steps.png", "bytes": "accuracy_vs_bytes.png"}
+SEED_METRICS = ("test_accuracy", "test_f1_macro", "accuracy", "precision_macro")  # per party, for every seed
+COST_FIELDS = ("trainable_parameters", "shared_parameters", "bytes_up_per_party_round", "bytes_per_round",
+               "communication_rounds", "bytes_total", "local_steps_per_party", "notes")  # the same for every seed
 VERSIONED = ("fedgrow-hf", "torch", "transformers", "peft", "flwr", "datasets", "numpy")
 
 
-def summarise(run: MethodRun) -> dict[str, Any]:
-    """Curves and final figures of one method (mean ± population std across parties)."""
+def seed_summary(run: MethodRun) -> dict[str, Any]:
+    """The figures of one method's run with one seed: per-party final figures (held-out share and common
+    test split), the curve of mean held-out accuracy over local steps, bytes and parameters."""
     curve, sent = [], 0
     for point, record in enumerate(run.records, start=1):
         parties = record["parties"].values()
@@ -36,20 +44,20 @@ def summarise(run: MethodRun) -> dict[str, Any]:
             "point": point,
             "phase": record["phase"],
             "round": record["round"],
+            "steps": record["steps"],
             "accuracy": float(np.mean([p["accuracy"] for p in parties])),
             "precision_macro": float(np.mean([p["precision_macro"] for p in parties])),
             "cumulative_bytes": sent,
         })
     final = run.records[-1]["parties"]
-    accuracy = [final[p]["accuracy"] for p in sorted(final, key=int)]
-    precision = [final[p]["precision_macro"] for p in sorted(final, key=int)]
     uploads = [p["bytes_up"] for r in run.records for p in r["parties"].values() if p["bytes_up"]]
     communicating = [r for r in run.records if any(p["bytes_up"] for p in r["parties"].values())]
     return {
-        "label": METHOD_LABELS[run.method],
-        "accuracy": {"mean": float(np.mean(accuracy)), "std": float(np.std(accuracy)), "per_party": accuracy},
-        "precision_macro": {"mean": float(np.mean(precision)), "std": float(np.std(precision)),
-                            "per_party": precision},
+        "seed": run.seed,
+        "accuracy": [final[p]["accuracy"] for p in sorted(final, key=int)],
+        "precision_macro": [final[p]["precision_macro"] for p in sorted(final, key=int)],
+        "test_accuracy": [scores["accuracy"] for scores in run.test],
+        "test_f1_macro": [scores["f1_macro"] for scores in run.test],
         "trainable_parameters": run.trainable_parameters,
         "shared_parameters": run.shared_parameters,
         "bytes_up_per_party_round": max(uploads, default=0),
@@ -67,24 +75,128 @@ def summarise(run: MethodRun) -> dict[str, Any]:
     }
 
 
+def seed_statistics(values: list[list[float]]) -> dict[str, Any]:
+    """Per-seed x per-party figures -> mean and sample std (n - 1) over seeds of the per-seed mean across
+    parties (std None for one seed), the per-seed means, each party's mean over seeds, and the spread
+    across parties (population std across parties, mean over seeds)."""
+    per_seed = [float(np.mean(parties)) for parties in values]
+    return {
+        "mean": float(np.mean(per_seed)),
+        "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None,
+        "per_seed": per_seed,
+        "per_party": [float(value) for value in np.mean(values, axis=0)],
+        "party_std": float(np.mean([np.std(parties) for parties in values])),
+        "values": values,
+    }
+
+
+def summarise(method: str, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """One method over all seeds (:func:`seed_summary` each): statistics of every metric, costs (the same
+    for every seed: they depend on shapes and steps only), the curve averaged over seeds, and every run."""
+    curves = [summary["curve"] for summary in per_seed]
+    return {
+        "label": METHOD_LABELS[method],
+        **{metric: seed_statistics([summary[metric] for summary in per_seed]) for metric in SEED_METRICS},
+        **{name: per_seed[0][name] for name in COST_FIELDS},
+        "wall_seconds": round(sum(summary["wall_seconds"] for summary in per_seed), 1),
+        "curve": [
+            {**points[0], **{key: float(np.mean([p[key] for p in points])) for key in ("accuracy", "precision_macro")}}
+            for points in zip(*curves)
+        ],
+        "runs": [{key: summary[key] for key in ("seed", "wall_seconds", "curve", "records")} for summary in per_seed],
+    }
+
+
+def paired_differences(methods: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Fed-Grow minus every other method in mean common-test accuracy across parties, seed by seed (every
+    method runs with the same seeds, so seed s of one pairs with seed s of the other)."""
+    if "fed-grow" not in methods:
+        return {}
+    ours = methods["fed-grow"]["test_accuracy"]["per_seed"]
+    differences = {}
+    for name, other in methods.items():
+        if name != "fed-grow":
+            per_seed = [a - b for a, b in zip(ours, other["test_accuracy"]["per_seed"], strict=True)]
+            differences[name] = {
+                "mean": float(np.mean(per_seed)),
+                "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None,
+                "per_seed": per_seed,
+                "fed_grow_better": sum(value > 0 for value in per_seed),
+            }
+    return differences
+
+
+def steps_to_reach(curve: list[dict[str, Any]], accuracy: float) -> int | None:
+    """Local steps per party after which a curve first reaches ``accuracy`` (None: never)."""
+    return next((point["steps"] for point in curve if point["accuracy"] >= accuracy), None)
+
+
+def issue_targets(methods: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets for Fed-Grow, each with ``met`` (None when a method it needs was not run),
+    what was measured and, when missed, by how much."""
+    return [_at_least(methods, "own-source"), _at_least(methods, "independent"), _spread(methods), _speed(methods)]
+
+
+def _target(key: str, text: str, met: bool | None, measured: str, missed_by: str = "") -> dict[str, Any]:
+    return {"key": key, "target": text, "met": met, "measured": measured,
+            "missed_by": missed_by if met is False else ""}
+
+
+def _at_least(methods: dict[str, dict[str, Any]], other: str) -> dict[str, Any]:
+    key, label = f"test-accuracy-vs-{other}", METHOD_LABELS[other]
+    text = f"Fed-Grow's mean common-test accuracy >= {label}'s"
+    if "fed-grow" not in methods or other not in methods:
+        return _target(key, text, None, "not measured")
+    ours, theirs = methods["fed-grow"]["test_accuracy"]["mean"], methods[other]["test_accuracy"]["mean"]
+    return _target(key, text, ours >= theirs, f"{ours:.4f} vs {theirs:.4f} ({(ours - theirs) * 100:+.2f} points)",
+                   f"{(theirs - ours) * 100:.2f} points of accuracy")
+
+
+def _spread(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    key = "party-spread-vs-independent"
+    text = ("Fed-Grow's spread of common-test accuracy across parties (std across parties, mean over seeds) "
+            "<= Independent growth's")
+    if "fed-grow" not in methods or "independent" not in methods:
+        return _target(key, text, None, "not measured")
+    ours = methods["fed-grow"]["test_accuracy"]["party_std"]
+    theirs = methods["independent"]["test_accuracy"]["party_std"]
+    return _target(key, text, ours <= theirs, f"{ours:.4f} vs {theirs:.4f}",
+                   f"{(ours - theirs) * 100:.2f} points more spread")
+
+
+def _speed(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    key = "steps-to-fed-scratch"
+    text = (f"Fed-Grow reaches Fed-Scratch's final mean held-out accuracy within {SCRATCH_STEP_SHARE:.0%} of "
+            "Fed-Scratch's local steps per party (curves averaged over seeds, one point per round)")
+    if "fed-grow" not in methods or "fed-scratch" not in methods:
+        return _target(key, text, None, "not measured")
+    scratch = methods["fed-scratch"]["curve"]
+    goal, budget = scratch[-1]["accuracy"], scratch[-1]["steps"]
+    steps = steps_to_reach(methods["fed-grow"]["curve"], goal)
+    if steps is None:
+        best = max(point["accuracy"] for point in methods["fed-grow"]["curve"])
+        return _target(key, text, False,
+                       f"not reached: Fed-Grow's best mean held-out accuracy {best:.4f} < Fed-Scratch's final {goal:.4f}",
+                       f"{(goal - best) * 100:.2f} points of accuracy (never reached)")
+    share = steps / budget
+    return _target(key, text, share <= SCRATCH_STEP_SHARE,
+                   f"reached {goal:.4f} after {steps} of Fed-Scratch's {budget} steps ({share:.0%})",
+                   f"{share - SCRATCH_STEP_SHARE:.0%} of Fed-Scratch's steps")
+
+
 def headline(methods: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """Fed-Grow against Fed-Scratch (and Independent growth): the ratios the README quotes."""
+    """Fed-Grow's costs against Fed-Scratch's: the ratios the README quotes (accuracy: paired differences)."""
     if "fed-grow" not in methods or "fed-scratch" not in methods:
         return {}
     grow, scratch = methods["fed-grow"], methods["fed-scratch"]
-    figures = {
+    return {
         "bytes_total_vs_fed_scratch": grow["bytes_total"] / scratch["bytes_total"],
         "bytes_up_per_party_round_vs_fed_scratch": grow["bytes_up_per_party_round"] / scratch["bytes_up_per_party_round"],
         "phase1_trainable_parameters_vs_fed_scratch": (
             grow["trainable_parameters"]["phase1_mean"] / scratch["trainable_parameters"]["phase1_mean"]
         ),
         "shared_parameters_vs_fed_scratch": grow["shared_parameters"] / scratch["shared_parameters"],
-        "accuracy_delta_vs_fed_scratch": grow["accuracy"]["mean"] - scratch["accuracy"]["mean"],
-        "precision_delta_vs_fed_scratch": grow["precision_macro"]["mean"] - scratch["precision_macro"]["mean"],
     }
-    if "independent" in methods:
-        figures["accuracy_delta_vs_independent"] = grow["accuracy"]["mean"] - methods["independent"]["accuracy"]["mean"]
-    return figures
 
 
 def environment() -> dict[str, Any]:
@@ -120,7 +232,8 @@ def write_results(output_dir: Path, results: dict[str, Any]) -> Path:
 
 
 def write_plots(output_dir: Path, results: dict[str, Any]) -> list[Path]:
-    """Mean held-out accuracy across parties against evaluation point and against cumulative bytes."""
+    """Mean held-out accuracy across parties (averaged over seeds) against local steps per party and
+    against cumulative bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,18 +244,17 @@ def write_plots(output_dir: Path, results: dict[str, Any]) -> list[Path]:
         figure, axes = plt.subplots(figsize=(6.4, 4.2))
         for summary in results["methods"].values():
             curve = summary["curve"]
-            xs = [p["point"] if kind == "rounds" else p["cumulative_bytes"] / 2**20 for p in curve]
+            xs = [p["steps"] if kind == "steps" else p["cumulative_bytes"] / 2**20 for p in curve]
             axes.plot(xs, [p["accuracy"] for p in curve], marker="o", label=summary["label"])
-        if "majority_class" in results:
-            axes.axhline(results["majority_class"]["mean"], color="gray", linestyle="--", linewidth=1,
-                         label="majority class (reference)")
-        if kind == "rounds":
-            axes.set_xlabel("round (last point: after phase 2 / the last FedAvg round)")
+        axes.axhline(results["majority_class"]["held_out"]["mean"], color="gray", linestyle="--", linewidth=1,
+                     label="majority class (reference)")
+        if kind == "steps":
+            axes.set_xlabel("local steps per party (one point per round / evaluation)")
         else:
             axes.set_xscale("symlog", linthresh=0.01)
             axes.set_xlabel("cumulative MiB sent, all parties, up + down (symlog; 0 = nothing sent)")
         axes.set_ylabel("mean held-out accuracy across parties")
-        axes.set_title(f"{results['preset']}: accuracy vs {kind}")
+        axes.set_title(f"{results['preset']}: accuracy vs {kind} (mean of {len(results['seeds'])} seeds)")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
         figure.tight_layout()
@@ -165,6 +277,16 @@ def _human_count(count: float) -> str:
     return f"{count / 1e6:.2f} M" if count >= 1e5 else f"{count / 1e3:.1f} k"
 
 
+def _seeds_word(count: int) -> str:
+    return "seed" if count == 1 else "seeds"
+
+
+def _mean_std(figures: dict[str, Any], scale: float = 1.0, digits: int = 4) -> str:
+    """``mean ± std`` of a mean/std pair (std None: one seed, no spread measured)."""
+    std = "n/a" if figures["std"] is None else f"{figures['std'] * scale:.{digits}f}"
+    return f"{figures['mean'] * scale:.{digits}f} ± {std}"
+
+
 def _learning_rates(recorded: dict[str, Any]) -> str:
     config = FederationConfig.from_dict(recorded)
     options = training_options(config)
@@ -172,9 +294,30 @@ def _learning_rates(recorded: dict[str, Any]) -> str:
             f"batch size {options['per_device_train_batch_size']}.")
 
 
+def _learning_rate_origin(results: dict[str, Any]) -> str:
+    tuning = results["learning_rate_tuning"]
+    if tuning is None:
+        return f"Full-model learning rate: {results['learning_rate_origin']}."
+    tried = ", ".join(f"{float(rate):g}: {accuracy:.4f}" for rate, accuracy in tuning["dev_accuracy"].items())
+    return (f"Full-model learning rate tuned (`--tune`, seed {tuning['seed']}): {tuning['chosen']:g} chosen by "
+            f"{tuning['procedure']}; mean development accuracy per rate {tried}.")
+
+
+def _parties(results: dict[str, Any]) -> str:
+    parties = "; ".join(
+        f"party {index}: {party['train']} training examples (labels "
+        f"{', '.join(f'{label}: {count}' for label, count in party['train_labels'].items())}), "
+        f"{party['held_out']} held out"
+        for index, party in enumerate(results["party_data"])
+    )
+    return (f"Data (data seed {results['config']['data_seed']}): {parties}; common test split "
+            f"`{results['config']['data']['test_split']}`: {results['test_examples']} examples.")
+
+
 def preset_section(results: dict[str, Any], results_dir: str) -> str:
-    """The RESULTS.md section of one preset: table, ratios, where Fed-Grow loses, plots, command."""
-    methods = results["methods"]
+    """The RESULTS.md section of one preset: common-test accuracy, paired differences, the issue's targets,
+    costs, where Fed-Grow loses, plots, command."""
+    methods, seeds = results["methods"], results["seeds"]
     lines = [
         f"## `{results['preset']}`",
         "",
@@ -182,29 +325,41 @@ def preset_section(results: dict[str, Any], results_dir: str) -> str:
         "",
         f"Command: `{results['command']}`  ",
         f"Measured {results['finished']} on {results['environment']['machine']}, git commit "
-        f"`{results['environment']['git_commit']}`, seed {results['config']['seed']}, total "
-        f"{results['wall_seconds'] / 60:.1f} min.  ",
-        _learning_rates(results["config"]),
+        f"`{results['environment']['git_commit']}`, total {results['wall_seconds'] / 60:.1f} min.  ",
+        f"{_seeds_word(len(seeds)).capitalize()} {', '.join(map(str, seeds))}: each changes the initialisation "
+        "(operators, task heads, Fed-Scratch's random target) and the order of training batches; the partition, "
+        "the held-out shares and the parties' sources are fixed by the data seed.  ",
+        _learning_rates(results["config"]) + "  ",
+        _learning_rate_origin(results) + "  ",
+        _parties(results),
         "",
-        "| Method | Accuracy | Macro precision | Trainable params (phase 1, mean/party) | Shared params | "
-        "Upload/party/round | Bytes/round (all) | Bytes total | Local steps/party | Wall time |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "### Accuracy on the common test split",
+        "",
+        "| Method | Test accuracy | Test macro-F1 | Spread across parties | Test accuracy per seed | "
+        "Held-out accuracy | Held-out macro precision |",
+        "|---|---|---|---|---|---|---|",
     ]
     for summary in methods.values():
-        acc, prec = summary["accuracy"], summary["precision_macro"]
+        test = summary["test_accuracy"]
         lines.append(
-            f"| {summary['label']} | {acc['mean']:.4f} ± {acc['std']:.4f} | {prec['mean']:.4f} ± {prec['std']:.4f} | "
-            f"{_human_count(summary['trainable_parameters']['phase1_mean'])} | "
-            f"{_human_count(summary['shared_parameters']) if summary['shared_parameters'] else '0'} | "
-            f"{_human_bytes(summary['bytes_up_per_party_round'])} | {_human_bytes(summary['bytes_per_round'])} | "
-            f"{_human_bytes(summary['bytes_total'])} | {summary['local_steps_per_party']} | "
-            f"{summary['wall_seconds']:.0f} s |"
+            f"| {summary['label']} | {_mean_std(test)} | {_mean_std(summary['test_f1_macro'])} | "
+            f"{test['party_std']:.4f} | {', '.join(f'{value:.4f}' for value in test['per_seed'])} | "
+            f"{_mean_std(summary['accuracy'])} | {_mean_std(summary['precision_macro'])} |"
         )
-    lines += ["", "Accuracy and macro precision: each party's grown model after phase 2 (Fed-Scratch: after "
-              "its last local FedAvg round), on the party's own held-out share; mean ± std across parties. "
-              "Per-party figures, every round's records and the configs are in "
-              f"[`{results_dir}/results.json`]({results_dir}/results.json).", ""]
-    figures = results.get("headline", {})
+    lines += [
+        "",
+        "Every party's final model (after phase 2; Fed-Scratch: after its last local FedAvg round) scored on the "
+        f"common test split: mean across parties, then mean ± sample std over the {len(seeds)} "
+        f"{_seeds_word(len(seeds))}. Spread across parties: std of the parties' test accuracies, mean over seeds. "
+        "Held-out: each party's own held-out share "
+        "(label-skewed like its training data), same statistics. Per-party and per-seed figures, every round's "
+        f"records and the configs are in [`{results_dir}/results.json`]({results_dir}/results.json).",
+        "",
+    ]
+    lines += _paired_table(results["paired_differences"], methods)
+    lines += _targets_section(results["targets"], results.get("notes", {}))
+    lines += _cost_table(methods)
+    figures = results["headline"]
     if figures:
         lines += [
             "Fed-Grow vs Fed-Scratch (measured): total bytes "
@@ -212,18 +367,16 @@ def preset_section(results: dict[str, Any], results_dir: str) -> str:
             f"({1 - figures['bytes_total_vs_fed_scratch']:.2%} less); one party's upload per round "
             f"{figures['bytes_up_per_party_round_vs_fed_scratch']:.2%}; phase-1 trainable parameters "
             f"{figures['phase1_trainable_parameters_vs_fed_scratch']:.2%}; shared parameters "
-            f"{figures['shared_parameters_vs_fed_scratch']:.2%}; accuracy "
-            f"{figures['accuracy_delta_vs_fed_scratch'] * 100:+.2f} points; macro precision "
-            f"{figures['precision_delta_vs_fed_scratch'] * 100:+.2f} points.",
+            f"{figures['shared_parameters_vs_fed_scratch']:.2%}.",
             "",
         ]
-    if "majority_class" in results:
-        majority = results["majority_class"]
-        lines += [f"Majority-class reference (always predict the party's most frequent training label): accuracy "
-                  f"{majority['mean']:.4f} (per party {', '.join(f'{a:.4f}' for a in majority['per_party'])}). "
-                  "Under label skew it is far above chance; a method near it learnt little beyond the label prior "
-                  "(in a binary task, a party whose macro precision is half its accuracy predicts one class only).",
-                  ""]
+    majority = results["majority_class"]
+    lines += [f"Majority-class reference (always predict the party's most frequent training label): held-out "
+              f"accuracy {majority['held_out']['mean']:.4f} (per party "
+              f"{', '.join(f'{a:.4f}' for a in majority['held_out']['per_party'])}), common-test accuracy "
+              f"{majority['test']['mean']:.4f}. Under label skew the held-out figure is far above chance; a method "
+              "near it learnt little beyond the label prior (in a binary task, a party whose macro precision is "
+              "half its accuracy predicts one class only).", ""]
     lines += _losses(methods)
     lines += _phase2_effects(methods)
     skipped = [label for name, label in METHOD_LABELS.items() if name not in methods]
@@ -232,17 +385,65 @@ def preset_section(results: dict[str, Any], results_dir: str) -> str:
                   f"`fedgrow reproduce {results['preset']}` runs every method.", ""]
     notes = [f"{summary['label']}: {note}" for summary in methods.values() for note in summary["notes"]]
     lines += [f"Note: {note}" for note in notes] + ([""] if notes else [])
-    lines += [f"![accuracy vs rounds]({results_dir}/{PLOTS['rounds']}) "
+    lines += [f"![accuracy vs steps]({results_dir}/{PLOTS['steps']}) "
               f"![accuracy vs bytes]({results_dir}/{PLOTS['bytes']})", ""]
     return "\n".join(lines)
 
 
+def _paired_table(differences: dict[str, dict[str, Any]], methods: dict[str, dict[str, Any]]) -> list[str]:
+    if not differences:
+        return []
+    lines = ["### Fed-Grow minus each method, paired by seed (common-test accuracy, points)", "",
+             "| Method | Mean ± std | Per seed | Seeds where Fed-Grow is better |", "|---|---|---|---|"]
+    for name, difference in differences.items():
+        lines.append(
+            f"| {methods[name]['label']} | {_mean_std(difference, scale=100, digits=2)} | "
+            f"{', '.join(f'{value * 100:+.2f}' for value in difference['per_seed'])} | "
+            f"{difference['fed_grow_better']} of {len(difference['per_seed'])} |"
+        )
+    return [*lines, ""]
+
+
+NOTES_PLACE = ("Reason (written by a human, from `notes[\"{key}\"]` in results.json; rerun with `--report-only` "
+               "after adding it)")
+
+
+def _targets_section(targets: list[dict[str, Any]], notes: dict[str, str]) -> list[str]:
+    """The issue's targets, met or missed (by how much), with the human-written reason of each miss."""
+    lines = ["### Targets of the issue", ""]
+    for target in targets:
+        status = {True: "**met**", False: "**missed**", None: "not measured"}[target["met"]]
+        line = f"- {target['target']}: {status}; {target['measured']}"
+        lines.append(line + (f"; missed by {target['missed_by']}." if target["met"] is False else "."))
+        if target["met"] is False:
+            reason = notes.get(target["key"], "_not written yet_")
+            lines.append(f"  - {NOTES_PLACE.format(key=target['key'])}: {reason}")
+    return [*lines, ""]
+
+
+def _cost_table(methods: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["### Cost", "",
+             "| Method | Trainable params (phase 1, mean/party) | Shared params | Upload/party/round | "
+             "Bytes/round (all) | Bytes total | Local steps/party | Wall time (all seeds) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for summary in methods.values():
+        lines.append(
+            f"| {summary['label']} | {_human_count(summary['trainable_parameters']['phase1_mean'])} | "
+            f"{_human_count(summary['shared_parameters']) if summary['shared_parameters'] else '0'} | "
+            f"{_human_bytes(summary['bytes_up_per_party_round'])} | {_human_bytes(summary['bytes_per_round'])} | "
+            f"{_human_bytes(summary['bytes_total'])} | {summary['local_steps_per_party']} | "
+            f"{summary['wall_seconds']:.0f} s |"
+        )
+    return [*lines, ""]
+
+
 def _losses(methods: dict[str, dict[str, Any]]) -> list[str]:
-    """Every method that beats Fed-Grow's mean accuracy or mean macro precision, named."""
+    """Every method that beats Fed-Grow's mean on any reported metric, named."""
     if "fed-grow" not in methods:
         return []
     lines = []
-    for metric, label in (("accuracy", "accuracy"), ("precision_macro", "macro precision")):
+    for metric, label in (("test_accuracy", "common-test accuracy"), ("test_f1_macro", "common-test macro-F1"),
+                          ("accuracy", "held-out accuracy"), ("precision_macro", "held-out macro precision")):
         ours = methods["fed-grow"][metric]["mean"]
         better = [f"{other['label']} ({other[metric]['mean']:.4f})" for name, other in methods.items()
                   if name != "fed-grow" and other[metric]["mean"] > ours]
@@ -252,7 +453,7 @@ def _losses(methods: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _phase2_effects(methods: dict[str, dict[str, Any]]) -> list[str]:
-    """How phase 2 (local fine-tuning of the merged model) moved each growing method's mean accuracy."""
+    """How phase 2 (fine-tuning the merged model) moved each growing method's mean held-out accuracy."""
     effects = [
         f"{summary['label']} {curve[-2]['accuracy']:.4f} -> {curve[-1]['accuracy']:.4f}"
         for summary in methods.values()
@@ -260,17 +461,20 @@ def _phase2_effects(methods: dict[str, dict[str, Any]]) -> list[str]:
     ]
     if not effects:
         return []
-    return [f"Phase 2 (mean accuracy after the last phase-1 round -> after phase 2): {'; '.join(effects)}.", ""]
+    return [f"Phase 2 (mean held-out accuracy after the last phase-1 round -> after phase 2): {'; '.join(effects)}.",
+            ""]
 
 
 REPORT_HEADER = """# Fed-Grow vs baselines: measured results
 
-Generated by `fedgrow reproduce` from `benchmarks/results/<preset>/results.json`; do not edit by hand.
+Generated by `fedgrow reproduce` from `benchmarks/results/<preset>/results.json`; do not edit by hand (the
+reasons for missed targets come from each results.json's optional `notes`).
 
 Methods (same parties, sources, data partition, seeds, learning rates, batch size and local steps per party
 for all; no hyper-parameter was tuned per method). Two learning rates are set by what is trained, not by
-method: the operator's (phase 1 of the growth methods) and the full model's (phase 2 of every method and all
-of Fed-Scratch); each preset section lists both.
+method: the operator's (phase 1 of the growth methods) and the full model's (phase 2 of the growth methods,
+all of Fed-Scratch and of own-source fine-tuning); each preset section lists both and where the full-model
+rate comes from.
 
 - **Fed-Grow**: Dual-LiGO; only the Global-LiGO is averaged (Flower FedAvg, example-weighted) for R rounds,
   then every party merges its grown model and fine-tunes it alone (phase 2).
@@ -281,30 +485,38 @@ of Fed-Scratch); each preset section lists both.
 - **FedAvg of whole operator (same source)**: every party holds the same source (the preset's largest one),
   the Local-LiGO is the frozen identity, so the whole trainable operator is averaged: an upper reference that
   assumes a shared source.
+- **Own source, fine-tuned**: every party fine-tunes its own source under a fresh classification head, alone,
+  for Fed-Grow's phase-1 + phase-2 steps per party at the full-model learning rate: what a party would do
+  instead of growing.
+- **Central LiGO on pooled data**: one plain-LiGO growth of the largest source trained on all parties' training
+  data pooled, for (number of parties) x the steps of each phase, so every example is seen as often as in the
+  federated methods: an upper reference that needs the raw data in one place.
 
-Every party is evaluated on its own held-out share of its data (20%; under the Dirichlet split the label
-skew included). Macro precision averages over every class present in a party's held-out labels or
-predictions, a class never predicted counting 0 (scikit-learn's definition): under strong label skew it is
+Main figure: every party's final model scored on the dataset's common test split (SST-2: `test.tsv`, GLUE's
+labelled dev split; MNIST: the last 2,000 of the 10,000 t10k images, the first 8,000 being the training pool),
+mean across parties, then mean ± sample std over seeds; paired differences compare Fed-Grow with each method
+seed by seed. Each party is also evaluated on its own held-out share of its data (20%; under the Dirichlet
+split the label skew included). Macro precision averages over every class present in a party's held-out labels
+or predictions, a class never predicted counting 0 (scikit-learn's definition): under strong label skew it is
 far below accuracy. In phase-1 rounds a party's accuracy is that of its LiGO model (the same function as
-its merged grown model). The same-source reference gives every party party 0's source; in `vision-small`
-that source was pretrained on party 0's own label-skewed share only, and the reference did not act as an
-upper bound there. Bytes are the serialised arrays the federation moved (Flower `ArrayRecord` payloads,
-up + down). Wall times are from a 2-core machine and indicative only; they include Ray start-up for the
-federated methods, which run two parties at a time, while Independent growth trains its parties one after
-another in one process.
+its merged grown model). Bytes are the serialised arrays the federation moved (Flower `ArrayRecord` payloads,
+up + down). Wall times are indicative only; they include Ray start-up for the federated methods, which run
+parties in parallel, while the other methods train their parties one after another in one process.
 """
 
 
 def write_report(results_root: Path, report_path: Path, pending: dict[str, str] | None = None) -> Path:
-    """Regenerate ``RESULTS.md`` from every ``<results_root>/<preset>/results.json``.
+    """Regenerate ``RESULTS.md`` from every comparison's ``<results_root>/<preset>/results.json`` (other
+    benchmarks keep their own ``results.json`` there too: only those of kind ``RESULTS_KIND`` count).
 
     ``pending`` maps presets without results to how to produce them (Markdown).
     """
-    sections = [REPORT_HEADER]
+    sections, done = [REPORT_HEADER], set()
     for path in sorted(results_root.glob(f"*/{RESULTS_FILE}")):
         results = json.loads(path.read_text(encoding="utf-8"))
-        sections.append(preset_section(results, _relative(path.parent, report_path.parent)))
-    done = {path.parent.name for path in results_root.glob(f"*/{RESULTS_FILE}")}
+        if results.get("kind") == RESULTS_KIND:
+            sections.append(preset_section(results, _relative(path.parent, report_path.parent)))
+            done.add(path.parent.name)
     missing = {name: how for name, how in (pending or {}).items() if name not in done}
     if missing:
         sections.append("## Not run\n")

@@ -1,27 +1,63 @@
-"""Run a whole comparison: every method on one preset (or a user's federation config), then write it up."""
+"""Run a whole comparison: every method on one preset (or a user's federation config) with every seed,
+then write it up."""
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import datasets
+
 from ..federated.config import FederationConfig
-from .methods import METHODS, majority_class_reference, run_method
-from .presets import PRESETS, preset_config
-from .report import RESULTS_FILE, environment, headline, summarise, write_plots, write_report, write_results
+from ..federated.task import common_test_set
+from .methods import METHODS, majority_class_reference, party_data, run_method
+from .presets import COMPARISON_SEEDS, PRESETS, preset_config
+from .report import (
+    RESULTS_FILE,
+    RESULTS_KIND,
+    environment,
+    headline,
+    issue_targets,
+    paired_differences,
+    seed_summary,
+    summarise,
+    write_plots,
+    write_report,
+    write_results,
+)
+from .tuning import tune_finetune_learning_rate
 
 
-def load_comparison_config(preset: str, data_dir: str | Path) -> tuple[FederationConfig, str]:
-    """A preset's config (its data under ``data_dir``) or a federation config file; and its summary."""
+@dataclass
+class Comparison:
+    """What a comparison starts from: the config, its summary, its default seeds and where its full-model
+    learning rate comes from."""
+
+    config: FederationConfig
+    summary: str
+    seeds: tuple[int, ...]
+    learning_rate_origin: str
+
+
+def load_comparison(preset: str, data_dir: str | Path) -> Comparison:
+    """A preset (its data under ``data_dir``) or a federation config file (seeds: its own seed and the next
+    two; its data seed stays fixed)."""
     if preset in PRESETS:
-        return FederationConfig.from_dict(preset_config(preset, data_dir)), PRESETS[preset].summary
+        settings = PRESETS[preset]
+        return Comparison(FederationConfig.from_dict(preset_config(preset, data_dir)), settings.summary,
+                          settings.seeds, settings.learning_rate_origin)
     if Path(preset).is_file():
         config = FederationConfig.load(preset)
-        return config, f"federation config `{preset}` ({config.num_parties} parties)"
+        seeds = tuple(config.seed + offset for offset in range(len(COMPARISON_SEEDS)))
+        return Comparison(config, f"federation config `{preset}` ({config.num_parties} parties)", seeds,
+                          "as set in the config file")
     raise ValueError(f"{preset!r} is neither a preset ({', '.join(PRESETS)}) nor a federation config file")
 
 
@@ -33,57 +69,67 @@ def reproduce(
     work_dir: str | Path,
     report_path: str | Path | None = None,
     methods: Sequence[str] = METHODS,
+    seeds: Sequence[int] | None = None,
+    tune: bool = False,
+    keep_models: bool = False,
     command: str = "",
     cpus_per_party: float = 1.0,
     resume: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run ``methods`` on ``preset``; write ``results.json`` and plots to ``output_dir`` and regenerate
-    ``report_path`` (default: ``RESULTS.md`` beside the folder holding ``output_dir``).
+    """Run ``methods`` on ``preset`` with every seed (default: the preset's); write ``results.json`` and
+    plots to ``output_dir`` and regenerate ``report_path`` (default: ``RESULTS.md`` beside the folder
+    holding ``output_dir``).
 
-    Run folders (the federation's ``metrics.jsonl``, party folders, cached pretrained sources) go to
-    ``work_dir``, so ``output_dir`` holds only the figures. Each finished method's summary is kept in
-    ``work_dir/<method>.json``; with ``resume``, a method whose kept summary was measured with the same
-    config is not run again (so a long comparison that stopped half-way continues).
+    Each seed sets the config's ``seed`` (initialisation, batch order); its ``data_seed`` (partition,
+    held-out shares, sources) stays fixed. With ``tune``, the full-model learning rate is first chosen on
+    development splits (:mod:`.tuning`) and used by every method. Run folders (the federation's
+    ``metrics.jsonl``, party folders, cached sources; with ``keep_models`` also every party's final model)
+    go to ``work_dir/seed-<seed>/``, so ``output_dir`` holds only the figures. Each finished run's summary
+    is kept in ``work_dir/seed-<seed>/<method>.json``; with ``resume``, a run whose kept summary was
+    measured with the same config is not repeated (so a long comparison that stopped half-way continues).
     """
-    config, summary = load_comparison_config(preset, data_dir)
+    comparison = load_comparison(preset, data_dir)
+    config, seeds = comparison.config, list(seeds or comparison.seeds)
     work_dir, output_dir = Path(work_dir).resolve(), Path(output_dir)
     config.data.source_cache = str(work_dir / "sources")
     work_dir.mkdir(parents=True, exist_ok=True)
     started, wall = datetime.now(timezone.utc), time.monotonic()
+    tuning = None
+    if tune:
+        tuning = _kept_or_run(work_dir / "tuning.json", _seeded(config, seeds[0]), resume, log, "learning-rate tuning",
+                              partial(tune_finetune_learning_rate, work_dir=work_dir / "tuning", log=log))
+        config.federation.finetune_learning_rate = tuning["chosen"]
+    test_set = common_test_set(config)
     measured = {}
     for method in methods:
-        kept = work_dir / f"{method}.json"
-        if resume and kept.is_file():
-            saved = json.loads(kept.read_text(encoding="utf-8"))
-            if saved["config"] == config.to_dict():
-                measured[method] = saved["summary"]
-                log(f"{config.name}/{method}: measured before (same config), kept from {kept}")
-                continue
-        log(f"{config.name}/{method}: running")
-
-        def on_round(report: dict[str, Any], method: str = method) -> None:
-            log(f"{config.name}/{method}: {report['phase']} round {report['round']}: "
-                f"mean accuracy {report['accuracy']:.4f}")
-
-        run = run_method(config, method, work_dir, cpus_per_party=cpus_per_party, on_round=on_round)
-        measured[method] = summarise(run)
-        kept.write_text(json.dumps({"config": config.to_dict(), "summary": measured[method]}), encoding="utf-8")
-        log(f"{config.name}/{method}: accuracy {measured[method]['accuracy']['mean']:.4f} "
-            f"({run.wall_seconds:.0f} s)")
+        measure = partial(_measure, method=method, work_dir=work_dir, test_set=test_set, keep_models=keep_models,
+                          cpus_per_party=cpus_per_party, log=log)
+        per_seed = [_kept_or_run(work_dir / f"seed-{seed}" / f"{method}.json", _seeded(config, seed), resume, log,
+                                 f"{method}/seed {seed}", measure) for seed in seeds]
+        measured[method] = summarise(method, per_seed)
+        log(f"{config.name}/{method}: common-test accuracy {measured[method]['test_accuracy']['mean']:.4f} "
+            f"(seeds {', '.join(map(str, seeds))})")
     results = {
+        "kind": RESULTS_KIND,
         "preset": config.name,
-        "summary": summary,
+        "summary": comparison.summary,
         "command": command,
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),
         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_seconds": round(time.monotonic() - wall, 1),
         "config": config.to_dict(),
-        "seeds": {"seed": config.seed, "note": "partition, sources, initialisation and training all derive from it"},
+        "seeds": seeds,
+        "learning_rate_origin": comparison.learning_rate_origin,
+        "learning_rate_tuning": tuning,
         "environment": environment(),
-        "headline": headline(measured),
-        "majority_class": majority_class_reference(config),
+        "party_data": party_data(config),
+        "test_examples": len(test_set),
+        "majority_class": majority_class_reference(config, list(test_set.with_format(None)["labels"])),
         "methods": measured,
+        "paired_differences": paired_differences(measured),
+        "targets": issue_targets(measured),
+        "headline": headline(measured),
     }
     write_results(output_dir, results)
     report = rewrite_report(output_dir, report_path)
@@ -91,19 +137,53 @@ def reproduce(
     return results
 
 
+def _measure(
+    seeded: FederationConfig, *, method: str, work_dir: Path, test_set: datasets.Dataset, keep_models: bool,
+    cpus_per_party: float, log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Run ``method`` with ``seeded.seed`` in ``work_dir/seed-<seed>`` and summarise it, logging every round."""
+    def on_round(report: dict[str, Any]) -> None:
+        log(f"{seeded.name}/{method}/seed {seeded.seed}: {report['phase']} round {report['round']}: "
+            f"mean accuracy {report['accuracy']:.4f}")
+
+    run = run_method(seeded, method, work_dir / f"seed-{seeded.seed}", test_set, keep_models=keep_models,
+                     cpus_per_party=cpus_per_party, on_round=on_round)
+    return seed_summary(run)
+
+
+def _seeded(config: FederationConfig, seed: int) -> FederationConfig:
+    """``config`` with ``seed`` for initialisation and batch order; the data seed is unchanged."""
+    seeded = copy.deepcopy(config)
+    seeded.seed = seed
+    return seeded
+
+
+def _kept_or_run(
+    kept: Path, config: FederationConfig, resume: bool, log: Callable[[str], None], what: str,
+    run: Callable[[FederationConfig], dict[str, Any]],
+) -> dict[str, Any]:
+    """``run(config)``, or with ``resume`` what a run with the same config kept in ``kept``; keeps the result."""
+    if resume and kept.is_file():
+        saved = json.loads(kept.read_text(encoding="utf-8"))
+        if saved["config"] == config.to_dict():
+            log(f"{config.name}/{what}: measured before (same config), kept from {kept}")
+            return saved["summary"]
+    log(f"{config.name}/{what}: running")
+    summary = run(config)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps({"config": config.to_dict(), "summary": summary}), encoding="utf-8")
+    return summary
+
+
 def rewrite_report(output_dir: str | Path, report_path: str | Path | None = None) -> Path:
     """Redraw ``output_dir``'s plots from its ``results.json`` and regenerate ``RESULTS.md``
-    (default: beside the folder holding ``output_dir``) from every preset's results; nothing is rerun."""
+    (default: beside the folder holding ``output_dir``) from every preset's results; nothing is rerun,
+    so ``notes`` added to a ``results.json`` by hand appear in the report."""
     output_dir = Path(output_dir)
     results_file = output_dir / RESULTS_FILE
     if not results_file.is_file():
         raise FileNotFoundError(f"{results_file} does not exist: run the comparison first")
-    results = json.loads(results_file.read_text(encoding="utf-8"))
-    if "majority_class" not in results:  # results written before this reference existed: derive it from the
-        # recorded config (the partition is a function of config and seed; no method is rerun)
-        results["majority_class"] = majority_class_reference(FederationConfig.from_dict(results["config"]))
-        write_results(output_dir, results)
-    write_plots(output_dir, results)
+    write_plots(output_dir, json.loads(results_file.read_text(encoding="utf-8")))
     report = Path(report_path) if report_path else output_dir.resolve().parent.parent / "RESULTS.md"
     return write_report(output_dir.resolve().parent, report, pending=pending_commands())
 

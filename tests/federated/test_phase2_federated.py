@@ -43,3 +43,6 @@ def test_federated_finetuning_of_the_grown_model(shared_data_dir, tmp_path):
     # round 2 starts every party from round 1's average: it is what was sent down
     assert lines[2]["parties"]["0"]["bytes_down"] == full
     assert all(torch.isfinite(v).all() for v in averaged.values())
+    for party in ("party-0", "party-1"):  # each party keeps the model it trained last (scored by reproduce)
+        kept = BertForSequenceClassification.from_pretrained(tmp_path / "parties" / party / "grown")
+        assert kept.config.hidden_size == target_config(config).hidden_size
