@@ -39,6 +39,7 @@ from transformers import (
     set_seed,
 )
 
+from .data import trim_padding_collator
 from .growth import grow
 from .hub import TrainingFacts, TrainingPhase, build_model_card, eval_metrics
 from .metrics import compute_classification_metrics
@@ -236,6 +237,7 @@ def grow_and_train(
                 args=_training_arguments(scratch, schedule, phase),
                 train_dataset=train_dataset,
                 eval_dataset=eval_dataset,
+                data_collator=trim_padding_collator,
                 compute_metrics=compute_classification_metrics,
             )
             if phase.steps:

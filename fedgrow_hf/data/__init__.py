@@ -5,6 +5,7 @@ that ``transformers.Trainer`` batches directly.
 The package never hard-codes a data location: callers pass a path or a Hub dataset id.
 """
 
+from .collate import trim_padding_collator
 from .image import SKLEARN_DIGITS, image_split_names, load_image_classification, read_idx, resize_images
 from .partition import dirichlet_partition, iid_partition
 from .splits import EVAL_SPLIT_NAMES, align_class_labels, holdout_split, pick_eval_split
@@ -25,4 +26,5 @@ __all__ = [
     "resize_images",
     "text_split_names",
     "tokenize_text",
+    "trim_padding_collator",
 ]

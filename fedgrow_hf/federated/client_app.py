@@ -30,6 +30,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from transformers import Trainer
 
+from ..data import trim_padding_collator
 from ..metrics import compute_classification_metrics
 from .config import FederationConfig, resolve_run
 from .strategy import (
@@ -97,7 +98,8 @@ def make_client_app(
         grown = _grown_model(cfg, model, party_dir, msg, settings)
         args = finetune_arguments(cfg, party_dir / "finetune")
         trainer = Trainer(
-            grown, args, train_dataset=train_set, eval_dataset=eval_set, compute_metrics=compute_classification_metrics
+            grown, args, train_dataset=train_set, eval_dataset=eval_set, data_collator=trim_padding_collator,
+            compute_metrics=compute_classification_metrics,
         )
         output = trainer.train()
         result = trainer.evaluate()
@@ -133,6 +135,7 @@ def train_party_round(
         party_dir=party_dir,
         train_dataset=train_set,
         eval_dataset=eval_set,
+        data_collator=trim_padding_collator,
         compute_metrics=compute_classification_metrics,
         schedule_steps=cfg.federation.rounds * cfg.federation.local_steps,
     )

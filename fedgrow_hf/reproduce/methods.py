@@ -43,6 +43,7 @@ import datasets
 import torch
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
+from ..data import trim_padding_collator
 from ..federated.config import FederationConfig, FederationSettings
 from ..federated.task import (
     NO_DROPOUT,
@@ -177,7 +178,7 @@ def test_scores(model: torch.nn.Module, config: FederationConfig, test_set: data
     """Accuracy and macro-F1 of ``model`` on the common test set (``task.common_test_set``)."""
     args = training_arguments(config, output_dir, 1)
     args.per_device_eval_batch_size = TEST_BATCH_SIZE
-    trainer = Trainer(model, args, compute_metrics=compute_classification_metrics)
+    trainer = Trainer(model, args, data_collator=trim_padding_collator, compute_metrics=compute_classification_metrics)
     metrics = trainer.evaluate(test_set, metric_key_prefix="test")
     return {"accuracy": float(metrics["test_accuracy"]), "f1_macro": float(metrics["test_f1_macro"])}
 
@@ -236,7 +237,7 @@ def train_alone(
     evaluations = _EvaluateEvery(every)
     Trainer(
         model, args, train_dataset=train_set, eval_dataset={str(party): data for party, data in eval_sets.items()},
-        compute_metrics=compute_classification_metrics, callbacks=[evaluations],
+        data_collator=trim_padding_collator, compute_metrics=compute_classification_metrics, callbacks=[evaluations],
     ).train()
     return [
         (step, {str(party): {
