@@ -14,6 +14,11 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
     round_timeout = 600            # seconds the server waits for replies
     round_retries = 1              # times a round with too few valid updates is run again
     max_update_bytes = 0           # size bound of one update; 0: exactly the Global-LiGO's size
+    max_num_examples = 1000000     # a reply claiming more examples than this is dropped (it would own the mean)
+    update_norm_bound = 10.0       # drop an update farther (L2) from the current Global-LiGO than this
+                                   # times max(1, its norm); 0: no bound
+    aggregator = "fedavg"          # "fedavg" (example-weighted); robust: "fedmedian", "fedtrimmedavg"
+    trim_fraction = 0.2            # "fedtrimmedavg": fraction cut at each end per coordinate
     phase2 = "local"               # "local": each party merges and fine-tunes alone;
                                    # "federated": FedAvg of the merged grown models; "none"
     finetune_steps = 20            # phase 2 steps (per round, for "federated")
@@ -84,6 +89,7 @@ else:  # Python 3.10: the same parser, from PyPI
 PHASE2_MODES = ("local", "federated", "none")
 FINETUNE_INITS = ("grown", "random")
 FAMILIES = ("bert", "vit")
+AGGREGATORS = ("fedavg", "fedmedian", "fedtrimmedavg")
 
 
 class ConfigError(ValueError):
@@ -98,6 +104,10 @@ class FederationSettings:
     round_timeout: float = 600.0
     round_retries: int = 1
     max_update_bytes: int = 0
+    max_num_examples: int = 1_000_000
+    update_norm_bound: float = 10.0
+    aggregator: str = "fedavg"
+    trim_fraction: float = 0.2
     phase2: str = "local"
     finetune_steps: int = 10
     finetune_learning_rate: float = 0.0
@@ -232,6 +242,8 @@ class FederationConfig:
             raise ConfigError(f"federation.phase2={fed.phase2!r} is not one of {PHASE2_MODES}")
         if fed.finetune_learning_rate < 0:
             raise ConfigError(f"federation.finetune_learning_rate={fed.finetune_learning_rate} must be >= 0")
+        if fed.aggregator not in AGGREGATORS:
+            raise ConfigError(f"federation.aggregator={fed.aggregator!r} is not one of {AGGREGATORS}")
         if fed.finetune_init not in FINETUNE_INITS:
             raise ConfigError(f"federation.finetune_init={fed.finetune_init!r} is not one of {FINETUNE_INITS}")
         if fed.finetune_init == "random" and fed.phase2 != "federated":
