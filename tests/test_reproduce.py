@@ -135,7 +135,8 @@ def test_paired_differences_and_targets_follow_from_the_per_seed_figures(tiny_ru
 
 @pytest.mark.slow
 def test_bytes_are_what_each_method_exchanges(tiny_run):
-    from fedgrow_hf.federated.strategy import payload_bytes, to_array_record
+    from fedgrow_hf.federated.screening import payload_bytes
+    from fedgrow_hf.federated.strategy import to_array_record
     from fedgrow_hf.federated.task import model_classes, reference_global_stage, target_config
 
     config, methods = tiny_run["config"], tiny_run["results"]["methods"]

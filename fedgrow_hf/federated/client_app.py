@@ -33,15 +33,8 @@ from transformers import Trainer
 from ..data import trim_padding_collator
 from ..metrics import compute_classification_metrics
 from .config import FederationConfig, resolve_run
-from .strategy import (
-    ARRAYS_KEY,
-    CONFIG_KEY,
-    METRICS_KEY,
-    PARTY_KEY,
-    WEIGHT_KEY,
-    to_array_record,
-    to_state_dict,
-)
+from .screening import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, PARTY_KEY, WEIGHT_KEY
+from .strategy import to_array_record, to_state_dict
 from .task import (
     build_party_model,
     final_model_dir,

@@ -43,6 +43,7 @@ from safetensors.torch import save_file
 from ..tuners.ligo import GlobalStateError, validate_global_state
 from .checkpoint import load_checkpoint
 from .config import FederationConfig, resolve_run
+from .screening import PARTY_KEY, WEIGHT_KEY
 from .server_app import (
     FINAL_OPERATOR,
     METRICS_FILE,
@@ -52,7 +53,7 @@ from .server_app import (
     run_phase2,
     weighted_means,
 )
-from .strategy import PARTY_KEY, WEIGHT_KEY, to_array_record
+from .strategy import to_array_record
 from .task import reference_global_stage
 
 logger = logging.getLogger(__name__)

@@ -163,6 +163,14 @@ def reference_global_stage(config: FederationConfig) -> GrowthStage:
     return stage.requires_grad_(False)
 
 
+def reference_target_state(config: FederationConfig) -> dict[str, torch.Tensor]:
+    """The grown model's state dict on the meta device: the keys, shapes and dtypes a phase-2 update of
+    a federated fine-tuning must have, without allocating the model."""
+    _, model_class = model_classes(config)
+    with torch.device("meta"):
+        return model_class(target_config(config)).state_dict()
+
+
 def _load_split(config: FederationConfig, split: str, limit: int | None) -> datasets.Dataset:
     """Raw ``text``/``pixel_values`` + ``label`` rows of ``split`` of ``[data].source``."""
     data = config.data

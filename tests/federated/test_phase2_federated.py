@@ -19,8 +19,9 @@ pytestmark = pytest.mark.slow
 def test_federated_finetuning_of_the_grown_model(shared_data_dir, tmp_path):
     from transformers import BertForSequenceClassification
 
+    from fedgrow_hf.federated.screening import payload_bytes
     from fedgrow_hf.federated.simulate import simulate
-    from fedgrow_hf.federated.strategy import payload_bytes, to_array_record
+    from fedgrow_hf.federated.strategy import to_array_record
     from fedgrow_hf.federated.task import target_config
 
     config = tiny_federation(shared_data_dir, rounds=1, local_steps=2, phase2="federated",

@@ -45,7 +45,8 @@ def test_every_party_loss_went_down(run):
 
 
 def test_bytes_per_round_equal_serialized_global_ligo(run):
-    from fedgrow_hf.federated.strategy import payload_bytes, to_array_record
+    from fedgrow_hf.federated.screening import payload_bytes
+    from fedgrow_hf.federated.strategy import to_array_record
     from fedgrow_hf.federated.task import reference_global_stage
 
     size = payload_bytes(to_array_record(reference_global_stage(run["config"]).state_dict()))

@@ -25,7 +25,7 @@ def _record(state):
 
 
 def _limit(reference):
-    from fedgrow_hf.federated.strategy import payload_bytes
+    from fedgrow_hf.federated.screening import payload_bytes
 
     return payload_bytes(_record(reference.state_dict()))
 

@@ -1,0 +1,224 @@
+"""Every party's reply is screened before the server uses any of it: a reply may be malformed, oversized,
+lie about its example count or its identity, or carry values built to dominate the average.
+
+Why here and not in a strategy: Flower's strategies decode, weight and check the consistency of replies
+themselves (``np.load`` of each array, ``InconsistentMessageReplies`` when two replies differ in their
+records), so a single crafted reply would raise inside them and end the server. The screen turns each
+problem into a named reason, the reply is dropped with a logged warning, and the round goes on with the
+others. What passes is safe for any of Flower's strategies: one ``arrays`` record that decodes to exactly
+the reference's keys, shapes and dtypes with finite values, within a norm bound of the current global
+state; one ``metrics`` record with exactly the expected keys, finite numbers, an integer example count in
+``[1, max_num_examples]``; and a party id that belongs to the node that sent it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, Message
+
+logger = logging.getLogger(__name__)
+
+ARRAYS_KEY = "arrays"
+METRICS_KEY = "metrics"
+CONFIG_KEY = "config"
+WEIGHT_KEY = "num-examples"
+PARTY_KEY = "party"
+NPY_STYPE = "numpy.ndarray"
+# What a party reports after a phase-1 round and after its phase-2 fine-tuning (besides party and weight).
+OPERATOR_METRICS = ("train_loss", "eval_loss_before", "eval_loss", "accuracy", "precision_macro")
+FINETUNE_METRICS = ("train_loss", "eval_loss", "accuracy", "precision_macro")
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+class UpdateRejected(ValueError):
+    """One reply cannot be used; the message says why, naming the key or the metric."""
+
+
+@dataclass
+class DroppedUpdate:
+    node_id: int
+    party: int | None
+    reason: str
+
+
+def payload_bytes(record: ArrayRecord) -> int:
+    """Bytes of the serialised arrays of ``record`` (what travels, without message framing)."""
+    return sum(len(array.data) for array in record.values())
+
+
+def decode_array(array: Array, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """The tensor an ``.npy``-serialised ``Array`` holds, if it is exactly ``shape`` and ``dtype``.
+
+    The header is parsed and compared first, and the byte count checked against it, so a header that
+    declares a huge shape is refused before anything is allocated (``np.load`` would try to allocate it).
+    """
+    if array.stype != NPY_STYPE:
+        raise UpdateRejected(f"serialisation {array.stype!r} is not {NPY_STYPE!r}")
+    stream = io.BytesIO(array.data)
+    try:
+        reader = _NPY_HEADER_READERS.get(np.lib.format.read_magic(stream))
+        if reader is None:
+            raise UpdateRejected("unsupported .npy format version")
+        declared_shape, fortran_order, declared_dtype = reader(stream)
+    except (ValueError, EOFError, OSError, SyntaxError) as error:
+        raise UpdateRejected(f"not an .npy array ({type(error).__name__}: {error})") from error
+    expected_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    if tuple(declared_shape) != tuple(shape):
+        raise UpdateRejected(f"has shape {tuple(declared_shape)}, expected {tuple(shape)}")
+    if declared_dtype != expected_dtype:
+        raise UpdateRejected(f"has dtype {declared_dtype}, expected {expected_dtype}")
+    count = math.prod(shape)
+    held = len(array.data) - stream.tell()
+    if held != count * expected_dtype.itemsize:
+        raise UpdateRejected(f"holds {held} bytes of data, its header declares {count * expected_dtype.itemsize}")
+    values = np.frombuffer(array.data, dtype=expected_dtype, count=count, offset=stream.tell())
+    return torch.from_numpy(values.reshape(tuple(shape), order="F" if fortran_order else "C").copy())
+
+
+def decode_state(
+    record: ArrayRecord, reference: Mapping[str, torch.Tensor], max_bytes: int
+) -> dict[str, torch.Tensor]:
+    """The state dict ``record`` holds if it matches ``reference`` key for key (shape, dtype) with finite
+    values and at most ``max_bytes`` of data; otherwise :class:`UpdateRejected` naming the key."""
+    received, expected = set(record.keys()), set(reference)
+    if received != expected:
+        raise UpdateRejected(
+            f"keys differ from the reference: unexpected {sorted(received - expected)[:5]}, "
+            f"missing {sorted(expected - received)[:5]}"
+        )
+    size = payload_bytes(record)
+    if size > max_bytes:
+        raise UpdateRejected(f"update is {size} bytes, more than the bound of {max_bytes}")
+    state = {}
+    for key, array in record.items():
+        try:
+            value = decode_array(array, reference[key].shape, reference[key].dtype)
+        except UpdateRejected as error:
+            raise UpdateRejected(f"key {key!r} {error}") from error
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise UpdateRejected(f"key {key!r} has non-finite values")
+        state[key] = value
+    return state
+
+
+def state_distance(state: Mapping[str, torch.Tensor], other: Mapping[str, torch.Tensor]) -> float:
+    """The L2 distance between two state dicts with the same keys (in float64, so 1e30s do not overflow)."""
+    return math.sqrt(sum(float((state[k].double() - other[k].double()).square().sum()) for k in state))
+
+
+def state_norm(state: Mapping[str, torch.Tensor]) -> float:
+    return math.sqrt(sum(float(value.double().square().sum()) for value in state.values()))
+
+
+@dataclass
+class ReplyScreen:
+    """The server's screen for one phase: what a reply must hold, and which party each node is.
+
+    A node is bound to the first party id it reports; a reply naming another node's party, or a second
+    reply from one node in a round, is dropped. ``reference`` gives the keys, shapes and dtypes of the
+    arrays (``None``: the reply must carry no arrays, as in local fine-tuning).
+    """
+
+    reference: Mapping[str, torch.Tensor] | None
+    metric_names: tuple[str, ...]
+    num_parties: int
+    max_bytes: int
+    max_num_examples: int
+    norm_bound: float = 0.0
+    parties: dict[int, int] = field(default_factory=dict)  # node id -> party id
+
+    def screen(
+        self, replies: Iterable[Message], current: Mapping[str, torch.Tensor] | None = None
+    ) -> tuple[list[Message], list[DroppedUpdate]]:
+        """Split ``replies`` into usable ones and dropped ones (logged, each with its reason).
+
+        ``current`` is the state the updates started from; with ``norm_bound`` > 0 an update farther from
+        it than ``norm_bound * max(1, |current|)`` is dropped.
+        """
+        valid, dropped, seen = [], [], set()
+        for message in replies:
+            node = message.metadata.src_node_id
+            try:
+                self._check(message, node, seen, current)
+            except UpdateRejected as error:
+                party = self.parties.get(node)
+                logger.warning("dropping the reply of party %s (node %s): %s", party, node, error)
+                dropped.append(DroppedUpdate(node, party, str(error)))
+            else:
+                valid.append(message)
+            seen.add(node)
+        return valid, dropped
+
+    def party_of(self, message: Message) -> int:
+        """The party a screened reply belongs to."""
+        return self.parties[message.metadata.src_node_id]
+
+    def _check(
+        self, message: Message, node: int, seen: set[int], current: Mapping[str, torch.Tensor] | None
+    ) -> None:
+        if message.has_error():
+            raise UpdateRejected(f"party failed: {message.error.reason}")
+        if node in seen:
+            raise UpdateRejected("a second reply from the same node in one round")
+        content = message.content
+        arrays_expected = {ARRAYS_KEY} if self.reference is not None else set()
+        if set(content.array_records) != arrays_expected or set(content.metric_records) != {METRICS_KEY} \
+                or content.config_records:
+            raise UpdateRejected(
+                f"records {sorted(content.keys())}, expected {sorted({METRICS_KEY} | arrays_expected)}"
+            )
+        metrics = dict(content.metric_records[METRICS_KEY])
+        self._bind(node, self._claimed_party(metrics))
+        self._check_values(metrics)
+        if self.reference is not None:
+            state = decode_state(content.array_records[ARRAYS_KEY], self.reference, self.max_bytes)
+            self._check_distance(state, current)
+
+    def _claimed_party(self, metrics: dict[str, object]) -> int:
+        """The party id the metrics name, once their keys are exactly the expected ones."""
+        expected = {PARTY_KEY, WEIGHT_KEY, *self.metric_names}
+        if set(metrics) != expected:
+            raise UpdateRejected(
+                f"metrics differ: unexpected {sorted(set(metrics) - expected)}, missing {sorted(expected - set(metrics))}"
+            )
+        party = metrics[PARTY_KEY]
+        if not _is_int(party) or not 0 <= party < self.num_parties:
+            raise UpdateRejected(f"{PARTY_KEY}={party!r} is not a party id in [0, {self.num_parties})")
+        return int(party)
+
+    def _check_values(self, metrics: dict[str, object]) -> None:
+        """An integer example count within bounds and finite numbers for every other metric."""
+        weight = metrics[WEIGHT_KEY]
+        if not _is_int(weight) or not 1 <= weight <= self.max_num_examples:
+            raise UpdateRejected(f"{WEIGHT_KEY}={weight!r} is not an integer in [1, {self.max_num_examples}]")
+        for name in self.metric_names:
+            value = metrics[name]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise UpdateRejected(f"metric {name!r}={value!r} is not a finite number")
+
+    def _bind(self, node: int, party: int) -> None:
+        owner = next((other for other, bound in self.parties.items() if bound == party), None)
+        if self.parties.get(node, party) != party:
+            raise UpdateRejected(f"node {node} reported party {self.parties[node]} before, now {party}")
+        if owner is not None and owner != node:
+            raise UpdateRejected(f"{PARTY_KEY}={party} belongs to node {owner}")
+        self.parties[node] = party
+
+    def _check_distance(self, state: Mapping[str, torch.Tensor], current: Mapping[str, torch.Tensor] | None) -> None:
+        if not self.norm_bound or current is None or set(current) != set(state):
+            return
+        bound = self.norm_bound * max(1.0, state_norm(current))
+        distance = state_distance(state, current)
+        if not distance <= bound:
+            raise UpdateRejected(f"update is {distance:.4g} away from the current global state, beyond the bound {bound:.4g}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

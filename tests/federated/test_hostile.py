@@ -1,0 +1,356 @@
+"""The server against hostile and broken parties, driven with crafted replies (no training, no Ray).
+
+A scripted grid stands in for Flower's: three nodes answer each round; honest ones send the Global-LiGO
+they received plus a small party-specific step and truthful metrics, a hostile one sends what the test
+crafts. Every case must end in a named rejection of that reply while the round goes on with the others,
+or a clean, named stop, with the checkpoint on disk still valid.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.federated.conftest import tiny_federation
+
+pytest.importorskip("flwr")
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict  # noqa: E402
+from flwr.serverapp import Grid  # noqa: E402
+
+from fedgrow_hf.federated.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from fedgrow_hf.federated.screening import ARRAYS_KEY, METRICS_KEY, PARTY_KEY, WEIGHT_KEY  # noqa: E402
+from fedgrow_hf.federated.server_app import FederationAborted, run_federation  # noqa: E402
+from fedgrow_hf.federated.strategy import to_array_record, to_state_dict  # noqa: E402
+from fedgrow_hf.federated.task import reference_global_stage, reference_target_state  # noqa: E402
+
+NODES = (101, 202, 303)  # node id of party 0, 1, 2
+EXAMPLES = (40, 60, 80)
+Reply = Callable[[Message, int], Message]
+
+
+def honest_content(message: Message, party: int) -> RecordDict:
+    """What an honest party sends back: the received arrays plus a small step, and truthful metrics."""
+    state = to_state_dict(message.content[ARRAYS_KEY])
+    metrics = {PARTY_KEY: party, WEIGHT_KEY: EXAMPLES[party], "train_loss": 0.6, "eval_loss": 0.6,
+               "accuracy": 0.7, "precision_macro": 0.6}
+    if message.metadata.message_type == "train":
+        metrics["eval_loss_before"] = 0.7
+        updated = {key: value + 0.01 * (party + 1) for key, value in state.items()}
+        return RecordDict({ARRAYS_KEY: to_array_record(updated), METRICS_KEY: MetricRecord(metrics)})
+    return RecordDict({ARRAYS_KEY: to_array_record(phase2_model(message, party)), METRICS_KEY: MetricRecord(metrics)})
+
+
+def phase2_model(message: Message, party: int) -> dict[str, torch.Tensor]:
+    """A party's fine-tuned grown model in federated phase 2: the target's shapes, party-specific values."""
+    return {key: torch.full(tuple(ref.shape), 0.01 * (party + 1), dtype=ref.dtype) for key, ref in REFERENCE_TARGET.items()}
+
+
+class ScriptedGrid(Grid):
+    """A Grid whose nodes answer at once: honestly, or with ``hostile[party](message, party)``."""
+
+    def __init__(self, hostile: dict[int, Reply] | None = None, nodes: Iterable[int] = NODES) -> None:
+        self.hostile, self.nodes, self.sent = hostile or {}, list(nodes), []
+
+    def set_run(self, run):  # noqa: D102 - not used by the server
+        self._run = run
+
+    @property
+    def run(self):
+        return self._run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
+        return Message(content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id)
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.nodes)
+
+    def push_messages(self, messages):
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids):
+        raise NotImplementedError
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for message in sorted(messages, key=lambda m: m.metadata.dst_node_id):  # party 0 answers first
+            party = NODES.index(message.metadata.dst_node_id)
+            self.sent.append((party, message))
+            reply = self.hostile.get(party)
+            replies.append(reply(message, party) if reply else Message(honest_content(message, party), reply_to=message))
+        return replies
+
+
+def reply_with(change: Callable[[RecordDict], None]) -> Reply:
+    """A hostile party: the honest reply, then ``change`` applied to its records."""
+    def reply(message: Message, party: int) -> Message:
+        content = honest_content(message, party)
+        change(content)
+        return Message(content, reply_to=message)
+    return reply
+
+
+def with_metric(name: str, value: object) -> Reply:
+    def change(content: RecordDict) -> None:
+        metrics = dict(content[METRICS_KEY])
+        metrics[name] = value
+        content[METRICS_KEY] = MetricRecord(metrics)
+    return reply_with(change)
+
+
+def with_array(make: Callable[[Array], Array]) -> Reply:
+    """The honest reply with its first array replaced by ``make(original)``."""
+    def change(content: RecordDict) -> None:
+        record = content[ARRAYS_KEY]
+        key = sorted(record.keys())[0]
+        record[key] = make(record[key])
+    return reply_with(change)
+
+
+def with_values(value: float) -> Reply:
+    def change(content: RecordDict) -> None:
+        state = to_state_dict(content[ARRAYS_KEY])
+        content[ARRAYS_KEY] = to_array_record({key: torch.full_like(v, value) for key, v in state.items()})
+    return reply_with(change)
+
+
+def raw_array(original: Array, data: bytes) -> Array:
+    return Array(dtype=original.dtype, shape=tuple(original.shape), stype="numpy.ndarray", data=data)
+
+
+def npy_header_only(shape: tuple[int, ...]) -> bytes:
+    """An ``.npy`` header declaring ``shape`` in float32, followed by a few bytes of data."""
+    stream = io.BytesIO()
+    np.lib.format.write_array_header_1_0(stream, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return stream.getvalue() + b"\0" * 64
+
+
+def npz_bytes(original: Array) -> bytes:
+    stream = io.BytesIO()
+    np.savez_compressed(stream, a=original.numpy())
+    return stream.getvalue()
+
+
+def bad_zip(original: Array) -> bytes:
+    stream = io.BytesIO()
+    with zipfile.ZipFile(stream, "w") as archive:
+        archive.writestr("a.npy", b"not an array")
+    return stream.getvalue()[:-10]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def server_identity():
+    """What Flower's ServerApp runtime sets before ``main`` runs: messages read the run id from it."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    yield
+    TaskIdentity.task_id = TaskIdentity.run_id = TaskIdentity.node_id = None
+
+
+@pytest.fixture(scope="module")
+def config(shared_data_dir):
+    return tiny_federation(shared_data_dir, rounds=2, phase2="none", round_retries=0, round_timeout=2)
+
+
+@pytest.fixture(scope="module")
+def reference(config):
+    return reference_global_stage(config).state_dict()
+
+
+REFERENCE_TARGET: dict[str, torch.Tensor] = {}
+
+
+def run(config, tmp_path, grid, **federation):
+    """Run the federation on ``grid`` with overrides; returns the metrics.jsonl records."""
+    for name, value in federation.items():
+        setattr(config.federation, name, value)
+    config.validate()
+    run_federation(grid, config, tmp_path)
+    return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+
+
+def expected_mean(reference, parties: tuple[int, ...], rounds: int) -> dict[str, torch.Tensor]:
+    """The example-weighted FedAvg of honest parties ``parties`` after ``rounds`` rounds."""
+    step = sum(0.01 * (p + 1) * EXAMPLES[p] for p in parties) / sum(EXAMPLES[p] for p in parties)
+    return {key: value + rounds * step for key, value in reference.items()}
+
+
+def assert_dropped_each_round(records, party: int, reason: str) -> None:
+    for record in records:
+        assert set(record["parties"]) == {"0", "1", "2"} - {str(party)}
+        (dropped,) = record["dropped"]
+        # a reply whose metrics are malformed never established which party its node is
+        assert dropped["node"] == NODES[party] and dropped["party"] in (party, None), dropped
+        assert reason in dropped["reason"], dropped
+
+
+@pytest.fixture
+def fresh(config):
+    """The module's config with the defaults of the hostile-input settings restored after each test."""
+    saved = {name: getattr(config.federation, name) for name in
+             ("max_num_examples", "update_norm_bound", "aggregator", "phase2", "finetune_rounds", "rounds",
+              "min_train_nodes", "round_timeout")}
+    yield config
+    for name, value in saved.items():
+        setattr(config.federation, name, value)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda a: raw_array(a, b""), "not an .npy array"),
+        (lambda a: raw_array(a, npz_bytes(a)), "not an .npy array"),
+        (lambda a: raw_array(a, bad_zip(a)), "not an .npy array"),
+        (lambda a: raw_array(a, npy_header_only((10**13,))), "has shape (10000000000000,)"),
+        (lambda a: raw_array(a, a.data[:-4]), "bytes of data"),
+        (lambda a: Array(dtype=a.dtype, shape=tuple(a.shape), stype="torch.pickle", data=a.data), "serialisation"),
+    ],
+    ids=["empty-bytes", "npz", "bad-zip", "header-shape-1e13", "truncated", "foreign-serialisation"],
+)
+def test_hostile_undecodable_array_is_dropped_and_the_round_goes_on(fresh, reference, tmp_path, make, reason):
+    records = run(fresh, tmp_path, ScriptedGrid({2: with_array(make)}))
+    assert_dropped_each_round(records, 2, reason)
+    final = load_checkpoint(tmp_path).global_state
+    for key, value in expected_mean(reference, (0, 1), 2).items():
+        torch.testing.assert_close(final[key], value)
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (with_metric("extra", 1.0), "unexpected ['extra']"),
+        (reply_with(lambda c: c[METRICS_KEY].pop("train_loss")), "missing ['train_loss']"),
+        (with_metric(WEIGHT_KEY, [1, 2]), "num-examples=[1, 2]"),
+        (with_metric("accuracy", float("nan")), "'accuracy'=nan"),
+        (reply_with(lambda c: c.__setitem__("more", ArrayRecord())), "records"),
+        (reply_with(lambda c: c.__setitem__("more", MetricRecord({"x": 1.0}))), "records"),
+        (reply_with(lambda c: c.__setitem__("more", ConfigRecord({"x": 1}))), "records"),
+    ],
+    ids=["extra-metric", "missing-train-loss", "weight-as-list", "nan-metric", "extra-arrayrecord",
+         "extra-metricrecord", "extra-configrecord"],
+)
+def test_hostile_malformed_records_are_dropped_not_inconsistent(fresh, tmp_path, reply, reason):
+    records = run(fresh, tmp_path, ScriptedGrid({1: reply}))
+    assert_dropped_each_round(records, 1, reason)
+
+
+@pytest.mark.parametrize("weight", [10**12, -150, 0, float("nan"), float("inf"), 1.5],
+                         ids=["1e12", "negative", "zero", "nan", "inf", "fraction"])
+def test_hostile_example_count_is_bounded(fresh, reference, tmp_path, weight):
+    records = run(fresh, tmp_path, ScriptedGrid({0: with_metric(WEIGHT_KEY, weight)}), max_num_examples=10_000)
+    assert_dropped_each_round(records, 0, WEIGHT_KEY)
+    final = load_checkpoint(tmp_path).global_state
+    assert all(torch.isfinite(v).all() for v in final.values())
+    for key, value in expected_mean(reference, (1, 2), 2).items():
+        torch.testing.assert_close(final[key], value)
+
+
+@pytest.mark.parametrize("value", [1e30, 3e38, -1e6], ids=["1e30", "3e38", "-1e6"])
+def test_hostile_magnitudes_beyond_the_norm_bound_are_dropped(fresh, reference, tmp_path, value):
+    records = run(fresh, tmp_path, ScriptedGrid({1: with_values(value)}))
+    assert_dropped_each_round(records, 1, "beyond the bound")
+    final = load_checkpoint(tmp_path).global_state
+    for key, expected in expected_mean(reference, (0, 2), 2).items():
+        torch.testing.assert_close(final[key], expected)
+
+
+def test_hostile_magnitudes_under_fedmedian_leave_the_honest_median(fresh, reference, tmp_path):
+    run(fresh, tmp_path, ScriptedGrid({1: with_values(1e30)}), update_norm_bound=0.0, aggregator="fedmedian")
+    final = load_checkpoint(tmp_path).global_state
+    # the coordinate-wise median of {honest 0, 1e30, honest 2} is party 2's value, round after round
+    for key, value in reference.items():
+        torch.testing.assert_close(final[key], value + 2 * 0.03)
+
+
+def test_hostile_non_finite_aggregate_or_checkpoint_is_refused(fresh, reference, tmp_path):
+    """An aggregate is checked before it is checkpointed or sent, and a checkpoint before it is resumed."""
+    from fedgrow_hf.federated.checkpoint import ServerCheckpoint, save_checkpoint
+    from fedgrow_hf.federated.strategy import aggregate_problem
+
+    key = sorted(reference)[0]
+    poisoned = {**reference, key: torch.full_like(reference[key], float("inf"))}
+    assert f"aggregate key {key!r} has non-finite values" == aggregate_problem(poisoned, reference)
+    run(fresh, tmp_path, ScriptedGrid(), rounds=1)
+    save_checkpoint(tmp_path, ServerCheckpoint(1, poisoned, load_checkpoint(tmp_path).strategy_state))
+    with pytest.raises(CheckpointError, match="round 1 .* non-finite"):
+        run_federation(ScriptedGrid(), fresh, tmp_path, resume=True)
+
+
+@pytest.mark.parametrize(("party", "reason"), [(0, "belongs to node 101"), (1.5, "not a party id"), (7, "not a party id")],
+                         ids=["duplicate", "fractional", "out-of-range"])
+def test_hostile_party_identity_is_bound_to_the_node(fresh, tmp_path, party, reason):
+    records = run(fresh, tmp_path, ScriptedGrid({2: with_metric(PARTY_KEY, party)}))
+    for record in records:
+        assert set(record["parties"]) == {"0", "1"}
+        assert record["parties"]["0"][WEIGHT_KEY] == EXAMPLES[0]  # party 0's report is not overwritten
+        assert reason in record["dropped"][0]["reason"]
+
+
+def test_hostile_node_switching_party_between_rounds_is_dropped(fresh, tmp_path):
+    def switch(message: Message, party: int) -> Message:
+        claimed = party if int(message.content["config"]["server-round"]) == 1 else 0
+        return with_metric(PARTY_KEY, claimed)(message, party)
+
+    records = run(fresh, tmp_path, ScriptedGrid({2: switch}))
+    assert set(records[0]["parties"]) == {"0", "1", "2"}
+    assert "reported party 2 before, now 0" in records[1]["dropped"][0]["reason"]
+
+
+def test_hostile_missing_nodes_bound_the_wait_then_go_on_or_stop(fresh, tmp_path):
+    records = run(fresh, tmp_path / "two", ScriptedGrid(nodes=NODES[:2]), round_timeout=1)
+    assert [set(r["parties"]) for r in records] == [{"0", "1"}, {"0", "1"}]
+    with pytest.raises(FederationAborted, match="1 of 3 parties connected"):
+        run(fresh, tmp_path / "one", ScriptedGrid(nodes=NODES[:1]), round_timeout=1)
+
+
+def test_hostile_phase2_federated_replies_are_screened_and_checkpointed(fresh, tmp_path):
+    REFERENCE_TARGET.update({k: torch.empty(tuple(v.shape), dtype=v.dtype) for k, v in reference_target_state(fresh).items()})
+
+    def nan_model(message: Message, party: int) -> Message:
+        if message.metadata.message_type == "train":
+            return Message(honest_content(message, party), reply_to=message)
+        content = honest_content(message, party)
+        state = to_state_dict(content[ARRAYS_KEY])
+        content[ARRAYS_KEY] = to_array_record({k: torch.full_like(v, float("nan")) for k, v in state.items()})
+        return Message(content, reply_to=message)
+
+    def foreign_key(message: Message, party: int) -> Message:
+        content = honest_content(message, party)
+        if message.metadata.message_type != "train":
+            content[ARRAYS_KEY]["lm_head.weight"] = Array.from_numpy_ndarray(np.zeros(3, np.float32))
+        return Message(content, reply_to=message)
+
+    records = run(fresh, tmp_path, ScriptedGrid({1: nan_model, 2: foreign_key}), rounds=1, phase2="federated",
+                  finetune_rounds=1, min_train_nodes=1)
+    phase2 = [r for r in records if r["phase"] == "finetune-federated"]
+    assert len(phase2) == 1 and set(phase2[0]["parties"]) == {"0"}
+    model = load_checkpoint(tmp_path, "finetune").global_state
+    assert set(model) == set(REFERENCE_TARGET) and all(torch.isfinite(v).all() for v in model.values())
+    torch.testing.assert_close(model[next(iter(model))], torch.full_like(model[next(iter(model))], 0.01))
+    assert (tmp_path / "grown_model_fedavg.safetensors").is_file()
+
+
+def test_hostile_checkpoint_files_and_resume_config_are_checked(fresh, tmp_path):
+    run(fresh, tmp_path, ScriptedGrid())
+    state_file = tmp_path / "checkpoint" / "state.json"
+    intact = state_file.read_text()
+
+    other_seed = tiny_federation(Path(fresh.data.source).parent, phase2="none", rounds=3)
+    other_seed.seed = 5
+    with pytest.raises(CheckpointError, match=r"config differs .* \['federation', 'seed'\]"):
+        run_federation(ScriptedGrid(), other_seed, tmp_path, resume=True)
+
+    state_file.write_text(intact[: len(intact) // 2])
+    with pytest.raises(CheckpointError, match="state.json is broken"):
+        load_checkpoint(tmp_path)
+    state_file.write_text(json.dumps({**json.loads(intact), "operator": "../../etc/passwd"}))
+    with pytest.raises(CheckpointError, match="not a checkpoint file inside"):
+        load_checkpoint(tmp_path)
