@@ -33,7 +33,10 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
     # (so it can validate only the aggregate); not combinable with dp_noise_multiplier > 0, nor --resume
     secure_aggregation = {enabled = false, num_shares = 3, reconstruction_threshold = 2, max_weight = 1000.0,
                           clipping_range = 8.0, quantization_range = 4194304}
-    # max_weight bounds a party's example count; clipping_range bounds |weight/max_weight * value|
+    # max_weight bounds a party's example count; clipping_range bounds |weight/max_weight * value|;
+    # party_metrics: what each party reveals in clear beside its masked update: "exact" (its example
+    # count and metrics), "coarse" (count to 2 significant digits, metrics to 2 decimals; the count also
+    # weights the average), "none" (nothing; an unweighted average)
 
     [model]
     family = "bert"                # "bert" (sequence classification) or "vit" (image classification)
@@ -90,6 +93,8 @@ PHASE2_MODES = ("local", "federated", "none")
 FINETUNE_INITS = ("grown", "random")
 FAMILIES = ("bert", "vit")
 AGGREGATORS = ("fedavg", "fedmedian", "fedtrimmedavg")
+# What a party discloses in clear beside its masked SecAgg+ update (see secure_aggregation.disclosed_metrics).
+PARTY_METRICS = ("exact", "coarse", "none")
 
 
 class ConfigError(ValueError):
@@ -128,6 +133,7 @@ class SecureAggregationSettings:
     max_weight: float = 1000.0
     clipping_range: float = 8.0
     quantization_range: int = 4194304
+    party_metrics: str = "coarse"
 
 
 @dataclass
@@ -263,6 +269,11 @@ class FederationConfig:
             raise ConfigError(
                 "federation.secure_aggregation cannot be combined with federation.dp_noise_multiplier > 0: "
                 "Flower's server-side DP clips each update, which the server cannot see under SecAgg+"
+            )
+        if self.secure_aggregation.party_metrics not in PARTY_METRICS:
+            raise ConfigError(
+                f"federation.secure_aggregation.party_metrics={self.secure_aggregation.party_metrics!r} "
+                f"is not one of {PARTY_METRICS}"
             )
         if self.data.partition not in ("iid", "dirichlet"):
             raise ConfigError(f"data.partition={self.data.partition!r} is not 'iid' or 'dirichlet'")

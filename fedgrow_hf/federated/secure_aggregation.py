@@ -90,7 +90,24 @@ class GlobalLigoClient(NumPyClient):
             raise ValueError(f"expected {len(keys)} Global-LiGO arrays from the server, got {len(parameters)}")
         received = {key: torch.from_numpy(np.asarray(array).copy()) for key, array in zip(keys, parameters)}
         state, metrics = train_party_round(self.config, self.run_dir, self.party, received, int(config["server-round"]))
-        return [state[key].numpy() for key in keys], int(metrics[WEIGHT_KEY]), metrics
+        disclosed = disclosed_metrics(metrics, self.config.secure_aggregation.party_metrics)
+        return [state[key].numpy() for key in keys], int(disclosed.get(WEIGHT_KEY, 1)), disclosed
+
+
+def disclosed_metrics(metrics: dict[str, int | float], mode: str) -> dict[str, int | float]:
+    """What a party reveals in clear beside its masked update (``secure_aggregation.party_metrics``).
+
+    SecAgg+ hides the update, not the metrics or the example count that scales it, so by default a party
+    sends them coarsened: its example count to two significant digits (it still weights the average, off
+    by at most 5%) and its losses and accuracy to two decimals. ``"none"`` reveals nothing: every party
+    then weighs the same.
+    """
+    if mode == "exact":
+        return dict(metrics)
+    if mode == "none":
+        return {}
+    coarse = {name: round(float(value), 2) for name, value in metrics.items() if name not in (PARTY_KEY, WEIGHT_KEY)}
+    return {**coarse, PARTY_KEY: metrics[PARTY_KEY], WEIGHT_KEY: max(1, int(float(f"{metrics[WEIGHT_KEY]:.2g}")))}
 
 
 def make_secure_client_app(
@@ -186,18 +203,21 @@ class SecureFedAvg(FedAvg):
         self.global_state = state
         self.rounds_done += 1
         up = sum(array.size for array in arrays) * MASKED_ITEM_BYTES
-        parties = {
-            str(int(fit.metrics[PARTY_KEY])): {**fit.metrics, "bytes_up": up, "bytes_down": down} for _, fit in results
+        parties = {  # only what the parties disclosed (secure_aggregation.party_metrics)
+            str(int(fit.metrics[PARTY_KEY])): {**fit.metrics, "bytes_up": up, "bytes_down": down}
+            for _, fit in results if PARTY_KEY in fit.metrics
         }
+        means = ("train_loss", "eval_loss_before", "eval_loss", "accuracy")
         report = {
             "phase": "operator",
             "round": server_round,
             "secure_aggregation": True,
-            **weighted_means(parties, ("train_loss", "eval_loss_before", "eval_loss", "accuracy")),
+            "party_metrics": self.fed_config.secure_aggregation.party_metrics,
+            **(weighted_means(parties, means) if len(parties) == len(results) else {}),
             "parties": parties,
             "failures": len(failures),
         }
-        report["loss"] = report["eval_loss"]
+        report["loss"] = report.get("eval_loss")
         record_round(self.run_dir, report, self.on_round)
         return self._parameters(), {}
 

@@ -161,8 +161,8 @@ def _operator_round(
                        server_round, attempt, problem, len(dropped), silent)
     else:
         raise FederationAborted(
-            f"round {server_round}: no valid aggregate of at least min_train_nodes={fed.min_train_nodes} updates "
-            f"after {fed.round_retries + 1} attempts; the checkpoint of round {server_round - 1} is intact"
+            f"round {server_round}: fewer than min_train_nodes={fed.min_train_nodes} valid updates (or no valid "
+            f"aggregate of them) after {fed.round_retries + 1} attempts; the checkpoint of round {server_round - 1} is intact"
         )
     parties = _party_reports(screen, valid, payload_bytes(arrays))
     report = {

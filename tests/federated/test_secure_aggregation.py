@@ -223,3 +223,16 @@ def test_secure_aggregation_config_is_checked(shared_data_dir):
         tiny_federation(shared_data_dir, secure_aggregation={"enabled": True}, dp_noise_multiplier=0.5)
     with pytest.raises(ConfigError, match=r"unknown keys in \[federation.secure_aggregation\]: \['shares'\]"):
         tiny_federation(shared_data_dir, secure_aggregation={"enabled": True, "shares": 3})
+
+
+def test_secagg_parties_disclose_coarse_or_no_metrics():
+    from fedgrow_hf.federated.secure_aggregation import disclosed_metrics
+
+    metrics = {"party": 2, "num-examples": 1234, "train_loss": 0.61234, "eval_loss_before": 0.7, "eval_loss": 0.59876,
+               "accuracy": 0.83456, "precision_macro": 0.8}
+    coarse = disclosed_metrics(metrics, "coarse")
+    assert coarse["num-examples"] == 1200 and coarse["accuracy"] == 0.83 and coarse["party"] == 2
+    assert set(coarse) == set(metrics)
+    assert disclosed_metrics({**metrics, "num-examples": 3}, "coarse")["num-examples"] == 3
+    assert disclosed_metrics(metrics, "none") == {}
+    assert disclosed_metrics(metrics, "exact") == metrics
