@@ -27,7 +27,6 @@ from transformers import (
     ViTForImageClassification,
 )
 
-from ..architectures import get_architecture_table
 from ..data import (
     dirichlet_partition,
     iid_partition,
@@ -37,7 +36,7 @@ from ..data import (
     tokenize_text,
 )
 from ..growth import grow
-from ..tuners.ligo import GrowthStage, LiGOConfig, ModelShape
+from ..tuners.ligo import GrowthStage, LiGOConfig, initial_global_stage
 from .config import FederationConfig, PartySettings
 
 MINILM = "minilm"
@@ -148,19 +147,10 @@ def build_party_model(config: FederationConfig, party_id: int) -> PeftModel:
 
 
 def reference_global_stage(config: FederationConfig) -> GrowthStage:
-    """The initial Global-LiGO stage, built without any source: what every party starts from.
-
-    Its keys and shapes depend only on the intermediate and target shapes, and its initialisation
-    is the same deterministic one a party's own Global stage gets (stage seed = ``init_seed`` + the
-    party's single Local stage), so the server can build it and validate updates against it.
-    """
-    target = target_config(config)
+    """The initial Global-LiGO stage every party starts from (each party grows one source), built by the
+    operator's own code without any source, so the server can validate updates against it."""
     ligo = LiGOConfig(intermediate_config=dict(config.model.intermediate), init_seed=config.seed, **config.model.ligo)
-    table = get_architecture_table(target)
-    intermediate = ModelShape.from_config(ligo.intermediate_config, table)
-    stage = GrowthStage(table, intermediate, ModelShape.from_config(target, table), ligo.width_structure)
-    stage.reset_parameters(ligo.width_init, ligo.depth_init, ligo.init_noise_std, ligo.init_seed + 1)
-    return stage.requires_grad_(False)
+    return initial_global_stage(target_config(config), ligo)
 
 
 def reference_target_state(config: FederationConfig) -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ from .model import (
     GlobalStateError,
     LiGOModel,
     LosslessGrowthWarning,
+    initial_global_stage,
     validate_global_state,
 )
 from .peft_type import LIGO_PEFT_TYPE
@@ -31,5 +32,6 @@ __all__ = [
     "SourceWeights",
     "TransformerWeights",
     "WidthFactor",
+    "initial_global_stage",
     "validate_global_state",
 ]

@@ -328,6 +328,12 @@ class SourceWeights(nn.Module):
         return f"{self.name_or_path!r}: {self.shape}"
 
 
+def stage_seed(init_seed: int, stage_index: int) -> int:
+    """The seed of a stage's random initialisation, by its index in :meth:`LiGOOperator.stages` order (Local
+    stages, then Global). One rule, so that a server builds the very Global stage every party starts from."""
+    return init_seed + stage_index
+
+
 class LiGOOperator(nn.Module):
     """The whole growth operator of one adapter: sources -> [Local stages] -> Global stage -> target."""
 
@@ -360,8 +366,8 @@ class LiGOOperator(nn.Module):
         self.global_stage = GrowthStage(table, global_source, target, width_structure)
 
     def reset_parameters(self, width_init: str, depth_method: str, noise_std: float, seed: int) -> None:
-        for offset, stage in enumerate(self.stages()):
-            stage.reset_parameters(width_init, depth_method, noise_std, seed + offset)
+        for index, stage in enumerate(self.stages()):
+            stage.reset_parameters(width_init, depth_method, noise_std, stage_seed(seed, index))
 
     def lossless_obstacles(self, width_init: str, depth_method: str) -> list[str]:
         """Why the grown model will not start by computing its source's function (empty: it will)."""

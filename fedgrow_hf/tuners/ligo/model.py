@@ -23,11 +23,11 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, _is_key_under_prefixes
 from peft.utils.other import AuxiliaryTrainingWrapper, set_additional_trainable_modules
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 
 from ...architectures import ArchitectureTable, get_architecture_table
 from .config import LiGOConfig
-from .layer import GrowthStage, LiGOOperator, SourceWeights
+from .layer import GrowthStage, LiGOOperator, SourceWeights, stage_seed
 from .shapes import GrowthShapeError, ModelShape, TransformerWeights
 
 logger = logging.getLogger(__name__)
@@ -333,6 +333,23 @@ class LiGOModel(BaseTuner):
     @classmethod
     def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
         return key.replace(f"ligo_operator.{adapter_name}.", "ligo_operator.")
+
+
+def initial_global_stage(target: PretrainedConfig, config: LiGOConfig, num_local_stages: int = 1) -> GrowthStage:
+    """The Global stage a Dual-LiGO party starts from, built without any source model.
+
+    Its keys and shapes depend only on ``config.intermediate_config`` and the target, and its
+    initialisation is the one :class:`LiGOOperator` gives a party with ``num_local_stages`` sources, so a
+    federation's server can hand it out and validate updates against it.
+    """
+    if not config.intermediate_config:
+        raise ValueError("a Global stage needs LiGOConfig.intermediate_config (Dual-LiGO's common shape)")
+    table = get_architecture_table(target)
+    intermediate = ModelShape.from_config(config.intermediate_config, table)
+    stage = GrowthStage(table, intermediate, ModelShape.from_config(target, table), config.width_structure)
+    stage.reset_parameters(config.width_init, config.depth_init, config.init_noise_std,
+                           stage_seed(config.init_seed, num_local_stages))
+    return stage.requires_grad_(False)
 
 
 def validate_global_state(stage: GrowthStage, state_dict: Mapping[str, torch.Tensor]) -> None:
