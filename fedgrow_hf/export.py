@@ -205,7 +205,7 @@ class _GrowthPlan:
                 slot.layer,
                 tuple(f"{module_names[id(module)]}.{attr}".lstrip(".") for module, attr in slot.owners),
             )
-            for slot in tuner._slots
+            for slot in tuner.grown_slots()
         ]
         prefix = "base_model.model."
         own_state = {
@@ -248,7 +248,7 @@ def _build(
     offload_folder: str | os.PathLike | None,
     progressbar: bool,
 ) -> PreTrainedModel:
-    dtype = resolve_dtype(dtype) or plan.operator.global_stage.depth.dtype
+    dtype = resolve_dtype(dtype) or plan.operator.dtype
     with init_empty_weights(include_buffers=False):
         model = plan.model_class(plan.config)
     model.to(dtype)  # buffers (real) follow the requested dtype; meta parameters just change their dtype

@@ -52,7 +52,7 @@ class FedGrowTrainer(Trainer):
         schedule_steps: int | None = None,
         **kwargs: Any,
     ) -> None:
-        if not hasattr(model, "global_state_dict") or model.base_model.operator.local_stages is None:
+        if not hasattr(model, "global_state_dict") or not model.base_model.is_dual_ligo:
             raise TypeError(
                 "FedGrowTrainer needs a Dual-LiGO PeftModel (fedgrow_hf.grow(..., intermediate_config=...)): "
                 "only its Global-LiGO stage can be shared"
@@ -117,7 +117,7 @@ class FedGrowTrainer(Trainer):
 
     def private_state_dict(self) -> dict[str, torch.Tensor]:
         """Trainable parameters that are not Global-LiGO: Local-LiGO, task head, saved modules."""
-        shared = {id(p) for p in self.model.base_model.operator.global_stage.parameters()}
+        shared = {id(p) for p in self.model.base_model.global_parameters()}
         return {
             name: param.detach().cpu().contiguous()
             for name, param in self.model.named_parameters()

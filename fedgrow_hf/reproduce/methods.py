@@ -165,7 +165,7 @@ def dual_ligo_parameters(config: FederationConfig) -> tuple[dict[str, Any], int]
     for party in range(config.num_parties):
         model = build_party_model(config, party)
         per_party.append(count_parameters(model))
-        shared = sum(p.numel() for p in model.base_model.operator.global_stage.parameters())
+        shared = sum(p.numel() for p in model.base_model.global_parameters())
     return _parameter_summary(per_party, target_parameters(config)), shared
 
 

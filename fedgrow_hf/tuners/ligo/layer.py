@@ -381,6 +381,11 @@ class LiGOOperator(nn.Module):
                 reasons.append(f"{where}: depth_init={depth_method!r} repeats source blocks; 'identity' keeps the function")
         return reasons
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the operator grows in (its Global stage's)."""
+        return self.global_stage.depth.dtype
+
     def stages(self) -> list[GrowthStage]:
         return [*(self.local_stages or []), self.global_stage]
 

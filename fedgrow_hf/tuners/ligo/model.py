@@ -46,7 +46,7 @@ class ArchitectureMismatchError(ValueError):
 
 
 @dataclass(frozen=True)
-class _Slot:
+class GrownSlot:
     """Where one grown tensor goes: every (module, attribute) that shared the original parameter."""
 
     kind: str  # "shared" or "layers"
@@ -85,7 +85,7 @@ class LiGOModel(BaseTuner):
     uses_shared_state = True
 
     def _pre_injection_hook(self, model: nn.Module, config: LiGOConfig, adapter_name: str) -> None:
-        self._slots: list[_Slot] = []
+        self._slots: list[GrownSlot] = []
         self._hook_handles: list[torch.utils.hooks.RemovableHandle] = []
         self._forward_depth = 0
         self._cached_key: tuple | None = None
@@ -246,6 +246,20 @@ class LiGOModel(BaseTuner):
         Keys and shapes depend only on the intermediate and target configs, never on the source.
         """
         return {key: value.detach().clone() for key, value in self.operator.global_stage.state_dict().items()}
+
+    def grown_slots(self) -> tuple[GrownSlot, ...]:
+        """Where each grown tensor goes in the target: what an exporter needs to build the target as a
+        plain model without this tuner (:mod:`fedgrow_hf.export`)."""
+        return tuple(self._slots)
+
+    @property
+    def is_dual_ligo(self) -> bool:
+        """Whether the operator has Local stages (Dual-LiGO), i.e. a Global stage that can be shared."""
+        return self.operator.local_stages is not None
+
+    def global_parameters(self) -> list[nn.Parameter]:
+        """The Global-LiGO stage's parameters: what a federation shares (and counts as shared)."""
+        return list(self.operator.global_stage.parameters())
 
     def local_state_dict(self) -> dict[str, torch.Tensor]:
         """The private Local-LiGO stage(s); empty for plain LiGO."""
@@ -426,7 +440,7 @@ def _growable_names(
 
 def _take_grown_slots(
     model: nn.Module, base: nn.Module, table: ArchitectureTable, shared_names: list[str], layer_names: list[str]
-) -> list[_Slot]:
+) -> list[GrownSlot]:
     """Remove the grown parameters from the target (tied copies included) and record where they were."""
     owners_by_param: dict[int, list[tuple[nn.Module, str]]] = {}
     for module in model.modules():
@@ -434,12 +448,12 @@ def _take_grown_slots(
             if param is not None:
                 owners_by_param.setdefault(id(param), []).append((module, name))
 
-    def take(kind: str, path: str, layer: int | None, param: nn.Parameter) -> _Slot:
+    def take(kind: str, path: str, layer: int | None, param: nn.Parameter) -> GrownSlot:
         owners = tuple(owners_by_param[id(param)])
         for module, name in owners:
             del module._parameters[name]
             module.__dict__[name] = param.detach()
-        return _Slot(kind, path, layer, owners)
+        return GrownSlot(kind, path, layer, owners)
 
     slots = [take("shared", name, None, base.get_parameter(name)) for name in shared_names]
     for layer, block in enumerate(base.get_submodule(table.layers_path)):
