@@ -135,14 +135,15 @@ def test_paired_differences_and_targets_follow_from_the_per_seed_figures(tiny_ru
 
 @pytest.mark.slow
 def test_bytes_are_what_each_method_exchanges(tiny_run):
+    from flwr.app import ArrayRecord
+
     from fedgrow_hf.federated.screening import payload_bytes
-    from fedgrow_hf.federated.strategy import to_array_record
     from fedgrow_hf.federated.task import model_classes, reference_global_stage, target_config
 
     config, methods = tiny_run["config"], tiny_run["results"]["methods"]
-    global_ligo = payload_bytes(to_array_record(reference_global_stage(config).state_dict()))
+    global_ligo = payload_bytes(ArrayRecord(reference_global_stage(config).state_dict()))
     _, model_class = model_classes(config)
-    full_model = payload_bytes(to_array_record(model_class(target_config(config)).state_dict()))
+    full_model = payload_bytes(ArrayRecord(model_class(target_config(config)).state_dict()))
     assert methods["fed-grow"]["bytes_up_per_party_round"] == global_ligo
     assert methods["operator-fedavg"]["bytes_up_per_party_round"] == global_ligo
     assert methods["fed-scratch"]["bytes_up_per_party_round"] == full_model

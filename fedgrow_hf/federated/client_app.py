@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from transformers import Trainer
@@ -34,7 +34,6 @@ from ..data import trim_padding_collator
 from ..metrics import compute_classification_metrics
 from .config import FederationConfig, resolve_run
 from .screening import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, PARTY_KEY, WEIGHT_KEY
-from .strategy import to_array_record, to_state_dict
 from .task import (
     build_party_model,
     final_model_dir,
@@ -76,9 +75,9 @@ def make_client_app(
         cfg, root = resolve_run(context.run_config, config, run_dir)
         server_round = int(msg.content[CONFIG_KEY]["server-round"])
         state, metrics = train_party_round(
-            cfg, root, party_id_of(context), to_state_dict(msg.content[ARRAYS_KEY]), server_round
+            cfg, root, party_id_of(context), msg.content[ARRAYS_KEY].to_torch_state_dict(), server_round
         )
-        content = RecordDict({ARRAYS_KEY: to_array_record(state), METRICS_KEY: MetricRecord(metrics)})
+        content = RecordDict({ARRAYS_KEY: ArrayRecord(state), METRICS_KEY: MetricRecord(metrics)})
         return Message(content=content, reply_to=msg)
 
     @app.train("finetune")
@@ -106,7 +105,7 @@ def make_client_app(
         })
         content = RecordDict({METRICS_KEY: metrics})
         if settings["mode"] == "federated":
-            content[ARRAYS_KEY] = to_array_record(grown.state_dict())
+            content[ARRAYS_KEY] = ArrayRecord(grown.state_dict())
         if settings["mode"] == "local" or int(settings["finetune-round"]) == cfg.federation.finetune_rounds:
             # the party keeps its final model: the one its last metrics describe
             grown.save_pretrained(final_model_dir(root, party))
@@ -157,7 +156,7 @@ def _grown_model(cfg: FederationConfig, model: Any, party_dir: Path, msg: Messag
         torch.manual_seed(cfg.seed)  # the same random start in every party
         grown = model_class(target_config(cfg))
         if int(settings["finetune-round"]) > 1:
-            grown.load_state_dict(to_state_dict(received))
+            grown.load_state_dict(received.to_torch_state_dict())
         return grown
     trainer = FedGrowTrainer(
         model, training_arguments(cfg, party_dir / "trainer", 1), party_dir=party_dir,
@@ -165,7 +164,7 @@ def _grown_model(cfg: FederationConfig, model: Any, party_dir: Path, msg: Messag
     )
     if trainer.latest_round() > 0:
         trainer.load_private_state(trainer.latest_round())
-    trainer.set_global_state(to_state_dict(received))
+    trainer.set_global_state(received.to_torch_state_dict())
     # merge a copy: the cached LiGO model stays usable for another round in this process
     return copy.deepcopy(model).merge_and_unload(progressbar=False)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import Context, Message
+from flwr.app import ArrayRecord, Context, Message
 from flwr.client import Client, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
@@ -53,7 +53,6 @@ from .server_app import (
     run_phase2,
     weighted_means,
 )
-from .strategy import to_array_record
 from .task import reference_global_stage
 
 logger = logging.getLogger(__name__)
@@ -262,5 +261,5 @@ def run_secure_federation(
     final = strategy.global_state
     save_file(final, str(run_dir / FINAL_OPERATOR), metadata={"format": "pt", "fedgrow": "global-ligo"})
     if fed.phase2 != "none":
-        run_phase2(grid, config, run_dir, to_array_record(final), on_round)
+        run_phase2(grid, config, run_dir, ArrayRecord(final), on_round)
     return final

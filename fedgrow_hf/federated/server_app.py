@@ -47,7 +47,7 @@ from .screening import (
     ReplyScreen,
     payload_bytes,
 )
-from .strategy import aggregate_problem, build_strategy, to_array_record, to_state_dict
+from .strategy import aggregate_problem, build_strategy
 from .task import reference_global_stage, reference_target_state
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def run_federation(
         logger.info("resuming %s after round %d", run_dir, checkpoint.round)
 
     state = checkpoint.global_state if checkpoint else reference
-    max_bytes = config.federation.max_update_bytes or payload_bytes(to_array_record(reference))
+    max_bytes = config.federation.max_update_bytes or payload_bytes(ArrayRecord(reference))
     strategy = build_strategy(config)
     screen = ReplyScreen(reference, OPERATOR_METRICS, config.num_parties, max_bytes,
                          config.federation.max_num_examples, config.federation.update_norm_bound)
@@ -101,7 +101,7 @@ def run_federation(
 
     save_file(state, str(run_dir / FINAL_OPERATOR), metadata={"format": "pt", "fedgrow": "global-ligo"})
     if config.federation.phase2 != "none":
-        run_phase2(grid, config, run_dir, to_array_record(state), on_round, resume=resume)
+        run_phase2(grid, config, run_dir, ArrayRecord(state), on_round, resume=resume)
     return state
 
 
@@ -138,7 +138,7 @@ def _operator_round(
     times) while fewer than ``min_train_nodes`` updates are valid or their aggregate is not."""
     fed = config.federation
     started = time.monotonic()
-    arrays = to_array_record(state)
+    arrays = ArrayRecord(state)
     all_dropped: list[dict[str, Any]] = []
     for attempt in range(1, fed.round_retries + 2):
         wait_for_nodes(grid, config, f"round {server_round}")
@@ -152,7 +152,7 @@ def _operator_round(
         if len(valid) >= fed.min_train_nodes:
             aggregated, _ = strategy.aggregate_train(server_round, valid)
             # Flower's DP noise comes back as float64: the Global-LiGO keeps the reference dtypes
-            new_state = {key: value.to(state[key].dtype) for key, value in to_state_dict(aggregated).items()}
+            new_state = {key: value.to(state[key].dtype) for key, value in aggregated.to_torch_state_dict().items()}
             problem = aggregate_problem(new_state, state)
             if problem is None:
                 break
@@ -213,7 +213,7 @@ def run_phase2(
         problem = aggregate_problem(checkpoint.global_state, reference)
         if problem:
             raise CheckpointError(f"the phase-2 checkpoint of round {checkpoint.round} in {run_dir} is not valid: {problem}")
-        current, first, arrays = checkpoint.global_state, checkpoint.round + 1, to_array_record(checkpoint.global_state)
+        current, first, arrays = checkpoint.global_state, checkpoint.round + 1, ArrayRecord(checkpoint.global_state)
     for finetune_round in range(first, (fed.finetune_rounds if federated else 1) + 1):
         started = time.monotonic()
         nodes = wait_for_nodes(grid, config, f"phase 2 round {finetune_round}")  # rounds = 0: phase 2 comes first
@@ -230,12 +230,12 @@ def run_phase2(
         parties = _party_reports(screen, replies, payload_bytes(arrays))
         if federated:
             aggregated, _ = averager.aggregate_train(finetune_round, replies)
-            current = {key: value.to(reference[key].dtype) for key, value in to_state_dict(aggregated).items()}
+            current = {key: value.to(reference[key].dtype) for key, value in aggregated.to_torch_state_dict().items()}
             problem = aggregate_problem(current, reference)
             if problem:
                 raise FederationAborted(f"phase 2 round {finetune_round}: {problem}")
             save_checkpoint(run_dir, ServerCheckpoint(finetune_round, current, phase="finetune"))
-            arrays = to_array_record(current)
+            arrays = ArrayRecord(current)
         report = {
             "phase": f"finetune-{fed.phase2}",
             "round": finetune_round,

@@ -9,7 +9,7 @@ aggregate itself is checked again before the server checkpoints or sends it (:fu
 from __future__ import annotations
 
 import torch
-from flwr.app import Array, ArrayRecord
+from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideFixedClipping,
     FedAvg,
@@ -27,14 +27,6 @@ from .screening import (
     UpdateRejected,
     decode_state,
 )
-
-
-def to_array_record(state: dict[str, torch.Tensor]) -> ArrayRecord:
-    return ArrayRecord({key: Array.from_torch_tensor(value) for key, value in state.items()})
-
-
-def to_state_dict(record: ArrayRecord) -> dict[str, torch.Tensor]:
-    return {key: torch.from_numpy(array.numpy().copy()) for key, array in record.items()}
 
 
 def update_problem(content_arrays: ArrayRecord | None, reference: GrowthStage, max_bytes: int) -> str | None:

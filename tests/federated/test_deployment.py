@@ -96,7 +96,8 @@ def test_one_round_through_superlink_and_two_supernodes(shared_data_dir, tmp_pat
     (line,) = [json.loads(text) for text in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert line["round"] == 1 and set(line["parties"]) == {"0", "1"} and line["dropped"] == []
     final = load_file(str(run_dir / "global_operator.safetensors"))
-    from fedgrow_hf.federated.screening import payload_bytes
-    from fedgrow_hf.federated.strategy import to_array_record
+    from flwr.app import ArrayRecord
 
-    assert all(p["bytes_up"] == payload_bytes(to_array_record(final)) for p in line["parties"].values())
+    from fedgrow_hf.federated.screening import payload_bytes
+
+    assert all(p["bytes_up"] == payload_bytes(ArrayRecord(final)) for p in line["parties"].values())

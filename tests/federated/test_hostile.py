@@ -28,7 +28,6 @@ from flwr.serverapp import Grid  # noqa: E402
 from fedgrow_hf.federated.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from fedgrow_hf.federated.screening import ARRAYS_KEY, METRICS_KEY, PARTY_KEY, WEIGHT_KEY  # noqa: E402
 from fedgrow_hf.federated.server_app import FederationAborted, run_federation  # noqa: E402
-from fedgrow_hf.federated.strategy import to_array_record, to_state_dict  # noqa: E402
 from fedgrow_hf.federated.task import reference_global_stage, reference_target_state  # noqa: E402
 
 NODES = (101, 202, 303)  # node id of party 0, 1, 2
@@ -38,14 +37,14 @@ Reply = Callable[[Message, int], Message]
 
 def honest_content(message: Message, party: int) -> RecordDict:
     """What an honest party sends back: the received arrays plus a small step, and truthful metrics."""
-    state = to_state_dict(message.content[ARRAYS_KEY])
+    state = message.content[ARRAYS_KEY].to_torch_state_dict()
     metrics = {PARTY_KEY: party, WEIGHT_KEY: EXAMPLES[party], "train_loss": 0.6, "eval_loss": 0.6,
                "accuracy": 0.7, "precision_macro": 0.6}
     if message.metadata.message_type == "train":
         metrics["eval_loss_before"] = 0.7
         updated = {key: value + 0.01 * (party + 1) for key, value in state.items()}
-        return RecordDict({ARRAYS_KEY: to_array_record(updated), METRICS_KEY: MetricRecord(metrics)})
-    return RecordDict({ARRAYS_KEY: to_array_record(phase2_model(message, party)), METRICS_KEY: MetricRecord(metrics)})
+        return RecordDict({ARRAYS_KEY: ArrayRecord(updated), METRICS_KEY: MetricRecord(metrics)})
+    return RecordDict({ARRAYS_KEY: ArrayRecord(phase2_model(message, party)), METRICS_KEY: MetricRecord(metrics)})
 
 
 def phase2_model(message: Message, party: int) -> dict[str, torch.Tensor]:
@@ -116,8 +115,8 @@ def with_array(make: Callable[[Array], Array]) -> Reply:
 
 def with_values(value: float) -> Reply:
     def change(content: RecordDict) -> None:
-        state = to_state_dict(content[ARRAYS_KEY])
-        content[ARRAYS_KEY] = to_array_record({key: torch.full_like(v, value) for key, v in state.items()})
+        state = content[ARRAYS_KEY].to_torch_state_dict()
+        content[ARRAYS_KEY] = ArrayRecord({key: torch.full_like(v, value) for key, v in state.items()})
     return reply_with(change)
 
 
@@ -318,8 +317,8 @@ def test_hostile_phase2_federated_replies_are_screened_and_checkpointed(fresh, t
         if message.metadata.message_type == "train":
             return Message(honest_content(message, party), reply_to=message)
         content = honest_content(message, party)
-        state = to_state_dict(content[ARRAYS_KEY])
-        content[ARRAYS_KEY] = to_array_record({k: torch.full_like(v, float("nan")) for k, v in state.items()})
+        state = content[ARRAYS_KEY].to_torch_state_dict()
+        content[ARRAYS_KEY] = ArrayRecord({k: torch.full_like(v, float("nan")) for k, v in state.items()})
         return Message(content, reply_to=message)
 
     def foreign_key(message: Message, party: int) -> Message:

@@ -17,11 +17,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_federated_finetuning_of_the_grown_model(shared_data_dir, tmp_path):
+    from flwr.app import ArrayRecord
     from transformers import BertForSequenceClassification
 
     from fedgrow_hf.federated.screening import payload_bytes
     from fedgrow_hf.federated.simulate import simulate
-    from fedgrow_hf.federated.strategy import to_array_record
     from fedgrow_hf.federated.task import target_config
 
     config = tiny_federation(shared_data_dir, rounds=1, local_steps=2, phase2="federated",
@@ -37,7 +37,7 @@ def test_federated_finetuning_of_the_grown_model(shared_data_dir, tmp_path):
     averaged = load_file(str(tmp_path / "grown_model_fedavg.safetensors"))
     model = BertForSequenceClassification(target_config(config))
     model.load_state_dict(averaged)  # strict: the whole grown model, nothing else
-    full = payload_bytes(to_array_record(model.state_dict()))
+    full = payload_bytes(ArrayRecord(model.state_dict()))
     for line in lines[1:]:
         assert set(line["parties"]) == {"0", "1"}
         assert all(p["bytes_up"] == full for p in line["parties"].values())

@@ -45,11 +45,12 @@ def test_every_party_loss_went_down(run):
 
 
 def test_bytes_per_round_equal_serialized_global_ligo(run):
+    from flwr.app import ArrayRecord
+
     from fedgrow_hf.federated.screening import payload_bytes
-    from fedgrow_hf.federated.strategy import to_array_record
     from fedgrow_hf.federated.task import reference_global_stage
 
-    size = payload_bytes(to_array_record(reference_global_stage(run["config"]).state_dict()))
+    size = payload_bytes(ArrayRecord(reference_global_stage(run["config"]).state_dict()))
     for report in _operator_rounds(run):
         for party, stats in report["parties"].items():
             assert stats["bytes_up"] == size and stats["bytes_down"] == size, (report["round"], party)

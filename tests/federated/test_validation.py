@@ -19,9 +19,9 @@ def reference(shared_data_dir):
 
 
 def _record(state):
-    from fedgrow_hf.federated.strategy import to_array_record
+    from flwr.app import ArrayRecord
 
-    return to_array_record(state)
+    return ArrayRecord(state)
 
 
 def _limit(reference):
