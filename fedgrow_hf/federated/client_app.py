@@ -19,8 +19,6 @@ node config ``partition-id``.
 from __future__ import annotations
 
 import copy
-import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,29 +31,17 @@ from transformers import Trainer
 from ..data import trim_padding_collator
 from ..metrics import compute_classification_metrics
 from .config import FederationConfig, resolve_run
+from .party import load_party, party_id_of, train_party_round
 from .screening import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, PARTY_KEY, WEIGHT_KEY
+from .secure_aggregation import route_secure_aggregation
 from .task import (
-    build_party_model,
     final_model_dir,
     finetune_arguments,
     model_classes,
-    party_datasets,
     target_config,
     training_arguments,
 )
 from .trainer import FedGrowTrainer
-
-
-@lru_cache(maxsize=4)
-def _party(config_json: str, party_id: int) -> tuple[Any, Any, Any]:
-    """Model and data of a party, built once per process (all trainable state is reloaded each round)."""
-    config = FederationConfig.from_dict(json.loads(config_json))
-    train, evaluation = party_datasets(config, party_id)
-    return build_party_model(config, party_id), train, evaluation
-
-
-def party_id_of(context: Context) -> int:
-    return int(context.node_config["partition-id"])
 
 
 def make_client_app(
@@ -66,8 +52,6 @@ def make_client_app(
     With ``[federation].secure_aggregation`` enabled, phase-1 messages go to the SecAgg+ app
     (:mod:`.secure_aggregation`); ``mods`` wrap both.
     """
-    from .secure_aggregation import route_secure_aggregation  # it builds on this module
-
     app = ClientApp(mods=[*(mods or []), route_secure_aggregation(config, run_dir)])
 
     @app.train()
@@ -84,7 +68,7 @@ def make_client_app(
     def finetune(msg: Message, context: Context) -> Message:
         cfg, root = resolve_run(context.run_config, config, run_dir)
         party = party_id_of(context)
-        model, train_set, eval_set = _party(cfg.to_json(), party)
+        model, train_set, eval_set = load_party(cfg.to_json(), party)
         settings = msg.content[CONFIG_KEY]
         party_dir = root / "parties" / f"party-{party}"
         grown = _grown_model(cfg, model, party_dir, msg, settings)
@@ -112,39 +96,6 @@ def make_client_app(
         return Message(content=content, reply_to=msg)
 
     return app
-
-
-def train_party_round(
-    cfg: FederationConfig, root: Path, party: int, global_state: dict[str, torch.Tensor], server_round: int
-) -> tuple[dict[str, torch.Tensor], dict[str, int | float]]:
-    """One phase-1 round of a party: the server's Global-LiGO in, local training, its Global-LiGO and
-    metrics out. Shared by the plain app and the SecAgg+ one (:mod:`.secure_aggregation`)."""
-    model, train_set, eval_set = _party(cfg.to_json(), party)
-    party_dir = root / "parties" / f"party-{party}"
-    trainer = FedGrowTrainer(
-        model,
-        training_arguments(cfg, party_dir / "trainer", cfg.federation.local_steps),
-        party_dir=party_dir,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        data_collator=trim_padding_collator,
-        compute_metrics=compute_classification_metrics,
-        schedule_steps=cfg.federation.rounds * cfg.federation.local_steps,
-    )
-    trainer.begin_round(server_round)
-    trainer.set_global_state(global_state)
-    before = trainer.evaluate()
-    metrics = trainer.train_round(server_round=server_round)
-    after = trainer.evaluate()
-    return trainer.get_global_state(), {
-        PARTY_KEY: party,
-        WEIGHT_KEY: len(train_set),
-        "train_loss": metrics["train_loss"],
-        "eval_loss_before": float(before["eval_loss"]),
-        "eval_loss": float(after["eval_loss"]),
-        "accuracy": float(after["eval_accuracy"]),
-        "precision_macro": float(after["eval_precision_macro"]),
-    }
 
 
 def _grown_model(cfg: FederationConfig, model: Any, party_dir: Path, msg: Message, settings: Any) -> torch.nn.Module:

@@ -43,8 +43,8 @@ from safetensors.torch import save_file
 from ..tuners.ligo import GlobalStateError, validate_global_state
 from .checkpoint import load_checkpoint
 from .config import FederationConfig, resolve_run
-from .screening import PARTY_KEY, WEIGHT_KEY
-from .server_app import (
+from .party import party_id_of, train_party_round
+from .phases import (
     FINAL_OPERATOR,
     METRICS_FILE,
     FederationAborted,
@@ -53,6 +53,7 @@ from .server_app import (
     run_phase2,
     weighted_means,
 )
+from .screening import PARTY_KEY, WEIGHT_KEY
 from .task import reference_global_stage
 
 logger = logging.getLogger(__name__)
@@ -82,8 +83,6 @@ class GlobalLigoClient(NumPyClient):
     def fit(
         self, parameters: list[np.ndarray], config: dict[str, Scalar]
     ) -> tuple[list[np.ndarray], int, dict[str, Scalar]]:
-        from .client_app import train_party_round  # client_app imports this module when it builds its app
-
         keys = global_keys(self.config)
         if len(parameters) != len(keys):
             raise ValueError(f"expected {len(keys)} Global-LiGO arrays from the server, got {len(parameters)}")
@@ -124,8 +123,6 @@ def make_secure_client_app(
     """
 
     def client_fn(context: Context) -> Client:
-        from .client_app import party_id_of  # client_app imports this module when it builds its app
-
         cfg, root = resolve_run(context.run_config, config, run_dir)
         return GlobalLigoClient(cfg, root, party_id_of(context)).to_client()
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 from safetensors.torch import save_file
@@ -37,32 +36,28 @@ from .checkpoint import (
     set_numpy_rng_state,
 )
 from .config import FederationConfig, resolve_run
+from .phases import (
+    CONFIG_FILE,
+    FINAL_OPERATOR,
+    METRICS_FILE,
+    FederationAborted,
+    RoundCallback,
+    party_reports,
+    record_round,
+    run_phase2,
+    wait_for_nodes,
+    weighted_means,
+)
 from .screening import (
-    ARRAYS_KEY,
-    CONFIG_KEY,
-    FINETUNE_METRICS,
-    METRICS_KEY,
     OPERATOR_METRICS,
-    WEIGHT_KEY,
     ReplyScreen,
     payload_bytes,
 )
+from .secure_aggregation import run_secure_federation
 from .strategy import aggregate_problem, build_strategy
-from .task import reference_global_stage, reference_target_state
+from .task import reference_global_stage
 
 logger = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.json"
-FINAL_OPERATOR = "global_operator.safetensors"
-FINETUNE_MESSAGE = "train.finetune"
-
-RoundCallback = Callable[[dict[str, Any]], None]
-
-
-class FederationAborted(RuntimeError):
-    """Too few valid updates in a round, even after retries; the last checkpoint is intact."""
-
 
 def run_federation(
     grid: Grid,
@@ -164,7 +159,7 @@ def _operator_round(
             f"round {server_round}: fewer than min_train_nodes={fed.min_train_nodes} valid updates (or no valid "
             f"aggregate of them) after {fed.round_retries + 1} attempts; the checkpoint of round {server_round - 1} is intact"
         )
-    parties = _party_reports(screen, valid, payload_bytes(arrays))
+    parties = party_reports(screen, valid, payload_bytes(arrays))
     report = {
         "phase": "operator",
         "round": server_round,
@@ -177,111 +172,6 @@ def _operator_round(
     }
     report["loss"] = report["eval_loss"]
     return new_state, report
-
-
-def _party_reports(screen: ReplyScreen, replies: list[Message], down: int) -> dict[str, dict[str, Any]]:
-    """Each screened reply's metrics under the party its node is bound to, with the bytes it moved."""
-    return {
-        str(screen.party_of(message)): {
-            **dict(message.content[METRICS_KEY]),
-            "bytes_up": payload_bytes(message.content[ARRAYS_KEY]) if ARRAYS_KEY in message.content.array_records else 0,
-            "bytes_down": down,
-        }
-        for message in replies
-    }
-
-
-def run_phase2(
-    grid: Grid, config: FederationConfig, run_dir: Path, arrays: ArrayRecord, on_round: RoundCallback | None,
-    *, resume: bool = False,
-) -> None:
-    """Phase 2: local fine-tuning of every party's merged model, or FedAvg of the merged models.
-
-    Replies go through the same screen as phase 1 (against the grown model's keys and shapes when they
-    carry a model); each federated round's average is checked, then checkpointed, and ``resume`` continues
-    after the last checkpointed round."""
-    fed = config.federation
-    federated = fed.phase2 == "federated"
-    reference = reference_target_state(config) if federated else None
-    screen = ReplyScreen(reference, FINETUNE_METRICS, config.num_parties,
-                         fed.max_update_bytes or _state_bytes(reference), fed.max_num_examples, fed.update_norm_bound)
-    averager = build_strategy(config)
-    current: dict[str, torch.Tensor] | None = None  # the averaged model the parties start from (round >= 2)
-    first = 1
-    checkpoint = load_checkpoint(run_dir, "finetune") if resume and federated else None
-    if checkpoint is not None:
-        problem = aggregate_problem(checkpoint.global_state, reference)
-        if problem:
-            raise CheckpointError(f"the phase-2 checkpoint of round {checkpoint.round} in {run_dir} is not valid: {problem}")
-        current, first, arrays = checkpoint.global_state, checkpoint.round + 1, ArrayRecord(checkpoint.global_state)
-    for finetune_round in range(first, (fed.finetune_rounds if federated else 1) + 1):
-        started = time.monotonic()
-        nodes = wait_for_nodes(grid, config, f"phase 2 round {finetune_round}")  # rounds = 0: phase 2 comes first
-        settings = ConfigRecord({"mode": fed.phase2, "finetune-round": finetune_round, "init": fed.finetune_init})
-        messages = [
-            Message(RecordDict({ARRAYS_KEY: arrays, CONFIG_KEY: settings}), dst_node_id=node, message_type=FINETUNE_MESSAGE)
-            for node in nodes
-        ]
-        replies, _ = screen.screen(grid.send_and_receive(messages, timeout=fed.round_timeout), current)
-        if len(replies) < fed.min_train_nodes:
-            raise FederationAborted(
-                f"phase 2 round {finetune_round}: {len(replies)} valid replies < min_train_nodes={fed.min_train_nodes}"
-            )
-        parties = _party_reports(screen, replies, payload_bytes(arrays))
-        if federated:
-            aggregated, _ = averager.aggregate_train(finetune_round, replies)
-            current = {key: value.to(reference[key].dtype) for key, value in aggregated.to_torch_state_dict().items()}
-            problem = aggregate_problem(current, reference)
-            if problem:
-                raise FederationAborted(f"phase 2 round {finetune_round}: {problem}")
-            save_checkpoint(run_dir, ServerCheckpoint(finetune_round, current, phase="finetune"))
-            arrays = ArrayRecord(current)
-        report = {
-            "phase": f"finetune-{fed.phase2}",
-            "round": finetune_round,
-            **weighted_means(parties, ("train_loss", "eval_loss", "accuracy")),
-            "parties": parties,
-            "seconds": round(time.monotonic() - started, 3),
-        }
-        report["loss"] = report["eval_loss"]
-        record_round(run_dir, report, on_round)
-    if federated and current is not None:
-        save_file(current, str(run_dir / "grown_model_fedavg.safetensors"))
-
-
-def _state_bytes(state: dict[str, torch.Tensor] | None) -> int:
-    return sum(value.numel() * value.element_size() for value in (state or {}).values()) + 1024 * len(state or {})
-
-
-def wait_for_nodes(grid: Grid, config: FederationConfig, what: str) -> list[int]:
-    """The connected nodes, once all parties are there or ``round_timeout`` has passed, whichever is first;
-    :class:`FederationAborted` if fewer than ``min_train_nodes`` connected by then."""
-    fed = config.federation
-    deadline = time.monotonic() + fed.round_timeout
-    while len(nodes := list(grid.get_node_ids())) < config.num_parties and time.monotonic() < deadline:
-        time.sleep(0.5)
-    if len(nodes) < fed.min_train_nodes:
-        raise FederationAborted(
-            f"{what}: {len(nodes)} of {config.num_parties} parties connected within round_timeout={fed.round_timeout} s, "
-            f"fewer than min_train_nodes={fed.min_train_nodes}"
-        )
-    if len(nodes) < config.num_parties:
-        logger.warning("%s: going on with %d of %d parties connected", what, len(nodes), config.num_parties)
-    return nodes
-
-
-def weighted_means(parties: dict[str, dict[str, Any]], names: tuple[str, ...]) -> dict[str, float]:
-    """Example-weighted means of the parties' metrics."""
-    total = sum(p[WEIGHT_KEY] for p in parties.values())
-    return {name: sum(p[name] * p[WEIGHT_KEY] for p in parties.values()) / total for name in names}
-
-
-def record_round(run_dir: Path, report: dict[str, Any], on_round: RoundCallback | None) -> None:
-    """Append one round's report to the run's metrics file (what resume, cards and reports read)."""
-    with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(report) + "\n")
-    if on_round is not None:
-        on_round(report)
 
 
 def make_server_app(
@@ -299,8 +189,6 @@ def make_server_app(
         cfg, root = resolve_run(context.run_config, config, run_dir)
         resumed = resume or bool(context.run_config.get("resume", False))
         if cfg.secure_aggregation.enabled:
-            from .secure_aggregation import run_secure_federation  # it builds on this module
-
             run_secure_federation(grid, context, cfg, root, resume=resumed, on_round=on_round)
         else:
             run_federation(grid, cfg, root, resume=resumed, on_round=on_round)

@@ -36,6 +36,7 @@ from ..data import (
     tokenize_text,
 )
 from ..growth import grow
+from ..sources import derive_bert_source, distilled_bert_source, pretrain_vit_source
 from ..tuners.ligo import GrowthStage, LiGOConfig, initial_global_stage
 from .config import FederationConfig, PartySettings
 
@@ -88,8 +89,6 @@ def load_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
 def _derived_bert_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
     """A BERT cut out of its parent (MiniLM unless ``from`` says otherwise); with ``distill_steps``, then
     distilled from the parent on the party's own training sentences (cached, so every round reuses it)."""
-    from ..sources import derive_bert_source, distilled_bert_source
-
     shape = dict(config.parties[party_id].derive)
     parent = source_path(PartySettings(source=shape.pop("from", MINILM)))
     steps = int(shape.pop("distill_steps", 0))
@@ -106,8 +105,6 @@ def _pretrained_vit_source(config: FederationConfig, party_id: int) -> PreTraine
     """A tiny ViT pretrained on ``data`` (the ``train`` split of an image source, e.g. a public dataset
     kept out of the evaluation) or, without it, on the party's own training share; cached, so every
     round reuses it."""
-    from ..sources import pretrain_vit_source
-
     settings = dict(config.parties[party_id].pretrain)
     steps = int(settings.pop("steps", 100))
     data = settings.pop("data", None)

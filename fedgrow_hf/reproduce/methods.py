@@ -189,7 +189,7 @@ def run_federated(
 ) -> list[dict[str, Any]]:
     """Run the federation exactly as ``fedgrow simulate`` does; returns its ``metrics.jsonl`` records,
     each with the local steps per party it was measured after (``steps``)."""
-    from ..federated.server_app import METRICS_FILE
+    from ..federated.phases import METRICS_FILE
     from ..federated.simulate import simulate
 
     simulate(config, run_dir, on_round=on_round, cpus_per_party=cpus_per_party)
