@@ -334,6 +334,22 @@ def save_processor(adapter_dir: str | os.PathLike, output_dir: str | os.PathLike
     return None
 
 
+def check_output_dir(output_dir: str | os.PathLike) -> None:
+    """Refuse, before any work, an output directory that cannot be one: an existing file, or under one.
+
+    transformers' ``save_pretrained`` only logs an error for a file and returns, so a merge into one
+    would report success and write nothing.
+    """
+    path = Path(output_dir)
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if candidate.is_dir():
+                return
+            if candidate == path:
+                raise NotADirectoryError(f"{path} exists and is not a directory: the model cannot be written there")
+            raise NotADirectoryError(f"{path} cannot be created: {candidate} is not a directory")
+
+
 def export_merged(
     adapter_dir: str | os.PathLike, output_dir: str | os.PathLike, **merge_options: Any
 ) -> PreTrainedModel:
@@ -342,6 +358,7 @@ def export_merged(
     ``merge_options`` are :func:`merge_adapter`'s (dtype, device_map, ...). The directory loads with
     ``AutoModelFor*.from_pretrained`` and needs no fedgrow import.
     """
+    check_output_dir(output_dir)
     model = merge_adapter(adapter_dir, **merge_options)
     model.save_pretrained(output_dir)
     save_processor(adapter_dir, output_dir)

@@ -76,9 +76,10 @@ class TrainingSchedule:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("operator_steps", "finetune_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        # LiGO always trains its operator; 0 full-model steps stop after the operator phase.
+        for name, least in (("operator_steps", 1), ("finetune_steps", 0)):
+            if getattr(self, name) < least:
+                raise ValueError(f"{name} must be >= {least}, got {getattr(self, name)}")
         for name in ("operator_learning_rate", "finetune_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -240,8 +241,7 @@ def grow_and_train(
                 data_collator=trim_padding_collator,
                 compute_metrics=compute_classification_metrics,
             )
-            if phase.steps:
-                trainer.train()
+            trainer.train()
             return eval_metrics(trainer.evaluate())
 
         operator_metrics = train_and_evaluate(model, schedule.operator_phase)

@@ -159,7 +159,7 @@ def no_growth(monkeypatch):
 @pytest.mark.parametrize(
     ("problem", "message"),
     [
-        ("negative_finetune_steps", "finetune_steps must be >= 0, got -1"),
+        ("negative_finetune_steps", "--finetune-steps must be >= 0, got -1"),
         ("single_class", "the training data has a single class ('positive')"),
         ("empty_file", "is empty: it holds no examples"),
         ("header_only_file", "holds no examples"),

@@ -41,6 +41,7 @@ from ..data import (
     tokenize_text,
 )
 from ..data.common import parse_hub_name
+from ..export import check_output_dir
 from ..recipe import (
     ADAPTER_DIR,
     EVAL_RESULTS_FILE,
@@ -53,6 +54,7 @@ from ..recipe import (
 )
 from ..tuners.ligo import LiGOConfig
 from ..tuners.ligo.config import DEPTH_INITS, WIDTH_STRUCTURES
+from . import CLIError
 
 # Target shapes by name; anything else given to --target is a config.json or a model directory.
 # The default, L8/H768 with 12 heads, is a lossless growth of MiniLM (and of any BERT 128/192/256/384 wide
@@ -68,6 +70,17 @@ TARGET_PRESETS: dict[str, dict[str, int]] = {
 }
 # Held out of the training data when the data has no evaluation split: the usual 80/20 cut.
 EVAL_FRACTION = 0.2
+# Integer flags and their least value. transformers reads max_steps <= 0 as "train 3 epochs", and an
+# operator phase of 0 steps would write an untrained adapter as if trained; --finetune-steps 0 is
+# documented: it stops after the operator phase.
+LEAST_VALUES: dict[str, int] = {
+    "--max-steps": 1,
+    "--finetune-steps": 0,
+    "--batch-size": 1,
+    "--max-length": 1,
+    "--limit": 1,
+    "--eval-limit": 1,
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -157,6 +170,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_counts(args)
+    check_output_dir(args.output_dir)
     schedule = TrainingSchedule(
         operator_steps=args.max_steps,
         operator_learning_rate=args.learning_rate,
@@ -202,6 +217,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"grown model after the operator phase: {_scores(result.metrics)} on {evaluated_on}")
         print(f"LiGO adapter written to {output}")
     return 0
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    """Refuse a count flag below its least value (:data:`LEAST_VALUES`) before anything loads."""
+    for flag, least in LEAST_VALUES.items():
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is not None and value < least:
+            raise CLIError(f"{flag} must be >= {least}, got {value}")
 
 
 def _scores(metrics: dict[str, float]) -> str:
