@@ -29,7 +29,7 @@ from accelerate.utils import (
     save_offload_index,
     set_module_tensor_to_device,
 )
-from huggingface_hub import constants
+from huggingface_hub import constants, hf_hub_download
 from peft import (
     AutoPeftModelForFeatureExtraction,
     AutoPeftModelForQuestionAnswering,
@@ -40,12 +40,14 @@ from peft import (
     get_peft_model_state_dict,
 )
 from peft.auto import MODEL_TYPE_TO_PEFT_MODEL_MAPPING, check_import_allowlist, get_default_import_allowlist
+from safetensors import safe_open
 from transformers import AutoConfig, AutoModel, AutoProcessor, PretrainedConfig, PreTrainedModel
 from transformers.integrations.accelerate import expand_device_map
 
 from .architectures import get_architecture_table
 from .tuners.ligo import GrowthShapeError, LiGOConfig
 from .tuners.ligo.layer import LiGOOperator
+from .tuners.ligo.saved import check_saved_shapes
 from .tuners.ligo.shapes import TransformerWeights
 
 DTYPES: dict[str, torch.dtype] = {
@@ -150,10 +152,10 @@ def load_grown(adapter_dir: str | os.PathLike, *, is_trainable: bool = False) ->
     from ``source_model_name_or_path`` by the LiGO tuner, and the operator and heads from the adapter.
     """
     config = read_ligo_config(adapter_dir)
-    local = Path(adapter_dir)
-    if local.is_dir() and not any((local / name).is_file() for name in ADAPTER_WEIGHTS):
-        raise FileNotFoundError(f"{adapter_dir} has no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})")
     model_config = target_config_of(config)
+    weights = adapter_weights_file(adapter_dir)
+    if weights.suffix == ".safetensors":  # a legacy .bin has no header to read shapes from
+        check_saved_shapes(config, get_architecture_table(model_config), saved_shapes(weights))
     model_class = target_model_class(config)
     with init_empty_weights(include_buffers=False):
         is_model_class = issubclass(model_class, PreTrainedModel)
@@ -168,6 +170,23 @@ def load_grown(adapter_dir: str | os.PathLike, *, is_trainable: bool = False) ->
             f"the operator saved in {adapter_dir} does not fit the adapter's target_config "
             f"({len(mismatches)} tensors differ; first: {mismatches[0]})"
         ) from error
+
+
+def adapter_weights_file(adapter_dir: str | os.PathLike) -> Path:
+    """The adapter's weights file: in the directory, or fetched (into the Hub cache PEFT reads) for a Hub id."""
+    local = Path(adapter_dir)
+    if not local.is_dir():
+        return Path(hf_hub_download(str(adapter_dir), ADAPTER_WEIGHTS[0]))
+    for name in ADAPTER_WEIGHTS:
+        if (local / name).is_file():
+            return local / name
+    raise FileNotFoundError(f"{adapter_dir} has no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})")
+
+
+def saved_shapes(weights_file: str | os.PathLike) -> dict[str, list[int]]:
+    """Every tensor's shape in a safetensors file, from its header: no tensor is read or allocated."""
+    with safe_open(str(weights_file), framework="pt") as weights:
+        return {key: weights.get_slice(key).get_shape() for key in weights.keys()}
 
 
 @dataclass

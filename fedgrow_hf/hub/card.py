@@ -9,16 +9,16 @@ evaluation / federation numbers handed in. Rendering and metadata are ``huggingf
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from safetensors import safe_open
 from transformers import AutoConfig
 
-from ..export import read_ligo_config, target_config_of, target_model_class
+from ..export import read_ligo_config, saved_shapes, target_config_of, target_model_class
 from ..tuners.ligo import LiGOConfig
 from ..tuners.ligo.shapes import SHAPE_FIELDS
 
@@ -140,15 +140,12 @@ def _source_facts(config: LiGOConfig) -> list[dict[str, object]]:
 
 def _operator_facts(adapter_dir: Path, config: LiGOConfig) -> dict[str, object]:
     parameters = global_parameters = 0
-    with safe_open(adapter_dir / "adapter_model.safetensors", framework="pt") as weights:
-        for key in weights.keys():
-            if ".ligo_operator." not in key:
-                continue
-            size = 1
-            for dim in weights.get_slice(key).get_shape():
-                size *= dim
-            parameters += size
-            global_parameters += size if ".global_stage." in key else 0
+    for key, shape in saved_shapes(adapter_dir / "adapter_model.safetensors").items():
+        if ".ligo_operator." not in key:
+            continue
+        size = math.prod(shape)
+        parameters += size
+        global_parameters += size if ".global_stage." in key else 0
     return {
         "kind": "Dual-LiGO (Local + Global stages)" if config.is_dual else "LiGO",
         "width_structure": config.width_structure,
