@@ -213,6 +213,7 @@ def grow_and_train(
     model = grow_classifier(
         source, config, intermediate_config=intermediate_config, seed=schedule.seed, **ligo_kwargs
     )
+    sources = source_locations(model)
     output = Path(output_dir)
     finetune = schedule.finetune_steps > 0
     adapter_dir = output / ADAPTER_DIR if finetune else output
@@ -270,6 +271,7 @@ def grow_and_train(
             merged=True,
             metrics=result.metrics,
             training=facts(schedule.operator_phase, schedule.finetune_phase),
+            sources=sources,
             **data_info.card_fields(),
         )
         card.save(output / CARD_FILE)
@@ -307,9 +309,15 @@ def save_adapter(
         merged=False,
         metrics=metrics,
         training=training,
+        sources=source_locations(model),
         **(data_info or DatasetInfo()).card_fields(),
     )
     card.save(directory / CARD_FILE)
+
+
+def source_locations(model: PeftModel) -> list[str]:
+    """Where the LiGO model's sources were loaded from: its card reads their shapes there."""
+    return model.peft_config[model.active_adapter].source_paths
 
 
 def _write_results(directory: Path, metrics: dict[str, float]) -> None:

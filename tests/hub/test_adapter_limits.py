@@ -100,7 +100,7 @@ def test_intact_adapters_pass_and_their_saved_sizes_are_the_configs(adapter, req
                                                             ("num_hidden_layers", "hidden_size", "intermediate_size")]
 
 
-def test_an_intact_dual_adapter_still_loads(dual_adapter_dir):
-    model = export.load_grown(dual_adapter_dir)
+def test_an_intact_dual_adapter_still_loads(dual_adapter_dir, bert_source_dir):
+    model = export.load_grown(dual_adapter_dir, sources=[bert_source_dir])
     assert model.base_model.operator.global_stage.target_shape.hidden == 64
     assert torch.isfinite(next(iter(model.base_model.operator.global_stage.parameters()))).all()
