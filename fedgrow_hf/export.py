@@ -15,6 +15,7 @@ import gc
 import importlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from accelerate.utils import (
     save_offload_index,
     set_module_tensor_to_device,
 )
-from huggingface_hub import constants
+from huggingface_hub import constants, hf_hub_download
 from peft import (
     AutoPeftModelForFeatureExtraction,
     AutoPeftModelForQuestionAnswering,
@@ -40,12 +41,14 @@ from peft import (
     get_peft_model_state_dict,
 )
 from peft.auto import MODEL_TYPE_TO_PEFT_MODEL_MAPPING, check_import_allowlist, get_default_import_allowlist
+from safetensors import safe_open
 from transformers import AutoConfig, AutoModel, AutoProcessor, PretrainedConfig, PreTrainedModel
 from transformers.integrations.accelerate import expand_device_map
 
 from .architectures import get_architecture_table
 from .tuners.ligo import GrowthShapeError, LiGOConfig
 from .tuners.ligo.layer import LiGOOperator
+from .tuners.ligo.saved import check_saved_shapes
 from .tuners.ligo.shapes import TransformerWeights
 
 DTYPES: dict[str, torch.dtype] = {
@@ -67,8 +70,12 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 DeviceMap = str | dict[str, str | int | torch.device] | None
 
 
-def read_ligo_config(adapter_dir: str | os.PathLike) -> LiGOConfig:
-    """The adapter's :class:`LiGOConfig`, with errors that say what is wrong with the directory."""
+def read_ligo_config(adapter_dir: str | os.PathLike, sources: Sequence[str | os.PathLike] | None = None) -> LiGOConfig:
+    """The adapter's :class:`LiGOConfig`, with errors that say what is wrong with the directory.
+
+    ``sources`` are the locations of the sources it names, in order: an adapter records a local
+    source by its name only (unless saved with ``record_source_paths``).
+    """
     local = Path(adapter_dir)
     if local.exists() and not (local / "adapter_config.json").is_file():
         raise FileNotFoundError(
@@ -95,6 +102,13 @@ def read_ligo_config(adapter_dir: str | os.PathLike) -> LiGOConfig:
         raise ValueError(
             f"{adapter_dir}: adapter_config.json has no target_config, so the target cannot be rebuilt"
         )
+    if sources:
+        if len(sources) != len(config.source_paths):
+            raise ValueError(
+                f"{adapter_dir} grows {len(config.source_paths)} source(s) {config.source_paths}, "
+                f"but {len(sources)} location(s) were given"
+            )
+        config.source_model_name_or_path = [str(source) for source in sources]
     return config
 
 
@@ -143,23 +157,30 @@ def target_model_class(config: LiGOConfig) -> type:
     return AutoModel
 
 
-def load_grown(adapter_dir: str | os.PathLike, *, is_trainable: bool = False) -> PeftModel:
-    """Rebuild the grown ``PeftModel`` from an adapter directory (or Hub id) alone.
+def load_grown(
+    adapter_dir: str | os.PathLike,
+    *,
+    sources: Sequence[str | os.PathLike] | None = None,
+    is_trainable: bool = False,
+) -> PeftModel:
+    """Rebuild the grown ``PeftModel`` from an adapter directory (or Hub id) and its sources.
 
     The target skeleton is created on the meta device from ``target_config``; the sources are loaded
-    from ``source_model_name_or_path`` by the LiGO tuner, and the operator and heads from the adapter.
+    by the LiGO tuner from ``sources`` or else from the adapter's ``source_model_name_or_path`` (Hub
+    ids, or local paths of an adapter saved with ``record_source_paths``), and the operator and heads
+    from the adapter.
     """
-    config = read_ligo_config(adapter_dir)
-    local = Path(adapter_dir)
-    if local.is_dir() and not any((local / name).is_file() for name in ADAPTER_WEIGHTS):
-        raise FileNotFoundError(f"{adapter_dir} has no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})")
+    config = read_ligo_config(adapter_dir, sources)
     model_config = target_config_of(config)
+    weights = adapter_weights_file(adapter_dir)
+    if weights.suffix == ".safetensors":  # a legacy .bin has no header to read shapes from
+        check_saved_shapes(config, get_architecture_table(model_config), saved_shapes(weights))
     model_class = target_model_class(config)
     with init_empty_weights(include_buffers=False):
         is_model_class = issubclass(model_class, PreTrainedModel)
         target = model_class(model_config) if is_model_class else model_class.from_config(model_config)
     try:
-        return PeftModel.from_pretrained(target, str(adapter_dir), is_trainable=is_trainable)
+        return PeftModel.from_pretrained(target, str(adapter_dir), is_trainable=is_trainable, config=config)
     except RuntimeError as error:  # torch's load_state_dict lists every mismatch on its own line
         mismatches = [line.strip() for line in str(error).splitlines() if "size mismatch" in line]
         if not mismatches:
@@ -168,6 +189,23 @@ def load_grown(adapter_dir: str | os.PathLike, *, is_trainable: bool = False) ->
             f"the operator saved in {adapter_dir} does not fit the adapter's target_config "
             f"({len(mismatches)} tensors differ; first: {mismatches[0]})"
         ) from error
+
+
+def adapter_weights_file(adapter_dir: str | os.PathLike) -> Path:
+    """The adapter's weights file: in the directory, or fetched (into the Hub cache PEFT reads) for a Hub id."""
+    local = Path(adapter_dir)
+    if not local.is_dir():
+        return Path(hf_hub_download(str(adapter_dir), ADAPTER_WEIGHTS[0]))
+    for name in ADAPTER_WEIGHTS:
+        if (local / name).is_file():
+            return local / name
+    raise FileNotFoundError(f"{adapter_dir} has no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})")
+
+
+def saved_shapes(weights_file: str | os.PathLike) -> dict[str, list[int]]:
+    """Every tensor's shape in a safetensors file, from its header: no tensor is read or allocated."""
+    with safe_open(str(weights_file), framework="pt") as weights:
+        return {key: weights.get_slice(key).get_shape() for key in weights.keys()}
 
 
 @dataclass
@@ -219,6 +257,7 @@ class _GrowthPlan:
 def merge_adapter(
     adapter_dir: str | os.PathLike,
     *,
+    sources: Sequence[str | os.PathLike] | None = None,
     dtype: torch.dtype | str | None = None,
     device_map: DeviceMap = None,
     max_memory: dict[int | str, int | str] | None = None,
@@ -235,7 +274,7 @@ def merge_adapter(
     dispatched with accelerate's hooks, so it can be evaluated and saved like a ``from_pretrained``
     model loaded with the same ``device_map``.
     """
-    plan = _GrowthPlan.of(load_grown(adapter_dir))
+    plan = _GrowthPlan.of(load_grown(adapter_dir, sources=sources))
     gc.collect()  # the PeftModel's forward hooks form a cycle with its tuner; free its grown copy now
     return _build(plan, dtype, device_map, max_memory, offload_folder, progressbar)
 
@@ -321,12 +360,16 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}") from None
 
 
-def save_processor(adapter_dir: str | os.PathLike, output_dir: str | os.PathLike) -> str | None:
+def save_processor(
+    adapter_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    sources: Sequence[str | os.PathLike] | None = None,
+) -> str | None:
     """Save the tokenizer/image processor of the adapter dir or, failing that, of the first local source.
 
     Returns where it came from, or None when neither has one (a Hub source is not fetched here).
     """
-    config = read_ligo_config(adapter_dir)
+    config = read_ligo_config(adapter_dir, sources)
     for candidate in (str(adapter_dir), *config.source_paths):
         if any((Path(candidate) / name).is_file() for name in PROCESSOR_FILES):
             AutoProcessor.from_pretrained(candidate).save_pretrained(output_dir)
@@ -334,15 +377,32 @@ def save_processor(adapter_dir: str | os.PathLike, output_dir: str | os.PathLike
     return None
 
 
+def check_output_dir(output_dir: str | os.PathLike) -> None:
+    """Refuse, before any work, an output directory that cannot be one: an existing file, or under one.
+
+    transformers' ``save_pretrained`` only logs an error for a file and returns, so a merge into one
+    would report success and write nothing.
+    """
+    path = Path(output_dir)
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if candidate.is_dir():
+                return
+            if candidate == path:
+                raise NotADirectoryError(f"{path} exists and is not a directory: the model cannot be written there")
+            raise NotADirectoryError(f"{path} cannot be created: {candidate} is not a directory")
+
+
 def export_merged(
     adapter_dir: str | os.PathLike, output_dir: str | os.PathLike, **merge_options: Any
 ) -> PreTrainedModel:
     """``fedgrow merge``: write the grown model (and the tokenizer/processor) as a plain model directory.
 
-    ``merge_options`` are :func:`merge_adapter`'s (dtype, device_map, ...). The directory loads with
-    ``AutoModelFor*.from_pretrained`` and needs no fedgrow import.
+    ``merge_options`` are :func:`merge_adapter`'s (sources, dtype, device_map, ...). The directory loads
+    with ``AutoModelFor*.from_pretrained`` and needs no fedgrow import.
     """
+    check_output_dir(output_dir)
     model = merge_adapter(adapter_dir, **merge_options)
     model.save_pretrained(output_dir)
-    save_processor(adapter_dir, output_dir)
+    save_processor(adapter_dir, output_dir, merge_options.get("sources"))
     return model

@@ -76,9 +76,10 @@ class TrainingSchedule:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("operator_steps", "finetune_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        # LiGO always trains its operator; 0 full-model steps stop after the operator phase.
+        for name, least in (("operator_steps", 1), ("finetune_steps", 0)):
+            if getattr(self, name) < least:
+                raise ValueError(f"{name} must be >= {least}, got {getattr(self, name)}")
         for name in ("operator_learning_rate", "finetune_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -212,6 +213,7 @@ def grow_and_train(
     model = grow_classifier(
         source, config, intermediate_config=intermediate_config, seed=schedule.seed, **ligo_kwargs
     )
+    sources = source_locations(model)
     output = Path(output_dir)
     finetune = schedule.finetune_steps > 0
     adapter_dir = output / ADAPTER_DIR if finetune else output
@@ -240,8 +242,7 @@ def grow_and_train(
                 data_collator=trim_padding_collator,
                 compute_metrics=compute_classification_metrics,
             )
-            if phase.steps:
-                trainer.train()
+            trainer.train()
             return eval_metrics(trainer.evaluate())
 
         operator_metrics = train_and_evaluate(model, schedule.operator_phase)
@@ -270,6 +271,7 @@ def grow_and_train(
             merged=True,
             metrics=result.metrics,
             training=facts(schedule.operator_phase, schedule.finetune_phase),
+            sources=sources,
             **data_info.card_fields(),
         )
         card.save(output / CARD_FILE)
@@ -307,9 +309,15 @@ def save_adapter(
         merged=False,
         metrics=metrics,
         training=training,
+        sources=source_locations(model),
         **(data_info or DatasetInfo()).card_fields(),
     )
     card.save(directory / CARD_FILE)
+
+
+def source_locations(model: PeftModel) -> list[str]:
+    """Where the LiGO model's sources were loaded from: its card reads their shapes there."""
+    return model.peft_config[model.active_adapter].source_paths
 
 
 def _write_results(directory: Path, metrics: dict[str, float]) -> None:

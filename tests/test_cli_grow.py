@@ -80,7 +80,7 @@ def test_grow_trains_operator_then_whole_model_and_evaluates_on_the_test_split(
     config = AutoConfig.from_pretrained(output)
     assert (config.num_hidden_layers, config.hidden_size) == (3, 64) and config.id2label == {0: "0", 1: "1"}
     fine_tuned = AutoModelForSequenceClassification.from_pretrained(output).state_dict()
-    grown = merge_adapter(adapter).state_dict()
+    grown = merge_adapter(adapter, sources=[tiny_source]).state_dict()
     query = "bert.encoder.layer.0.attention.self.query.weight"
     assert fine_tuned[query].shape == grown[query].shape and not torch.equal(fine_tuned[query], grown[query])
 
@@ -97,7 +97,7 @@ def test_grow_trains_operator_then_whole_model_and_evaluates_on_the_test_split(
     card = (output / "README.md").read_text()
     assert PEFT_EMPTY_CARD not in card and "library_name: transformers" in card
     assert f"| accuracy | {results['accuracy']} |" in card and f"| f1_macro | {results['f1_macro']} |" in card
-    assert f"`{tiny_source}` | source | 2 | 32 | 4 | 128 |" in card
+    assert f"| `{tiny_source.name}` | source | 2 | 32 | 4 | 128 |" in card and str(tiny_source) not in card
     assert "| this model | target | 3 | 64 | 4 | 128 |" in card
     assert "operator parameters" in card and f"{len(sentences)} examples, none of them trained on" in card
     assert "| 1 | the LiGO operator and the new classifier | 2 | 0.001 |" in card
@@ -117,13 +117,14 @@ def test_string_labels_name_the_classes_and_a_held_out_part_is_evaluated(tmp_pat
     config = AutoConfig.from_pretrained(output)
     assert config.id2label == {0: "sports", 1: "world"} and config.label2id == {"sports": 0, "world": 1}
     card = (output / "README.md").read_text()
-    assert f"Trained with `transformers.Trainer` on 30 examples of {data}\n(batch size 8" in card
+    assert f"Trained with `transformers.Trainer` on 30 examples of {data.name}\n(batch size 8" in card  # no local path
     assert "(split `25% of the training examples, held out`), 10 examples, none of them trained on" in card
 
 
 def test_finetune_steps_0_writes_the_operator_phase_adapter_with_a_project_card(tmp_path, tiny_source, sst2_sample):
     output = tmp_path / "adapter"
-    assert grow(tiny_source, sst2_sample, output, "--eval-limit", "16", "--finetune-steps", "0") == 0
+    # --record-local-paths: the adapter names its source's path, so PEFT alone reloads it below
+    assert grow(tiny_source, sst2_sample, output, "--eval-limit", "16", "--finetune-steps", "0", "--record-local-paths") == 0
     assert not (output / recipe.ADAPTER_DIR).exists() and not (output / "model.safetensors").exists()
     config = json.loads((output / "adapter_config.json").read_text())
     assert config["peft_type"] == "LIGO" and config["target_config"]["hidden_size"] == 64
@@ -159,7 +160,7 @@ def no_growth(monkeypatch):
 @pytest.mark.parametrize(
     ("problem", "message"),
     [
-        ("negative_finetune_steps", "finetune_steps must be >= 0, got -1"),
+        ("negative_finetune_steps", "--finetune-steps must be >= 0, got -1"),
         ("single_class", "the training data has a single class ('positive')"),
         ("empty_file", "is empty: it holds no examples"),
         ("header_only_file", "holds no examples"),

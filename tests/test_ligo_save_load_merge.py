@@ -39,7 +39,9 @@ def test_adapter_round_trip_and_merge(tmp_path, case):
     source = make_source()
     source.save_pretrained(tmp_path / "source")
     target_config = make_config(layers=3, hidden=64, num_labels=3)
-    model = grow(str(tmp_path / "source"), target_config, model_class=target_class, modules_to_save=None)
+    model = grow(  # the adapter records the source's path, so PEFT reloads it from the directory alone
+        str(tmp_path / "source"), target_config, model_class=target_class, modules_to_save=None, record_source_paths=True
+    )
     with torch.no_grad():  # a trained-looking operator, not the initialisation
         for param in model.base_model.operator.parameters():
             param.add_(0.01 * torch.randn_like(param))

@@ -1,9 +1,9 @@
 """``fedgrow``: the command-line interface.
 
-Every subcommand is a module of this package named after it, defining ``HELP`` (one line),
-``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their subcommand
-runs, so ``fedgrow --help`` works without the optional extras (Flower, matplotlib) installed.
-Errors reach the user as one line; ``--debug`` shows the traceback.
+Every subcommand is a module of this package named after it, defining ``add_arguments(parser)``
+and ``run(args) -> int``; its one-line help is in :data:`SUBCOMMANDS`. Modules are imported only
+when their subcommand runs, so ``fedgrow --help`` works without the optional extras (Flower,
+matplotlib) installed. Errors reach the user as one line; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations

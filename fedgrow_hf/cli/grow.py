@@ -7,7 +7,8 @@ held-out ``--eval-fraction`` of the training data when it has none). ``--output-
 fine-tuned model (a plain transformers model), its tokenizer, ``eval_results.json``, the model card
 as ``README.md`` and the operator-phase adapter in ``ligo_adapter/``; with ``--finetune-steps 0`` the
 directory is the LiGO adapter itself. Without ``--data`` it is the untrained adapter. With no
-``--source`` the source is the real all-MiniLM-L6-v2 bundled by the ``demo`` extra.
+``--source`` the source is the real all-MiniLM-L6-v2 bundled by the ``demo`` extra. Local source
+and data paths are written into the adapter and the cards by name only, unless ``--record-local-paths``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ..data import (
     tokenize_text,
 )
 from ..data.common import parse_hub_name
+from ..export import check_output_dir
 from ..recipe import (
     ADAPTER_DIR,
     EVAL_RESULTS_FILE,
@@ -52,7 +54,8 @@ from ..recipe import (
     save_adapter,
 )
 from ..tuners.ligo import LiGOConfig
-from ..tuners.ligo.config import DEPTH_INITS, WIDTH_STRUCTURES
+from ..tuners.ligo.config import DEPTH_INITS, WIDTH_STRUCTURES, source_name
+from . import CLIError
 
 # Target shapes by name; anything else given to --target is a config.json or a model directory.
 # The default, L8/H768 with 12 heads, is a lossless growth of MiniLM (and of any BERT 128/192/256/384 wide
@@ -68,6 +71,17 @@ TARGET_PRESETS: dict[str, dict[str, int]] = {
 }
 # Held out of the training data when the data has no evaluation split: the usual 80/20 cut.
 EVAL_FRACTION = 0.2
+# Integer flags and their least value. transformers reads max_steps <= 0 as "train 3 epochs", and an
+# operator phase of 0 steps would write an untrained adapter as if trained; --finetune-steps 0 is
+# documented: it stops after the operator phase.
+LEAST_VALUES: dict[str, int] = {
+    "--max-steps": 1,
+    "--finetune-steps": 0,
+    "--batch-size": 1,
+    "--max-length": 1,
+    "--limit": 1,
+    "--eval-limit": 1,
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,6 +163,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=64, help="tokens per text example")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
+        "--record-local-paths",
+        action="store_true",
+        help="write the local source and data paths into adapter_config.json and the model cards as given; "
+        "by default only their names are written, so that a pushed model does not reveal your file system "
+        "(merging the adapter then needs `fedgrow merge --source DIR`)",
+    )
+    parser.add_argument(
         "--output-dir",
         default="runs/grow",
         help=f"where the grown model, its card and {EVAL_RESULTS_FILE} are written, the operator-phase "
@@ -157,6 +178,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_counts(args)
+    check_output_dir(args.output_dir)
     schedule = TrainingSchedule(
         operator_steps=args.max_steps,
         operator_learning_rate=args.learning_rate,
@@ -174,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         "intermediate_config": _shape(args.intermediate) if args.intermediate else None,
         "width_structure": args.width_structure,
         "depth_init": args.depth_init,
+        "record_source_paths": args.record_local_paths,
     }
     output = Path(args.output_dir)
     if not args.data:
@@ -202,6 +226,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"grown model after the operator phase: {_scores(result.metrics)} on {evaluated_on}")
         print(f"LiGO adapter written to {output}")
     return 0
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    """Refuse a count flag below its least value (:data:`LEAST_VALUES`) before anything loads."""
+    for flag, least in LEAST_VALUES.items():
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is not None and value < least:
+            raise CLIError(f"{flag} must be >= {least}, got {value}")
 
 
 def _scores(metrics: dict[str, float]) -> str:
@@ -297,7 +329,7 @@ def _datasets(
     local = Path(args.data).expanduser().exists() or args.data == SKLEARN_DIGITS
     data_info = DatasetInfo(
         dataset_id=None if local else parse_hub_name(args.data)[0],
-        dataset_name=args.data,
+        dataset_name=args.data if args.record_local_paths or not local else source_name(args.data),
         train_split=args.split if args.split in available else None,  # a single file has no splits
         eval_split=split_name,
     )

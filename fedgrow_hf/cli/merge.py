@@ -14,6 +14,12 @@ from ..export import AUTO_DEVICE_MAPS, DTYPES, export_merged
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("adapter_dir", help="LiGO adapter directory (or Hub id), e.g. the ligo_adapter/ of `fedgrow grow`")
     parser.add_argument("output_dir", help="where to write the merged model (config, weights, tokenizer)")
+    parser.add_argument(
+        "--source",
+        action="append",
+        help="location (local dir or Hub id) of a source the adapter names; repeat in order for several. "
+        "Needed for local sources: an adapter records only their names unless grown with --record-local-paths",
+    )
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="dtype of the written weights")
     parser.add_argument(
         "--device-map",
@@ -48,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     export_merged(
         args.adapter_dir,
         args.output_dir,
+        sources=args.source,
         dtype=args.dtype,
         device_map=args.device_map,
         max_memory=parse_max_memory(args.max_memory),

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import shlex
 
-HELP = "reproduce Fed-Grow's comparison against baselines on a preset"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..reproduce.methods import METHODS

@@ -72,17 +72,21 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
     [[parties]]
     random = {num_hidden_layers = 2, hidden_size = 32, num_attention_heads = 4, intermediate_size = 64}
 
-Relative paths are resolved against the config file's directory.
+Relative paths are resolved against the config file's directory. Every value is checked against
+the type its field declares (an integer field takes no ``1.5``, ``"3"`` or ``true``; a number field
+no NaN) and against its range (``bounded`` in the field declarations) before anything runs.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
+import types
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -97,49 +101,83 @@ AGGREGATORS = ("fedavg", "fedmedian", "fedtrimmedavg")
 PARTY_METRICS = ("exact", "coarse", "none")
 
 
+# Largest seed every seeded library takes (numpy's seeds are 32-bit).
+MAX_SEED = 2**32 - 1
+RANGE = "range"
+
+
 class ConfigError(ValueError):
     """The federation config is invalid; the message names the field."""
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field may take: ``low``/``high`` bounds, each inclusive or not."""
+
+    low: float | None = None
+    high: float | None = None
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+
+    def __contains__(self, value: float) -> bool:
+        above = self.low is None or (value >= self.low if self.low_inclusive else value > self.low)
+        below = self.high is None or (value <= self.high if self.high_inclusive else value < self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>=' if self.low_inclusive else '>'} {self.low}"
+        return f"in {'[' if self.low_inclusive else '('}{self.low}, {self.high}{']' if self.high_inclusive else ')'}"
+
+
+def bounded(default: Any, low: float | None = None, high: float | None = None, **inclusive: bool) -> Any:
+    """A dataclass field whose value must lie in ``Range(low, high, **inclusive)``; checked by ``validate``."""
+    return field(default=default, metadata={RANGE: Range(low, high, **inclusive)})
+
+
 @dataclass
 class FederationSettings:
-    rounds: int = 3
-    local_steps: int = 10
-    min_train_nodes: int = 2
-    round_timeout: float = 600.0
-    round_retries: int = 1
-    max_update_bytes: int = 0
-    max_num_examples: int = 1_000_000
-    update_norm_bound: float = 10.0
+    rounds: int = bounded(3, 0)
+    local_steps: int = bounded(10, 1)
+    min_train_nodes: int = bounded(2, 1)
+    round_timeout: float = bounded(600.0, 0, low_inclusive=False)
+    round_retries: int = bounded(1, 0)
+    max_update_bytes: int = bounded(0, 0)
+    max_num_examples: int = bounded(1_000_000, 1)
+    update_norm_bound: float = bounded(10.0, 0)
     aggregator: str = "fedavg"
-    trim_fraction: float = 0.2
+    trim_fraction: float = bounded(0.2, 0, 0.5, high_inclusive=False)
     phase2: str = "local"
-    finetune_steps: int = 10
-    finetune_learning_rate: float = 0.0
-    finetune_rounds: int = 2
+    finetune_steps: int = bounded(10, 1)
+    finetune_learning_rate: float = bounded(0.0, 0)
+    finetune_rounds: int = bounded(2, 1)
     finetune_init: str = "grown"
-    dp_noise_multiplier: float = 0.0
-    dp_clipping_norm: float = 1.0
+    dp_noise_multiplier: float = bounded(0.0, 0)
+    dp_clipping_norm: float = bounded(1.0, 0, low_inclusive=False)
     secure_aggregation: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class SecureAggregationSettings:
-    """``[federation].secure_aggregation``: the parameters of Flower's ``SecAggPlusWorkflow``."""
+    """``[federation].secure_aggregation``: the parameters of Flower's ``SecAggPlusWorkflow``.
+
+    ``num_shares`` and ``reconstruction_threshold`` are counts (ints) or shares (floats in (0, 1]),
+    as Flower takes them; :meth:`FederationConfig.validate` checks which.
+    """
 
     enabled: bool = False
-    num_shares: int | float = 3
-    reconstruction_threshold: int | float = 2
-    max_weight: float = 1000.0
-    clipping_range: float = 8.0
-    quantization_range: int = 4194304
+    num_shares: int | float = bounded(3, 0, low_inclusive=False)
+    reconstruction_threshold: int | float = bounded(2, 0, low_inclusive=False)
+    max_weight: float = bounded(1000.0, 0, low_inclusive=False)
+    clipping_range: float = bounded(8.0, 0, low_inclusive=False)
+    quantization_range: int = bounded(4194304, 1)
     party_metrics: str = "coarse"
 
 
 @dataclass
 class ModelSettings:
     family: str = "bert"
-    num_labels: int = 2
+    num_labels: int = bounded(2, 2)  # a classifier; transformers would build a regression head for 1
     target: dict[str, Any] = field(default_factory=dict)
     intermediate: dict[str, int] = field(default_factory=dict)
     ligo: dict[str, Any] = field(default_factory=dict)
@@ -150,17 +188,17 @@ class DataSettings:
     source: str = ""
     split: str = "train"
     test_split: str = "test"
-    limit: int | None = None
-    eval_fraction: float = 0.2
+    limit: int | None = bounded(None, 1)
+    eval_fraction: float = bounded(0.2, 0, 1, low_inclusive=False, high_inclusive=False)
     partition: str = "iid"
-    alpha: float = 0.5
-    min_size: int = 10
+    alpha: float = bounded(0.5, 0, low_inclusive=False)
+    min_size: int = bounded(10, 1)
     text_column: str = "sentence"
     label_column: str = "label"
-    max_length: int = 64
+    max_length: int = bounded(64, 1)
     tokenizer: str = ""
-    image_size: int = 32
-    num_channels: int = 1
+    image_size: int = bounded(32, 1)
+    num_channels: int = bounded(1, 1)
     source_cache: str = "~/.cache/fedgrow-hf/sources"
 
 
@@ -177,8 +215,8 @@ class FederationConfig:
     """A whole Fed-Grow run; see the module docstring for the file schema."""
 
     name: str = "fedgrow"
-    seed: int = 0
-    data_seed: int | None = None
+    seed: int = bounded(0, 0, MAX_SEED)
+    data_seed: int | None = bounded(None, 0, MAX_SEED)
     federation: FederationSettings = field(default_factory=FederationSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     data: DataSettings = field(default_factory=DataSettings)
@@ -219,15 +257,18 @@ class FederationConfig:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"unknown top-level config keys {unknown}; known: {sorted(known)}")
+        parties = raw.get("parties", [])
+        if not isinstance(parties, list):
+            raise ConfigError(f"parties must be a list of tables ([[parties]]), got {parties!r}")
         config = cls(
-            name=str(raw.get("name", "fedgrow")),
-            seed=int(raw.get("seed", 0)),
-            data_seed=None if raw.get("data_seed") is None else int(raw["data_seed"]),
+            name=raw.get("name", "fedgrow"),
+            seed=raw.get("seed", 0),
+            data_seed=raw.get("data_seed"),
             federation=_section(FederationSettings, raw.get("federation", {}), "federation"),
             model=_section(ModelSettings, raw.get("model", {}), "model"),
             data=_section(DataSettings, raw.get("data", {}), "data"),
-            training=dict(raw.get("training", {})),
-            parties=[_section(PartySettings, party, f"parties[{i}]") for i, party in enumerate(raw.get("parties", []))],
+            training=raw.get("training", {}),
+            parties=[_section(PartySettings, party, f"parties[{i}]") for i, party in enumerate(parties)],
         )
         config.validate()
         return config
@@ -239,6 +280,20 @@ class FederationConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first field whose type, range or combination is wrong.
+
+        Types and ranges come first and from the field declarations, so that the checks of
+        combinations below only ever compare numbers of the declared kinds.
+        """
+        check_values(self)
+        for section, name in ((self.federation, "federation"), (self.model, "model"), (self.data, "data")):
+            check_values(section, name)
+        for i, party in enumerate(self.parties):
+            check_values(party, f"parties[{i}]")
+        check_values(self.secure_aggregation, "federation.secure_aggregation")
+        self._validate_combinations()
+
+    def _validate_combinations(self) -> None:
         fed, model = self.federation, self.model
         if model.family not in FAMILIES:
             raise ConfigError(f"model.family={model.family!r} is not one of {FAMILIES}")
@@ -246,8 +301,6 @@ class FederationConfig:
             raise ConfigError("model.target and model.intermediate (Dual-LiGO's common shape) are required")
         if fed.phase2 not in PHASE2_MODES:
             raise ConfigError(f"federation.phase2={fed.phase2!r} is not one of {PHASE2_MODES}")
-        if fed.finetune_learning_rate < 0:
-            raise ConfigError(f"federation.finetune_learning_rate={fed.finetune_learning_rate} must be >= 0")
         if fed.aggregator not in AGGREGATORS:
             raise ConfigError(f"federation.aggregator={fed.aggregator!r} is not one of {AGGREGATORS}")
         if fed.finetune_init not in FINETUNE_INITS:
@@ -255,10 +308,8 @@ class FederationConfig:
         if fed.finetune_init == "random" and fed.phase2 != "federated":
             raise ConfigError("federation.finetune_init='random' (Fed-Scratch) needs federation.phase2='federated'")
         scratch = fed.finetune_init == "random"
-        if fed.rounds < (0 if scratch else 1) or fed.local_steps < 1:
-            raise ConfigError(
-                "federation.rounds must be >= 1 (>= 0 with finetune_init='random') and federation.local_steps >= 1"
-            )
+        if fed.rounds < (0 if scratch else 1):
+            raise ConfigError(f"federation.rounds={fed.rounds}: rounds must be >= 1 (>= 0 with finetune_init='random')")
         if not self.parties:
             raise ConfigError("no [[parties]]: a federation needs at least one party")
         if not 1 <= fed.min_train_nodes <= self.num_parties:
@@ -275,10 +326,9 @@ class FederationConfig:
                 f"federation.secure_aggregation.party_metrics={self.secure_aggregation.party_metrics!r} "
                 f"is not one of {PARTY_METRICS}"
             )
+        _check_secure_aggregation_counts(self.secure_aggregation)
         if self.data.partition not in ("iid", "dirichlet"):
             raise ConfigError(f"data.partition={self.data.partition!r} is not 'iid' or 'dirichlet'")
-        if not 0 < self.data.eval_fraction < 1:
-            raise ConfigError(f"data.eval_fraction={self.data.eval_fraction} must be in (0, 1)")
         if not self.data.source:
             raise ConfigError("data.source (a data path or a Hub dataset id) is required")
         for i, party in enumerate(self.parties):
@@ -297,11 +347,89 @@ class FederationConfig:
 
 
 def _section(kind: type, raw: dict[str, Any], name: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[{name}] must be a table of settings, got {raw!r}")
     known = {f.name for f in fields(kind)}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown keys in [{name}]: {unknown}; known: {sorted(known)}")
     return kind(**raw)
+
+
+def check_values(settings: Any, section: str = "") -> None:
+    """Check every field of the dataclass ``settings`` against its annotation and its ``bounded`` range.
+
+    TOML and JSON give ints, floats, strings and booleans as written, and a wrong one would fail
+    deep in a run, or silently (``1.5`` steps, ``"3"`` rounds): each must be of the declared type.
+    """
+    hints = get_type_hints(type(settings))
+    for spec in fields(settings):
+        name = f"{section}.{spec.name}" if section else spec.name
+        value = getattr(settings, spec.name)
+        if not _is_of_type(value, hints[spec.name]):
+            raise ConfigError(f"{name}={value!r} must be {_type_name(hints[spec.name])}")
+        bounds = spec.metadata.get(RANGE)
+        if bounds is not None and value is not None and value not in bounds:
+            raise ConfigError(f"{name}={value!r} must be {bounds}")
+
+
+def _is_of_type(value: Any, hint: Any) -> bool:
+    """Whether a config value is of the annotated type; an int is no bool, a float any finite number."""
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_is_of_type(value, option) for option in get_args(hint))
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return isinstance(value, int) or math.isfinite(value)
+    if origin is dict:
+        key_type, value_type = get_args(hint) or (Any, Any)
+        return isinstance(value, dict) and all(
+            _is_of_type(key, key_type) and _is_of_type(item, value_type) for key, item in value.items()
+        )
+    if origin is list:
+        (item_type,) = get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_is_of_type(item, item_type) for item in value)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    """How an error names a type: ``an int``, ``a finite number``, ``an int or None`` ..."""
+    names = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
+             type(None): "absent (null)"}
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(option) for option in get_args(hint))
+    if origin is dict:
+        return "a table" + (f" of {_type_name(get_args(hint)[1])} values" if get_args(hint) else "")
+    if origin is list:
+        return "a list"
+    if is_dataclass(hint):
+        return "a table of settings"
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _check_secure_aggregation_counts(settings: SecureAggregationSettings) -> None:
+    """SecAgg+'s share counts: an int counts parties (more than 2 shares), a float is a share in (0, 1]."""
+    for name in ("num_shares", "reconstruction_threshold"):
+        value = getattr(settings, name)
+        if isinstance(value, float) and not 0 < value <= 1:
+            raise ConfigError(f"federation.secure_aggregation.{name}={value!r}: as a share it must be in (0, 1]")
+    shares, threshold = settings.num_shares, settings.reconstruction_threshold
+    if isinstance(shares, int) and shares != 1 and shares <= 2:
+        raise ConfigError(f"federation.secure_aggregation.num_shares={shares!r} must be 1 (all parties) or > 2")
+    if isinstance(shares, int) and isinstance(threshold, int) and threshold != 1 and threshold >= shares:
+        raise ConfigError(
+            f"federation.secure_aggregation.reconstruction_threshold={threshold!r} must be less than num_shares={shares}"
+        )
 
 
 def _resolve(value: str, base: Path) -> str:

@@ -150,12 +150,7 @@ class FedGrowTrainer(Trainer):
                 f"continue round {server_round + 1} without its private Local-LiGO and head"
             )
         state = load_file(str(directory / PRIVATE_WEIGHTS))
-        expected = self.private_state_dict()
-        if set(state) != set(expected):
-            raise ValueError(
-                f"{directory} does not belong to this model: missing {sorted(set(expected) - set(state))[:5]}, "
-                f"unexpected {sorted(set(state) - set(expected))[:5]}"
-            )
+        _check_private_state(directory, state, self.private_state_dict())
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for name, value in state.items():
@@ -190,3 +185,24 @@ def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _check_private_state(
+    directory: Path, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+) -> None:
+    """Refuse saved private state whose keys or shapes differ from this model's.
+
+    ``copy_`` broadcasts, so a (1, 2) tensor would silently fill a (2, 2) parameter: shapes are
+    compared exactly, before any parameter is touched.
+    """
+    if set(state) != set(expected):
+        raise ValueError(
+            f"{directory} does not belong to this model: missing {sorted(set(expected) - set(state))[:5]}, "
+            f"unexpected {sorted(set(state) - set(expected))[:5]}"
+        )
+    for name, reference in expected.items():
+        if state[name].shape != reference.shape:
+            raise ValueError(
+                f"{directory / PRIVATE_WEIGHTS} does not belong to this model: {name} has shape "
+                f"{tuple(state[name].shape)}, expected {tuple(reference.shape)}"
+            )

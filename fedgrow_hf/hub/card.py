@@ -9,16 +9,16 @@ evaluation / federation numbers handed in. Rendering and metadata are ``huggingf
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from safetensors import safe_open
 from transformers import AutoConfig
 
-from ..export import read_ligo_config, target_config_of, target_model_class
+from ..export import read_ligo_config, saved_shapes, target_config_of, target_model_class
 from ..tuners.ligo import LiGOConfig
 from ..tuners.ligo.shapes import SHAPE_FIELDS
 
@@ -126,11 +126,12 @@ def read_results(path: str | os.PathLike) -> dict[str, object]:
     return record
 
 
-def _source_facts(config: LiGOConfig) -> list[dict[str, object]]:
+def _source_facts(config: LiGOConfig, locations: Sequence[str] | None) -> list[dict[str, object]]:
+    """Each source by the name the adapter records, with its shape read from its location."""
     facts = []
-    for name in config.source_paths:
+    for name, location in zip(config.source_paths, locations or config.source_paths):
         try:
-            source = AutoConfig.from_pretrained(name, revision=config.source_revision)
+            source = AutoConfig.from_pretrained(location, revision=config.source_revision)
             shape = {field: getattr(source, field) for field in SHAPE_FIELDS}
         except OSError:  # a Hub source not in the local cache: the card names it without its shape
             shape = {}
@@ -140,15 +141,12 @@ def _source_facts(config: LiGOConfig) -> list[dict[str, object]]:
 
 def _operator_facts(adapter_dir: Path, config: LiGOConfig) -> dict[str, object]:
     parameters = global_parameters = 0
-    with safe_open(adapter_dir / "adapter_model.safetensors", framework="pt") as weights:
-        for key in weights.keys():
-            if ".ligo_operator." not in key:
-                continue
-            size = 1
-            for dim in weights.get_slice(key).get_shape():
-                size *= dim
-            parameters += size
-            global_parameters += size if ".global_stage." in key else 0
+    for key, shape in saved_shapes(adapter_dir / "adapter_model.safetensors").items():
+        if ".ligo_operator." not in key:
+            continue
+        size = math.prod(shape)
+        parameters += size
+        global_parameters += size if ".global_stage." in key else 0
     return {
         "kind": "Dual-LiGO (Local + Global stages)" if config.is_dual else "LiGO",
         "width_structure": config.width_structure,
@@ -176,6 +174,7 @@ def build_model_card(
     base_model: list[str] | None = None,
     license: str | None = None,
     training: TrainingFacts | None = None,
+    sources: Sequence[str] | None = None,
 ) -> ModelCard:
     """Render the card of a grown model (``merged``) or of its LiGO adapter.
 
@@ -183,6 +182,8 @@ def build_model_card(
     go into its model-index (one ``EvalResult`` each); local data is named by ``dataset_name`` only,
     since a model-index entry must name a Hub dataset. ``base_model`` defaults to the sources that
     are Hub ids. ``training`` adds the training recipe (phases, steps, learning rates, data sizes).
+    ``sources`` are where the sources are, to read their shapes: the adapter records local ones by
+    name only (unless saved with ``record_source_paths``), and the card names them as the adapter does.
     """
     adapter_dir = Path(adapter_dir)
     config = read_ligo_config(adapter_dir)
@@ -226,7 +227,7 @@ def build_model_card(
         auto_class=auto_class,
         target=target,
         intermediate=config.intermediate_config,
-        sources=_source_facts(config),
+        sources=_source_facts(config, sources),
         operator=_operator_facts(adapter_dir, config),
         federation=federation,
         metrics=metrics,

@@ -57,6 +57,25 @@ def test_set_global_state_is_validated(make_party, sst2_train, tmp_path):
     assert torch.equal(trainer.get_global_state()[key], state[key])
 
 
+def test_private_state_of_another_shape_is_refused_before_any_parameter_changes(make_party, sst2_train, tmp_path):
+    """A (1, n) tensor would broadcast into an (m, n) parameter: saved private state must match exactly."""
+    from safetensors.torch import load_file, save_file
+
+    from fedgrow_hf.federated.trainer import PRIVATE_WEIGHTS
+
+    trainer = _trainer(make_party(), tmp_path, sst2_train)
+    trainer.save_private_state(0)
+    path = trainer.round_dir(0) / PRIVATE_WEIGHTS
+    state = load_file(str(path))
+    name = next(key for key, value in state.items() if value.dim() == 2 and value.shape[0] > 1)
+    state[name] = state[name][:1].clone() + 1.0
+    save_file(state, str(path))
+    before = {key: value.clone() for key, value in trainer.private_state_dict().items()}
+    with pytest.raises(ValueError, match=rf"{name} has shape \(1, \d+\), expected \(\d+, \d+\)"):
+        trainer.load_private_state(0)
+    assert all(torch.equal(value, before[key]) for key, value in trainer.private_state_dict().items())
+
+
 @pytest.mark.slow
 def test_restarted_party_resumes_exactly(make_party, sst2_train, tmp_path):
     """Round 2 in a fresh process (new model + trainer from disk) == round 2 in the same trainer."""

@@ -49,6 +49,7 @@ def bert_adapter_dir(tmp_path_factory, bert_source_dir) -> Path:
         task_type="SEQ_CLS",
         modules_to_save=["classifier"],
         init_noise_std=0.05,
+        record_source_paths=True,  # these adapters rebuild from their directory alone
     )
     path = tmp_path_factory.mktemp("bert_adapter")
     model.save_pretrained(path)
@@ -85,6 +86,7 @@ def vit_adapter_dir(tmp_path_factory) -> Path:
         model_class=ViTForImageClassification,
         modules_to_save=["classifier"],
         init_noise_std=0.05,
+        record_source_paths=True,  # these adapters rebuild from their directory alone
     )
     path = tmp_path_factory.mktemp("vit_adapter")
     model.save_pretrained(path)

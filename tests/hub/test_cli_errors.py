@@ -55,6 +55,20 @@ def test_merge_errors_are_one_line(bert_adapter_dir, tmp_path, capsys, problem):
     assert "Traceback" not in err
 
 
+def test_merge_into_an_existing_file_is_refused_and_writes_nothing(bert_adapter_dir, tmp_path, capsys, monkeypatch):
+    """transformers' save_pretrained only logs for a file: the merge said "written" with rc 0."""
+    from fedgrow_hf import export
+
+    monkeypatch.setattr(export, "merge_adapter", lambda *a, **k: pytest.fail("the target was built"))
+    output = tmp_path / "model.bin"
+    output.write_bytes(b"mine")
+    assert main(["merge", str(bert_adapter_dir), str(output)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"fedgrow merge: error: {output} exists and is not a directory: the model cannot be written there"
+    assert "merged model written" not in err and output.read_bytes() == b"mine"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.bin"]
+
+
 def test_merge_of_a_dir_that_is_no_adapter(tmp_path, capsys):
     (tmp_path / "model").mkdir()
     assert main(["merge", str(tmp_path / "model"), str(tmp_path / "out")]) == 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from peft import PeftConfig
 from transformers import PretrainedConfig
@@ -65,11 +67,20 @@ class LiGOConfig(PeftConfig):
         default=None,
         metadata={
             "help": "The target's config as a dict; filled in when the adapter is created, so that an adapter "
-            "directory alone rebuilds the grown model (fedgrow merge, fedgrow_hf.load_grown)."
+            "directory (with its sources) rebuilds the grown model (fedgrow merge, fedgrow_hf.load_grown)."
         },
     )
     modules_to_save: list[str] | None = field(
         default=None, metadata={"help": "Target modules trained and saved in full, e.g. ['classifier']."}
+    )
+    record_source_paths: bool = field(
+        default=False,
+        metadata={
+            "help": "Write local source paths into adapter_config.json as they are. By default only the "
+            "directory's name is written (Hub ids as they are), so that a shared or pushed adapter does not "
+            "reveal the local file system; loading it then needs the sources' locations "
+            "(load_grown(sources=...), fedgrow merge --source)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -96,6 +107,23 @@ class LiGOConfig(PeftConfig):
         if self.init_noise_std < 0:
             raise ValueError(f"LiGOConfig.init_noise_std must be >= 0, got {self.init_noise_std}")
 
+    def save_pretrained(self, save_directory: str, **kwargs) -> None:
+        """PEFT's ``save_pretrained``, writing the sources' names, not local paths, unless asked to.
+
+        PEFT's ``base_model_name_or_path`` (where the target's config came from) is named the same way;
+        LiGO rebuilds the target from ``target_config``, never from it.
+        """
+        recorded = self
+        if not self.record_source_paths:
+            recorded = copy.copy(self)
+            names = [source_name(path) for path in self.source_paths]
+            if self.source_model_name_or_path is not None:
+                single = isinstance(self.source_model_name_or_path, str)
+                recorded.source_model_name_or_path = names[0] if single else names
+            if self.base_model_name_or_path:
+                recorded.base_model_name_or_path = source_name(self.base_model_name_or_path)
+        PeftConfig.save_pretrained(recorded, save_directory, **kwargs)
+
     @property
     def source_paths(self) -> list[str]:
         paths = self.source_model_name_or_path
@@ -106,3 +134,9 @@ class LiGOConfig(PeftConfig):
     @property
     def is_dual(self) -> bool:
         return self.intermediate_config is not None
+
+
+def source_name(path: str) -> str:
+    """How a saved adapter names a source: a local directory by its name, a Hub id as it is."""
+    local = Path(path).expanduser()
+    return local.resolve().name if local.is_absolute() or local.exists() else path

@@ -178,7 +178,12 @@ class LiGOModel(BaseTuner):
             try:
                 models.append(AutoModel.from_pretrained(path, revision=config.source_revision))
             except (OSError, ValueError) as error:
-                raise OSError(f"cannot load the LiGO source model {path!r}: {error}") from error
+                reason = (str(error).splitlines() or [type(error).__name__])[0]
+                raise OSError(
+                    f"cannot load the LiGO source model {path!r}: {reason} (an adapter saved without "
+                    "record_source_paths names a local source without its path: give its location, e.g. "
+                    "fedgrow merge --source DIR or load_grown(..., sources=[DIR]))"
+                ) from error
         return models
 
     # ----------------------------------------------------------------------------------------------
