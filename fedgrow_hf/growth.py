@@ -31,9 +31,9 @@ def grow(
     config = LiGOConfig(
         source_model_name_or_path=[_name_or_path(m) for m in models] if len(models) > 1 else _name_or_path(models[0]),
         intermediate_config=intermediate_config,
+        source_models=models,
         **ligo_kwargs,
     )
-    config.__dict__["_source_models"] = models  # consumed by LiGOModel.inject_adapter, see _load_sources
     with init_empty_weights(include_buffers=False):
         is_model_class = isinstance(model_class, type) and issubclass(model_class, PreTrainedModel)
         target = model_class(target_config) if is_model_class else model_class.from_config(target_config)

@@ -137,3 +137,20 @@ def test_config_accepts_a_transformers_config_as_intermediate_shape():
 def test_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LiGOConfig(**kwargs)
+
+
+def test_handed_in_source_models_are_used_once_and_never_serialised(tiny_bert_config):
+    from transformers import BertModel
+
+    from fedgrow_hf import grow
+
+    source = BertModel(tiny_bert_config(1, 16, 2), add_pooling_layer=False)
+    model = grow(source, tiny_bert_config(2, 32, 4))
+    config = model.peft_config["default"]
+    assert config.source_models is None  # taken by the tuner when the adapter was built
+    assert "source_models" not in config.to_dict()
+    from fedgrow_hf import LiGOConfig
+
+    handed = LiGOConfig(source_models=[source])
+    assert "source_models" not in handed.to_dict() and handed.take_source_models() == [source]
+    assert handed.source_models is None

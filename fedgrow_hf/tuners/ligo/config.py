@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from peft import PeftConfig
 from transformers import PretrainedConfig
@@ -83,6 +84,16 @@ class LiGOConfig(PeftConfig):
         },
     )
 
+    source_models: list[Any] | None = field(
+        default=None,
+        repr=False,
+        compare=False,
+        metadata={
+            "help": "Loaded source models to grow from instead of loading source_model_name_or_path (what "
+            "fedgrow_hf.grow hands in). Used once, when the adapter is built; never saved."
+        },
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self.peft_type = LIGO_PEFT_TYPE
@@ -106,6 +117,19 @@ class LiGOConfig(PeftConfig):
                 raise ValueError(f"LiGOConfig.{name}={value!r} is not one of {allowed}")
         if self.init_noise_std < 0:
             raise ValueError(f"LiGOConfig.init_noise_std must be >= 0, got {self.init_noise_std}")
+
+    def to_dict(self) -> dict:
+        """PEFT's dict of the config, without ``source_models`` (loaded models are state, not configuration)."""
+        configuration = copy.copy(self)
+        configuration.source_models = None
+        as_dict = PeftConfig.to_dict(configuration)
+        as_dict.pop("source_models")
+        return as_dict
+
+    def take_source_models(self) -> list[Any] | None:
+        """The handed-in source models, released from the config: the operator keeps what it needs."""
+        models, self.source_models = self.source_models, None
+        return models
 
     def save_pretrained(self, save_directory: str, **kwargs) -> None:
         """PEFT's ``save_pretrained``, writing the sources' names, not local paths, unless asked to.

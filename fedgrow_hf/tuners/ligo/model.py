@@ -167,8 +167,7 @@ class LiGOModel(BaseTuner):
         operator.global_stage.requires_grad_(config.train_global and not config.inference_mode)
 
     def _load_sources(self, config: LiGOConfig) -> list[PreTrainedModel]:
-        # ``fedgrow_hf.grow`` hands over models it already holds; they are used once and not kept.
-        handed_over = config.__dict__.pop("_source_models", None)
+        handed_over = config.take_source_models()
         if handed_over is not None:
             return handed_over
         if not config.source_paths:
