@@ -11,6 +11,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -39,33 +40,15 @@ def minilm_path() -> Path:
 
 @pytest.fixture
 def tiny_bert_config():
-    """Factory for small BERT configs without dropout.
+    """Factory for small BERT configs without dropout (:func:`tests.ligo_factories.bert_config`).
 
     The vocabulary defaults to 30,522 (MiniLM's), so batches from the real MiniLM tokenizer fit; the
     embedding table is then the largest tensor but still only ~1 M floats at hidden 32. Pass a small
     ``vocab_size`` when the test builds token ids by hand.
     """
-    from transformers import BertConfig
+    from tests.ligo_factories import bert_config
 
-    def make(
-        layers: int = 2, hidden: int = 32, heads: int = 4, ffn: int | None = None, **kwargs
-    ) -> BertConfig:
-        options = {
-            "vocab_size": 30522,
-            "max_position_embeddings": 64,
-            "hidden_dropout_prob": 0.0,
-            "attention_probs_dropout_prob": 0.0,
-            **kwargs,
-        }
-        return BertConfig(
-            num_hidden_layers=layers,
-            hidden_size=hidden,
-            num_attention_heads=heads,
-            intermediate_size=ffn or 4 * hidden,
-            **options,
-        )
-
-    return make
+    return partial(bert_config, ffn_ratio=4, vocab_size=30522, max_position_embeddings=64)
 
 
 @pytest.fixture

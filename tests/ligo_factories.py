@@ -8,12 +8,15 @@ from transformers import BertConfig, BertModel, ViTConfig, ViTModel
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 
-def bert_config(layers: int = 2, hidden: int = 32, heads: int = 4, ffn: int | None = None, **kwargs) -> BertConfig:
+def bert_config(
+    layers: int = 2, hidden: int = 32, heads: int = 4, ffn: int | None = None, ffn_ratio: int = 2, **kwargs
+) -> BertConfig:
+    """The one tiny-BERT factory of the tests (no dropout; a 120-token vocabulary unless given)."""
     return BertConfig(
         num_hidden_layers=layers,
         hidden_size=hidden,
         num_attention_heads=heads,
-        intermediate_size=ffn or 2 * hidden,
+        intermediate_size=ffn or ffn_ratio * hidden,
         **{"vocab_size": 120, "max_position_embeddings": 40, **NO_DROPOUT, **kwargs},
     )
 

@@ -10,15 +10,14 @@ import torch
 from datasets import Dataset
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
 
+from tests.ligo_factories import bert_config
+
 INTERMEDIATE = {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4}
-NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 
 def tiny_bert(layers: int, hidden: int, heads: int, ffn: int, **kwargs) -> BertConfig:
-    return BertConfig(
-        num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads, intermediate_size=ffn,
-        vocab_size=30522, max_position_embeddings=64, **NO_DROPOUT, **kwargs,
-    )
+    """A tiny BERT that takes MiniLM's token ids (:func:`tests.ligo_factories.bert_config`)."""
+    return bert_config(layers, hidden, heads, ffn, vocab_size=30522, max_position_embeddings=64, **kwargs)
 
 
 @pytest.fixture(scope="session")
