@@ -1,15 +1,13 @@
 """The Fed-Grow server as a Flower ``ServerApp`` (Message API + ``Grid``).
 
 Phase 1 runs ``rounds`` rounds of federated Global-LiGO training: the current Global-LiGO goes to
-every party, the replies are screened (:mod:`.strategy`), and Flower's FedAvg (optionally inside
-Flower's DP fixed-clipping wrapper) averages the valid ones, weighted by example counts. A round
-with fewer than ``min_train_nodes`` valid updates is run again up to ``round_retries`` times, then
-the federation stops cleanly with :class:`FederationAborted` (the last checkpoint stays valid).
-After every round the server checkpoints atomically and appends a line to ``metrics.jsonl``.
-
-Phase 2 (``phase2``): ``"local"`` -- every party merges its grown model and fine-tunes it alone,
-reporting metrics; ``"federated"`` -- FedAvg of the merged grown models for ``finetune_rounds``
-rounds (the comparison baseline); ``"none"``.
+every party, the replies are screened (:mod:`.screening`), and the configured Flower strategy
+(:mod:`.strategy`; optionally inside Flower's DP fixed-clipping wrapper) aggregates the valid ones. A
+round with fewer than ``min_train_nodes`` valid updates, or an invalid aggregate, is run again up to
+``round_retries`` times, then the federation stops cleanly with :class:`FederationAborted` (the last
+checkpoint stays valid). After every round the server checkpoints durably and appends a line to
+``metrics.jsonl``. Phase 2 and what both phase-1 paths share live in :mod:`.phases`; the SecAgg+ path
+in :mod:`.secure_aggregation`.
 """
 
 from __future__ import annotations
