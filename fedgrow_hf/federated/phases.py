@@ -74,7 +74,7 @@ def run_phase2(
     reference = reference_target_state(config) if federated else None
     screen = ReplyScreen(reference, FINETUNE_METRICS, config.num_parties,
                          fed.max_update_bytes or _state_bytes(reference), fed.max_num_examples, fed.update_norm_bound)
-    averager = build_strategy(config)
+    averager = build_strategy(config, with_dp=False)
     current: dict[str, torch.Tensor] | None = None  # the averaged model the parties start from (round >= 2)
     first = 1
     checkpoint = load_checkpoint(run_dir, "finetune") if resume and federated else None

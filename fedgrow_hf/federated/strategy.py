@@ -53,10 +53,11 @@ def aggregate_problem(state: dict[str, torch.Tensor], reference: dict[str, torch
     return None
 
 
-def build_strategy(config: FederationConfig, min_train_nodes: int | None = None) -> Strategy:
+def build_strategy(config: FederationConfig, min_train_nodes: int | None = None, *, with_dp: bool = True) -> Strategy:
     """``[federation].aggregator`` over the screened replies (FedAvg weighted by each party's example
     count; FedMedian or FedTrimmedAvg to bound what a few parties can do to the result), wrapped in
-    Flower's DP clipping if configured. The server waits for nodes itself (bounded by ``round_timeout``),
+    Flower's DP clipping if configured (and ``with_dp``: DP covers the Global-LiGO of phase 1, not the
+    grown models of a federated phase 2). The server waits for nodes itself (bounded by ``round_timeout``),
     so the strategy only needs ``min_train_nodes`` of them."""
     fed = config.federation
     needed = min_train_nodes or fed.min_train_nodes
@@ -70,7 +71,7 @@ def build_strategy(config: FederationConfig, min_train_nodes: int | None = None)
         strategy = FedTrimmedAvg(**common, beta=fed.trim_fraction)
     else:
         strategy = FedAvg(**common)
-    if fed.dp_noise_multiplier > 0:
+    if with_dp and fed.dp_noise_multiplier > 0:
         strategy = DifferentialPrivacyServerSideFixedClipping(
             strategy,
             noise_multiplier=fed.dp_noise_multiplier,
