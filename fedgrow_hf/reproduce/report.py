@@ -413,7 +413,8 @@ def _targets_section(targets: list[dict[str, Any]], notes: dict[str, str]) -> li
     lines = ["### Targets of the issue", ""]
     for target in targets:
         status = {True: "**met**", False: "**missed**", None: "not measured"}[target["met"]]
-        line = f"- {target['target']}: {status}; {target['measured']}"
+        measured = "" if target["met"] is None else f"; {target['measured']}"
+        line = f"- {target['target']}: {status}{measured}"
         lines.append(line + (f"; missed by {target['missed_by']}." if target["met"] is False else "."))
         if target["met"] is False:
             reason = notes.get(target["key"], "_not written yet_")

@@ -75,7 +75,8 @@ def test_one_round_through_superlink_and_two_supernodes(shared_data_dir, tmp_pat
             ))
         submitted = subprocess.run(
             ["flwr", "run", str(APP), "local-deployment", "--run-config",
-             f"config='{config_path}' run-dir='{run_dir}'"],
+             f"config='{config_path}' run-dir='{run_dir}' federation.rounds=1 federation.local-steps=2 "
+             "federation.phase2='none'"],
             env=env, capture_output=True, text=True, timeout=120,
         )
         assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]

@@ -122,3 +122,25 @@ def test_federated_package_imports_without_flower():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "FedGrowTrainer"
+
+
+def test_flower_run_config_overrides_the_main_settings_flat(shared_data_dir):
+    """The example app's ``[tool.flwr.app.config]`` keys, flattened as Flower passes them, set the run."""
+    import tomllib
+    from flwr.common.config import flatten_dict
+
+    from fedgrow_hf.federated.config import ConfigError, FederationConfig, resolve_run
+
+    app = TINY_CONFIG.parents[1] / "flower_app" / "pyproject.toml"
+    run_config = flatten_dict(tomllib.loads(app.read_text())["tool"]["flwr"]["app"]["config"])
+    assert {"federation.rounds", "federation.local-steps", "training.learning-rate"} <= set(run_config)
+    run_config.update(config=str(TINY_CONFIG), **{"federation.local-steps": 7, "training.learning-rate": 0.05})
+    config, run_dir = resolve_run(run_config, None, None)
+    assert config.federation.local_steps == 7 and config.training["learning_rate"] == 0.05
+    assert config.federation.rounds == run_config["federation.rounds"] and str(run_dir) == run_config["run-dir"]
+    untouched = FederationConfig.load(TINY_CONFIG)
+    assert config.parties == untouched.parties and config.model == untouched.model
+    for bad, message in [({"federation.round": 3}, r"unknown keys in \[federation\]: \['round'\]"),
+                         ({"federation.rounds": "3"}, "federation.rounds='3'"), ({"modell.family": "vit"}, "no table")]:
+        with pytest.raises(ConfigError, match=message):
+            resolve_run({"config": str(TINY_CONFIG), **bad}, None, None)
