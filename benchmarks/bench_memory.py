@@ -48,6 +48,7 @@ def make_adapter(adapter_dir: str) -> None:
         model_class=BertForSequenceClassification,
         task_type="SEQ_CLS",
         modules_to_save=["classifier"],
+        record_source_paths=True,  # the merging subprocesses load the source from where this one found it
     )
     model.save_pretrained(adapter_dir)
 
