@@ -44,6 +44,12 @@ FINETUNE_MESSAGE = "train.finetune"
 RoundCallback = Callable[[dict[str, Any]], None]
 
 
+def start_run(run_dir: Path, config: FederationConfig) -> None:
+    """A new run in ``run_dir``: no metrics of an earlier one, and the config it runs with (what resume checks)."""
+    (run_dir / METRICS_FILE).unlink(missing_ok=True)
+    (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
+
+
 class FederationAborted(RuntimeError):
     """Too few valid updates in a round, even after retries; the last checkpoint is intact."""
 

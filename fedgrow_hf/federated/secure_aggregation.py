@@ -46,11 +46,11 @@ from .config import FederationConfig, resolve_run
 from .party import party_id_of, train_party_round
 from .phases import (
     FINAL_OPERATOR,
-    METRICS_FILE,
     FederationAborted,
     RoundCallback,
     record_round,
     run_phase2,
+    start_run,
     weighted_means,
 )
 from .screening import PARTY_KEY, WEIGHT_KEY
@@ -234,8 +234,7 @@ def run_secure_federation(
     run_dir.mkdir(parents=True, exist_ok=True)
     if load_checkpoint(run_dir) is not None or (run_dir / FINAL_OPERATOR).exists():
         raise FileExistsError(f"{run_dir} holds an earlier run: use a new run folder")
-    (run_dir / METRICS_FILE).unlink(missing_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    start_run(run_dir, config)
 
     fed, settings = config.federation, config.secure_aggregation
     strategy = SecureFedAvg(config, run_dir, on_round)

@@ -37,12 +37,12 @@ from .config import FederationConfig, resolve_run
 from .phases import (
     CONFIG_FILE,
     FINAL_OPERATOR,
-    METRICS_FILE,
     FederationAborted,
     RoundCallback,
     party_reports,
     record_round,
     run_phase2,
+    start_run,
     wait_for_nodes,
     weighted_means,
 )
@@ -73,8 +73,7 @@ def run_federation(
     if checkpoint is not None and not resume:
         raise FileExistsError(f"{run_dir} holds a checkpoint of an earlier run: resume it or use a new run folder")
     if checkpoint is None:
-        (run_dir / METRICS_FILE).unlink(missing_ok=True)
-        (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
+        start_run(run_dir, config)
         np.random.seed(config.seed)
     else:
         check_resumable(run_dir, config, checkpoint, reference)

@@ -18,7 +18,7 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from ..tuners.ligo import GrowthStage
+from ..tuners.ligo import GlobalStateError, GrowthStage, check_state_dict
 from .config import FederationConfig
 from .screening import (
     ARRAYS_KEY,
@@ -42,14 +42,10 @@ def update_problem(content_arrays: ArrayRecord | None, reference: GrowthStage, m
 
 def aggregate_problem(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> str | None:
     """Why an aggregate must not be checkpointed or sent (keys, shapes, dtypes, non-finite values)."""
-    if set(state) != set(reference):
-        return f"aggregate keys differ from the reference: {sorted(set(state) ^ set(reference))[:5]}"
-    for key, value in state.items():
-        if tuple(value.shape) != tuple(reference[key].shape) or value.dtype != reference[key].dtype:
-            return f"aggregate key {key!r} is {value.dtype} {tuple(value.shape)}, expected " \
-                   f"{reference[key].dtype} {tuple(reference[key].shape)}"
-        if value.is_floating_point() and not torch.isfinite(value).all():
-            return f"aggregate key {key!r} has non-finite values"
+    try:
+        check_state_dict(reference, state, "aggregate")
+    except GlobalStateError as error:
+        return str(error)
     return None
 
 

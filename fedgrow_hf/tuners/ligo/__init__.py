@@ -10,6 +10,7 @@ from .model import (
     GlobalStateError,
     LiGOModel,
     LosslessGrowthWarning,
+    check_state_dict,
     initial_global_stage,
     validate_global_state,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "SourceWeights",
     "TransformerWeights",
     "WidthFactor",
+    "check_state_dict",
     "initial_global_stage",
     "validate_global_state",
 ]

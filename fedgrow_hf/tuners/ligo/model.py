@@ -372,26 +372,30 @@ def initial_global_stage(target: PretrainedConfig, config: LiGOConfig, num_local
 
 def validate_global_state(stage: GrowthStage, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Raise :class:`GlobalStateError` naming the first offending key unless ``state_dict`` fits ``stage``."""
-    expected = stage.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
+    check_state_dict(stage.state_dict(), state_dict, "Global-LiGO")
+
+
+def check_state_dict(reference: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor], what: str) -> None:
+    """Raise :class:`GlobalStateError` (naming ``what`` and the first offending key) unless ``state_dict`` has
+    exactly ``reference``'s keys, shapes and dtypes and finite values: the one check of a received, averaged or
+    checkpointed state."""
+    missing = sorted(set(reference) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(reference))
     if missing or unexpected:
-        raise GlobalStateError(f"Global-LiGO keys do not match: missing {missing}, unexpected {unexpected}")
-    for key, reference in expected.items():
+        raise GlobalStateError(f"{what} keys do not match: missing {missing}, unexpected {unexpected}")
+    for key, expected in reference.items():
         value = state_dict[key]
         if not isinstance(value, torch.Tensor):
             try:
                 value = torch.as_tensor(value)
             except (TypeError, ValueError, RuntimeError) as error:
-                raise GlobalStateError(f"Global-LiGO key {key!r} is not an array: {type(value).__name__}") from error
-        if tuple(value.shape) != tuple(reference.shape):
-            raise GlobalStateError(
-                f"Global-LiGO key {key!r} has shape {tuple(value.shape)}, expected {tuple(reference.shape)}"
-            )
-        if value.dtype != reference.dtype:
-            raise GlobalStateError(f"Global-LiGO key {key!r} has dtype {value.dtype}, expected {reference.dtype}")
-        if not torch.isfinite(value).all():
-            raise GlobalStateError(f"Global-LiGO key {key!r} has non-finite values")
+                raise GlobalStateError(f"{what} key {key!r} is not an array: {type(value).__name__}") from error
+        if tuple(value.shape) != tuple(expected.shape):
+            raise GlobalStateError(f"{what} key {key!r} has shape {tuple(value.shape)}, expected {tuple(expected.shape)}")
+        if value.dtype != expected.dtype:
+            raise GlobalStateError(f"{what} key {key!r} has dtype {value.dtype}, expected {expected.dtype}")
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise GlobalStateError(f"{what} key {key!r} has non-finite values")
 
 
 def _check_same_family(source: PreTrainedModel, target: PreTrainedModel, table: ArchitectureTable) -> None:
