@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep every party's final model in WORK_DIR/seed-S/METHOD/parties/party-P/grown "
                              "(default: deleted once scored on the test split)")
     parser.add_argument("--cpus-per-party", type=float, default=1.0, help="CPU cores Ray gives each party")
+    parser.add_argument("--engine", choices=("ray", "inprocess"), default="ray",
+                        help="the federated methods' engine: Flower's simulation engine (Ray, default) or every "
+                             "party in this process, one after another, on its device (a GPU if there is one)")
     parser.add_argument("--resume", action="store_true",
                         help="keep runs (method x seed, and --tune's choice) already measured in WORK_DIR with the "
                              "same config; run the others")
@@ -69,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         keep_models=args.keep_models,
         command=_command(args),
         cpus_per_party=args.cpus_per_party,
+        engine=args.engine,
         resume=args.resume,
         log=console.log,
     )
@@ -90,6 +94,8 @@ def _command(args: argparse.Namespace) -> str:
     words += [flag for flag, given in (("--tune", args.tune), ("--keep-models", args.keep_models)) if given]
     if args.cpus_per_party != 1.0:
         words += ["--cpus-per-party", str(args.cpus_per_party)]
+    if args.engine != "ray":
+        words += ["--engine", args.engine]
     return shlex.join(words)
 
 

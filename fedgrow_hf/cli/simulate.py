@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     parser.add_argument("--rounds", type=int, help="override [federation].rounds")
     parser.add_argument("--cpus-per-party", type=float, default=1.0, help="CPU cores Ray gives each party")
+    parser.add_argument("--engine", choices=("ray", "inprocess"), default="ray",
+                        help="Flower's simulation engine (Ray, default) or every party in this process, one after "
+                             "another, on its device (a GPU if there is one); no secure aggregation")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         TextColumn("{task.fields[status]}"), console=console,
     ) as progress:
         task = progress.add_task(
-            f"{config.num_parties} parties x {fed.local_steps} local steps", total=fed.rounds, status="starting Ray ..."
+            f"{config.num_parties} parties x {fed.local_steps} local steps", total=fed.rounds, status=f"starting ({args.engine}) ..."
         )
         sent = {"bytes": 0}
 
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
                 progress.update(task, status=status)
             console.log(status)
 
-        simulate(config, run_dir, resume=args.resume, on_round=on_round, cpus_per_party=args.cpus_per_party)
+        simulate(config, run_dir, resume=args.resume, on_round=on_round, cpus_per_party=args.cpus_per_party,
+                 engine=args.engine)
     console.print(f"metrics: {run_dir}/metrics.jsonl  final Global-LiGO: {run_dir}/global_operator.safetensors")
     return 0
 

@@ -1,8 +1,10 @@
-"""Run a whole Fed-Grow federation on this machine with Flower's simulation engine (Ray backend).
+"""Run a whole Fed-Grow federation on this machine.
 
-Each party is a virtual SuperNode (``partition-id`` = its index in ``[[parties]]``) running the
-same ``ClientApp`` as a real deployment; the ``ServerApp`` is the deployment's too. Only the
-transport differs.
+Two engines, one federation: with ``engine="ray"`` (the default) Flower's simulation engine runs each
+party as a virtual SuperNode (``partition-id`` = its index in ``[[parties]]``) in a Ray actor; with
+``engine="inprocess"`` (:mod:`.inprocess`) the parties' ``ClientApp`` answers in this process, one
+party after another, on this process's device (a GPU if there is one) and without Ray. Either way the
+``ClientApp`` and the server logic are a real deployment's; only the transport differs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from safetensors.torch import load_file
 
 from .client_app import make_client_app
 from .config import FederationConfig
-from .server_app import FINAL_OPERATOR, RoundCallback, make_server_app
+from .inprocess import InProcessGrid
+from .server_app import FINAL_OPERATOR, RoundCallback, make_server_app, run_federation
+
+ENGINES = ("ray", "inprocess")
 
 
 def simulate(
@@ -28,17 +33,26 @@ def simulate(
     on_round: RoundCallback | None = None,
     client_mods: list[Mod] | None = None,
     cpus_per_party: float = 1.0,
+    engine: str = "ray",
 ) -> dict[str, torch.Tensor]:
     """Run phase 1 (and phase 2 if configured); returns the final Global-LiGO.
 
     ``run_dir`` receives ``metrics.jsonl``, ``global_operator.safetensors``, the server checkpoint
     and each party's private folder (``parties/party-<id>``, which in a real deployment would be on
     the party's own machine). ``client_mods`` are Flower mods wrapped around every party's app.
+    ``cpus_per_party`` is Ray's share per party (``engine="ray"`` only).
     """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
+    if engine == "inprocess" and config.secure_aggregation.enabled:
+        raise ValueError("secure aggregation needs Flower's simulation engine: use engine='ray'")
     run_dir = Path(run_dir).resolve()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    server = make_server_app(config, run_dir, resume=resume, on_round=on_round)
     client = make_client_app(config, str(run_dir), mods=client_mods)
+    if engine == "inprocess":
+        with InProcessGrid(client, config.num_parties).serving() as grid:
+            return run_federation(grid, config, run_dir, resume=resume, on_round=on_round)
+    server = make_server_app(config, run_dir, resume=resume, on_round=on_round)
     run_simulation(
         server_app=server,
         client_app=client,

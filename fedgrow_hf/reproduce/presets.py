@@ -14,9 +14,15 @@ source head size, and FFN width and depth >=. All sources and intermediates have
 Hyper-parameters (learning rates, batch size, steps) are shared by all methods; none were tuned per
 method. Two learning rates are distinguished by *what* is trained, not by method: ``[training]``'s for
 the LiGO operator (phase 1 of the growth methods) and ``finetune_learning_rate`` for full-model training
-(phase 2 of the growth methods, all of Fed-Scratch and of own-source fine-tuning). Each preset says where
-its full-model rate comes from (``learning_rate_origin``); ``fedgrow reproduce PRESET --tune`` instead
-picks it on a development split (:mod:`.tuning`) and records the choice in ``results.json``.
+(phase 2 of the growth methods, all of Fed-Scratch and of own-source fine-tuning); every preset sets
+both to the same value. Each preset says where its full-model rate comes from (``learning_rate_origin``);
+``fedgrow reproduce PRESET --tune`` instead picks it on a development split (:mod:`.tuning`) and records
+the choice in ``results.json``.
+
+Operator phase length: LiGO trains its operator *briefly* and then the grown model. The text presets
+give the operator phase 10% of a party's steps (rounds x local steps): measured on text-small (seed 0,
+previous split), half the steps on the operator left no full-model steps to leave the majority-class
+plateau under label skew (RESULTS.md). vision-small keeps the split it was measured with (half).
 
 Data and seeds: ``data_seed`` fixes the data subset, the partition, each party's held-out share and its
 source; each comparison seed (``seeds``) changes only initialisation and batch order.
@@ -116,15 +122,15 @@ def _text_data(data_dir: Path, limit: int | None, max_length: int) -> dict[str, 
 
 
 def _text_small(data_dir: Path) -> dict[str, Any]:
-    """400 local steps per party (4 rounds of 50 + 200 in phase 2): where own-source fine-tuning levels off.
+    """400 local steps per party (4 rounds of 10 + 360 in phase 2): where own-source fine-tuning levels off.
     Measured once (seed 0, 400 steps, held-out accuracy every 25 steps): MiniLM by about step 250, the
     L4/H192 source by about 250-300, the L3/H128 one by about 350."""
     return _run(
-        "text-small", 4, 50, 200, 14400,
+        "text-small", 4, 10, 360, 14400,
         model={"family": "bert", "num_labels": 2, "target": dict(TEXT_SMALL_TARGET),
                "intermediate": _bert_shape(6, 384, 12)},
         data=_text_data(data_dir, 6000, 48),
-        training={"learning_rate": 5e-4, "per_device_train_batch_size": 16},
+        training={"learning_rate": 1e-4, "per_device_train_batch_size": 16},
         parties=_text_parties(),
         finetune_learning_rate=1e-4,
     )
@@ -132,11 +138,12 @@ def _text_small(data_dir: Path) -> dict[str, Any]:
 
 def _gpu_small(data_dir: Path) -> dict[str, Any]:
     """``text-small``'s parties grown into BERT-Base's shape (L12/H768), on more data: 300 steps of batch 32
-    (9,600 examples per party, more than the ~6,400 after which own-source levelled off in ``text-small``)."""
+    (9,600 examples per party, more than the ~6,400 after which own-source levelled off in ``text-small``),
+    5 rounds of 6 operator steps, then 270 full-model steps."""
     config = _text_small(data_dir)
     config.update(name="gpu-small", data=_text_data(data_dir, 15000, 64),
-                  training={"learning_rate": 5e-4, "per_device_train_batch_size": 32})
-    config["federation"].update(rounds=5, local_steps=30, finetune_steps=150, round_timeout=3600)
+                  training={"learning_rate": 1e-4, "per_device_train_batch_size": 32})
+    config["federation"].update(rounds=5, local_steps=6, finetune_steps=270, round_timeout=3600)
     config["model"]["target"] = _bert_shape(12, 768, 12)
     return config
 
@@ -170,15 +177,17 @@ def _paper(data_dir: Path) -> dict[str, Any]:
     exact models, datasets or budgets, which this offline project cannot fetch or check."""
     config = _gpu_small(data_dir)
     config.update(name="paper", data=_text_data(data_dir, None, 128))
-    config["federation"].update(rounds=20, local_steps=200, finetune_steps=1000, finetune_learning_rate=5e-5,
+    config["training"]["learning_rate"] = 5e-5
+    config["federation"].update(rounds=20, local_steps=25, finetune_steps=4500, finetune_learning_rate=5e-5,
                                 round_timeout=36000)
     config["parties"].append({"derive": _derived(2, 96)})  # 3 heads; 384 / 96 = 4
     return config
 
 
-TEXT_RATE = ("1e-4 for the full model, the largest rate of Turc et al.'s grid for small BERTs; set once, for every "
-             "method, after two stopped runs of the earlier text-small (target L8/H512) at 5e-4 ended with every "
-             "method predicting a single class for every party; not tuned on a development split")
+TEXT_RATE = ("1e-4 for the full model and the operator, the largest rate of Turc et al.'s grid for small BERTs; set "
+             "once, for every method, after two stopped runs of the earlier text-small (target L8/H512) at 5e-4 ended "
+             "with every method predicting a single class for every party; the operator at the same rate since its "
+             "earlier 5e-4 undid the lossless start (RESULTS.md); not tuned on a development split")
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (

@@ -74,6 +74,7 @@ def reproduce(
     keep_models: bool = False,
     command: str = "",
     cpus_per_party: float = 1.0,
+    engine: str = "ray",
     resume: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -104,7 +105,7 @@ def reproduce(
     measured = {}
     for method in methods:
         measure = partial(_measure, method=method, work_dir=work_dir, test_set=test_set, keep_models=keep_models,
-                          cpus_per_party=cpus_per_party, log=log)
+                          cpus_per_party=cpus_per_party, engine=engine, log=log)
         per_seed = [_kept_or_run(work_dir / f"seed-{seed}" / f"{method}.json", _seeded(config, seed), resume, log,
                                  f"{method}/seed {seed}", measure) for seed in seeds]
         measured[method] = summarise(method, per_seed)
@@ -139,7 +140,7 @@ def reproduce(
 
 def _measure(
     seeded: FederationConfig, *, method: str, work_dir: Path, test_set: datasets.Dataset, keep_models: bool,
-    cpus_per_party: float, log: Callable[[str], None],
+    cpus_per_party: float, engine: str, log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Run ``method`` with ``seeded.seed`` in ``work_dir/seed-<seed>`` and summarise it, logging every round."""
     def on_round(report: dict[str, Any]) -> None:
@@ -147,7 +148,7 @@ def _measure(
             f"mean accuracy {report['accuracy']:.4f}")
 
     run = run_method(seeded, method, work_dir / f"seed-{seeded.seed}", test_set, keep_models=keep_models,
-                     cpus_per_party=cpus_per_party, on_round=on_round)
+                     cpus_per_party=cpus_per_party, engine=engine, on_round=on_round)
     return seed_summary(run)
 
 

@@ -1,0 +1,58 @@
+"""The in-process engine runs the same federation as Flower's simulation engine, without Ray."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from flwr.app import RecordDict
+
+from fedgrow_hf.federated.inprocess import FIRST_NODE_ID, InProcessGrid
+from fedgrow_hf.federated.phases import METRICS_FILE
+from fedgrow_hf.federated.simulate import simulate
+from tests.federated.conftest import tiny_federation
+
+
+@pytest.mark.slow
+def test_inprocess_federation_matches_the_ray_simulation(tiny_run, tmp_path):
+    """Same config, same seeds: the same final Global-LiGO and the same rounds as the Ray run."""
+    final = simulate(tiny_run["config"], tmp_path, engine="inprocess")
+
+    assert final.keys() == tiny_run["final"].keys()
+    for key, value in final.items():
+        # Ray's actors may use another number of threads: reductions can differ in the last bits
+        torch.testing.assert_close(value, tiny_run["final"][key], atol=1e-4, rtol=1e-3, msg=key)
+    records = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    ray_records = [json.loads(line) for line in (tiny_run["dir"] / METRICS_FILE).read_text().splitlines()]
+    assert [(r["phase"], r["round"]) for r in records] == [(r["phase"], r["round"]) for r in ray_records]
+    assert [sorted(r["parties"]) for r in records] == [sorted(r["parties"]) for r in ray_records]
+    assert not any(r.get("dropped") for r in records)
+    parties = tiny_run["config"].num_parties
+    assert all((tmp_path / "parties" / f"party-{party}" / "grown").is_dir() for party in range(parties))
+
+
+def test_grid_gives_parties_the_simulation_engines_node_config():
+    seen = []
+
+    def client_app(message, context):
+        seen.append((message.metadata.dst_node_id, dict(context.node_config)))
+        return message
+
+    grid = InProcessGrid(client_app, num_parties=3)
+    assert grid.get_node_ids() == [FIRST_NODE_ID, FIRST_NODE_ID + 1, FIRST_NODE_ID + 2]
+    with grid.serving():
+        messages = [grid.create_message(RecordDict(), "train", node, "1") for node in reversed(grid.get_node_ids())]
+        grid.send_and_receive(messages)
+        with pytest.raises(ValueError, match="no party has node id 7"):
+            grid.send_and_receive([grid.create_message(RecordDict(), "train", 7, "1")])
+    assert seen == [(FIRST_NODE_ID + party, {"partition-id": party, "num-partitions": 3}) for party in range(3)]
+
+
+def test_inprocess_engine_refuses_secure_aggregation_and_unknown_engines(shared_data_dir, tmp_path):
+    config = tiny_federation(shared_data_dir)
+    config.federation.secure_aggregation = {"enabled": True}
+    with pytest.raises(ValueError, match="secure aggregation needs Flower's simulation engine"):
+        simulate(config, tmp_path, engine="inprocess")
+    with pytest.raises(ValueError, match="unknown engine 'threads'"):
+        simulate(tiny_federation(shared_data_dir), tmp_path, engine="threads")
