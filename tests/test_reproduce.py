@@ -346,7 +346,7 @@ def test_presets_are_valid_federation_configs():
         assert config.name == name and config.num_parties >= 2
         assert config.data.source.startswith("/data/")  # the data location is the caller's
         assert len(PRESETS[name].seeds) >= 2 and PRESETS[name].learning_rate_origin
-    assert "not run on CPU" in PRESETS["gpu-small"].budget
+    assert "not run on CPU" in PRESETS["gpu-small"].budget and "--engine inprocess" in PRESETS["gpu-small"].budget
 
 
 def test_unknown_preset_and_bad_seeds_are_clear_errors(tmp_path, capsys):

@@ -210,8 +210,9 @@ PRESETS: dict[str, Preset] = {
                _text_small,
                learning_rate_origin=TEXT_RATE),
         Preset("gpu-small", "text-small's parties -> BERT L12/H768 (BERT-Base shape); 15,000 SST-2 training "
-               "sentences, batch 32, 300 steps per party", "sized for about 10 minutes on one H100 (not run "
-               "on CPU; the estimate is not measured)", _gpu_small, learning_rate_origin=TEXT_RATE),
+               "sentences, batch 32, 300 steps per party", "measured on one H200 with --engine inprocess: own-source "
+               "and Fed-Grow about 4 minutes a seed together (not run on CPU)", _gpu_small,
+               learning_rate_origin=TEXT_RATE),
         Preset("paper", "GPU scale: MiniLM + 3 derived BERTs -> BERT-Base (L12/H768), full SST-2 train split, "
                "20 rounds", "a GPU machine; not run in CI", _paper,
                learning_rate_origin="5e-5 for the full model, the usual BERT-Base fine-tuning rate; not tuned"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,18 @@ def make_party():
         )
 
     return make
+
+
+@contextmanager
+def flower_task_identity() -> Iterator[None]:
+    """What Flower's app runtimes set before an app runs: messages read the run id from it."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    try:
+        yield
+    finally:
+        TaskIdentity.task_id = TaskIdentity.run_id = TaskIdentity.node_id = None
 
 
 TINY_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "configs" / "tiny.toml"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.federated.conftest import tiny_federation
+from tests.federated.conftest import flower_task_identity, tiny_federation
 
 pytest.importorskip("flwr")
 
@@ -147,11 +147,8 @@ def bad_zip(original: Array) -> bytes:
 @pytest.fixture(scope="module", autouse=True)
 def server_identity():
     """What Flower's ServerApp runtime sets before ``main`` runs: messages read the run id from it."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
-    yield
-    TaskIdentity.task_id = TaskIdentity.run_id = TaskIdentity.node_id = None
+    with flower_task_identity():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.federated.conftest import tiny_federation
+from tests.federated.conftest import flower_task_identity, tiny_federation
 
 pytest.importorskip("flwr")
 
@@ -207,9 +207,10 @@ def test_plain_client_app_hands_train_messages_to_secagg(shared_data_dir, tmp_pa
         "stage": "setup", "sample_num": 3, "share_num": 3, "threshold": 2, "clipping_range": 8.0,
         "target_range": 4194304, "mod_range": 4294967296, "max_weight": 200.0,
     })
-    msg = Message(RecordDict({"secaggplus_configs": setup}), dst_node_id=7, message_type="train")
     context = Context(run_id=1, node_id=7, node_config={"partition-id": 0}, state=RecordDict(), run_config={})
-    reply = make_client_app(config, str(tmp_path))(msg, context)
+    with flower_task_identity():
+        msg = Message(RecordDict({"secaggplus_configs": setup}), dst_node_id=7, message_type="train")
+        reply = make_client_app(config, str(tmp_path))(msg, context)
     assert not reply.has_error()
     assert set(reply.content.config_records["secaggplus_configs"]) == {"pk1", "pk2"}
     assert "secaggplus_state" in context.state.config_records  # the mod's state, kept by the party
