@@ -9,7 +9,6 @@ aggregate itself is checked again before the server checkpoints or sends it (:fu
 from __future__ import annotations
 
 import torch
-from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideFixedClipping,
     FedAvg,
@@ -18,26 +17,9 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from ..tuners.ligo import GlobalStateError, GrowthStage, check_state_dict
+from ..tuners.ligo import GlobalStateError, check_state_dict
 from .config import FederationConfig
-from .screening import (
-    ARRAYS_KEY,
-    CONFIG_KEY,
-    WEIGHT_KEY,
-    UpdateRejected,
-    decode_state,
-)
-
-
-def update_problem(content_arrays: ArrayRecord | None, reference: GrowthStage, max_bytes: int) -> str | None:
-    """Why an update cannot be aggregated, naming the key; None if it is a valid Global-LiGO."""
-    if content_arrays is None:
-        return "no Global-LiGO arrays in the reply"
-    try:
-        decode_state(content_arrays, reference.state_dict(), max_bytes)
-    except UpdateRejected as error:
-        return str(error)
-    return None
+from .screening import ARRAYS_KEY, CONFIG_KEY, WEIGHT_KEY
 
 
 def aggregate_problem(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> str | None:

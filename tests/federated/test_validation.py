@@ -30,9 +30,18 @@ def _limit(reference):
     return payload_bytes(_record(reference.state_dict()))
 
 
-def test_valid_update_passes(reference):
-    from fedgrow_hf.federated.strategy import update_problem
+def update_problem(arrays, reference, max_bytes):
+    """Why the server's screen rejects ``arrays`` as a Global-LiGO update (None if it accepts it)."""
+    from fedgrow_hf.federated.screening import UpdateRejected, decode_state
 
+    try:
+        decode_state(arrays, reference.state_dict(), max_bytes)
+    except UpdateRejected as error:
+        return str(error)
+    return None
+
+
+def test_valid_update_passes(reference):
     state = {k: v + 0.01 for k, v in reference.state_dict().items()}
     assert update_problem(_record(state), reference, _limit(reference)) is None
 
@@ -49,8 +58,6 @@ def test_valid_update_passes(reference):
     ids=["foreign-key", "missing-key", "shape", "dtype", "non-finite"],
 )
 def test_bad_update_is_named(reference, corrupt, expected):
-    from fedgrow_hf.federated.strategy import update_problem
-
     state = reference.state_dict()
     key = sorted(state)[-1]
     problem = update_problem(_record(corrupt(state, key)), reference, 10 * _limit(reference))
@@ -61,8 +68,6 @@ def test_bad_update_is_named(reference, corrupt, expected):
 
 def test_size_bound_is_checked_before_deserialising(reference):
     from flwr.app import Array
-
-    from fedgrow_hf.federated.strategy import update_problem
 
     record = _record(reference.state_dict())
     key = next(iter(record.keys()))

@@ -14,6 +14,7 @@ from .peft_type import LIGO_PEFT_TYPE
 from .shapes import SHAPE_FIELDS
 
 WIDTH_STRUCTURES = ("head_kronecker", "dense")
+WIDTH_STEPS = ("fan_in", "plain")
 WIDTH_INITS = ("lossless", "duplicate", "random")
 DEPTH_INITS = ("identity", "stack", "interpolate")
 
@@ -43,6 +44,14 @@ class LiGOConfig(PeftConfig):
     width_structure: str = field(
         default="head_kronecker",
         metadata={"help": "'head_kronecker': head-structured Kronecker width factors (small); 'dense': full matrices."},
+    )
+    width_step: str = field(
+        default="fan_in",
+        metadata={
+            "help": "'fan_in': each width factor trains as an offset from its start scaled by 1/fan-in, so an "
+            "Adam step changes it by about the learning rate whatever the width (keeps the lossless start); "
+            "'plain': the factors train directly (before fedgrow-hf 0.2; wide factors move n x faster)."
+        },
     )
     width_init: str = field(
         default="lossless",
@@ -110,6 +119,7 @@ class LiGOConfig(PeftConfig):
             self.intermediate_config = {name: int(self.intermediate_config[name]) for name in SHAPE_FIELDS}
         for name, value, allowed in (
             ("width_structure", self.width_structure, WIDTH_STRUCTURES),
+            ("width_step", self.width_step, WIDTH_STEPS),
             ("width_init", self.width_init, WIDTH_INITS),
             ("depth_init", self.depth_init, DEPTH_INITS),
         ):

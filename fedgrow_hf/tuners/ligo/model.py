@@ -136,7 +136,8 @@ class LiGOModel(BaseTuner):
             ModelShape.from_config(config.intermediate_config, table) if config.intermediate_config else None
         )
         operator = LiGOOperator(
-            table, source_weights, ModelShape.from_config(model.config, table), intermediate, config.width_structure
+            table, source_weights, ModelShape.from_config(model.config, table), intermediate, config.width_structure,
+            config.width_step,
         )
         operator.reset_parameters(config.width_init, config.depth_init, config.init_noise_std, config.init_seed)
         for reason in operator.lossless_obstacles(config.width_init, config.depth_init):
@@ -364,7 +365,8 @@ def initial_global_stage(target: PretrainedConfig, config: LiGOConfig, num_local
         raise ValueError("a Global stage needs LiGOConfig.intermediate_config (Dual-LiGO's common shape)")
     table = get_architecture_table(target)
     intermediate = ModelShape.from_config(config.intermediate_config, table)
-    stage = GrowthStage(table, intermediate, ModelShape.from_config(target, table), config.width_structure)
+    stage = GrowthStage(table, intermediate, ModelShape.from_config(target, table), config.width_structure,
+                        config.width_step)
     stage.reset_parameters(config.width_init, config.depth_init, config.init_noise_std,
                            stage_seed(config.init_seed, num_local_stages))
     return stage.requires_grad_(False)
