@@ -115,6 +115,18 @@ def test_config_round_trips_exactly_through_json(tmp_path):
     assert type(PeftConfig.from_pretrained(tmp_path)) is LiGOConfig
 
 
+def test_adapter_config_saved_before_width_step_loads_with_plain_factors(tmp_path):
+    import json
+
+    LiGOConfig(source_model_name_or_path="a/b").save_pretrained(tmp_path)
+    saved = tmp_path / "adapter_config.json"
+    assert LiGOConfig.from_pretrained(tmp_path).width_step == "fan_in"
+    older = json.loads(saved.read_text())
+    del older["width_step"]
+    saved.write_text(json.dumps(older))
+    assert LiGOConfig.from_pretrained(tmp_path).width_step == "plain"
+
+
 def test_config_accepts_a_transformers_config_as_intermediate_shape():
     config = LiGOConfig(intermediate_config=bert_config(layers=2, hidden=40, heads=4, ffn=80))
     assert config.intermediate_config == {

@@ -128,6 +128,14 @@ class LiGOConfig(PeftConfig):
         if self.init_noise_std < 0:
             raise ValueError(f"LiGOConfig.init_noise_std must be >= 0, got {self.init_noise_std}")
 
+    @classmethod
+    def from_json_file(cls, path_json_file: str, **kwargs: Any) -> dict:
+        """PEFT's reader of ``adapter_config.json``; an adapter saved before ``width_step`` existed trained
+        its factors directly, so it loads as ``"plain"`` (its stored factors are the factors)."""
+        loaded = super().from_json_file(path_json_file, **kwargs)
+        loaded.setdefault("width_step", "plain")
+        return loaded
+
     def to_dict(self) -> dict:
         """PEFT's dict of the config, without ``source_models`` (loaded models are state, not configuration)."""
         configuration = copy.copy(self)
