@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from ..federated.config import ENGINES
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..reproduce.methods import METHODS
@@ -36,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep every party's final model in WORK_DIR/seed-S/METHOD/parties/party-P/grown "
                              "(default: deleted once scored on the test split)")
     parser.add_argument("--cpus-per-party", type=float, default=1.0, help="CPU cores Ray gives each party")
-    parser.add_argument("--engine", choices=("ray", "inprocess"), default="ray",
+    parser.add_argument("--engine", choices=ENGINES, default="ray",
                         help="the federated methods' engine: Flower's simulation engine (Ray, default) or every "
                              "party in this process, one after another, on its device (a GPU if there is one)")
     parser.add_argument("--resume", action="store_true",

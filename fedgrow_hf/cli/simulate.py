@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..federated.config import ENGINES
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="federation config (.toml or .json)")
@@ -18,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     parser.add_argument("--rounds", type=int, help="override [federation].rounds")
     parser.add_argument("--cpus-per-party", type=float, default=1.0, help="CPU cores Ray gives each party")
-    parser.add_argument("--engine", choices=("ray", "inprocess"), default="ray",
+    parser.add_argument("--engine", choices=ENGINES, default="ray",
                         help="Flower's simulation engine (Ray, default) or every party in this process, one after "
                              "another, on its device (a GPU if there is one); no secure aggregation")
 

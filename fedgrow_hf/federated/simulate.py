@@ -18,11 +18,9 @@ from flwr.simulation import run_simulation
 from safetensors.torch import load_file
 
 from .client_app import make_client_app
-from .config import FederationConfig
+from .config import ENGINES, FederationConfig
 from .inprocess import InProcessGrid
 from .server_app import FINAL_OPERATOR, RoundCallback, make_server_app, run_federation
-
-ENGINES = ("ray", "inprocess")
 
 
 def simulate(

@@ -50,7 +50,8 @@ class LiGOConfig(PeftConfig):
         metadata={
             "help": "'fan_in': each width factor trains as an offset from its start scaled by 1/fan-in, so an "
             "Adam step changes it by about the learning rate whatever the width (keeps the lossless start); "
-            "'plain': the factors train directly (before fedgrow-hf 0.2; wide factors move n x faster)."
+            "'plain': the factors train directly (as adapters saved before this option did; an n x n factor "
+            "moves up to n x faster)."
         },
     )
     width_init: str = field(
