@@ -207,8 +207,8 @@ PRESETS: dict[str, Preset] = {
                f"{DISTILL_STEPS} steps on the party's own sentences) -> BERT {_shape_name(TEXT_SMALL_TARGET)}; "
                "6,000 SST-2 training sentences shared out (Dirichlet alpha 0.5, >= 1,000 training sentences per party), "
                "SST-2 test.tsv (872) the common test set",
-               "measured on 2 CPU cores, 3 seeds: own-source 11 min, Fed-Grow about 20 min a seed (its operator "
-               "phase grows a 30,522-row embedding every step); all six methods an estimated 3 hours",
+               "measured on 2 CPU cores (--engine inprocess, machine shared with other jobs at times), 3 seeds: "
+               "own-source about 5 min a seed, Fed-Grow about 15 min a seed; all six methods an estimated 3-4 hours",
                _text_small,
                learning_rate_origin=TEXT_RATE),
         Preset("gpu-small", "text-small's parties -> BERT L12/H768 (BERT-Base shape); 15,000 SST-2 training "
