@@ -1,14 +1,20 @@
-"""Peak memory of merging a LiGO adapter: low-memory export vs. the naive approach.
+"""Peak memory of the whole merge -- adapter directory in, model directory on disk -- four ways.
 
 Grows the real all-MiniLM-L6-v2 (BERT L6-H384) into BERT L12-H768 for sequence classification, saves
 the adapter, then merges it in a fresh subprocess per approach (so each peak RSS is its own):
 
-* ``low-memory``: ``fedgrow_hf.export.merge_adapter`` -- meta skeleton, one target block at a time;
-* ``naive``: a fully allocated target + ``PeftModel.from_pretrained`` + ``merge_and_unload()``.
+* ``fedgrow merge``: ``fedgrow_hf.export.export_merged`` without a device map -- every grown block is
+  written as its own shard and dropped (``write_merged``); the target is never held;
+* ``fedgrow merge --device-map cpu``: the target built in place block by block (``merge_adapter``) on
+  a meta skeleton, then ``save_pretrained``;
+* ``PeftModel merge_and_unload``: a fully allocated target + ``PeftModel.from_pretrained`` +
+  ``merge_and_unload()`` + ``save_pretrained``;
+* ``truly naive``: the operator's whole grown copy and a fully allocated target side by side, copied
+  across, then ``save_pretrained`` -- what merging costs without any of the above.
 
-Peak RSS (``resource.getrusage``) is reported in absolute terms and above the process's RSS after
-its imports (the interpreter, torch and transformers, the same for every approach), next to the
-target's parameter bytes.
+Peak RSS (``resource.getrusage``) is reported above the process's RSS after its imports (the
+interpreter, torch, transformers and fedgrow_hf, the same for every approach), next to the target's
+parameter bytes.
 
     python benchmarks/bench_memory.py [--dtype float32|bfloat16]
 """
@@ -22,8 +28,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-
-from rss import PeakRSS
 
 MiB = 2**20
 TARGET = {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072}
@@ -53,65 +57,80 @@ def make_adapter(adapter_dir: str) -> None:
     model.save_pretrained(adapter_dir)
 
 
-def merge(approach: str, adapter_dir: str, dtype: str) -> dict:
+APPROACHES = ("fedgrow merge", "fedgrow merge --device-map cpu", "PeftModel merge_and_unload", "truly naive")
+
+
+def merge(approach: str, adapter_dir: str, output_dir: str, dtype: str) -> dict:
     import gc
 
+    import torch
+    from accelerate import init_empty_weights
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
     from fedgrow_hf.export import (
-        _build,
         _GrowthPlan,
+        export_merged,
         load_grown,
         read_ligo_config,
         resolve_dtype,
         target_config_of,
     )
 
+    config = target_config_of(read_ligo_config(adapter_dir))
+    with init_empty_weights():
+        target_bytes = sum(p.numel() for p in AutoModelForSequenceClassification.from_config(config).parameters())
+    target_bytes *= resolve_dtype(dtype).itemsize
+    gc.collect()
     baseline = _peak_rss_bytes()
-    build = None
-    if approach == "low-memory":  # merge_adapter(), with its build phase sampled on its own
-        plan = _GrowthPlan.of(load_grown(adapter_dir))
-        gc.collect()
-        with PeakRSS(interval=0.002) as build:
-            model = _build(plan, dtype, None, None, None, False)
-    else:
-        config = target_config_of(read_ligo_config(adapter_dir))
+    if approach == "fedgrow merge":
+        export_merged(adapter_dir, output_dir, dtype=dtype)
+    elif approach == "fedgrow merge --device-map cpu":
+        export_merged(adapter_dir, output_dir, dtype=dtype, device_map="cpu")
+    elif approach == "PeftModel merge_and_unload":
         target = AutoModelForSequenceClassification.from_config(config)
         model = PeftModel.from_pretrained(target, adapter_dir).merge_and_unload().to(resolve_dtype(dtype))
-    peak = _peak_rss_bytes()
-    target_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    row = {"approach": approach, "baseline": baseline, "peak": peak, "target_bytes": target_bytes}
-    if build is not None:
-        row["build_start"], row["build_peak"] = build.start, build.peak
-    return row
+        model.save_pretrained(output_dir)
+    else:  # truly naive
+        plan = _GrowthPlan.of(load_grown(adapter_dir))
+        gc.collect()
+        with torch.no_grad():
+            weights = plan.operator()  # the whole grown copy
+            model = plan.model_class(plan.config)  # an allocated target beside it
+            for tensor in plan.grown:
+                value = weights.shared[tensor.path] if tensor.kind == "shared" else weights.layers[tensor.path][tensor.layer]
+                model.get_parameter(tensor.names[0]).copy_(value)
+            model.load_state_dict(plan.own_state, strict=False)
+        model.to(resolve_dtype(dtype)).save_pretrained(output_dir)
+    return {"approach": approach, "baseline": baseline, "peak": _peak_rss_bytes(), "target_bytes": target_bytes}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--child", nargs=2, metavar=("APPROACH", "ADAPTER_DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, metavar=("APPROACH", "ADAPTER_DIR", "OUTPUT_DIR"), help=argparse.SUPPRESS)
     parser.add_argument("--setup", metavar="ADAPTER_DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.setup:
         make_adapter(args.setup)
         return
     if args.child:
-        print(json.dumps(merge(args.child[0], args.child[1], args.dtype)))
+        print(json.dumps(merge(*args.child, args.dtype)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         adapter_dir = str(Path(tmp) / "adapter")
         subprocess.run([sys.executable, __file__, "--setup", adapter_dir], check=True)
         rows = []
-        for approach in ("low-memory", "naive"):
+        for number, approach in enumerate(APPROACHES):
+            output_dir = str(Path(tmp) / f"merged-{number}")
             result = subprocess.run(
-                [sys.executable, __file__, "--dtype", args.dtype, "--child", approach, adapter_dir],
+                [sys.executable, __file__, "--dtype", args.dtype, "--child", approach, adapter_dir, output_dir],
                 check=True,
                 capture_output=True,
                 text=True,
             )
             rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
-    print(f"MiniLM (L6-H384) -> BERT L12-H768 seq-cls, dtype {args.dtype}")
+    print(f"MiniLM (L6-H384) -> BERT L12-H768 seq-cls, dtype {args.dtype}, adapter directory -> model directory")
     print(
         "| approach | target params (MiB) | peak RSS (MiB) | RSS after imports (MiB) | peak above imports (MiB) "
         "| peak above imports / target |"
@@ -123,15 +142,6 @@ def main() -> None:
             f"| {row['approach']} | {row['target_bytes'] / MiB:.0f} | {row['peak'] / MiB:.0f} | "
             f"{row['baseline'] / MiB:.0f} | {above / MiB:.0f} | {above / row['target_bytes']:.2f}x |"
         )
-    for row in rows:
-        if "build_peak" in row:
-            grown = row["build_peak"] - row["build_start"]
-            print(
-                f"\n{row['approach']}, build phase alone (after the PeftModel is dropped, the operator grows the "
-                f"target block by block): RSS {row['build_start'] / MiB:.0f} -> peak {row['build_peak'] / MiB:.0f} "
-                f"MiB, +{grown / MiB:.0f} MiB = {grown / row['target_bytes']:.2f}x the target's parameter bytes"
-            )
-
 
 if __name__ == "__main__":
     main()

@@ -7,6 +7,10 @@ A fresh target skeleton is created on the meta device, the operator grows one ta
 and each block's tensors are assigned (accelerate's ``set_module_tensor_to_device``) in the requested
 dtype, straight onto the device a ``device_map`` gives them -- a GPU, the CPU, or disk offload
 (accelerate's ``offload_weight`` + ``dispatch_model``) for targets too big for one device.
+
+:func:`write_merged` (``fedgrow merge`` without a device map) never holds the target at all: each
+grown block is written to its place in the safetensors checkpoint and dropped, so merging needs memory
+for the sources, the operator and one block -- a target larger than RAM merges.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import gc
 import importlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +48,10 @@ from peft.auto import MODEL_TYPE_TO_PEFT_MODEL_MAPPING, check_import_allowlist, 
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModel, AutoProcessor, PretrainedConfig, PreTrainedModel
 from transformers.integrations.accelerate import expand_device_map
+from transformers.modeling_utils import remove_tied_weights_from_state_dict
 
 from .architectures import get_architecture_table
+from .checkpoint_writer import DEFAULT_MAX_SHARD_SIZE, StreamedCheckpoint
 from .tuners.ligo import GrowthShapeError, LiGOConfig
 from .tuners.ligo.layer import LiGOOperator
 from .tuners.ligo.saved import check_saved_shapes
@@ -253,6 +259,27 @@ class _GrowthPlan:
         }
         return cls(tuner.operator, type(target), target.config, grown, own_state)
 
+    def skeleton(self, dtype: torch.dtype) -> PreTrainedModel:
+        """The target on the meta device (buffers real, in ``dtype``): names, ties and config, no weights."""
+        with init_empty_weights(include_buffers=False):
+            model = self.model_class(self.config)
+        return model.to(dtype)  # meta parameters just change their dtype
+
+    def pieces(self, model: PreTrainedModel, names: set[str], progressbar: bool) -> Iterator[dict[str, torch.Tensor]]:
+        """The state dict of ``model`` restricted to ``names``, one piece at a time: first the target's own
+        tensors (heads, persistent buffers), then each block as the operator grows it."""
+        own = {name: value for name, value in self.own_state.items() if name in names}
+        buffers = {name: value for name, value in model.state_dict().items() if name in names and value.device.type != "meta"}
+        yield {**buffers, **own}
+        for layer, grown in self.operator.grow_blockwise(progressbar):
+            yield {
+                name: tensor.select(grown)
+                for tensor in self.grown
+                if tensor.layer == layer
+                for name in tensor.names
+                if name in names
+            }
+
 
 def merge_adapter(
     adapter_dir: str | os.PathLike,
@@ -288,9 +315,7 @@ def _build(
     progressbar: bool,
 ) -> PreTrainedModel:
     dtype = resolve_dtype(dtype) or plan.operator.dtype
-    with init_empty_weights(include_buffers=False):
-        model = plan.model_class(plan.config)
-    model.to(dtype)  # buffers (real) follow the requested dtype; meta parameters just change their dtype
+    model = plan.skeleton(dtype)
     resolved_map = _resolve_device_map(model, device_map, max_memory, dtype)
     placement = expand_device_map(resolved_map or {"": "cpu"}, [name for name, _ in model.named_parameters()])
     offload_index: dict = {}
@@ -393,16 +418,58 @@ def check_output_dir(output_dir: str | os.PathLike) -> None:
             raise NotADirectoryError(f"{path} cannot be created: {candidate} is not a directory")
 
 
-def export_merged(
-    adapter_dir: str | os.PathLike, output_dir: str | os.PathLike, **merge_options: Any
-) -> PreTrainedModel:
-    """``fedgrow merge``: write the grown model (and the tokenizer/processor) as a plain model directory.
+def write_merged(
+    adapter_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    sources: Sequence[str | os.PathLike] | None = None,
+    dtype: torch.dtype | str | None = None,
+    max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
+    progressbar: bool = False,
+) -> Path:
+    """Write what ``merge_adapter(...).save_pretrained(output_dir)`` writes, without ever holding the target.
 
-    ``merge_options`` are :func:`merge_adapter`'s (sources, dtype, device_map, ...). The directory loads
-    with ``AutoModelFor*.from_pretrained`` and needs no fedgrow import.
+    The checkpoint's layout (names, shapes, dtypes, shards) comes from the target's meta skeleton;
+    each block is then grown, written to its place and dropped (:class:`StreamedCheckpoint`), so peak
+    memory is the sources, the operator and one block (usually the word embeddings are the largest).
+    Tied parameters are written once, under the name transformers keeps on save, so ``from_pretrained``
+    re-ties them. Returns the directory.
     """
     check_output_dir(output_dir)
-    model = merge_adapter(adapter_dir, **merge_options)
-    model.save_pretrained(output_dir)
+    plan = _GrowthPlan.of(load_grown(adapter_dir, sources=sources))
+    gc.collect()  # the PeftModel's forward hooks form a cycle with its tuner; free its grown copy now
+    dtype = resolve_dtype(dtype) or plan.operator.dtype
+    model = plan.skeleton(dtype)
+    model.tie_weights()
+    kept = remove_tied_weights_from_state_dict(model.state_dict(), model)
+    layout = {name: (tuple(value.shape), value.dtype) for name, value in kept.items()}
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with StreamedCheckpoint(out, layout, max_shard_size) as checkpoint:
+        for piece in plan.pieces(model, set(layout), progressbar):
+            for name, value in piece.items():
+                checkpoint.write(name, value)
+    model.config.dtype = str(dtype).removeprefix("torch.")
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(out)
+    if model.can_generate():
+        model.generation_config.save_pretrained(out)
+    return out
+
+
+def export_merged(adapter_dir: str | os.PathLike, output_dir: str | os.PathLike, **merge_options: Any) -> Path:
+    """``fedgrow merge``: write the grown model (and the tokenizer/processor) as a plain model directory.
+
+    ``merge_options`` are :func:`merge_adapter`'s (sources, dtype, device_map, ...). Without a device
+    map the target is streamed to disk block by block (:func:`write_merged`); with one it is built in
+    place and saved. The directory loads with ``AutoModelFor*.from_pretrained`` and needs no fedgrow
+    import. Returns the directory.
+    """
+    check_output_dir(output_dir)
+    if merge_options.get("device_map") is None and merge_options.get("offload_folder") is None:
+        streamed = ("sources", "dtype", "progressbar")
+        write_merged(adapter_dir, output_dir, **{key: merge_options[key] for key in streamed if key in merge_options})
+    else:
+        merge_adapter(adapter_dir, **merge_options).save_pretrained(output_dir)
     save_processor(adapter_dir, output_dir, merge_options.get("sources"))
-    return model
+    return Path(output_dir)

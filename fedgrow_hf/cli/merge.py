@@ -1,7 +1,8 @@
 """``fedgrow merge ADAPTER_DIR OUTPUT_DIR``: a LiGO adapter becomes a plain transformers model directory.
 
-The target is built block by block on a meta skeleton (``fedgrow_hf.export``), so merging needs
-memory for one target, not two; ``--device-map``/``--offload-folder`` place it across devices/disk.
+Without ``--device-map`` each grown block is written as its own shard and dropped
+(``fedgrow_hf.export.write_merged``), so merging never holds the target; with ``--device-map`` /
+``--offload-folder`` the target is built block by block across devices/disk, then saved.
 """
 
 from __future__ import annotations

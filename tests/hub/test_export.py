@@ -8,8 +8,9 @@ import sys
 
 import pytest
 import torch
+from safetensors import safe_open
 
-from fedgrow_hf.export import export_merged, load_grown, merge_adapter
+from fedgrow_hf.export import export_merged, load_grown, merge_adapter, write_merged
 
 TOKENS = {"input_ids": torch.tensor([[101, 7592, 2088, 2003, 2307, 102], [101, 2023, 3185, 2001, 2919, 102]])}
 
@@ -104,3 +105,51 @@ def test_cli_merge_writes_a_model_dir(bert_adapter_dir, tmp_path, dtype, capsys)
     torch.testing.assert_close(
         _logits(model).float(), expected, atol=3e-2 if dtype == "bfloat16" else 1e-5, rtol=3e-2
     )
+
+
+@pytest.mark.parametrize("max_shard_size", [None, 200_000])
+def test_write_merged_streams_the_model_merge_adapter_builds(bert_adapter_dir, tmp_path, max_shard_size):
+    """Exactly the tensors ``merge_adapter(...).save_pretrained`` writes: one file, or shards with an index."""
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "streamed"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"a stale checkpoint that from_pretrained would read first")
+    options = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+    assert write_merged(bert_adapter_dir, out, **options) == out
+    assert not list(out.glob(".partial-*"))
+    if max_shard_size is None:
+        assert not (out / "model.safetensors.index.json").exists()
+    else:
+        assert not (out / "model.safetensors").exists()
+        shards = sorted(set(json.loads((out / "model.safetensors.index.json").read_text())["weight_map"].values()))
+        assert len(shards) > 2
+        assert shards == [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+
+    streamed = AutoModelForSequenceClassification.from_pretrained(out)
+    expected = merge_adapter(bert_adapter_dir).state_dict()
+    assert streamed.state_dict().keys() == expected.keys()
+    for name, value in streamed.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=0, msg=name)
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForSequenceClassification"]
+
+
+def test_write_merged_writes_tied_weights_once_and_they_reload_tied(bert_source_dir, tmp_path):
+    from transformers import AutoConfig, BertForMaskedLM
+
+    import fedgrow_hf
+
+    target = AutoConfig.from_pretrained(bert_source_dir)
+    target.update({"num_hidden_layers": 3, "hidden_size": 64, "num_attention_heads": 8, "intermediate_size": 128})
+    adapter = tmp_path / "adapter"
+    fedgrow_hf.grow(str(bert_source_dir), target, model_class=BertForMaskedLM, init_noise_std=0.05,
+                    record_source_paths=True).save_pretrained(adapter)
+
+    out = write_merged(adapter, tmp_path / "mlm", dtype="bfloat16")
+    with safe_open(out / "model.safetensors", framework="pt") as weights:
+        names = set(weights.keys())
+    assert "bert.embeddings.word_embeddings.weight" in names and "cls.predictions.decoder.weight" not in names
+    merged = BertForMaskedLM.from_pretrained(out, dtype="auto")
+    assert merged.dtype == torch.bfloat16
+    assert merged.cls.predictions.decoder.weight is merged.bert.embeddings.word_embeddings.weight
+    torch.testing.assert_close(_logits(merged).float(), _logits(load_grown(adapter)), atol=3e-2, rtol=3e-2)
