@@ -92,9 +92,26 @@ def test_no_source_parameter_gets_a_gradient():
     operator = model.base_model.operator
     assert all(not b.requires_grad and b.grad is None for b in operator.sources.buffers())
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in operator.parameters())
-    # the target's growable weights are not parameters at all: they are the operator's output
-    names = {name for name, _ in model.named_parameters()}
-    assert not any("encoder.layer" in name or "embeddings" in name for name in names)
+    # the target's growable weights are the operator's output: what the module holds as their parameter
+    # is a frozen stand-in without storage
+    grown = {name: p for name, p in model.named_parameters() if "encoder.layer" in name or "embeddings" in name}
+    assert grown and all(p.numel() == 0 and not p.requires_grad and p.grad is None for p in grown.values())
+
+
+def test_print_trainable_parameters_counts_the_grown_weights_in_all_params(capsys):
+    model = grow(random_bert(**SRC), bert_config(**TGT, num_labels=3), model_class=BertForSequenceClassification,
+                 modules_to_save=["classifier"])
+    plain = BertForSequenceClassification(bert_config(**TGT, num_labels=3))
+    target_size = sum(p.numel() for p in plain.parameters())
+    head = 48 * 3 + 3
+    trainable, total = model.get_nb_trainable_parameters()
+    assert trainable == stage_size(SRC, TGT) + head
+    # the target (its head counted once, though PEFT keeps an original and a trainable copy) and the operator
+    assert total == target_size + head + stage_size(SRC, TGT)
+    model.print_trainable_parameters()
+    assert f"all params: {total:,d}" in capsys.readouterr().out
+    merged = model.merge_and_unload()
+    assert sum(p.numel() for p in merged.parameters()) == target_size
 
 
 def test_config_round_trips_exactly_through_json(tmp_path):

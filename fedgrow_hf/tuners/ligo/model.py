@@ -4,8 +4,15 @@ Where LoRA adds a small trainable delta to frozen weights, LiGO *replaces* the t
 weights (embeddings, attention, FFN, LayerNorms -- whatever the architecture's role table lists) by
 functions of frozen source weights: ``target = Operator(source)``. The tuner therefore removes those
 parameters from the target model and, before every forward pass, installs the grown tensors in
-their place, computed with autograd so that gradients reach the operator. Everything else about the
-target (task heads, buffers, config) is the target's own, as with any PEFT method.
+their place, computed with autograd so that gradients reach the operator. The grown tensors of the
+last forward pass stay installed (with their graph), so that activation checkpointing's recomputation
+during backward uses the very tensors of the forward pass and the operator gets its gradients
+(non-reentrant checkpointing, transformers' default; reentrant checkpointing would run the operator's
+graph backward once per block). Each grown parameter keeps a non-trainable, storage-free stand-in
+in the module's parameters whose ``ds_numel`` is the grown tensor's size -- the convention PEFT's and
+the Trainer's parameter counts read for weights whose data lives elsewhere -- so that
+``print_trainable_parameters()`` counts the target's weights in "all params". Everything else about
+the target (task heads, buffers, config) is the target's own, as with any PEFT method.
 
 ``merge_and_unload()`` grows the weights one target block at a time and gives them back to the
 target as ordinary parameters, so the result is a plain transformers model.
@@ -145,7 +152,7 @@ class LiGOModel(BaseTuner):
         self.ligo_operator = nn.ModuleDict({adapter_name: operator.to(device)})
 
         model.tie_weights()  # a skeleton built on the meta device is not tied yet; grown tensors must be shared
-        self._slots = _take_grown_slots(model, target_base, table, shared_names, layer_names)
+        self._slots = _take_grown_slots(model, target_base, table, shared_names, layer_names, device)
         # Heads left on the meta device are initialised before grown tensors are installed, so that
         # an initialiser can never write into a grown (possibly tied) tensor.
         _materialize_meta_parameters(model, device)
@@ -238,9 +245,6 @@ class LiGOModel(BaseTuner):
 
     def _after_forward(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
         self._forward_depth -= 1
-        if self._forward_depth == 0 and self._installed is not None:
-            # Keep graph-free tensors in place, so the target stays inspectable between calls.
-            self._install(self._installed.detach())
 
     # ----------------------------------------------------------------------------------------------
     # Dual-LiGO state exchange (Fed-Grow)
@@ -343,7 +347,7 @@ class LiGOModel(BaseTuner):
         """
         selected = super()._get_adapter_state_dict(model, config, adapter_name, state_dict, unwanted_adapter_names)
         wrapped = {name for name, module in model.named_modules() if isinstance(module, AuxiliaryTrainingWrapper)}
-        parameter_names = {name for name, _ in model.named_parameters()}
+        parameter_names = {name for name, param in model.named_parameters() if not is_grown_stand_in(param)}
         for key, value in state_dict.items():
             if key in parameter_names and ".ligo_operator." not in key and not _is_key_under_prefixes(key, wrapped):
                 selected[key] = value
@@ -448,10 +452,26 @@ def _growable_names(
     return shared, layers
 
 
+def grown_stand_in(param: nn.Parameter, device: torch.device) -> nn.Parameter:
+    """A storage-free, frozen parameter that counts as ``param``'s size (``ds_numel``, see the module doc)."""
+    stand_in = nn.Parameter(torch.empty(0, dtype=param.dtype, device=device), requires_grad=False)
+    stand_in.ds_numel = param.numel()
+    return stand_in
+
+
+def is_grown_stand_in(param: torch.Tensor) -> bool:
+    return param.numel() == 0 and hasattr(param, "ds_numel")
+
+
 def _take_grown_slots(
-    model: nn.Module, base: nn.Module, table: ArchitectureTable, shared_names: list[str], layer_names: list[str]
+    model: nn.Module,
+    base: nn.Module,
+    table: ArchitectureTable,
+    shared_names: list[str],
+    layer_names: list[str],
+    device: torch.device,
 ) -> list[GrownSlot]:
-    """Remove the grown parameters from the target (tied copies included) and record where they were."""
+    """Replace the grown parameters of the target (tied copies included) by stand-ins; record where they were."""
     owners_by_param: dict[int, list[tuple[nn.Module, str]]] = {}
     for module in model.modules():
         for name, param in module._parameters.items():
@@ -460,8 +480,9 @@ def _take_grown_slots(
 
     def take(kind: str, path: str, layer: int | None, param: nn.Parameter) -> GrownSlot:
         owners = tuple(owners_by_param[id(param)])
+        stand_in = grown_stand_in(param, device)
         for module, name in owners:
-            del module._parameters[name]
+            module._parameters[name] = stand_in  # counted; attribute access finds the grown tensor first
             module.__dict__[name] = param.detach()
         return GrownSlot(kind, path, layer, owners)
 
