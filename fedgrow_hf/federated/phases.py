@@ -31,7 +31,7 @@ from .screening import (
     ReplyScreen,
     payload_bytes,
 )
-from .strategy import aggregate_problem, build_strategy
+from .strategy import ScreenedStrategy, aggregate_problem, build_strategy
 from .task import reference_target_state
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def run_phase2(
     reference = reference_target_state(config) if federated else None
     screen = ReplyScreen(reference, FINETUNE_METRICS, config.num_parties,
                          fed.max_update_bytes or _state_bytes(reference), fed.max_num_examples, fed.update_norm_bound)
-    averager = build_strategy(config, with_dp=False)
+    averager = ScreenedStrategy(build_strategy(config, with_dp=False), screen, fed.min_train_nodes)
     current: dict[str, torch.Tensor] | None = None  # the averaged model the parties start from (round >= 2)
     first = 1
     checkpoint = load_checkpoint(run_dir, "finetune") if resume and federated else None
@@ -97,20 +97,15 @@ def run_phase2(
             Message(RecordDict({ARRAYS_KEY: arrays, CONFIG_KEY: settings}), dst_node_id=node, message_type=FINETUNE_MESSAGE)
             for node in nodes
         ]
-        replies, _ = screen.screen(grid.send_and_receive(messages, timeout=fed.round_timeout), current)
-        if len(replies) < fed.min_train_nodes:
-            raise FederationAborted(
-                f"phase 2 round {finetune_round}: {len(replies)} valid replies < min_train_nodes={fed.min_train_nodes}"
-            )
-        parties = party_reports(screen, replies, payload_bytes(arrays))
-        if federated:
-            aggregated, _ = averager.aggregate_train(finetune_round, replies)
-            current = {key: value.to(reference[key].dtype) for key, value in aggregated.to_torch_state_dict().items()}
-            problem = aggregate_problem(current, reference)
-            if problem:
-                raise FederationAborted(f"phase 2 round {finetune_round}: {problem}")
+        averager.current = current
+        aggregated, _ = averager.aggregate_train(finetune_round, grid.send_and_receive(messages, timeout=fed.round_timeout))
+        if averager.last.problem is not None:
+            raise FederationAborted(f"phase 2 round {finetune_round}: {averager.last.problem}")
+        parties = party_reports(screen, averager.last.valid, payload_bytes(arrays))
+        if aggregated is not None:
+            current = aggregated.to_torch_state_dict()
             save_checkpoint(run_dir, ServerCheckpoint(finetune_round, current, phase="finetune"))
-            arrays = ArrayRecord(current)
+            arrays = aggregated
         report = {
             "phase": f"finetune-{fed.phase2}",
             "round": finetune_round,

@@ -1,8 +1,8 @@
 """Every party's reply is screened before the server uses any of it: a reply may be malformed, oversized,
 lie about its example count or its identity, or carry values built to dominate the average.
 
-Why here and not in a strategy: Flower's strategies decode, weight and check the consistency of replies
-themselves (``np.load`` of each array, ``InconsistentMessageReplies`` when two replies differ in their
+Why before Flower's strategies (the screen runs inside :class:`.strategy.ScreenedStrategy`, a wrapper in
+front of them): Flower's strategies decode, weight and check the consistency of replies themselves (``np.load`` of each array, ``InconsistentMessageReplies`` when two replies differ in their
 records), so a single crafted reply would raise inside them and end the server. The screen turns each
 problem into a named reason, the reply is dropped with a logged warning, and the round goes on with the
 others. What passes is safe for any of Flower's strategies: one ``arrays`` record that decodes to exactly

@@ -1,8 +1,8 @@
 """The Fed-Grow server as a Flower ``ServerApp`` (Message API + ``Grid``).
 
 Phase 1 runs ``rounds`` rounds of federated Global-LiGO training: the current Global-LiGO goes to
-every party, the replies are screened (:mod:`.screening`), and the configured Flower strategy
-(:mod:`.strategy`; optionally inside Flower's DP fixed-clipping wrapper) aggregates the valid ones. A
+every party, and the configured Flower strategy (optionally inside Flower's DP fixed-clipping wrapper),
+behind the reply screen (:class:`.strategy.ScreenedStrategy`), aggregates the valid replies. A
 round with fewer than ``min_train_nodes`` valid updates, or an invalid aggregate, is run again up to
 ``round_retries`` times, then the federation stops cleanly with :class:`FederationAborted` (the last
 checkpoint stays valid). After every round the server checkpoints durably and appends a line to
@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import Strategy
 from safetensors.torch import save_file
 
 from .checkpoint import (
@@ -52,7 +51,7 @@ from .screening import (
     payload_bytes,
 )
 from .secure_aggregation import run_secure_federation
-from .strategy import aggregate_problem, build_strategy
+from .strategy import ScreenedStrategy, aggregate_problem, build_strategy
 from .task import reference_global_stage
 
 logger = logging.getLogger(__name__)
@@ -82,11 +81,11 @@ def run_federation(
 
     state = checkpoint.global_state if checkpoint else reference
     max_bytes = config.federation.max_update_bytes or payload_bytes(ArrayRecord(reference))
-    strategy = build_strategy(config)
     screen = ReplyScreen(reference, OPERATOR_METRICS, config.num_parties, max_bytes,
                          config.federation.max_num_examples, config.federation.update_norm_bound)
+    strategy = ScreenedStrategy(build_strategy(config), screen, config.federation.min_train_nodes)
     for server_round in range((checkpoint.round + 1) if checkpoint else 1, config.federation.rounds + 1):
-        state, report = _operator_round(grid, config, strategy, screen, state, server_round)
+        state, report = _operator_round(grid, config, strategy, state, server_round)
         record_round(run_dir, report, on_round)
         strategy_state = {"numpy_rng": numpy_rng_state()}
         save_checkpoint(run_dir, ServerCheckpoint(server_round, state, strategy_state))
@@ -121,13 +120,15 @@ def check_resumable(
 def _operator_round(
     grid: Grid,
     config: FederationConfig,
-    strategy: Strategy,
-    screen: ReplyScreen,
+    strategy: ScreenedStrategy,
     state: dict[str, torch.Tensor],
     server_round: int,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """One phase-1 round: send ``state``, screen the replies, aggregate; run again (up to ``round_retries``
-    times) while fewer than ``min_train_nodes`` updates are valid or their aggregate is not."""
+    """One phase-1 round: send ``state``, aggregate the screened replies; run again (up to ``round_retries``
+    times) while fewer than ``min_train_nodes`` updates are valid or their aggregate is not.
+
+    The retries, the checkpoint after every round and resuming from it are why this loop is the server's
+    own rather than Flower's ``Strategy.start``, which has none of them."""
     fed = config.federation
     started = time.monotonic()
     arrays = ArrayRecord(state)
@@ -137,26 +138,24 @@ def _operator_round(
         train_config = ConfigRecord({"local-steps": fed.local_steps, "attempt": attempt})
         messages = list(strategy.configure_train(server_round, arrays, train_config, grid))
         replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout))
-        valid, dropped = screen.screen(replies, state)
+        aggregated, _ = strategy.aggregate_train(server_round, replies)
+        screened = strategy.last
         silent = len(messages) - len(replies)
-        all_dropped += [{"attempt": attempt, "party": d.party, "node": d.node_id, "reason": d.reason} for d in dropped]
-        problem = f"{len(valid)} valid updates < min_train_nodes={fed.min_train_nodes}"
-        if len(valid) >= fed.min_train_nodes:
-            aggregated, _ = strategy.aggregate_train(server_round, valid)
-            # Flower's DP noise comes back as float64: the Global-LiGO keeps the reference dtypes
-            new_state = {key: value.to(state[key].dtype) for key, value in aggregated.to_torch_state_dict().items()}
-            problem = aggregate_problem(new_state, state)
-            if problem is None:
-                break
-            all_dropped.append({"attempt": attempt, "party": None, "node": None, "reason": problem})
+        all_dropped += [
+            {"attempt": attempt, "party": d.party, "node": d.node_id, "reason": d.reason} for d in screened.dropped
+        ]
+        if aggregated is not None:
+            break
+        if screened.aggregate_rejected:
+            all_dropped.append({"attempt": attempt, "party": None, "node": None, "reason": screened.problem})
         logger.warning("round %d attempt %d: %s (%d dropped, %d without reply)",
-                       server_round, attempt, problem, len(dropped), silent)
+                       server_round, attempt, screened.problem, len(screened.dropped), silent)
     else:
         raise FederationAborted(
             f"round {server_round}: fewer than min_train_nodes={fed.min_train_nodes} valid updates (or no valid "
             f"aggregate of them) after {fed.round_retries + 1} attempts; the checkpoint of round {server_round - 1} is intact"
         )
-    parties = party_reports(screen, valid, payload_bytes(arrays))
+    parties = party_reports(strategy.screen, screened.valid, payload_bytes(arrays))
     report = {
         "phase": "operator",
         "round": server_round,
@@ -168,7 +167,7 @@ def _operator_round(
         "seconds": round(time.monotonic() - started, 3),
     }
     report["loss"] = report["eval_loss"]
-    return new_state, report
+    return aggregated.to_torch_state_dict(), report
 
 
 def make_server_app(

@@ -1,14 +1,22 @@
 """The server's aggregation: one of Flower's strategies over Global-LiGO arrays, behind the screen of
 :mod:`.screening`.
 
-Every reply is screened before any strategy (or Flower's DP wrapper, which clips updates against the
-current state) touches it, so what reaches Flower is always a consistent set of valid updates. The
-aggregate itself is checked again before the server checkpoints or sends it (:func:`aggregate_problem`).
+:class:`ScreenedStrategy` is a Flower ``Strategy`` wrapper, like Flower's own DP wrappers: its
+``aggregate_train`` screens every reply before the wrapped strategy (or Flower's DP wrapper, which clips
+updates against the current state) touches it, so what reaches Flower is always a consistent set of
+valid updates, and checks the aggregate before anyone checkpoints or sends it (:func:`aggregate_problem`).
+Like Flower's strategies it answers ``(None, None)`` when a round cannot be aggregated; what was
+dropped, and why, is in :attr:`ScreenedStrategy.last`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
 import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideFixedClipping,
     FedAvg,
@@ -19,7 +27,7 @@ from flwr.serverapp.strategy import (
 
 from ..tuners.ligo import GlobalStateError, check_state_dict
 from .config import FederationConfig
-from .screening import ARRAYS_KEY, CONFIG_KEY, WEIGHT_KEY
+from .screening import ARRAYS_KEY, CONFIG_KEY, WEIGHT_KEY, DroppedUpdate, ReplyScreen
 
 
 def aggregate_problem(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> str | None:
@@ -57,3 +65,65 @@ def build_strategy(config: FederationConfig, min_train_nodes: int | None = None,
             num_sampled_clients=config.num_parties,
         )
     return strategy
+
+
+@dataclass
+class ScreenedRound:
+    """What :meth:`ScreenedStrategy.aggregate_train` saw in its last call."""
+
+    valid: list[Message] = field(default_factory=list)
+    dropped: list[DroppedUpdate] = field(default_factory=list)
+    problem: str | None = None  # why nothing was aggregated
+    aggregate_rejected: bool = False  # there were enough valid replies, but their aggregate was not valid
+
+
+class ScreenedStrategy(Strategy):
+    """``strategy`` behind ``screen``: only screened replies are aggregated, and only a valid aggregate
+    is returned, cast to the reference's dtypes (Flower's DP noise comes back as float64).
+
+    ``current`` is the state a round's updates start from (the screen's norm bound is measured from it);
+    :meth:`configure_train` sets it from the arrays it sends, a caller that builds its own messages sets it.
+    """
+
+    def __init__(self, strategy: Strategy, screen: ReplyScreen, min_valid: int) -> None:
+        self.strategy = strategy
+        self.screen = screen
+        self.min_valid = min_valid
+        self.current: dict[str, torch.Tensor] | None = None
+        self.last = ScreenedRound()
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        self.current = arrays.to_torch_state_dict() if self.screen.reference is not None else None
+        return self.strategy.configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        valid, dropped = self.screen.screen(replies, self.current)
+        self.last = ScreenedRound(valid, dropped)
+        if len(valid) < self.min_valid:
+            self.last.problem = f"{len(valid)} valid updates < min_train_nodes={self.min_valid}"
+            return None, None
+        reference = self.screen.reference
+        if reference is None:  # the replies carry metrics only (phase 2's local fine-tuning): nothing to average
+            return None, None
+        arrays, metrics = self.strategy.aggregate_train(server_round, valid)
+        if arrays is None:
+            self.last.problem = f"{type(self.strategy).__name__} aggregated nothing"
+            return None, None
+        state = {key: value.to(reference[key].dtype) if key in reference else value
+                 for key, value in arrays.to_torch_state_dict().items()}
+        problem = aggregate_problem(state, dict(reference))
+        if problem is not None:
+            self.last.problem, self.last.aggregate_rejected = problem, True
+            return None, None
+        return ArrayRecord(state), metrics
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.strategy.aggregate_evaluate(server_round, replies)
+
+    def summary(self) -> None:
+        self.strategy.summary()

@@ -350,3 +350,36 @@ def test_hostile_checkpoint_files_and_resume_config_are_checked(fresh, tmp_path)
     state_file.write_text(json.dumps({**json.loads(intact), "operator": "../../etc/passwd"}))
     with pytest.raises(CheckpointError, match="not a checkpoint file inside"):
         load_checkpoint(tmp_path)
+
+
+def test_screened_strategy_serves_flowers_own_start_loop(config, reference):
+    """The screen is a Strategy wrapper: Flower's ``Strategy.start`` runs it, a hostile reply is dropped
+    (named in ``last``), and the result is the honest parties' FedAvg."""
+    from fedgrow_hf.federated.screening import OPERATOR_METRICS, ReplyScreen, payload_bytes
+    from fedgrow_hf.federated.strategy import ScreenedStrategy, build_strategy
+
+    screen = ReplyScreen(reference, OPERATOR_METRICS, config.num_parties, payload_bytes(ArrayRecord(reference)),
+                         config.federation.max_num_examples, config.federation.update_norm_bound)
+    strategy = ScreenedStrategy(build_strategy(config), screen, min_valid=2)
+    grid = ScriptedGrid({2: with_values(float("nan"))})
+    result = strategy.start(grid, ArrayRecord(reference), num_rounds=2, timeout=5)
+    assert [(d.node_id, d.party) for d in strategy.last.dropped] == [(NODES[2], 2)]
+    assert "non-finite" in strategy.last.dropped[0].reason
+    final = result.arrays.to_torch_state_dict()
+    for key, value in expected_mean(reference, (0, 1), 2).items():
+        torch.testing.assert_close(final[key], value)
+        assert final[key].dtype == reference[key].dtype
+
+
+def test_screened_strategy_returns_nothing_below_min_valid(config, reference):
+    from fedgrow_hf.federated.screening import OPERATOR_METRICS, ReplyScreen, payload_bytes
+    from fedgrow_hf.federated.strategy import ScreenedStrategy, build_strategy
+
+    screen = ReplyScreen(reference, OPERATOR_METRICS, config.num_parties, payload_bytes(ArrayRecord(reference)),
+                         config.federation.max_num_examples, config.federation.update_norm_bound)
+    strategy = ScreenedStrategy(build_strategy(config), screen, min_valid=3)
+    grid = ScriptedGrid({1: with_metric("accuracy", float("nan"))})
+    messages = list(strategy.configure_train(1, ArrayRecord(reference), ConfigRecord({"local-steps": 1}), grid))
+    assert strategy.aggregate_train(1, grid.send_and_receive(messages)) == (None, None)
+    assert strategy.last.problem == "2 valid updates < min_train_nodes=3" and not strategy.last.aggregate_rejected
+    assert len(strategy.last.valid) == 2
