@@ -44,6 +44,13 @@ def add_card_arguments(parser: argparse.ArgumentParser) -> None:
         help="Hub ids of the sources (default: those that are Hub ids)",
     )
     group.add_argument("--license", default=None, help="license identifier for the card's metadata")
+    group.add_argument(
+        "--source",
+        action="append",
+        default=None,
+        help="location of a source the adapter names, to read its shape; repeat in order for several. "
+        "An adapter records local sources by name only unless grown with --record-local-paths",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +101,7 @@ def card_from_args(args: argparse.Namespace, directory: str | Path, repo_id: str
         federation=federation,
         base_model=args.base_model,
         license=args.license,
+        sources=args.source,
     )
 
 

@@ -202,3 +202,23 @@ def test_card_states_the_training_recipe_and_local_data_without_model_index(bert
     assert "| accuracy | 0.75 |" in text
     # a model-index entry must name a Hub dataset: local data gives none
     assert card.data.eval_results is None and card.data.datasets is None
+
+
+def test_cli_card_reads_the_shape_of_a_local_source_given_with_source(bert_source_dir, tmp_path, capsys):
+    """An adapter names a local source by its directory's name only; --source says where it is."""
+    from transformers import AutoConfig, BertForSequenceClassification
+
+    import fedgrow_hf
+    from fedgrow_hf.cli import main
+
+    target = AutoConfig.from_pretrained(bert_source_dir)
+    target.update({"num_hidden_layers": 3, "hidden_size": 64, "num_attention_heads": 8, "intermediate_size": 128})
+    fedgrow_hf.grow(str(bert_source_dir), target, model_class=BertForSequenceClassification, task_type="SEQ_CLS",
+                    modules_to_save=["classifier"]).save_pretrained(tmp_path / "adapter")
+    row = f"| `{bert_source_dir.name}` | source | 2 | 32 | 4 | 64 |"
+    assert main(["card", str(tmp_path / "adapter"), "--output", str(tmp_path / "unknown.md")]) == 0
+    assert row not in (tmp_path / "unknown.md").read_text()
+    assert main(["card", str(tmp_path / "adapter"), "--source", str(bert_source_dir),
+                 "--output", str(tmp_path / "README.md")]) == 0
+    assert row in (tmp_path / "README.md").read_text()
+    assert "model card written to" in capsys.readouterr().out
