@@ -14,6 +14,8 @@ protocol and is not supported here; it runs under Flower's simulation engine.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -23,6 +25,8 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
+
+logger = logging.getLogger(__name__)
 
 # Flower gives deployed nodes random 64-bit ids; these fixed ones keep in-process runs reproducible.
 FIRST_NODE_ID = 1001
@@ -80,11 +84,20 @@ class InProcessGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Every party's reply, in node order. An exception in a party's app stops the run where it
-        happened (no retry), which is what a single-process run is for."""
+        happened (no retry), which is what a single-process run is for.
+
+        Parties run one after another and a running one cannot be interrupted, so ``timeout`` bounds
+        when a party may *start*: those whose turn comes after it send no reply, as parties that miss
+        a deployment's round timeout do, and the server goes on with the others."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         replies = []
         for message in sorted(messages, key=lambda item: item.metadata.dst_node_id):
-            context = self.contexts.get(message.metadata.dst_node_id)
+            node = message.metadata.dst_node_id
+            context = self.contexts.get(node)
             if context is None:
-                raise ValueError(f"no party has node id {message.metadata.dst_node_id}")
+                raise ValueError(f"no party has node id {node}")
+            if deadline is not None and time.monotonic() > deadline:
+                logger.warning("node %d: its turn came after the %.0f s timeout; no reply", node, timeout)
+                continue
             replies.append(self.client_app(message, context))
         return replies

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -51,6 +52,19 @@ def test_grid_gives_parties_the_simulation_engines_node_config():
         with pytest.raises(ValueError, match="no party has node id 7"):
             grid.send_and_receive([grid.create_message(RecordDict(), "train", 7, "1")])
     assert seen == [(FIRST_NODE_ID + party, {"partition-id": party, "num-partitions": 3}) for party in range(3)]
+
+
+def test_parties_whose_turn_comes_after_the_timeout_send_no_reply():
+    def slow_client_app(message, context):
+        time.sleep(0.3)
+        return message
+
+    grid = InProcessGrid(slow_client_app, num_parties=3)
+    with grid.serving():
+        messages = [grid.create_message(RecordDict(), "train", node, "1") for node in grid.get_node_ids()]
+        replies = grid.send_and_receive(messages, timeout=0.1)
+        assert [reply.metadata.dst_node_id for reply in replies] == [FIRST_NODE_ID]
+        assert len(grid.send_and_receive(messages)) == 3  # no timeout: every party answers
 
 
 def test_inprocess_engine_refuses_secure_aggregation_and_unknown_engines(shared_data_dir, tmp_path):
