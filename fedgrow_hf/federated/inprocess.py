@@ -86,18 +86,21 @@ class InProcessGrid(Grid):
         """Every party's reply, in node order. An exception in a party's app stops the run where it
         happened (no retry), which is what a single-process run is for.
 
-        Parties run one after another and a running one cannot be interrupted, so ``timeout`` bounds
-        when a party may *start*: those whose turn comes after it send no reply, as parties that miss
-        a deployment's round timeout do, and the server goes on with the others."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        In a deployment parties work in parallel and ``timeout`` bounds each one's time to reply; here
+        they take turns, so each party gets the whole ``timeout`` for its own turn. A party that takes
+        longer cannot be interrupted, but its reply is dropped, as a late reply is in a deployment, and
+        the server goes on with the others."""
         replies = []
         for message in sorted(messages, key=lambda item: item.metadata.dst_node_id):
             node = message.metadata.dst_node_id
             context = self.contexts.get(node)
             if context is None:
                 raise ValueError(f"no party has node id {node}")
-            if deadline is not None and time.monotonic() > deadline:
-                logger.warning("node %d: its turn came after the %.0f s timeout; no reply", node, timeout)
+            started = time.monotonic()
+            reply = self.client_app(message, context)
+            took = time.monotonic() - started
+            if timeout is not None and took > timeout:
+                logger.warning("node %d replied after %.1f s, beyond the %.1f s timeout: reply dropped", node, took, timeout)
                 continue
-            replies.append(self.client_app(message, context))
+            replies.append(reply)
         return replies

@@ -54,16 +54,18 @@ def test_grid_gives_parties_the_simulation_engines_node_config():
     assert seen == [(FIRST_NODE_ID + party, {"partition-id": party, "num-partitions": 3}) for party in range(3)]
 
 
-def test_parties_whose_turn_comes_after_the_timeout_send_no_reply():
-    def slow_client_app(message, context):
-        time.sleep(0.3)
+def test_a_party_slower_than_the_timeout_sends_no_reply_and_the_others_do():
+    """Each party's turn gets the whole timeout, as each party of a deployment does in parallel."""
+
+    def client_app(message, context):
+        time.sleep(0.3 if message.metadata.dst_node_id == FIRST_NODE_ID + 1 else 0.0)
         return message
 
-    grid = InProcessGrid(slow_client_app, num_parties=3)
+    grid = InProcessGrid(client_app, num_parties=3)
     with grid.serving():
         messages = [grid.create_message(RecordDict(), "train", node, "1") for node in grid.get_node_ids()]
-        replies = grid.send_and_receive(messages, timeout=0.1)
-        assert [reply.metadata.dst_node_id for reply in replies] == [FIRST_NODE_ID]
+        replies = grid.send_and_receive(messages, timeout=0.2)
+        assert [reply.metadata.dst_node_id for reply in replies] == [FIRST_NODE_ID, FIRST_NODE_ID + 2]
         assert len(grid.send_and_receive(messages)) == 3  # no timeout: every party answers
 
 
