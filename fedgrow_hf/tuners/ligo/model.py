@@ -97,7 +97,6 @@ class LiGOModel(BaseTuner):
         self._forward_depth = 0
         self._cached_key: tuple | None = None
         self._cached_weights: TransformerWeights | None = None
-        self._installed: TransformerWeights | None = None
 
     def _create_and_replace(self, *args, **kwargs) -> None:
         raise NotImplementedError("LiGO replaces no modules; the operator is built in LiGOModel.inject_adapter")
@@ -217,7 +216,6 @@ class LiGOModel(BaseTuner):
             tensor = slot.select(weights, blocks)
             for module, name in slot.owners:
                 module.__dict__[name] = tensor
-        self._installed = weights
 
     @torch.no_grad()
     def _check_grown_shapes(self) -> None:
@@ -302,12 +300,12 @@ class LiGOModel(BaseTuner):
             self._materialize(grown, layer, safe_merge)
         for handle in self._hook_handles:
             handle.remove()
-        self._hook_handles, self._slots, self._installed = [], [], None
+        self._hook_handles, self._slots = [], []
         del self.ligo_operator
         return super()._unload_and_optionally_merge(merge=False, progressbar=progressbar)
 
     def _release_grown_weights(self) -> None:
-        self._installed = self._cached_weights = self._cached_key = None
+        self._cached_weights = self._cached_key = None
         for slot in self._slots:
             for module, name in slot.owners:
                 module.__dict__[name] = None
