@@ -134,14 +134,13 @@ class StreamedCheckpoint:
         for handle in self._handles:
             handle.close()
         missing = sorted(set(self._places) - self._written)
-        if kind is None and missing:
-            error = RuntimeError(f"{len(missing)} tensor(s) of the checkpoint were never written, e.g. {missing[:5]}")
         if kind is not None or missing:
             for index in range(len(self.file_names)):
                 self._partial(index).unlink(missing_ok=True)
-            if kind is None:
-                raise error
+        if kind is not None:
             return
+        if missing:
+            raise RuntimeError(f"{len(missing)} tensor(s) of the checkpoint were never written, e.g. {missing[:5]}")
         for path in self.directory.iterdir():
             if path.is_file() and (path.name in MODEL_WEIGHT_FILES or SHARD_PATTERN.fullmatch(path.name)):
                 path.unlink()

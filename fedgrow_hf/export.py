@@ -465,11 +465,11 @@ def export_merged(adapter_dir: str | os.PathLike, output_dir: str | os.PathLike,
     place and saved. The directory loads with ``AutoModelFor*.from_pretrained`` and needs no fedgrow
     import. Returns the directory.
     """
-    check_output_dir(output_dir)
     if merge_options.get("device_map") is None and merge_options.get("offload_folder") is None:
         streamed = ("sources", "dtype", "progressbar")
         write_merged(adapter_dir, output_dir, **{key: merge_options[key] for key in streamed if key in merge_options})
     else:
+        check_output_dir(output_dir)  # before the target is built (write_merged checks it itself)
         merge_adapter(adapter_dir, **merge_options).save_pretrained(output_dir)
     save_processor(adapter_dir, output_dir, merge_options.get("sources"))
     return Path(output_dir)

@@ -103,7 +103,7 @@ def run_phase2(
             raise FederationAborted(f"phase 2 round {finetune_round}: {averager.last.problem}")
         parties = party_reports(screen, averager.last.valid, payload_bytes(arrays))
         if aggregated is not None:
-            current = aggregated.to_torch_state_dict()
+            current = averager.last.state
             save_checkpoint(run_dir, ServerCheckpoint(finetune_round, current, phase="finetune"))
             arrays = aggregated
         report = {

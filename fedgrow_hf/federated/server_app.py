@@ -167,7 +167,7 @@ def _operator_round(
         "seconds": round(time.monotonic() - started, 3),
     }
     report["loss"] = report["eval_loss"]
-    return aggregated.to_torch_state_dict(), report
+    return screened.state, report
 
 
 def make_server_app(

@@ -75,6 +75,7 @@ class ScreenedRound:
     dropped: list[DroppedUpdate] = field(default_factory=list)
     problem: str | None = None  # why nothing was aggregated
     aggregate_rejected: bool = False  # there were enough valid replies, but their aggregate was not valid
+    state: dict[str, torch.Tensor] | None = None  # the checked aggregate, as the returned arrays hold it
 
 
 class ScreenedStrategy(Strategy):
@@ -117,6 +118,7 @@ class ScreenedStrategy(Strategy):
         if problem is not None:
             self.last.problem, self.last.aggregate_rejected = problem, True
             return None, None
+        self.last.state = state
         return ArrayRecord(state), metrics
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
