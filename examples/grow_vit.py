@@ -4,7 +4,8 @@
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 examples/grow_vit.py --data ../shared/data/mnist
 
 Without ``--source`` a tiny ViT source (``--source-shape``) is first pretrained on the same training
-images (``fedgrow_hf.sources.pretrain_vit_source``). Outputs go to ``--output-dir``.
+images (``fedgrow_hf.sources.pretrain_vit_source``). ``fedgrow_hf.recipe.grow_and_train`` trains the
+operator, then the merged model; outputs go to ``--output-dir`` (as in ``grow_bert.py``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from grow_common import add_training_arguments, grow_and_finetune, target_shape, training_arguments
-from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+from accelerate import PartialState
+from grow_common import add_training_arguments, grow_and_report, target_shape
+from transformers import ViTConfig, ViTImageProcessor
 
-import fedgrow_hf
-from fedgrow_hf.data import load_image_classification, resize_images
+from fedgrow_hf.data import align_class_labels, load_image_classification, resize_images
+from fedgrow_hf.recipe import LABEL_COLUMN
 from fedgrow_hf.sources import pretrain_vit_source
 
 
@@ -44,32 +46,26 @@ def main() -> None:
     )
     test = resize_images(load_image_classification(args.data, "test", limit=args.eval_limit), args.image_size)
     channels = train.features["pixel_values"].shape[0]
-    labels = train.features["label"].names
     image = {"image_size": args.image_size, "patch_size": args.patch_size, "num_channels": channels}
     source = args.source
     if source is None:
         source = str(Path(args.output_dir) / "source")
         # one process pretrains and saves the source, the others wait and load it
-        with training_arguments(args, "ligo", args.ligo_steps, args.ligo_lr).main_process_first():
+        with PartialState().main_process_first():
             if not (Path(source) / "config.json").is_file():
                 shape = ViTConfig(**target_shape(args.source_shape), **image)
                 pretrain_vit_source(shape, train, steps=args.source_steps, seed=args.seed).save_pretrained(
                     source
                 )
-    target = ViTConfig(**target_shape(args.target), **image, id2label=dict(enumerate(labels)))
-    model = fedgrow_hf.grow(
-        source,
-        target,
-        model_class=ViTForImageClassification,
-        modules_to_save=["classifier"],
-        init_seed=args.seed,
-    )
+    target = ViTConfig(**target_shape(args.target), **image)
     # what resize_images does: bilinear resize, pixels in [0, 1], no normalisation
     processor = ViTImageProcessor(
         size={"height": args.image_size, "width": args.image_size}, do_normalize=False
     )
-    _, metrics = grow_and_finetune(model, train, test, processor, args)
-    print(f"accuracy of the fine-tuned grown model: {metrics['eval_accuracy']:.4f}")
+    train, test = (
+        split.rename_column("label", LABEL_COLUMN) for split in align_class_labels({"train": train, "test": test}).values()
+    )
+    grow_and_report(source, target, train, test, processor, args)
 
 
 if __name__ == "__main__":

@@ -265,13 +265,15 @@ class _GrowthPlan:
             model = self.model_class(self.config)
         return model.to(dtype)  # meta parameters just change their dtype
 
-    def pieces(self, model: PreTrainedModel, names: set[str], progressbar: bool) -> Iterator[dict[str, torch.Tensor]]:
+    def pieces(
+        self, model: PreTrainedModel, names: set[str], checkpoint_dtype: torch.dtype, progressbar: bool
+    ) -> Iterator[dict[str, torch.Tensor]]:
         """The state dict of ``model`` restricted to ``names``, one piece at a time: first the target's own
-        tensors (heads, persistent buffers), then each block as the operator grows it."""
+        tensors (heads, persistent buffers), then each block as the operator grows it in ``checkpoint_dtype``."""
         own = {name: value for name, value in self.own_state.items() if name in names}
         buffers = {name: value for name, value in model.state_dict().items() if name in names and value.device.type != "meta"}
         yield {**buffers, **own}
-        for layer, grown in self.operator.grow_blockwise(progressbar):
+        for layer, grown in self.operator.grow_blockwise(progressbar, dtype=checkpoint_dtype):
             yield {
                 name: tensor.select(grown)
                 for tensor in self.grown
@@ -334,7 +336,7 @@ def _build(
 
     for name, value in plan.own_state.items():
         assign(name, value)
-    for layer, grown in plan.operator.grow_blockwise(progressbar):
+    for layer, grown in plan.operator.grow_blockwise(progressbar, dtype=dtype):
         for tensor in plan.grown:
             if tensor.layer == layer:
                 assign(tensor.names[0], tensor.select(grown))  # tied owners follow via tie_weights()
@@ -430,8 +432,9 @@ def write_merged(
     """Write what ``merge_adapter(...).save_pretrained(output_dir)`` writes, without ever holding the target.
 
     The checkpoint's layout (names, shapes, dtypes, shards) comes from the target's meta skeleton;
-    each block is then grown, written to its place and dropped (:class:`StreamedCheckpoint`), so peak
-    memory is the sources, the operator and one block (usually the word embeddings are the largest).
+    each block is then grown in the checkpoint's dtype, written to its place and dropped
+    (:class:`StreamedCheckpoint`), so peak memory is the sources, the operator and one block; the
+    largest, the word-embedding table, is grown by rows straight into that dtype.
     Tied parameters are written once, under the name transformers keeps on save, so ``from_pretrained``
     re-ties them. Returns the directory.
     """
@@ -446,7 +449,7 @@ def write_merged(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     with StreamedCheckpoint(out, layout, max_shard_size) as checkpoint:
-        for piece in plan.pieces(model, set(layout), progressbar):
+        for piece in plan.pieces(model, set(layout), dtype, progressbar):
             for name, value in piece.items():
                 checkpoint.write(name, value)
     model.config.dtype = str(dtype).removeprefix("torch.")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+from accelerate import PartialState
 from peft import PeftModel
 from transformers import (
     AutoModelForImageClassification,
@@ -65,7 +66,8 @@ class TrainingSchedule:
     Defaults: a brief operator phase (LiGO trains the operator for a small part of the run) at a
     high rate, which its few parameters take; then 200 full-model steps (3,200 examples at batch 16)
     at 5e-5, BERT's usual fine-tuning rate: enough for every weight to adapt to the task, low enough
-    to keep what the grown weights inherited from the pretrained source.
+    to keep what the grown weights inherited from the pretrained source. ``bf16`` trains both phases
+    in bfloat16 mixed precision (Trainer's ``bf16``: accelerate's autocast).
     """
 
     operator_steps: int = 20
@@ -74,6 +76,7 @@ class TrainingSchedule:
     finetune_learning_rate: float = 5e-5
     batch_size: int = 16
     seed: int = 0
+    bf16: bool = False
 
     def __post_init__(self) -> None:
         # LiGO always trains its operator; 0 full-model steps stop after the operator phase.
@@ -206,6 +209,9 @@ def grow_and_train(
     (``target_config`` itself is not changed). ``processor`` (a tokenizer or image processor) is saved
     with the final model. ``data_info`` names the data and its splits in the cards; ``ligo_kwargs`` go to
     :class:`~fedgrow_hf.LiGOConfig` (``width_structure``, ``depth_init`` ...).
+
+    Under ``accelerate launch`` (several processes, DDP) every process trains and returns the same
+    model, and only the main process writes to ``output_dir``.
     """
     schedule = schedule or TrainingSchedule()
     data_info = data_info or DatasetInfo()
@@ -246,13 +252,15 @@ def grow_and_train(
             return eval_metrics(trainer.evaluate())
 
         operator_metrics = train_and_evaluate(model, schedule.operator_phase)
-        save_adapter(
-            model,
-            adapter_dir,
-            metrics=operator_metrics,
-            data_info=data_info,
-            training=facts(schedule.operator_phase),
-        )
+        main_process = PartialState().is_main_process  # Trainer has set up the processes by now
+        if main_process:
+            save_adapter(
+                model,
+                adapter_dir,
+                metrics=operator_metrics,
+                data_info=data_info,
+                training=facts(schedule.operator_phase),
+            )
         result = GrowthResult(model, operator_metrics, operator_metrics)
         if finetune:
             merged = model.merge_and_unload()
@@ -260,6 +268,8 @@ def grow_and_train(
             result = GrowthResult(
                 merged, train_and_evaluate(merged, schedule.finetune_phase), operator_metrics
             )
+    if not main_process:
+        return result
     if processor is not None:
         processor.save_pretrained(output)
     if finetune:
@@ -336,4 +346,5 @@ def _training_arguments(scratch: str, schedule: TrainingSchedule, phase: Trainin
         save_strategy="no",
         report_to=[],
         seed=schedule.seed,
+        bf16=schedule.bf16,
     )

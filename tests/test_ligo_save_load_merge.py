@@ -89,3 +89,34 @@ def test_eval_reuses_grown_weights_until_the_operator_changes():
     with torch.no_grad():
         model.base_model.operator.global_stage.depth.mul_(0.5)
     assert not torch.allclose(logits(model, batch), first)
+
+
+def test_blockwise_growth_grows_tables_by_rows_into_the_merge_dtype():
+    """Merges grow embedding tables a slice of rows at a time, straight into the target dtype: same values."""
+    model = grow(random_bert(), bert_config(layers=3, hidden=64))
+    operator = model.base_model.operator
+    with torch.no_grad():
+        for param in operator.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+        whole = operator()
+        table = operator.intermediate_weights().shared["embeddings.word_embeddings.weight"]
+        by_rows = operator.global_stage.grow_shared_by_rows("embeddings.word_embeddings.weight", table, rows=7)
+    torch.testing.assert_close(by_rows, whole.shared["embeddings.word_embeddings.weight"])
+    for layer, piece in operator.grow_blockwise(dtype=torch.bfloat16):
+        expected = whole.shared if layer is None else {name: value[layer : layer + 1] for name, value in whole.layers.items()}
+        got = piece.shared if layer is None else piece.layers
+        assert got.keys() == expected.keys() and all(value.dtype == torch.bfloat16 for value in got.values())
+        for name, value in got.items():
+            torch.testing.assert_close(value, expected[name].to(torch.bfloat16))
+
+
+def test_the_operator_keeps_its_own_copy_of_a_handed_in_source():
+    """A user's later in-place edit of the source model they handed to grow() does not change the grown model."""
+    source = random_bert()
+    model = grow(source, bert_config(layers=3, hidden=64))
+    before = model.base_model.operator().shared["embeddings.word_embeddings.weight"].detach().clone()
+    with torch.no_grad():
+        for param in source.parameters():
+            param.zero_()
+    after = model.base_model.operator().shared["embeddings.word_embeddings.weight"]
+    torch.testing.assert_close(after, before)

@@ -58,11 +58,13 @@ def test_grow_bert_on_two_cpu_processes_agrees(bert_source_dir, shared_data_dir,
     records = [json.loads((tmp_path / f"hash.rank{rank}").read_text()) for rank in (0, 1)]
     assert [r["world_size"] for r in records] == [2, 2] and [r["rank"] for r in records] == [0, 1]
     assert records[0]["sha256"] == records[1]["sha256"]
-    saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "model")
+    saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run")
     assert _digest(saved) == records[0]["sha256"]
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
-    assert 0.0 <= json.loads((tmp_path / "run" / "grown_metrics.json").read_text())["grown_accuracy"] <= 1.0
+    assert saved.config.id2label == {0: "0", 1: "1"}
+    metrics = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    assert 0.0 <= json.loads((tmp_path / "run" / "ligo_adapter" / "eval_results.json").read_text())["accuracy"] <= 1.0
+    assert "Model Card for Model ID" not in (tmp_path / "run" / "README.md").read_text()
 
 
 @pytest.mark.slow
@@ -80,9 +82,9 @@ def test_grow_vit_with_python(shared_data_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / "hash.rank0").read_text())
     assert record["world_size"] == 1
-    saved = AutoModelForImageClassification.from_pretrained(tmp_path / "run" / "model")
+    saved = AutoModelForImageClassification.from_pretrained(tmp_path / "run")
     assert saved.config.num_labels == 10 and _digest(saved) == record["sha256"]
-    assert AutoImageProcessor.from_pretrained(tmp_path / "run" / "model").size["height"] == 16
+    assert AutoImageProcessor.from_pretrained(tmp_path / "run").size["height"] == 16
     # the trained adapter it saved merges (low-memory path) into the model stage 2 started from
-    merged = merge_adapter(tmp_path / "run" / "adapter", sources=[tmp_path / "run" / "source"])
+    merged = merge_adapter(tmp_path / "run" / "ligo_adapter", sources=[tmp_path / "run" / "source"])
     assert type(merged).__name__ == "ViTForImageClassification"

@@ -42,6 +42,8 @@ from .config import WIDTH_STEPS, WIDTH_STRUCTURES
 from .initialization import contraction, expansion, identity_depth_plan, repeat_depth
 from .shapes import ModelShape, TransformerWeights
 
+ROWS_PER_SLICE = 2048  # rows of an embedding table grown at once by a merge (see GrowthStage.grow_shared_by_rows)
+
 
 def apply_kronecker(tensor: torch.Tensor, dim: int, group: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
     """Multiply axis ``dim`` of ``tensor`` by ``group (x) unit`` without forming the Kronecker product.
@@ -309,10 +311,7 @@ class GrowthStage(nn.Module):
         index = None if layers is None else torch.as_tensor(list(layers), dtype=torch.long, device=self.depth.device)
         depth = self.depth if index is None else self.depth.index_select(1, index)
         offset = self.norm_offset if index is None else self.norm_offset.index_select(1, index)
-        shared = {
-            name: self._expand(tensor.unsqueeze(0), self.shared_axes[name], None).squeeze(0)
-            for name, tensor in weights.shared.items()
-        }
+        shared = {name: self.grow_shared(name, tensor) for name, tensor in weights.shared.items()}
         grown_layers = {}
         for name, stacked in weights.layers.items():
             mix = depth[self.layer_names.index(name)].to(stacked.dtype)
@@ -321,6 +320,32 @@ class GrowthStage(nn.Module):
                 grown = grown + offset[self.norm_gains.index(name)].to(grown.dtype).unsqueeze(-1)
             grown_layers[name] = grown
         return TransformerWeights(shared, grown_layers)
+
+    def grow_shared(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """Grow one tensor outside the blocks (an embedding table, the final norm)."""
+        return self._expand(tensor.unsqueeze(0), self.shared_axes[name], None).squeeze(0)
+
+    @torch.no_grad()
+    def grow_shared_by_rows(
+        self, name: str, tensor: torch.Tensor, dtype: torch.dtype | None = None, rows: int = ROWS_PER_SLICE
+    ) -> torch.Tensor:
+        """:meth:`grow_shared` in ``dtype``, a slice of rows at a time when the growth does not mix rows.
+
+        An embedding table's rows are tokens or positions, which growth never mixes, and it is the
+        largest grown tensor: growing it whole holds the full table in the operator's dtype plus the
+        expansion's intermediate result (and, for a bf16 target, the cast copy). By rows, the grown
+        table in ``dtype`` is the only full-size tensor -- what bounds a streamed merge's peak memory.
+        """
+        axes = self.shared_axes[name]
+        if tensor.dim() < 2 or 0 in axes or -tensor.dim() in axes or tensor.shape[0] <= rows:
+            grown = self.grow_shared(name, tensor)
+            return grown if dtype is None else grown.to(dtype)
+        first = self.grow_shared(name, tensor[:rows])
+        grown = first.new_empty((tensor.shape[0], *first.shape[1:]), dtype=dtype or first.dtype)
+        grown[:rows] = first
+        for start in range(rows, tensor.shape[0], rows):
+            grown[start : start + rows] = self.grow_shared(name, tensor[start : start + rows])
+        return grown
 
     def _expand(self, tensor: torch.Tensor, axes: Mapping[int, Axis], index: torch.Tensor | None) -> torch.Tensor:
         for axis_index, axis in axes.items():
@@ -440,14 +465,21 @@ class LiGOOperator(nn.Module):
         return self.global_stage(self.intermediate_weights(), layers)
 
     @torch.no_grad()
-    def grow_blockwise(self, progressbar: bool = False) -> Iterator[tuple[int | None, TransformerWeights]]:
-        """Yield the grown target piece by piece: ``(None, shared tensors)``, then ``(i, block i)``.
+    def grow_blockwise(
+        self, progressbar: bool = False, dtype: torch.dtype | None = None
+    ) -> Iterator[tuple[int | None, TransformerWeights]]:
+        """Yield the grown target piece by piece, in ``dtype`` (default: the operator's):
+        ``(None, shared tensors)``, then ``(i, block i)``.
 
         Merging and exporting consume this instead of ``forward()`` so that at most one grown block
-        exists next to the target being filled: the whole grown copy never does.
+        exists next to the target being filled: the whole grown copy never does. Embedding tables are
+        grown by rows straight into ``dtype`` (:meth:`GrowthStage.grow_shared_by_rows`).
         """
         intermediate = self.intermediate_weights()
-        yield None, self.global_stage(TransformerWeights(intermediate.shared, {}))
-        layers = range(self.global_stage.target_shape.num_layers)
-        for layer in tqdm(layers, disable=not progressbar, desc="Growing target layers"):
-            yield layer, self.global_stage(TransformerWeights({}, intermediate.layers), layers=[layer])
+        stage = self.global_stage
+        yield None, TransformerWeights(
+            {name: stage.grow_shared_by_rows(name, tensor, dtype) for name, tensor in intermediate.shared.items()}, {}
+        )
+        for layer in tqdm(range(stage.target_shape.num_layers), disable=not progressbar, desc="Growing target layers"):
+            block = stage(TransformerWeights({}, intermediate.layers), layers=[layer])
+            yield layer, block if dtype is None else block.to(dtype)

@@ -219,13 +219,16 @@ class LiGOModel(BaseTuner):
 
     @torch.no_grad()
     def _check_grown_shapes(self) -> None:
-        """Grow the shared tensors and the first block once, and compare with the target's slots.
+        """Grow the shared tensors and the first block on the meta device, and compare with the target's slots.
 
-        Every block has the same shapes, so this checks the whole operator without ever holding a
-        grown copy of the target; grown weights are installed at the first forward pass. Until then
-        the slots keep the target's own tensors (meta tensors for a ``grow()`` skeleton).
+        Every block has the same shapes, so this checks the whole operator; on the meta device it
+        computes shapes only, so loading an adapter never allocates a grown tensor (a real grown
+        word-embedding table alone would be the largest allocation of a streamed merge). Grown weights
+        are installed at the first forward pass; until then the slots keep the target's own tensors
+        (meta tensors for a ``grow()`` skeleton).
         """
-        sample = self.operator(layers=[0])
+        on_meta = {name: tensor.to("meta") for name, tensor in _parameters_and_buffers(self.operator)}
+        sample = torch.func.functional_call(self.operator, on_meta, kwargs={"layers": [0]})
         blocks = sample.unbind_layers()
         for slot in self._slots:
             grown = sample.shared[slot.path] if slot.kind == "shared" else blocks[slot.path][0]
@@ -488,6 +491,12 @@ def _take_grown_slots(
     for layer, block in enumerate(base.get_submodule(table.layers_path)):
         slots += [take("layers", name, layer, block.get_parameter(name)) for name in layer_names]
     return slots
+
+
+def _parameters_and_buffers(module: nn.Module) -> Iterable[tuple[str, torch.Tensor]]:
+    """Every parameter and buffer of ``module`` by name, non-persistent buffers included."""
+    yield from module.named_parameters()
+    yield from module.named_buffers()
 
 
 def _absolute_if_local(paths: str | list[str] | None) -> str | list[str] | None:

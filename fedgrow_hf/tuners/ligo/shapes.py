@@ -87,13 +87,21 @@ class TransformerWeights:
             {k: v.detach() for k, v in self.shared.items()}, {k: v.detach() for k, v in self.layers.items()}
         )
 
+    def to(self, dtype: torch.dtype) -> TransformerWeights:
+        return TransformerWeights(
+            {k: v.to(dtype) for k, v in self.shared.items()}, {k: v.to(dtype) for k, v in self.layers.items()}
+        )
+
     @classmethod
     def from_base_model(
         cls, base_model: nn.Module, table: ArchitectureTable, shared_names: list[str], layer_names: list[str]
     ) -> TransformerWeights:
+        """Copies of ``base_model``'s growable weights (block parameters stacked), sharing no storage with it:
+        the operator's source stays fixed whatever later happens to the model handed in, and a source
+        loaded from a memory-mapped checkpoint releases its file once the model is dropped."""
         params = dict(base_model.named_parameters())
         blocks = base_model.get_submodule(table.layers_path)
-        shared = {name: params[name].detach() for name in shared_names}
+        shared = {name: params[name].detach().clone() for name in shared_names}
         layers = {}
         for name in layer_names:
             layers[name] = torch.stack([block.get_parameter(name).detach() for block in blocks])
