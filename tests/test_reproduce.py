@@ -193,6 +193,8 @@ def test_plots_and_report_are_written_and_regenerated(tiny_run):
     own = results["methods"]["own-source"]["test_accuracy"]
     assert f"| Own source, fine-tuned | {own['mean']:.4f} ± {own['std']:.4f} |" in text
     assert "### Fed-Grow minus each method, paired by seed" in text
+    assert "### Common-test accuracy per party (mean over seeds)" in text
+    assert "| Own source, fine-tuned | " + " | ".join(f"{value:.4f}" for value in own["per_party"]) + " |" in text
     assert "### Targets of the issue" in text
     assert all(target["target"] in text for target in results["targets"])
     assert "`vision-small`: not measured yet" in text  # presets without results name their command
@@ -441,6 +443,30 @@ def test_targets_say_which_is_missed_and_by_how_much_with_the_human_reason():
     never = {target["key"]: target for target in issue_targets(methods)}["steps-to-fed-scratch"]
     assert never["met"] is False and never["measured"].startswith("not reached")
     assert issue_targets({"fed-grow": methods["fed-grow"]})[0]["met"] is None  # own-source not run
+
+
+def test_a_rerun_keeps_the_human_notes_and_the_report_flags_them_until_rewritten(tmp_path):
+    """``fedgrow reproduce`` replaces results.json: the reasons a human wrote survive, marked as written
+    for the earlier measurement until ``notes_written_for`` names the new one."""
+    from fedgrow_hf.reproduce.report import _stale_notes_warning, _targets_section
+    from fedgrow_hf.reproduce.runner import _kept_notes
+
+    previous = tmp_path / "results.json"
+    assert _kept_notes(previous) == {}
+    previous.write_text(json.dumps({"finished": "2026-11-01 10:00 UTC", "notes": {}}))
+    assert _kept_notes(previous) == {}
+    previous.write_text(json.dumps({"finished": "2026-11-01 10:00 UTC", "notes": {"k": "REASON"}}))
+    kept = _kept_notes(previous)
+    assert kept == {"notes": {"k": "REASON"}, "notes_written_for": "2026-11-01 10:00 UTC"}
+    target = {"key": "k", "target": "T", "met": False, "measured": "m", "missed_by": "1 point"}
+    rerun = {"finished": "2026-11-02 10:00 UTC", **kept}
+    text = "\n".join(_targets_section([target], rerun["notes"], _stale_notes_warning(rerun)))
+    assert "written for the measurement finished 2026-11-01 10:00 UTC, not for these figures" in text
+    assert "REASON" in text
+    rewritten = {**rerun, "notes_written_for": rerun["finished"]}
+    assert _stale_notes_warning(rewritten) == "" and _stale_notes_warning({"finished": "x"}) == ""
+    previous.write_text(json.dumps({**rewritten, "finished": "2026-11-03 10:00 UTC"}))
+    assert _kept_notes(previous)["notes_written_for"] == "2026-11-02 10:00 UTC"  # still the measurement it fits
 
 
 def test_report_leaves_out_other_benchmarks_results(tmp_path):

@@ -356,8 +356,9 @@ def preset_section(results: dict[str, Any], results_dir: str) -> str:
         f"records and the configs are in [`{results_dir}/results.json`]({results_dir}/results.json).",
         "",
     ]
+    lines += _per_party_table(methods)
     lines += _paired_table(results["paired_differences"], methods)
-    lines += _targets_section(results["targets"], results.get("notes", {}))
+    lines += _targets_section(results["targets"], results.get("notes", {}), _stale_notes_warning(results))
     lines += _cost_table(methods)
     figures = results["headline"]
     if figures:
@@ -390,6 +391,19 @@ def preset_section(results: dict[str, Any], results_dir: str) -> str:
     return "\n".join(lines)
 
 
+def _per_party_table(methods: dict[str, dict[str, Any]]) -> list[str]:
+    """Common-test accuracy party by party: where a method wins or loses on average, and which party
+    (its source, its label skew in the data line above) carries the difference."""
+    count = len(next(iter(methods.values()))["test_accuracy"]["per_party"])
+    lines = ["### Common-test accuracy per party (mean over seeds)", "",
+             "| Method | " + " | ".join(f"Party {index}" for index in range(count)) + " |",
+             "|---|" + "---|" * count]
+    for summary in methods.values():
+        per_party = summary["test_accuracy"]["per_party"]
+        lines.append(f"| {summary['label']} | " + " | ".join(f"{value:.4f}" for value in per_party) + " |")
+    return [*lines, ""]
+
+
 def _paired_table(differences: dict[str, dict[str, Any]], methods: dict[str, dict[str, Any]]) -> list[str]:
     if not differences:
         return []
@@ -408,8 +422,18 @@ NOTES_PLACE = ("Reason (written by a human, from `notes[\"{key}\"]` in results.j
                "after adding it)")
 
 
-def _targets_section(targets: list[dict[str, Any]], notes: dict[str, str]) -> list[str]:
-    """The issue's targets, met or missed (by how much), with the human-written reason of each miss."""
+def _stale_notes_warning(results: dict[str, Any]) -> str:
+    """A warning before notes written for an earlier measurement of the preset (empty: they are current)."""
+    written_for = results.get("notes_written_for")
+    if written_for is None or written_for == results["finished"]:
+        return ""
+    return (f"_(written for the measurement finished {written_for}, not for these figures: it may be out of "
+            "date)_ ")
+
+
+def _targets_section(targets: list[dict[str, Any]], notes: dict[str, str], stale: str = "") -> list[str]:
+    """The issue's targets, met or missed (by how much), with the human-written reason of each miss
+    (``stale`` before reasons written for an earlier measurement)."""
     lines = ["### Targets of the issue", ""]
     for target in targets:
         status = {True: "**met**", False: "**missed**", None: "not measured"}[target["met"]]
@@ -417,7 +441,7 @@ def _targets_section(targets: list[dict[str, Any]], notes: dict[str, str]) -> li
         line = f"- {target['target']}: {status}{measured}"
         lines.append(line + (f"; missed by {target['missed_by']}." if target["met"] is False else "."))
         if target["met"] is False:
-            reason = notes.get(target["key"], "_not written yet_")
+            reason = stale + notes[target["key"]] if target["key"] in notes else "_not written yet_"
             lines.append(f"  - {NOTES_PLACE.format(key=target['key'])}: {reason}")
     return [*lines, ""]
 

@@ -131,11 +131,24 @@ def reproduce(
         "paired_differences": paired_differences(measured),
         "targets": issue_targets(measured),
         "headline": headline(measured),
+        **_kept_notes(output_dir / RESULTS_FILE),
     }
     write_results(output_dir, results)
     report = rewrite_report(output_dir, report_path)
     log(f"wrote {output_dir / RESULTS_FILE}, plots and {report}")
     return results
+
+
+def _kept_notes(previous: Path) -> dict[str, Any]:
+    """The hand-written ``notes`` of the ``results.json`` a rerun replaces, so that no reason is lost, with
+    ``notes_written_for``: the measurement they were written for (the report marks them as possibly out
+    of date until a human rewrites them and sets it to the new ``finished``)."""
+    if not previous.is_file():
+        return {}
+    old = json.loads(previous.read_text(encoding="utf-8"))
+    if not old.get("notes"):
+        return {}
+    return {"notes": old["notes"], "notes_written_for": old.get("notes_written_for", old["finished"])}
 
 
 def _measure(
