@@ -439,6 +439,10 @@ def test_targets_say_which_is_missed_and_by_how_much_with_the_human_reason():
     assert "**missed**; 0.7600 vs 0.7900 (-3.00 points); missed by 3.00 points of accuracy." in text
     assert 'notes["test-accuracy-vs-own-source"]' in text and "MEASURED REASON" in text
     assert text.count("_not written yet_") == 2  # the other two misses
+    commented = "\n".join(_targets_section(list(targets.values()), {"test-accuracy-vs-independent": "WITHIN NOISE",
+                                                                     "methods-not-run": "NOT RUN"}))
+    assert 'Comment (written by a human, from `notes["test-accuracy-vs-independent"]`' in commented
+    assert "WITHIN NOISE" in commented and 'Note (written by a human, from `notes["methods-not-run"]`' in commented
     methods["fed-grow"] = _method([[0.80, 0.70]] * 2, [(10, 0.5)])
     never = {target["key"]: target for target in issue_targets(methods)}["steps-to-fed-scratch"]
     assert never["met"] is False and never["measured"].startswith("not reached")

@@ -418,7 +418,7 @@ def _paired_table(differences: dict[str, dict[str, Any]], methods: dict[str, dic
     return [*lines, ""]
 
 
-NOTES_PLACE = ("Reason (written by a human, from `notes[\"{key}\"]` in results.json; rerun with `--report-only` "
+NOTES_PLACE = ("{kind} (written by a human, from `notes[\"{key}\"]` in results.json; rerun with `--report-only` "
                "after adding it)")
 
 
@@ -432,17 +432,24 @@ def _stale_notes_warning(results: dict[str, Any]) -> str:
 
 
 def _targets_section(targets: list[dict[str, Any]], notes: dict[str, str], stale: str = "") -> list[str]:
-    """The issue's targets, met or missed (by how much), with the human-written reason of each miss
-    (``stale`` before reasons written for an earlier measurement)."""
+    """The issue's targets, met or missed (by how much), with the human-written reason of each miss, a
+    human's comment on a met target where there is one (e.g. a margin within seed noise), and the notes
+    on no target (``stale`` before notes written for an earlier measurement)."""
     lines = ["### Targets of the issue", ""]
     for target in targets:
         status = {True: "**met**", False: "**missed**", None: "not measured"}[target["met"]]
         measured = "" if target["met"] is None else f"; {target['measured']}"
         line = f"- {target['target']}: {status}{measured}"
         lines.append(line + (f"; missed by {target['missed_by']}." if target["met"] is False else "."))
+        key = target["key"]
         if target["met"] is False:
-            reason = stale + notes[target["key"]] if target["key"] in notes else "_not written yet_"
-            lines.append(f"  - {NOTES_PLACE.format(key=target['key'])}: {reason}")
+            reason = stale + notes[key] if key in notes else "_not written yet_"
+            lines.append(f"  - {NOTES_PLACE.format(kind='Reason', key=key)}: {reason}")
+        elif key in notes:
+            lines.append(f"  - {NOTES_PLACE.format(kind='Comment', key=key)}: {stale}{notes[key]}")
+    others = [key for key in notes if key not in {target["key"] for target in targets}]
+    if others:
+        lines += ["", *(f"{NOTES_PLACE.format(kind='Note', key=key)}: {stale}{notes[key]}" for key in others)]
     return [*lines, ""]
 
 
