@@ -447,7 +447,8 @@ def _targets_section(targets: list[dict[str, Any]], notes: dict[str, str], stale
             lines.append(f"  - {NOTES_PLACE.format(kind='Reason', key=key)}: {reason}")
         elif key in notes:
             lines.append(f"  - {NOTES_PLACE.format(kind='Comment', key=key)}: {stale}{notes[key]}")
-    others = [key for key in notes if key not in {target["key"] for target in targets}]
+    target_keys = {target["key"] for target in targets}
+    others = [key for key in notes if key not in target_keys]
     if others:
         lines += ["", *(f"{NOTES_PLACE.format(kind='Note', key=key)}: {stale}{notes[key]}" for key in others)]
     return [*lines, ""]

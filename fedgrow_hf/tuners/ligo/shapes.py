@@ -82,11 +82,6 @@ class TransformerWeights:
     def unbind_layers(self) -> dict[str, tuple[torch.Tensor, ...]]:
         return {name: stacked.unbind(0) for name, stacked in self.layers.items()}
 
-    def detach(self) -> TransformerWeights:
-        return TransformerWeights(
-            {k: v.detach() for k, v in self.shared.items()}, {k: v.detach() for k, v in self.layers.items()}
-        )
-
     def to(self, dtype: torch.dtype) -> TransformerWeights:
         return TransformerWeights(
             {k: v.to(dtype) for k, v in self.shared.items()}, {k: v.to(dtype) for k, v in self.layers.items()}
