@@ -11,23 +11,15 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
-import importlib.util  # noqa: E402
 import sys  # noqa: E402
-from collections.abc import Iterable  # noqa: E402
 from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from tests.dependencies import README_INSTALL, TEST_DEPENDENCIES, missing_modules  # noqa: E402
+
 SHARED_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-# What nearly every test module imports, by import name; the README's install command brings them all.
-TEST_DEPENDENCIES = ("torch", "transformers", "peft", "datasets", "sklearn", "flwr")
-README_INSTALL = 'python -m pip install "torch==2.13.0" -e ".[fl,cli,demo,plots,dev]"'
-
-
-def missing_modules(names: Iterable[str]) -> list[str]:
-    """The modules of ``names`` this Python cannot import."""
-    return [name for name in names if importlib.util.find_spec(name) is None]
 
 
 def pytest_configure(config: pytest.Config) -> None:
