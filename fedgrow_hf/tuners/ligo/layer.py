@@ -311,19 +311,32 @@ class GrowthStage(nn.Module):
         index = None if layers is None else torch.as_tensor(list(layers), dtype=torch.long, device=self.depth.device)
         depth = self.depth if index is None else self.depth.index_select(1, index)
         offset = self.norm_offset if index is None else self.norm_offset.index_select(1, index)
-        shared = {name: self.grow_shared(name, tensor) for name, tensor in weights.shared.items()}
+        factors = self.factors()
+        shared = {name: self.grow_shared(name, tensor, factors) for name, tensor in weights.shared.items()}
         grown_layers = {}
         for name, stacked in weights.layers.items():
             mix = depth[self.layer_names.index(name)].to(stacked.dtype)
-            grown = self._expand(torch.einsum("lj,j...->l...", mix, stacked), self.layer_axes[name], index)
+            grown = self._expand(torch.einsum("lj,j...->l...", mix, stacked), self.layer_axes[name], index, factors)
             if name in self.norm_gains:
                 grown = grown + offset[self.norm_gains.index(name)].to(grown.dtype).unsqueeze(-1)
             grown_layers[name] = grown
         return TransformerWeights(shared, grown_layers)
 
-    def grow_shared(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
-        """Grow one tensor outside the blocks (an embedding table, the final norm)."""
-        return self._expand(tensor.unsqueeze(0), self.shared_axes[name], None).squeeze(0)
+    def factors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Every width factor's ``(group, unit)``, by factor key.
+
+        Computed once per growth and reused by every tensor with an axis in the space: the residual
+        stream's factors alone serve most tensors, and recomputing them per tensor (with ``fan_in`` steps,
+        a few element-wise kernels each, forward and backward) is what made the operator launch-bound.
+        """
+        return {key: factor.factors() for key, factor in self.width.items()}
+
+    def grow_shared(
+        self, name: str, tensor: torch.Tensor, factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> torch.Tensor:
+        """Grow one tensor outside the blocks (an embedding table, the final norm); ``factors``: from
+        :meth:`factors`, when the caller grows several tensors."""
+        return self._expand(tensor.unsqueeze(0), self.shared_axes[name], None, factors or self.factors()).squeeze(0)
 
     @torch.no_grad()
     def grow_shared_by_rows(
@@ -340,18 +353,21 @@ class GrowthStage(nn.Module):
         if tensor.dim() < 2 or 0 in axes or -tensor.dim() in axes or tensor.shape[0] <= rows:
             grown = self.grow_shared(name, tensor)
             return grown if dtype is None else grown.to(dtype)
-        first = self.grow_shared(name, tensor[:rows])
+        factors = self.factors()
+        first = self.grow_shared(name, tensor[:rows], factors)
         grown = first.new_empty((tensor.shape[0], *first.shape[1:]), dtype=dtype or first.dtype)
         grown[:rows] = first
         for start in range(rows, tensor.shape[0], rows):
-            grown[start : start + rows] = self.grow_shared(name, tensor[start : start + rows])
+            grown[start : start + rows] = self.grow_shared(name, tensor[start : start + rows], factors)
         return grown
 
-    def _expand(self, tensor: torch.Tensor, axes: Mapping[int, Axis], index: torch.Tensor | None) -> torch.Tensor:
+    def _expand(
+        self, tensor: torch.Tensor, axes: Mapping[int, Axis], index: torch.Tensor | None,
+        factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    ) -> torch.Tensor:
         for axis_index, axis in axes.items():
             dim = axis_index + 1 if axis_index >= 0 else tensor.dim() + axis_index
-            factor = self.width[factor_key(axis)]
-            group, unit = (value.to(tensor.dtype) for value in factor.factors())
+            group, unit = (value.to(tensor.dtype) for value in factors[factor_key(axis)])
             if axis.space.per_layer and index is not None:
                 group, unit = group.index_select(0, index), unit.index_select(0, index)
             tensor = apply_kronecker(tensor, dim, group, unit)
