@@ -45,39 +45,42 @@ from .shapes import ModelShape, TransformerWeights
 ROWS_PER_SLICE = 2048  # rows of an embedding table grown at once by a merge (see GrowthStage.grow_shared_by_rows)
 
 
-def apply_kronecker(tensor: torch.Tensor, dim: int, group: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
+def apply_kronecker(tensor: torch.Tensor, dim: int, group: torch.Tensor | None, unit: torch.Tensor) -> torch.Tensor:
     """Multiply axis ``dim`` of ``tensor`` by ``group (x) unit`` without forming the Kronecker product.
 
     ``tensor`` has a leading layer axis. The factors are either shared by all layers
     (``group``: G_out x G_in) or given per layer (``group``: L x G_out x G_in); likewise ``unit``.
-    The axis is split in place (a view, no copy) and the two factors are applied in the order that
-    keeps the intermediate result smaller, which is what dominates time and peak memory for the
-    large tensors (embedding tables).
+    ``group=None`` means a single group: ``unit`` is the whole factor. The axis is split in place (a
+    view, no copy) and the two factors are applied in the order that keeps the intermediate result
+    smaller, which is what dominates time and peak memory for the large tensors (embedding tables).
     """
+    if group is None:
+        return _contract(tensor, unit, dim)
     shape = tensor.shape
     (g_out, g_in), (u_out, u_in) = group.shape[-2:], unit.shape[-2:]
     blocks = tensor.reshape(*shape[:dim], g_in, u_in, *shape[dim + 1 :])
-    letters = [chr(ord("a") + i) for i in range(blocks.dim())]
-    batch = letters[0] if group.dim() == 3 else ""
-
-    def contract(operand: torch.Tensor, factor: torch.Tensor, position: int) -> torch.Tensor:
-        result = letters.copy()
-        result[position] = "z"
-        equation = f"{''.join(letters)},{batch}z{letters[position]}->{''.join(result)}"
-        return torch.einsum(equation, operand, factor)
-
     if g_out * u_in <= g_in * u_out:
-        blocks = contract(contract(blocks, group, dim), unit, dim + 1)
+        blocks = _contract(_contract(blocks, group, dim), unit, dim + 1)
     else:
-        blocks = contract(contract(blocks, unit, dim + 1), group, dim)
+        blocks = _contract(_contract(blocks, unit, dim + 1), group, dim)
     return blocks.reshape(*shape[:dim], g_out * u_out, *shape[dim + 1 :])
+
+
+def _contract(operand: torch.Tensor, factor: torch.Tensor, position: int) -> torch.Tensor:
+    """Multiply axis ``position`` of ``operand`` (leading layer axis) by ``factor`` (Z x A, or L x Z x A per layer)."""
+    letters = [chr(ord("a") + i) for i in range(operand.dim())]
+    batch = letters[0] if factor.dim() == 3 else ""
+    result = letters.copy()
+    result[position] = "z"
+    return torch.einsum(f"{''.join(letters)},{batch}z{letters[position]}->{''.join(result)}", operand, factor)
 
 
 class WidthFactor(nn.Module):
     """One expansion factor ``group (x) unit`` of one space, for one side (``out`` or ``in``).
 
     With ``width_step="fan_in"`` each factor is the start it was initialised to plus its parameter's
-    offset from that start divided by the factor's fan-in: ``start + (param - start) / fan_in``. Adam
+    offset from that start divided by the factor's fan-in: ``start + (param - start) / fan_in``, computed in
+    one kernel as ``anchor + param / fan_in`` with ``anchor = start (1 - 1 / fan_in)``. Adam
     moves every element of a parameter by about the learning rate whatever its gradient's size, so a
     directly trained n x n factor (the residual stream's is 384 x 384 for MiniLM) changes by up to
     ``n x lr`` in spectral norm per step: ten Adam steps at 1e-4 on the operator of a grown MiniLM leave
@@ -97,24 +100,24 @@ class WidthFactor(nn.Module):
         lead = () if num_layers is None else (num_layers,)
         self.group = nn.Parameter(torch.empty(*lead, *groups))
         self.unit = nn.Parameter(torch.empty(*lead, *units))
-        self.register_buffer("group_start", torch.zeros(*lead, *groups), persistent=False)
-        self.register_buffer("unit_start", torch.zeros(*lead, *units), persistent=False)
+        self.register_buffer("group_anchor", torch.zeros(*lead, *groups), persistent=False)
+        self.register_buffer("unit_anchor", torch.zeros(*lead, *units), persistent=False)
         self.width_step = width_step
 
     @torch.no_grad()
     def start_at(self, group: torch.Tensor, unit: torch.Tensor) -> None:
         """Set both the parameters and the start they are offsets from."""
-        for param, start, value in ((self.group, self.group_start, group), (self.unit, self.unit_start, unit)):
+        for param, anchor, value in ((self.group, self.group_anchor, group), (self.unit, self.unit_anchor, unit)):
             param.copy_(value.expand_as(param))
-            start.copy_(param)
+            anchor.copy_(param * (1 - 1 / param.shape[-1]))
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``group`` and ``unit`` factors the expansion applies."""
         if self.width_step == "plain":
             return self.group, self.unit
         return tuple(
-            start + (param - start) / param.shape[-1]
-            for param, start in ((self.group, self.group_start), (self.unit, self.unit_start))
+            torch.add(anchor, param, alpha=1 / param.shape[-1])
+            for param, anchor in ((self.group, self.group_anchor), (self.unit, self.unit_anchor))
         )
 
     def matrix(self) -> torch.Tensor:
@@ -313,26 +316,34 @@ class GrowthStage(nn.Module):
         offset = self.norm_offset if index is None else self.norm_offset.index_select(1, index)
         factors = self.factors()
         shared = {name: self.grow_shared(name, tensor, factors) for name, tensor in weights.shared.items()}
+        # unbound once: indexing per parameter would scatter each gradient into a zero tensor of the whole stack
+        mixes, offsets = dict(zip(self.layer_names, depth.unbind(0))), dict(zip(self.norm_gains, offset.unbind(0)))
         grown_layers = {}
         for name, stacked in weights.layers.items():
-            mix = depth[self.layer_names.index(name)].to(stacked.dtype)
+            mix = mixes[name].to(stacked.dtype)
             grown = self._expand(torch.einsum("lj,j...->l...", mix, stacked), self.layer_axes[name], index, factors)
-            if name in self.norm_gains:
-                grown = grown + offset[self.norm_gains.index(name)].to(grown.dtype).unsqueeze(-1)
+            if name in offsets:
+                grown = grown + offsets[name].to(grown.dtype).unsqueeze(-1)
             grown_layers[name] = grown
         return TransformerWeights(shared, grown_layers)
 
-    def factors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Every width factor's ``(group, unit)``, by factor key.
+    def factors(self) -> dict[str, tuple[torch.Tensor | None, torch.Tensor]]:
+        """Every width factor's ``(group, unit)``, by factor key, for :func:`apply_kronecker`.
 
         Computed once per growth and reused by every tensor with an axis in the space: the residual
         stream's factors alone serve most tensors, and recomputing them per tensor (with ``fan_in`` steps,
-        a few element-wise kernels each, forward and backward) is what made the operator launch-bound.
+        element-wise kernels each, forward and backward) made the operator launch-bound on a GPU. A
+        single-group factor (the residual stream's, any full-matrix layout) is folded into its unit
+        matrix here, so each use is one contraction instead of two.
         """
-        return {key: factor.factors() for key, factor in self.width.items()}
+        folded = {}
+        for key, factor in self.width.items():
+            group, unit = factor.factors()
+            folded[key] = (None, unit * group) if group.shape[-2:] == (1, 1) else (group, unit)
+        return folded
 
     def grow_shared(
-        self, name: str, tensor: torch.Tensor, factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self, name: str, tensor: torch.Tensor, factors: Mapping[str, tuple[torch.Tensor | None, torch.Tensor]] | None = None
     ) -> torch.Tensor:
         """Grow one tensor outside the blocks (an embedding table, the final norm); ``factors``: from
         :meth:`factors`, when the caller grows several tensors."""
@@ -363,13 +374,14 @@ class GrowthStage(nn.Module):
 
     def _expand(
         self, tensor: torch.Tensor, axes: Mapping[int, Axis], index: torch.Tensor | None,
-        factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+        factors: Mapping[str, tuple[torch.Tensor | None, torch.Tensor]],
     ) -> torch.Tensor:
         for axis_index, axis in axes.items():
             dim = axis_index + 1 if axis_index >= 0 else tensor.dim() + axis_index
-            group, unit = (value.to(tensor.dtype) for value in factors[factor_key(axis)])
+            group, unit = (None if value is None else value.to(tensor.dtype) for value in factors[factor_key(axis)])
             if axis.space.per_layer and index is not None:
-                group, unit = group.index_select(0, index), unit.index_select(0, index)
+                group = None if group is None else group.index_select(0, index)
+                unit = unit.index_select(0, index)
             tensor = apply_kronecker(tensor, dim, group, unit)
         return tensor
 
