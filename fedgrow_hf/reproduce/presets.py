@@ -22,9 +22,9 @@ the choice in ``results.json``.
 Operator phase length: LiGO trains its operator *briefly* and then the grown model. The text presets
 give the operator phase 10% of a party's steps (rounds x local steps): measured on text-small (seed 0,
 previous split), half the steps on the operator left no full-model steps to leave the majority-class
-plateau under label skew (RESULTS.md). vision-small keeps the split it was measured with (half), and its
-operator the ``width_step="plain"`` factors it was measured with (LiGOConfig.width_step; the default
-``fan_in`` keeps the lossless start under Adam and is what the text presets use).
+plateau under label skew (RESULTS.md). vision-small keeps the split it was first measured with (half). Every
+preset trains the operator with the default ``width_step="fan_in"`` (LiGOConfig.width_step), which keeps
+the lossless start under Adam.
 
 Data and seeds: ``data_seed`` fixes the data subset, the partition, each party's held-out share and its
 source; each comparison seed (``seeds``) changes only initialisation and batch order.
@@ -157,7 +157,7 @@ def _vision_small(data_dir: Path) -> dict[str, Any]:
     return _run(
         "vision-small", 6, 50, 300, 3600,
         model={"family": "vit", "num_labels": 10, "target": _vit_shape(6, 8, patch_size=4),
-               "intermediate": _vit_shape(4, 4), "ligo": {"width_step": "plain"}},  # as measured; fan_in not yet
+               "intermediate": _vit_shape(4, 4)},
         data={"source": str(data_dir / "mnist"), "partition": "dirichlet", "alpha": 0.5,
               "min_size": MIN_PARTY_EXAMPLES, "image_size": 16, "num_channels": 1},
         training={"learning_rate": 5e-4, "per_device_train_batch_size": 32},
