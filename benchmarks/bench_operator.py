@@ -16,6 +16,8 @@ heads, FFN 2048); batch 32 x 128 tokens; CPU.
 
 ``--compile`` times both models under ``torch.compile`` (each compiled alike, warm-up steps not timed):
 on a GPU the steps are short enough that kernel launches, not arithmetic, set the operator's cost.
+``--count-ops`` adds what sets that cost on any machine: the PyTorch operators one training step runs
+(forward and backward, views and other metadata-only operators left out), for each model.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 
 import torch
 from rss import PeakRSS, current_rss_bytes
+from torch.profiler import ProfilerActivity, profile
 from transformers import AutoModel, BertConfig, BertForSequenceClassification
 
 
@@ -72,6 +75,26 @@ def step_seconds(model: torch.nn.Module, batch: dict, steps: int, autocast: bool
     return times
 
 
+# operators that only make views or metadata: no kernel runs for them
+METADATA_OPS = frozenset(
+    f"aten::{name}" for name in (
+        "empty", "empty_strided", "view", "_unsafe_view", "_reshape_alias", "reshape", "as_strided", "t", "transpose",
+        "permute", "expand", "select", "slice", "narrow", "unsqueeze", "squeeze", "alias", "detach", "unbind",
+        "resolve_conj", "resolve_neg", "to", "contiguous", "einsum", "linear", "matmul", "dropout",
+    )
+)
+
+
+def ops_per_step(model: torch.nn.Module, batch: dict) -> int:
+    """PyTorch operators one training step (forward + backward) runs, metadata-only ones left out."""
+    model.train()
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        model(**batch).loss.backward()
+    model.zero_grad(set_to_none=True)
+    return sum(event.count for event in profiler.key_averages()
+               if event.key.startswith("aten::") and event.key not in METADATA_OPS)
+
+
 def bench_step(args: argparse.Namespace) -> dict:
     from fedgrow_hf import grow
 
@@ -83,6 +106,8 @@ def bench_step(args: argparse.Namespace) -> dict:
     batch = {key: value.to(args.device) for key, value in batch.items()}
     plain = BertForSequenceClassification(config).to(args.device)
     ligo = grow(source, config, model_class=BertForSequenceClassification, modules_to_save=["classifier"]).to(args.device)
+    counts = {"plain_ops_per_step": ops_per_step(plain, batch), "ligo_ops_per_step": ops_per_step(ligo, batch)} \
+        if args.count_ops else {}
     if args.compile:
         plain, ligo = torch.compile(plain), torch.compile(ligo)
     for _ in range(3 if args.compile else 1):  # warm-up (compilation, autotuning)
@@ -99,6 +124,7 @@ def bench_step(args: argparse.Namespace) -> dict:
         "step_time_ratio": round(ligo_s / plain_s, 3),
         "plain_trainable_params": sum(p.numel() for p in plain.parameters()),
         "ligo_trainable_params": ligo.get_nb_trainable_parameters()[0],
+        **counts,
     }
 
 
@@ -150,6 +176,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for both models")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
+    parser.add_argument("--count-ops", action="store_true", help="count the operators of one training step")
     parser.add_argument("--random-source", action="store_true", help="a random MiniLM-shaped source (timing only)")
     parser.add_argument("--no-memory", action="store_true", help="skip the merge-memory measurement")
     parser.add_argument("--merge-child", action="store_true", help=argparse.SUPPRESS)
