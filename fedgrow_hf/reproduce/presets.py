@@ -212,8 +212,8 @@ PRESETS: dict[str, Preset] = {
                _text_small,
                learning_rate_origin=TEXT_RATE),
         Preset("gpu-small", "text-small's parties -> BERT L12/H768 (BERT-Base shape); 15,000 SST-2 training "
-               "sentences, batch 32, 300 steps per party", "measured on one H200 with --engine inprocess: own-source "
-               "and Fed-Grow about 4 minutes a seed together (not run on CPU)", _gpu_small,
+               "sentences, batch 32, 300 steps per party", "measured on one H100 with --engine inprocess: own-source "
+               "and Fed-Grow about 2.5 minutes a seed together (not run on CPU)", _gpu_small,
                learning_rate_origin=TEXT_RATE),
         Preset("paper", "GPU scale: MiniLM + 3 derived BERTs -> BERT-Base (L12/H768), full SST-2 train split, "
                "20 rounds", "a GPU machine; not run in CI", _paper,

@@ -27,7 +27,9 @@ pytestmark = pytest.mark.slow
 
 NOISE, CLIP = 0.5, 0.05
 FAULTS = {"2:1:1": "nan", "1:2:1": "crash", "0:2:1": "extra_key", "2:2:2": "hang"}
-TIMEOUT, HANG = 60, 65  # the timeout leaves round 1 (which also builds every model) 2x its time under load
+# the timeout leaves round 1 (which also builds every model) 3x its time on an idle 2-core machine;
+# 60 s was too short with another job running beside the tests
+TIMEOUT, HANG = 90, 95
 FAULTS.update({f"{party}:3:{attempt}": "crash" for party in range(3) for attempt in (1, 2)})
 
 
