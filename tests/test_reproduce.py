@@ -67,15 +67,17 @@ def test_every_method_produces_all_figures_for_every_seed(tiny_run):
             assert figures["per_party"] == pytest.approx(values.mean(axis=0).tolist())
             assert figures["party_std"] == pytest.approx(values.std(axis=1).mean())
         assert summary["trainable_parameters"]["phase1_mean"] > 0 and summary["trainable_parameters"]["phase2"] > 0
-        assert summary["local_steps_per_party"] == 12, name  # 2 rounds x 4 steps + 4 phase-2 steps, for all
+        assert summary["local_steps_per_party"] == 16, name  # 2 rounds x 4 steps + 8 phase-2 steps, for all
         assert [run["seed"] for run in summary["runs"]] == seeds
         assert all(run["wall_seconds"] > 0 for run in summary["runs"])
-        # one evaluation per round (own-source: every 4 steps), averaged over seeds at the same steps
-        assert [point["steps"] for point in summary["curve"]] == [4, 8, 12], name
+        # one evaluation per round's worth of steps (4), local phase 2 included, averaged over seeds
+        assert [point["steps"] for point in summary["curve"]] == [4, 8, 12, 16], name
         final_held_out = [run["curve"][-1]["accuracy"] for run in summary["runs"]]
         assert summary["curve"][-1]["accuracy"] == pytest.approx(np.mean(final_held_out))
         sent = [point["cumulative_bytes"] for point in summary["curve"]]
         assert sent == sorted(sent) and sent[-1] == summary["bytes_total"], name
+    for name in ("fed-grow", "independent", "operator-fedavg", "central-ligo"):  # local phase 2 has its curve
+        assert [point["phase"] for point in methods[name]["curve"]][2:] == ["finetune-local"] * 2, name
     for name in ("independent", "own-source", "central-ligo"):
         assert methods[name]["bytes_total"] == 0 and methods[name]["shared_parameters"] == 0
     central = np.asarray(methods["central-ligo"]["test_accuracy"]["values"])
@@ -130,7 +132,7 @@ def test_paired_differences_and_targets_follow_from_the_per_seed_figures(tiny_ru
     assert targets["party-spread-vs-independent"]["met"] is spread
     goal = methods["fed-scratch"]["curve"][-1]["accuracy"]
     reached = [p["steps"] for p in methods["fed-grow"]["curve"] if p["accuracy"] >= goal]
-    assert targets["steps-to-fed-scratch"]["met"] is bool(reached and reached[0] / 12 <= 0.4)
+    assert targets["steps-to-fed-scratch"]["met"] is bool(reached and reached[0] / 16 <= 0.4)
 
 
 @pytest.mark.slow
@@ -147,7 +149,7 @@ def test_bytes_are_what_each_method_exchanges(tiny_run):
     assert methods["fed-grow"]["bytes_up_per_party_round"] == global_ligo
     assert methods["operator-fedavg"]["bytes_up_per_party_round"] == global_ligo
     assert methods["fed-scratch"]["bytes_up_per_party_round"] == full_model
-    assert methods["fed-scratch"]["communication_rounds"] == scratch_rounds(config) == 3
+    assert methods["fed-scratch"]["communication_rounds"] == scratch_rounds(config) == 4
     reference = reference_global_stage(config).state_dict()
     assert methods["fed-grow"]["shared_parameters"] == sum(tensor.numel() for tensor in reference.values())
     headline = tiny_run["results"]["headline"]

@@ -5,8 +5,9 @@ Messages a party handles:
 * ``train`` (phase 1): Global-LiGO in, ``local_steps`` of local training, Global-LiGO out, with the
   party's metrics (loss before/after, accuracy on its held-out share, example count).
 * ``train.finetune`` (phase 2): the final Global-LiGO in; the party merges its grown model
-  (``merge_and_unload``) and fine-tunes it. ``mode="local"``: only metrics go out, the grown model
-  stays with the party (saved in its folder). ``mode="federated"``: the grown model's weights go out
+  (``merge_and_unload``) and fine-tunes it. ``mode="local"``: only metrics go out (the final ones and
+  the held-out learning curve at ``task.finetune_eval_steps``), the grown model stays with the party
+  (saved in its folder). ``mode="federated"``: the grown model's weights go out
   for FedAvg (the comparison baseline: federated fine-tuning of the grown model); after the last
   round the party also saves the model it trained, so every mode leaves each party's final model in
   ``<party folder>/grown``.
@@ -32,7 +33,7 @@ from ..data import trim_padding_collator
 from ..metrics import compute_classification_metrics
 from .config import FederationConfig, resolve_run
 from .party import load_party, party_id_of, train_party_round
-from .screening import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, PARTY_KEY, WEIGHT_KEY
+from .screening import ARRAYS_KEY, CONFIG_KEY, FINETUNE_CURVE, METRICS_KEY, PARTY_KEY, WEIGHT_KEY
 from .secure_aggregation import route_secure_aggregation
 from .task import (
     final_model_dir,
@@ -41,7 +42,11 @@ from .task import (
     target_config,
     training_arguments,
 )
-from .trainer import FedGrowTrainer
+from .trainer import EvaluateEvery, FedGrowTrainer
+
+# the Trainer's evaluation key of each curve a party reports after local phase 2
+TRAINER_KEYS = {"curve_accuracy": "eval_accuracy", "curve_precision_macro": "eval_precision_macro",
+                "curve_eval_loss": "eval_loss"}
 
 
 def make_client_app(
@@ -72,22 +77,27 @@ def make_client_app(
         settings = msg.content[CONFIG_KEY]
         party_dir = root / "parties" / f"party-{party}"
         grown = _grown_model(cfg, model, party_dir, msg, settings)
-        args = finetune_arguments(cfg, party_dir / "finetune")
+        local = settings["mode"] == "local"
+        # local fine-tuning is the whole of phase 2: its learning curve is reported (a federated round is one point)
+        evaluations = EvaluateEvery(cfg.federation.local_steps if local else cfg.federation.finetune_steps)
         trainer = Trainer(
-            grown, args, train_dataset=train_set, eval_dataset=eval_set, data_collator=trim_padding_collator,
-            compute_metrics=compute_classification_metrics,
+            grown, finetune_arguments(cfg, party_dir / "finetune"), train_dataset=train_set, eval_dataset=eval_set,
+            data_collator=trim_padding_collator, compute_metrics=compute_classification_metrics, callbacks=[evaluations],
         )
         output = trainer.train()
-        result = trainer.evaluate()
-        metrics = MetricRecord({
+        result = evaluations.history[max(evaluations.history)]
+        metrics = {
             PARTY_KEY: party,
             WEIGHT_KEY: len(train_set),
             "train_loss": float(output.training_loss),
             "eval_loss": float(result["eval_loss"]),
             "accuracy": float(result["eval_accuracy"]),
             "precision_macro": float(result["eval_precision_macro"]),
-        })
-        content = RecordDict({METRICS_KEY: metrics})
+        }
+        if local:
+            points = [evaluations.history[step] for step in sorted(evaluations.history)]
+            metrics.update({name: [float(point[TRAINER_KEYS[name]]) for point in points] for name in FINETUNE_CURVE})
+        content = RecordDict({METRICS_KEY: MetricRecord(metrics)})
         if settings["mode"] == "federated":
             content[ARRAYS_KEY] = ArrayRecord(grown.state_dict())
         if settings["mode"] == "local" or int(settings["finetune-round"]) == cfg.federation.finetune_rounds:

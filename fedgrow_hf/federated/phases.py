@@ -2,7 +2,8 @@
 the SecAgg+ one (:mod:`.secure_aggregation`): run records, bounded waits for parties, and phase 2.
 
 Phase 2 (``phase2``): ``"local"`` -- every party merges its grown model and fine-tunes it alone,
-reporting metrics; ``"federated"`` -- FedAvg of the merged grown models for ``finetune_rounds``
+reporting its final metrics and its held-out learning curve (one record, each party's points under
+``curve``); ``"federated"`` -- FedAvg of the merged grown models for ``finetune_rounds``
 rounds (the comparison baseline); ``"none"``.
 """
 
@@ -25,14 +26,16 @@ from .config import FederationConfig
 from .screening import (
     ARRAYS_KEY,
     CONFIG_KEY,
+    FINETUNE_CURVE,
     FINETUNE_METRICS,
     METRICS_KEY,
     WEIGHT_KEY,
+    DroppedUpdate,
     ReplyScreen,
     payload_bytes,
 )
 from .strategy import ScreenedStrategy, aggregate_problem, build_strategy
-from .task import reference_target_state
+from .task import finetune_eval_steps, reference_target_state
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +81,10 @@ def run_phase2(
     fed = config.federation
     federated = fed.phase2 == "federated"
     reference = reference_target_state(config) if federated else None
+    curve_steps = [] if federated else finetune_eval_steps(config)
     screen = ReplyScreen(reference, FINETUNE_METRICS, config.num_parties,
-                         fed.max_update_bytes or _state_bytes(reference), fed.max_num_examples, fed.update_norm_bound)
+                         fed.max_update_bytes or _state_bytes(reference), fed.max_num_examples, fed.update_norm_bound,
+                         curve_names=() if federated else FINETUNE_CURVE, curve_length=len(curve_steps))
     averager = ScreenedStrategy(build_strategy(config, with_dp=False), screen, fed.min_train_nodes)
     current: dict[str, torch.Tensor] | None = None  # the averaged model the parties start from (round >= 2)
     first = 1
@@ -98,10 +103,12 @@ def run_phase2(
             for node in nodes
         ]
         averager.current = current
-        aggregated, _ = averager.aggregate_train(finetune_round, grid.send_and_receive(messages, timeout=fed.round_timeout))
+        replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout))
+        aggregated, _ = averager.aggregate_train(finetune_round, replies)
         if averager.last.problem is not None:
             raise FederationAborted(f"phase 2 round {finetune_round}: {averager.last.problem}")
-        parties = party_reports(screen, averager.last.valid, payload_bytes(arrays))
+        parties = {party: with_curve(metrics, curve_steps) for party, metrics in
+                   party_reports(screen, averager.last.valid, payload_bytes(arrays)).items()}
         if aggregated is not None:
             current = averager.last.state
             save_checkpoint(run_dir, ServerCheckpoint(finetune_round, current, phase="finetune"))
@@ -111,12 +118,29 @@ def run_phase2(
             "round": finetune_round,
             **weighted_means(parties, ("train_loss", "eval_loss", "accuracy")),
             "parties": parties,
+            "dropped": dropped_records(averager.last.dropped, attempt=1),
+            "no_reply": len(messages) - len(replies),
             "seconds": round(time.monotonic() - started, 3),
         }
         report["loss"] = report["eval_loss"]
         record_round(run_dir, report, on_round)
     if federated and current is not None:
         save_file(current, str(run_dir / "grown_model_fedavg.safetensors"))
+
+
+def dropped_records(dropped: list[DroppedUpdate], attempt: int) -> list[dict[str, Any]]:
+    """The replies the screen dropped in one attempt of a round, as a round's report lists them."""
+    return [{"attempt": attempt, "party": d.party, "node": d.node_id, "reason": d.reason} for d in dropped]
+
+
+def with_curve(metrics: dict[str, Any], steps: list[int]) -> dict[str, Any]:
+    """A party's screened phase-2 metrics with its curve lists (``FINETUNE_CURVE``) turned into one
+    ``curve`` of points, each with the phase-2 step it was measured after."""
+    if not steps:
+        return metrics
+    curves = {name.removeprefix("curve_"): metrics.pop(name) for name in FINETUNE_CURVE}
+    return {**metrics, "curve": [{"steps": step, **{name: values[index] for name, values in curves.items()}}
+                                 for index, step in enumerate(steps)]}
 
 
 def _state_bytes(state: dict[str, torch.Tensor] | None) -> int:

@@ -34,6 +34,8 @@ NPY_STYPE = "numpy.ndarray"
 # What a party reports after a phase-1 round and after its phase-2 fine-tuning (besides party and weight).
 OPERATOR_METRICS = ("train_loss", "eval_loss_before", "eval_loss", "accuracy", "precision_macro")
 FINETUNE_METRICS = ("train_loss", "eval_loss", "accuracy", "precision_macro")
+# What a party adds after local phase 2: its held-out figures at every step of ``task.finetune_eval_steps``.
+FINETUNE_CURVE = ("curve_accuracy", "curve_precision_macro", "curve_eval_loss")
 _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
@@ -123,7 +125,9 @@ class ReplyScreen:
 
     A node is bound to the first party id it reports; a reply naming another node's party, or a second
     reply from one node in a round, is dropped. ``reference`` gives the keys, shapes and dtypes of the
-    arrays (``None``: the reply must carry no arrays, as in local fine-tuning).
+    arrays (``None``: the reply must carry no arrays, as in local fine-tuning). ``curve_names`` are
+    metrics that must be lists of exactly ``curve_length`` finite numbers (a learning curve at steps the
+    server knows, so a party cannot say where its points lie).
     """
 
     reference: Mapping[str, torch.Tensor] | None
@@ -132,6 +136,8 @@ class ReplyScreen:
     max_bytes: int
     max_num_examples: int
     norm_bound: float = 0.0
+    curve_names: tuple[str, ...] = ()
+    curve_length: int = 0
     parties: dict[int, int] = field(default_factory=dict)  # node id -> party id
 
     def screen(
@@ -183,7 +189,7 @@ class ReplyScreen:
 
     def _claimed_party(self, metrics: dict[str, object]) -> int:
         """The party id the metrics name, once their keys are exactly the expected ones."""
-        expected = {PARTY_KEY, WEIGHT_KEY, *self.metric_names}
+        expected = {PARTY_KEY, WEIGHT_KEY, *self.metric_names, *self.curve_names}
         if set(metrics) != expected:
             raise UpdateRejected(
                 f"metrics differ: unexpected {sorted(set(metrics) - expected)}, missing {sorted(expected - set(metrics))}"
@@ -194,14 +200,21 @@ class ReplyScreen:
         return int(party)
 
     def _check_values(self, metrics: dict[str, object]) -> None:
-        """An integer example count within bounds and finite numbers for every other metric."""
+        """An integer example count within bounds, finite numbers for every other metric and curves of
+        the expected length."""
         weight = metrics[WEIGHT_KEY]
         if not _is_int(weight) or not 1 <= weight <= self.max_num_examples:
             raise UpdateRejected(f"{WEIGHT_KEY}={weight!r} is not an integer in [1, {self.max_num_examples}]")
         for name in self.metric_names:
-            value = metrics[name]
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            if not _is_finite_number(value := metrics[name]):
                 raise UpdateRejected(f"metric {name!r}={value!r} is not a finite number")
+        for name in self.curve_names:
+            curve = metrics[name]
+            if not isinstance(curve, list) or len(curve) != self.curve_length:
+                length = len(curve) if isinstance(curve, list) else type(curve).__name__
+                raise UpdateRejected(f"metric {name!r} is not a list of {self.curve_length} values (got {length})")
+            if not all(map(_is_finite_number, curve)):
+                raise UpdateRejected(f"metric {name!r} holds a value that is not a finite number")
 
     def _bind(self, node: int, party: int) -> None:
         owner = next((other for other, bound in self.parties.items() if bound == party), None)
@@ -218,6 +231,10 @@ class ReplyScreen:
         distance = state_distance(state, current)
         if not distance <= bound:
             raise UpdateRejected(f"update is {distance:.4g} away from the current global state, beyond the bound {bound:.4g}")
+
+
+def _is_finite_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
 def _is_int(value: object) -> bool:

@@ -38,6 +38,7 @@ from .phases import (
     FINAL_OPERATOR,
     FederationAborted,
     RoundCallback,
+    dropped_records,
     party_reports,
     record_round,
     run_phase2,
@@ -141,9 +142,7 @@ def _operator_round(
         aggregated, _ = strategy.aggregate_train(server_round, replies)
         screened = strategy.last
         silent = len(messages) - len(replies)
-        all_dropped += [
-            {"attempt": attempt, "party": d.party, "node": d.node_id, "reason": d.reason} for d in screened.dropped
-        ]
+        all_dropped += dropped_records(screened.dropped, attempt)
         if aggregated is not None:
             break
         if screened.aggregate_rejected:

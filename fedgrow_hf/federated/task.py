@@ -282,3 +282,14 @@ def finetune_arguments(config: FederationConfig, output_dir: str | Path) -> Trai
     args = training_arguments(config, output_dir, config.federation.finetune_steps)
     args.learning_rate = finetune_learning_rate(config)
     return args
+
+
+def finetune_eval_steps(config: FederationConfig) -> list[int]:
+    """The steps of local phase 2 after which a party scores its held-out share: every ``local_steps``
+    and the last step.
+
+    One point per round's worth of steps, as phase 1 and a federated phase 2 have, so that learning
+    curves of every method share one resolution (how soon a method reaches an accuracy is read from them).
+    """
+    fed = config.federation
+    return sorted({*range(fed.local_steps, fed.finetune_steps, fed.local_steps), fed.finetune_steps})

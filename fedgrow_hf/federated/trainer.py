@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 PRIVATE_WEIGHTS = "private_state.safetensors"
 OPTIMIZER_STATE = "optimizer.pt"
@@ -178,6 +178,23 @@ class FedGrowTrainer(Trainer):
             for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr()):
                 group["lr"] = lr
         return scheduler
+
+
+class EvaluateEvery(TrainerCallback):
+    """Evaluate every ``every`` steps and after the last step, keeping the metrics of every evaluation
+    (all evaluation datasets) by step in ``history``: a learning curve at the resolution of a round."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.history: dict[int, dict[str, float]] = {}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            control.should_evaluate = True
+        return control
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.history.setdefault(state.global_step, {}).update(metrics or {})
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -6,6 +6,8 @@ batch size and step counts are shared. Each method's run yields the same kind of
 federation's ``metrics.jsonl`` (one per evaluation point: ``phase``, ``round``, ``steps`` (local steps
 per party so far) and per party its held-out ``accuracy``/``precision_macro`` and
 ``bytes_up``/``bytes_down``), and every party's final model is scored on the common test split.
+Every method is evaluated after every ``local_steps`` of training (a round's worth) and after its last
+step, local phase 2 included, so that all learning curves share one resolution.
 
 * ``fed-grow``: Dual-LiGO, only the Global-LiGO is averaged (phase 1), then every party merges its
   grown model and fine-tunes it alone (phase 2, ``phase2="local"``).
@@ -41,7 +43,7 @@ from typing import Any
 
 import datasets
 import torch
-from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers import PreTrainedModel, Trainer
 
 from ..data import trim_padding_collator
 from ..federated.config import FederationConfig, FederationSettings
@@ -59,6 +61,7 @@ from ..federated.task import (
     training_arguments,
     training_options,
 )
+from ..federated.trainer import EvaluateEvery
 from ..growth import grow
 from ..metrics import compute_classification_metrics
 
@@ -194,35 +197,35 @@ def run_federated(
 
     simulate(config, run_dir, on_round=on_round, cpus_per_party=cpus_per_party, engine=engine)
     lines = (run_dir / METRICS_FILE).read_text(encoding="utf-8").splitlines()
-    return [{**record, "steps": _steps_after(record, config.federation)}
-            for record in map(json.loads, filter(str.strip, lines))]
+    return [point for record in map(json.loads, filter(str.strip, lines))
+            for point in _evaluation_points(record, config.federation)]
 
 
-def _steps_after(record: dict[str, Any], fed: FederationSettings) -> int:
-    """Local steps per party after a federation record's round (phase 2 follows all of phase 1)."""
+def _evaluation_points(record: dict[str, Any], fed: FederationSettings) -> list[dict[str, Any]]:
+    """A federation record as records of evaluation points, each with the local steps per party it was
+    measured after (phase 2 follows all of phase 1).
+
+    A local phase-2 record holds each party's learning curve: it becomes one record per curve point,
+    the bytes of its message counted at the first (the Global-LiGO comes down before fine-tuning).
+    """
     phase1 = fed.rounds * fed.local_steps
     if record["phase"] == "operator":
-        return record["round"] * fed.local_steps
-    if record["phase"] == "finetune-local":
-        return phase1 + fed.finetune_steps
-    return phase1 + record["round"] * fed.finetune_steps  # finetune-federated
-
-
-class _EvaluateEvery(TrainerCallback):
-    """Evaluate every ``every`` steps (like a federation round) and after the last step, keeping the
-    metrics of every evaluation dataset by step."""
-
-    def __init__(self, every: int) -> None:
-        self.every = every
-        self.history: dict[int, dict[str, float]] = {}
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
-            control.should_evaluate = True
-        return control
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        self.history.setdefault(state.global_step, {}).update(metrics or {})
+        return [{**record, "steps": record["round"] * fed.local_steps}]
+    if record["phase"] == "finetune-federated":
+        return [{**record, "steps": phase1 + record["round"] * fed.finetune_steps}]
+    parties = record["parties"]
+    curves = {name: metrics["curve"] for name, metrics in parties.items()}
+    return [
+        _record("finetune-local", index + 1, phase1 + points[0]["steps"], {
+            name: {
+                "num-examples": parties[name]["num-examples"],
+                **{key: value for key, value in point.items() if key != "steps"},
+                "bytes_up": parties[name]["bytes_up"] if index == 0 else 0,
+                "bytes_down": parties[name]["bytes_down"] if index == 0 else 0,
+            } for name, point in zip(curves, points)
+        })
+        for index, points in enumerate(zip(*curves.values(), strict=True))
+    ]
 
 
 def train_alone(
@@ -234,7 +237,7 @@ def train_alone(
     party's held-out share in ``eval_sets``. Returns ``(step, {party: metrics})`` per evaluation."""
     args = training_arguments(config, output_dir, steps)
     args.learning_rate = learning_rate
-    evaluations = _EvaluateEvery(every)
+    evaluations = EvaluateEvery(every)
     Trainer(
         model, args, train_dataset=train_set, eval_dataset={str(party): data for party, data in eval_sets.items()},
         data_collator=trim_padding_collator, compute_metrics=compute_classification_metrics, callbacks=[evaluations],
@@ -269,10 +272,10 @@ def _grow_and_train(
                          learning_rate=training_options(config)["learning_rate"], every=fed.local_steps * scale)
     grown = model.merge_and_unload(progressbar=False)
     phase2 = train_alone(grown, config, train_set, eval_sets, run_dir / "finetune", steps=fed.finetune_steps * scale,
-                         learning_rate=finetune_learning_rate(config), every=fed.finetune_steps * scale)
+                         learning_rate=finetune_learning_rate(config), every=fed.local_steps * scale)
     records = [_record(phase, index, step // scale, parties) for index, (step, parties) in enumerate(phase1, start=1)]
-    records += [_record("finetune-local", 1, fed.rounds * fed.local_steps + step // scale, parties)
-                for step, parties in phase2]
+    records += [_record("finetune-local", index, fed.rounds * fed.local_steps + step // scale, parties)
+                for index, (step, parties) in enumerate(phase2, start=1)]
     return records, grown, trainable
 
 

@@ -95,7 +95,7 @@ def _shape_name(shape: dict[str, int]) -> str:
 
 def _tiny(data_dir: Path) -> dict[str, Any]:
     return _run(
-        "tiny", 2, 4, 4, 300,
+        "tiny", 2, 4, 8, 300,
         model={"family": "bert", "num_labels": 2, "target": _bert_shape(3, 64, 4, max_position_embeddings=64),
                "intermediate": _bert_shape(2, 32, 4)},
         data={"source": str(data_dir / "sst2"), "limit": 240, "partition": "dirichlet", "alpha": 5.0,

@@ -488,9 +488,10 @@ def _losses(methods: dict[str, dict[str, Any]]) -> list[str]:
 def _phase2_effects(methods: dict[str, dict[str, Any]]) -> list[str]:
     """How phase 2 (fine-tuning the merged model) moved each growing method's mean held-out accuracy."""
     effects = [
-        f"{summary['label']} {curve[-2]['accuracy']:.4f} -> {curve[-1]['accuracy']:.4f}"
+        f"{summary['label']} {phase1[-1]['accuracy']:.4f} -> {curve[-1]['accuracy']:.4f}"
         for summary in methods.values()
-        if len(curve := summary["curve"]) > 1 and curve[-1]["phase"] == "finetune-local"
+        if (curve := summary["curve"])[-1]["phase"] == "finetune-local"
+        and (phase1 := [point for point in curve if point["phase"] != "finetune-local"])
     ]
     if not effects:
         return []

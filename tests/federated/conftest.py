@@ -106,15 +106,15 @@ def tiny_run(shared_data_dir, tmp_path_factory):
     """One simulated federation (Flower simulation engine, Ray), shared by several test modules.
 
     Three heterogeneous parties (random BERT sources of depth 1-2 and width 16-32) grow a BERT L4/H64
-    together for 2 rounds on 300 real SST-2 sentences split non-IID, then fine-tune locally (phase 2).
-    A client mod records every message that leaves a party.
+    together for 2 rounds on 300 real SST-2 sentences split non-IID, then fine-tune locally for 8 steps
+    (phase 2, evaluated after steps 5 and 8). A client mod records every message that leaves a party.
     """
     pytest.importorskip("ray")
     from fedgrow_hf.federated.simulate import simulate
     from tests.federated.mods import make_recording_mod
 
     pickle_mods_by_value()
-    config = tiny_federation(shared_data_dir)
+    config = tiny_federation(shared_data_dir, finetune_steps=8)
     run_dir = tmp_path_factory.mktemp("simulation")
     reports = []
     final = simulate(

@@ -26,9 +26,20 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid  # noqa: E402
 
 from fedgrow_hf.federated.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from fedgrow_hf.federated.screening import ARRAYS_KEY, METRICS_KEY, PARTY_KEY, WEIGHT_KEY  # noqa: E402
+from fedgrow_hf.federated.screening import (  # noqa: E402
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    FINETUNE_CURVE,
+    METRICS_KEY,
+    PARTY_KEY,
+    WEIGHT_KEY,
+)
 from fedgrow_hf.federated.server_app import FederationAborted, run_federation  # noqa: E402
-from fedgrow_hf.federated.task import reference_global_stage, reference_target_state  # noqa: E402
+from fedgrow_hf.federated.task import (  # noqa: E402
+    finetune_eval_steps,
+    reference_global_stage,
+    reference_target_state,
+)
 
 NODES = (101, 202, 303)  # node id of party 0, 1, 2
 EXAMPLES = (40, 60, 80)
@@ -44,6 +55,9 @@ def honest_content(message: Message, party: int) -> RecordDict:
         metrics["eval_loss_before"] = 0.7
         updated = {key: value + 0.01 * (party + 1) for key, value in state.items()}
         return RecordDict({ARRAYS_KEY: ArrayRecord(updated), METRICS_KEY: MetricRecord(metrics)})
+    if message.content[CONFIG_KEY]["mode"] == "local":  # metrics only, with the held-out curves
+        curves = {name: [0.7] * len(LOCAL_CURVE_STEPS) for name in FINETUNE_CURVE}
+        return RecordDict({METRICS_KEY: MetricRecord({**metrics, **curves})})
     return RecordDict({ARRAYS_KEY: ArrayRecord(phase2_model(message, party)), METRICS_KEY: MetricRecord(metrics)})
 
 
@@ -162,6 +176,7 @@ def reference(config):
 
 
 REFERENCE_TARGET: dict[str, torch.Tensor] = {}
+LOCAL_CURVE_STEPS: list[int] = []  # where an honest party's local phase-2 curve is measured
 
 
 def run(config, tmp_path, grid, **federation):
@@ -193,7 +208,7 @@ def fresh(config):
     """The module's config with the defaults of the hostile-input settings restored after each test."""
     saved = {name: getattr(config.federation, name) for name in
              ("max_num_examples", "update_norm_bound", "aggregator", "phase2", "finetune_rounds", "rounds",
-              "min_train_nodes", "round_timeout")}
+              "min_train_nodes", "round_timeout", "finetune_steps")}
     yield config
     for name, value in saved.items():
         setattr(config.federation, name, value)
@@ -328,10 +343,46 @@ def test_hostile_phase2_federated_replies_are_screened_and_checkpointed(fresh, t
                   finetune_rounds=1, min_train_nodes=1)
     phase2 = [r for r in records if r["phase"] == "finetune-federated"]
     assert len(phase2) == 1 and set(phase2[0]["parties"]) == {"0"}
+    reasons = {d["party"]: d["reason"] for d in phase2[0]["dropped"]}  # the round's report names both
+    assert set(reasons) == {1, 2} and "non-finite" in reasons[1] and "lm_head.weight" in reasons[2], reasons
     model = load_checkpoint(tmp_path, "finetune").global_state
     assert set(model) == set(REFERENCE_TARGET) and all(torch.isfinite(v).all() for v in model.values())
     torch.testing.assert_close(model[next(iter(model))], torch.full_like(model[next(iter(model))], 0.01))
     assert (tmp_path / "grown_model_fedavg.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda curve: None, "missing ['curve_accuracy']"),
+        (lambda curve: curve[:1], "not a list of 3 values (got 1)"),
+        (lambda curve: curve * 100, "not a list of 3 values (got 300)"),
+        (lambda curve: 0.7, "not a list of 3 values (got float)"),
+        (lambda curve: [0.7, float("nan"), 0.7], "not a finite number"),
+    ],
+    ids=["missing", "short", "oversized", "scalar", "nan"],
+)
+def test_hostile_local_phase2_curves_are_screened(fresh, tmp_path, change, reason):
+    """A local phase-2 reply carries held-out curves of exactly the server's evaluation steps."""
+    fresh.federation.finetune_steps = 12
+    LOCAL_CURVE_STEPS[:] = finetune_eval_steps(fresh)
+    assert LOCAL_CURVE_STEPS == [5, 10, 12]
+
+    def bad_curve(content: RecordDict) -> None:
+        metrics = dict(content[METRICS_KEY])
+        changed = change(metrics.pop("curve_accuracy"))
+        content[METRICS_KEY] = MetricRecord(metrics if changed is None else {**metrics, "curve_accuracy": changed})
+
+    def hostile(message: Message, party: int) -> Message:
+        return (reply_with(bad_curve) if message.metadata.message_type != "train" else reply_with(lambda c: None))(
+            message, party)
+
+    records = run(fresh, tmp_path, ScriptedGrid({1: hostile}), rounds=1, phase2="local")
+    (phase2,) = [r for r in records if r["phase"] == "finetune-local"]
+    assert set(phase2["parties"]) == {"0", "2"} and reason in phase2["dropped"][0]["reason"]
+    for metrics in phase2["parties"].values():
+        assert metrics["curve"] == [{"steps": step, "accuracy": 0.7, "precision_macro": 0.7, "eval_loss": 0.7}
+                                    for step in LOCAL_CURVE_STEPS]
 
 
 def test_hostile_checkpoint_files_and_resume_config_are_checked(fresh, tmp_path):

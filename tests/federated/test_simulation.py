@@ -71,15 +71,25 @@ def test_metrics_jsonl_and_checkpoint(run):
 def test_phase2_parties_merge_and_finetune_locally(run):
     from transformers import BertForSequenceClassification
 
+    from fedgrow_hf.federated.task import finetune_eval_steps
+
     finetune = [r for r in run["reports"] if r["phase"] == "finetune-local"]
     assert len(finetune) == 1 and set(finetune[0]["parties"]) == {"0", "1", "2"}
     assert all(p["bytes_up"] == 0 for p in finetune[0]["parties"].values())  # the grown model stays home
+    for party, metrics in finetune[0]["parties"].items():  # the held-out curve, its last point the final figures
+        curve = metrics["curve"]
+        assert [point["steps"] for point in curve] == finetune_eval_steps(run["config"]) == [5, 8], party
+        assert all(0 <= point["accuracy"] <= 1 and point["eval_loss"] > 0 for point in curve), party
+        assert {key: curve[-1][key] for key in ("accuracy", "precision_macro", "eval_loss")} == {
+            key: metrics[key] for key in ("accuracy", "precision_macro", "eval_loss")}, party
     grown = BertForSequenceClassification.from_pretrained(run["dir"] / "parties" / "party-1" / "grown")
     assert grown.config.num_hidden_layers == 4 and grown.config.hidden_size == 64
 
 
 def test_only_global_ligo_leaves_a_party(run):
-    """Privacy: every message a party sent carries exactly the Global-LiGO arrays and scalar metrics."""
+    """Privacy: every message a party sent carries exactly the Global-LiGO arrays and scalar metrics (after
+    local phase 2 also its held-out learning curves)."""
+    from fedgrow_hf.federated.screening import FINETUNE_CURVE
     from fedgrow_hf.federated.task import build_party_model
 
     global_keys = set(run["final"])
@@ -91,7 +101,10 @@ def test_only_global_ligo_leaves_a_party(run):
         types = set(record["record_types"].values())
         assert types <= {"ArrayRecord", "MetricRecord"}, record["record_types"]  # no config/data records
         for metrics in record["metrics"].values():
+            curves = {name: metrics.pop(name) for name in FINETUNE_CURVE if name in metrics}
             assert all(isinstance(v, int | float) for v in metrics.values())
+            assert all(len(curve) == 2 and all(isinstance(v, float) for v in curve) for curve in curves.values())
+            assert set(curves) == (set() if record["message_type"] == "train" else set(FINETUNE_CURVE))
         if record["message_type"] == "train":
             assert set(record["arrays"]) == {"arrays"}
             sent_keys = set(record["arrays"]["arrays"])
