@@ -98,9 +98,9 @@ def make_client_app(
             points = [evaluations.history[step] for step in sorted(evaluations.history)]
             metrics.update({name: [float(point[TRAINER_KEYS[name]]) for point in points] for name in FINETUNE_CURVE})
         content = RecordDict({METRICS_KEY: MetricRecord(metrics)})
-        if settings["mode"] == "federated":
+        if not local:
             content[ARRAYS_KEY] = ArrayRecord(grown.state_dict())
-        if settings["mode"] == "local" or int(settings["finetune-round"]) == cfg.federation.finetune_rounds:
+        if local or int(settings["finetune-round"]) == cfg.federation.finetune_rounds:
             # the party keeps its final model: the one its last metrics describe
             grown.save_pretrained(final_model_dir(root, party))
         return Message(content=content, reply_to=msg)

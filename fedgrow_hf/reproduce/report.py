@@ -167,7 +167,7 @@ def _spread(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def _speed(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
     key = "steps-to-fed-scratch"
     text = (f"Fed-Grow reaches Fed-Scratch's final mean held-out accuracy within {SCRATCH_STEP_SHARE:.0%} of "
-            "Fed-Scratch's local steps per party (curves averaged over seeds, one point per round)")
+            "Fed-Scratch's local steps per party (curves averaged over seeds, one point every local_steps)")
     if "fed-grow" not in methods or "fed-scratch" not in methods:
         return _target(key, text, None, "not measured")
     scratch = methods["fed-scratch"]["curve"]
