@@ -201,8 +201,8 @@ PRESETS: dict[str, Preset] = {
         Preset("vision-small", "3 tiny ViTs (L4/H128, L3/H64, L2/H32, heads of 32) pretrained "
                f"{DIGITS_PRETRAIN_STEPS} steps on scikit-learn's digits -> ViT L6/H256 (8 heads); MNIST's first "
                f"{MNIST_T10K_TRAIN_SIZE:,} t10k images shared out (Dirichlet alpha 0.5), the rest the common test set",
-               "measured on 2 CPU cores, 3 seeds, the test suite running beside it: own-source 4 min, Fed-Grow 20 min, "
-               "independent growth 17 min, Fed-Scratch 22 min",
+               "measured on 2 CPU cores, 3 seeds: own-source 4 min and Fed-Scratch 22 min (the test suite running "
+               "beside them); idle: Fed-Grow 20 min, independent growth 19 min, central LiGO 19 min, operator FedAvg 21 min",
                _vision_small,
                learning_rate_origin="the operator's rate (5e-4) for the full model too; set once, not tuned"),
         Preset("text-small", "all-MiniLM-L6-v2 + 2 BERTs derived from it (L4/H192, L3/H128; pruned, then distilled "

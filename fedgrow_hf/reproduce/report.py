@@ -245,7 +245,8 @@ def write_plots(output_dir: Path, results: dict[str, Any]) -> list[Path]:
         for summary in results["methods"].values():
             curve = summary["curve"]
             xs = [p["steps"] if kind == "steps" else p["cumulative_bytes"] / 2**20 for p in curve]
-            axes.plot(xs, [p["accuracy"] for p in curve], marker="o", label=summary["label"])
+            axes.plot(xs, [p["accuracy"] for p in curve], marker="o", markersize=6 if len(curve) <= 20 else 2.5,
+                      label=summary["label"])
         axes.axhline(results["majority_class"]["held_out"]["mean"], color="gray", linestyle="--", linewidth=1,
                      label="majority class (reference)")
         if kind == "steps":
