@@ -38,11 +38,12 @@ from .secure_aggregation import route_secure_aggregation
 from .task import (
     final_model_dir,
     finetune_arguments,
+    finetune_eval_steps,
     model_classes,
     target_config,
     training_arguments,
 )
-from .trainer import EvaluateEvery, FedGrowTrainer
+from .trainer import EvaluateAt, FedGrowTrainer
 
 # the Trainer's evaluation key of each curve a party reports after local phase 2
 TRAINER_KEYS = {"curve_accuracy": "eval_accuracy", "curve_precision_macro": "eval_precision_macro",
@@ -79,7 +80,7 @@ def make_client_app(
         grown = _grown_model(cfg, model, party_dir, msg, settings)
         local = settings["mode"] == "local"
         # local fine-tuning is the whole of phase 2: its learning curve is reported (a federated round is one point)
-        evaluations = EvaluateEvery(cfg.federation.local_steps if local else cfg.federation.finetune_steps)
+        evaluations = EvaluateAt(finetune_eval_steps(cfg) if local else [cfg.federation.finetune_steps])
         trainer = Trainer(
             grown, finetune_arguments(cfg, party_dir / "finetune"), train_dataset=train_set, eval_dataset=eval_set,
             data_collator=trim_padding_collator, compute_metrics=compute_classification_metrics, callbacks=[evaluations],

@@ -39,6 +39,7 @@ from ..growth import grow
 from ..sources import derive_bert_source, distilled_bert_source, pretrain_vit_source
 from ..tuners.ligo import GrowthStage, LiGOConfig, initial_global_stage
 from .config import FederationConfig, PartySettings
+from .trainer import evaluation_steps
 
 MINILM = "minilm"
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
@@ -291,5 +292,4 @@ def finetune_eval_steps(config: FederationConfig) -> list[int]:
     One point per round's worth of steps, as phase 1 and a federated phase 2 have, so that learning
     curves of every method share one resolution (how soon a method reaches an accuracy is read from them).
     """
-    fed = config.federation
-    return sorted({*range(fed.local_steps, fed.finetune_steps, fed.local_steps), fed.finetune_steps})
+    return evaluation_steps(config.federation.finetune_steps, config.federation.local_steps)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -180,16 +180,23 @@ class FedGrowTrainer(Trainer):
         return scheduler
 
 
-class EvaluateEvery(TrainerCallback):
-    """Evaluate every ``every`` steps and after the last step, keeping the metrics of every evaluation
-    (all evaluation datasets) by step in ``history``: a learning curve at the resolution of a round."""
+def evaluation_steps(total: int, every: int) -> list[int]:
+    """Every ``every`` steps of a ``total``-step training, and its last step: a learning curve at the
+    resolution of a round. The one rule for where held-out figures are taken, so that the server knows
+    a party's curve points without being told them."""
+    return sorted({*range(every, total, every), total})
 
-    def __init__(self, every: int) -> None:
-        self.every = every
+
+class EvaluateAt(TrainerCallback):
+    """Evaluate after each of ``steps``, keeping the metrics of every evaluation (all evaluation datasets)
+    by step in ``history``."""
+
+    def __init__(self, steps: Iterable[int]) -> None:
+        self.steps = frozenset(steps)
         self.history: dict[int, dict[str, float]] = {}
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+        if state.global_step in self.steps:
             control.should_evaluate = True
         return control
 

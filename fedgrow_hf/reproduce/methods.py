@@ -61,7 +61,7 @@ from ..federated.task import (
     training_arguments,
     training_options,
 )
-from ..federated.trainer import EvaluateEvery
+from ..federated.trainer import EvaluateAt, evaluation_steps
 from ..growth import grow
 from ..metrics import compute_classification_metrics
 
@@ -237,7 +237,7 @@ def train_alone(
     party's held-out share in ``eval_sets``. Returns ``(step, {party: metrics})`` per evaluation."""
     args = training_arguments(config, output_dir, steps)
     args.learning_rate = learning_rate
-    evaluations = EvaluateEvery(every)
+    evaluations = EvaluateAt(evaluation_steps(steps, every))
     Trainer(
         model, args, train_dataset=train_set, eval_dataset={str(party): data for party, data in eval_sets.items()},
         data_collator=trim_padding_collator, compute_metrics=compute_classification_metrics, callbacks=[evaluations],
