@@ -138,9 +138,10 @@ def with_curve(metrics: dict[str, Any], steps: list[int]) -> dict[str, Any]:
     ``curve`` of points, each with the phase-2 step it was measured after."""
     if not steps:
         return metrics
-    curves = {name.removeprefix("curve_"): metrics.pop(name) for name in FINETUNE_CURVE}
-    return {**metrics, "curve": [{"steps": step, **{name: values[index] for name, values in curves.items()}}
-                                 for index, step in enumerate(steps)]}
+    curves = {name.removeprefix("curve_"): metrics[name] for name in FINETUNE_CURVE}
+    final = {name: value for name, value in metrics.items() if name not in FINETUNE_CURVE}
+    return {**final, "curve": [{"steps": step, **{name: values[index] for name, values in curves.items()}}
+                               for index, step in enumerate(steps)]}
 
 
 def _state_bytes(state: dict[str, torch.Tensor] | None) -> int:
