@@ -2,17 +2,11 @@
 
 Where LoRA adds a small trainable delta to frozen weights, LiGO *replaces* the target's growable
 weights (embeddings, attention, FFN, LayerNorms -- whatever the architecture's role table lists) by
-functions of frozen source weights: ``target = Operator(source)``. The tuner therefore removes those
-parameters from the target model and, before every forward pass, installs the grown tensors in
-their place, computed with autograd so that gradients reach the operator. The grown tensors of the
-last forward pass stay installed (with their graph), so that activation checkpointing's recomputation
-during backward uses the very tensors of the forward pass and the operator gets its gradients
-(non-reentrant checkpointing, transformers' default; reentrant checkpointing would run the operator's
-graph backward once per block). Each grown parameter keeps a non-trainable, storage-free stand-in
-in the module's parameters whose ``ds_numel`` is the grown tensor's size -- the convention PEFT's and
-the Trainer's parameter counts read for weights whose data lives elsewhere -- so that
-``print_trainable_parameters()`` counts the target's weights in "all params". Everything else about
-the target (task heads, buffers, config) is the target's own, as with any PEFT method.
+functions of frozen source weights: ``target = Operator(source)``. Each growable weight becomes a
+``torch.nn.utils.parametrize`` parametrization that reads the operator's output, computed with autograd
+so that gradients reach the operator; the operator runs once per forward pass (:mod:`.grown`).
+Everything else about the target (task heads, buffers, config) is the target's own, as with any PEFT
+method.
 
 ``merge_and_unload()`` grows the weights one target block at a time and gives them back to the
 target as ordinary parameters, so the result is a plain transformers model.
@@ -23,7 +17,6 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,6 +27,14 @@ from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 
 from ...architectures import ArchitectureTable, get_architecture_table
 from .config import LiGOConfig
+from .grown import (
+    GrownSlot,
+    GrownWeights,
+    grown_stand_in,
+    is_grown_stand_in,
+    parametrize_grown,
+    unparametrize_grown,
+)
 from .layer import GrowthStage, LiGOOperator, SourceWeights, stage_seed
 from .shapes import GrowthShapeError, ModelShape, TransformerWeights
 
@@ -50,26 +51,6 @@ class LosslessGrowthWarning(UserWarning):
 
 class ArchitectureMismatchError(ValueError):
     """A source model cannot be grown into the target (other family, or fixed fields differ)."""
-
-
-@dataclass(frozen=True)
-class GrownSlot:
-    """Where one grown tensor goes: every (module, attribute) that shared the original parameter."""
-
-    kind: str  # "shared" or "layers"
-    path: str  # parameter path in the base model ("shared") or inside a block ("layers")
-    layer: int | None
-    owners: tuple[tuple[nn.Module, str], ...]
-
-    def select(self, weights: TransformerWeights, blocks: Mapping[str, tuple[torch.Tensor, ...]], first_layer: int = 0) -> torch.Tensor:
-        """This slot's tensor; ``blocks`` holds each stacked layer tensor already unbound into blocks.
-
-        Unbinding once per tensor (rather than indexing it once per block) keeps the backward pass
-        linear in depth: each index would scatter its gradient into a zero tensor of the full stack.
-        """
-        if self.kind == "shared":
-            return weights.shared[self.path]
-        return blocks[self.path][self.layer - first_layer]
 
 
 class LiGOModel(BaseTuner):
@@ -93,6 +74,7 @@ class LiGOModel(BaseTuner):
 
     def _pre_injection_hook(self, model: nn.Module, config: LiGOConfig, adapter_name: str) -> None:
         self._slots: list[GrownSlot] = []
+        self._grown: GrownWeights | None = None
         self._hook_handles: list[torch.utils.hooks.RemovableHandle] = []
         self._forward_depth = 0
         self._cached_key: tuple | None = None
@@ -152,10 +134,12 @@ class LiGOModel(BaseTuner):
 
         model.tie_weights()  # a skeleton built on the meta device is not tied yet; grown tensors must be shared
         self._slots = _take_grown_slots(model, target_base, table, shared_names, layer_names, device)
-        # Heads left on the meta device are initialised before grown tensors are installed, so that
-        # an initialiser can never write into a grown (possibly tied) tensor.
+        # Heads left on the meta device are initialised while the grown weights are storage-free stand-ins,
+        # so that an initialiser can never write into a grown (possibly tied) tensor.
         _materialize_meta_parameters(model, device)
         self._check_grown_shapes()
+        self._grown = GrownWeights(self._slots, self._grown_weights)
+        parametrize_grown(self._slots, self._grown)
         self._hook_handles = [
             model.register_forward_pre_hook(self._before_forward, with_kwargs=True),
             model.register_forward_hook(self._after_forward, with_kwargs=True, always_call=True),
@@ -193,7 +177,7 @@ class LiGOModel(BaseTuner):
         return models
 
     # ----------------------------------------------------------------------------------------------
-    # forward: install grown weights for the duration of the target's forward pass
+    # forward: one operator run per forward pass, read by every grown weight's parametrization
     # ----------------------------------------------------------------------------------------------
     @property
     def operator(self) -> LiGOOperator:
@@ -210,39 +194,29 @@ class LiGOModel(BaseTuner):
             self._cached_weights, self._cached_key = self.operator(), key
         return self._cached_weights
 
-    def _install(self, weights: TransformerWeights) -> None:
-        blocks = weights.unbind_layers()
-        for slot in self._slots:
-            tensor = slot.select(weights, blocks)
-            for module, name in slot.owners:
-                module.__dict__[name] = tensor
-
     @torch.no_grad()
     def _check_grown_shapes(self) -> None:
         """Grow the shared tensors and the first block on the meta device, and compare with the target's slots.
 
         Every block has the same shapes, so this checks the whole operator; on the meta device it
         computes shapes only, so loading an adapter never allocates a grown tensor (a real grown
-        word-embedding table alone would be the largest allocation of a streamed merge). Grown weights
-        are installed at the first forward pass; until then the slots keep the target's own tensors
-        (meta tensors for a ``grow()`` skeleton).
+        word-embedding table alone would be the largest allocation of a streamed merge). The operator
+        first runs at the first forward pass, or when a grown weight is read before one.
         """
         on_meta = {name: tensor.to("meta") for name, tensor in _parameters_and_buffers(self.operator)}
         sample = torch.func.functional_call(self.operator, on_meta, kwargs={"layers": [0]})
         blocks = sample.unbind_layers()
         for slot in self._slots:
             grown = sample.shared[slot.path] if slot.kind == "shared" else blocks[slot.path][0]
-            for module, name in slot.owners:
-                expected = module.__dict__[name].shape
-                if grown.shape != expected:
-                    raise GrowthShapeError(
-                        f"the operator grows {slot.path} to {tuple(grown.shape)} but the target has {tuple(expected)}"
-                    )
+            if grown.shape != slot.shape:
+                raise GrowthShapeError(
+                    f"the operator grows {slot.path} to {tuple(grown.shape)} but the target has {tuple(slot.shape)}"
+                )
 
     def _before_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self._forward_depth += 1
         if self._forward_depth == 1:
-            self._install(self._grown_weights())
+            self._grown.refresh()
 
     def _after_forward(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
         self._forward_depth -= 1
@@ -303,15 +277,13 @@ class LiGOModel(BaseTuner):
             self._materialize(grown, layer, safe_merge)
         for handle in self._hook_handles:
             handle.remove()
-        self._hook_handles, self._slots = [], []
+        self._hook_handles, self._slots, self._grown = [], [], None
         del self.ligo_operator
         return super()._unload_and_optionally_merge(merge=False, progressbar=progressbar)
 
     def _release_grown_weights(self) -> None:
         self._cached_weights = self._cached_key = None
-        for slot in self._slots:
-            for module, name in slot.owners:
-                module.__dict__[name] = None
+        self._grown.clear()
 
     def _materialize(self, weights: TransformerWeights, layer: int | None, safe_merge: bool) -> None:
         """Give one block's (or the shared) grown tensors back to the target as real parameters."""
@@ -322,10 +294,7 @@ class LiGOModel(BaseTuner):
             tensor = slot.select(weights, blocks, first_layer=layer or 0).clone()
             if safe_merge and not torch.isfinite(tensor).all():
                 raise ValueError(f"the grown weight {slot.path} (layer {layer}) has non-finite values")
-            param = nn.Parameter(tensor)
-            for module, name in slot.owners:
-                del module.__dict__[name]
-                module.register_parameter(name, param)
+            unparametrize_grown(slot, nn.Parameter(tensor))
 
     def disable_adapter_layers(self) -> None:
         raise ValueError("a LiGO model cannot run without its operator: the target's weights are its output")
@@ -453,17 +422,6 @@ def _growable_names(
     return shared, layers
 
 
-def grown_stand_in(param: nn.Parameter, device: torch.device) -> nn.Parameter:
-    """A storage-free, frozen parameter that counts as ``param``'s size (``ds_numel``, see the module doc)."""
-    stand_in = nn.Parameter(torch.empty(0, dtype=param.dtype, device=device), requires_grad=False)
-    stand_in.ds_numel = param.numel()
-    return stand_in
-
-
-def is_grown_stand_in(param: torch.Tensor) -> bool:
-    return param.numel() == 0 and hasattr(param, "ds_numel")
-
-
 def _take_grown_slots(
     model: nn.Module,
     base: nn.Module,
@@ -472,20 +430,21 @@ def _take_grown_slots(
     layer_names: list[str],
     device: torch.device,
 ) -> list[GrownSlot]:
-    """Replace the grown parameters of the target (tied copies included) by stand-ins; record where they were."""
+    """Replace the grown parameters of the target (tied copies included) by stand-ins; record where they were.
+
+    A stand-in stays on its parameter's device (``device`` for a skeleton's meta parameters), which is where
+    the parametrization puts the grown tensor: a target placed with a ``device_map`` keeps its placement."""
     owners_by_param: dict[int, list[tuple[nn.Module, str]]] = {}
     for module in model.modules():
-        for name, param in module._parameters.items():
-            if param is not None:
-                owners_by_param.setdefault(id(param), []).append((module, name))
+        for name, param in module.named_parameters(recurse=False, remove_duplicate=False):
+            owners_by_param.setdefault(id(param), []).append((module, name))
 
     def take(kind: str, path: str, layer: int | None, param: nn.Parameter) -> GrownSlot:
         owners = tuple(owners_by_param[id(param)])
-        stand_in = grown_stand_in(param, device)
+        stand_in = grown_stand_in(param, device if param.device.type == "meta" else param.device)
         for module, name in owners:
-            module._parameters[name] = stand_in  # counted; attribute access finds the grown tensor first
-            module.__dict__[name] = param.detach()
-        return GrownSlot(kind, path, layer, owners)
+            module.register_parameter(name, stand_in)
+        return GrownSlot(kind, path, layer, owners, param.shape)
 
     slots = [take("shared", name, None, base.get_parameter(name)) for name in shared_names]
     for layer, block in enumerate(base.get_submodule(table.layers_path)):

@@ -1,0 +1,123 @@
+"""Grown weights as ordinary PyTorch citizens: one ``torch.nn.utils.parametrize`` parametrization per weight.
+
+A LiGO target has no weights of its own: each growable weight is the operator's output. Every such
+weight is therefore a parametrized attribute of its module (``module.weight`` reads
+``module.parametrizations.weight``), like any weight under PyTorch's parametrizations. What the
+parametrization keeps as its ``original`` is a frozen, storage-free stand-in whose ``ds_numel`` is the
+grown tensor's size -- the convention PEFT's and the Trainer's parameter counts read for weights whose
+data lives elsewhere -- so ``print_trainable_parameters()`` counts the target's weights in "all params".
+
+The operator grows all of a target's weights in one pass (depth mixing combines every source block), so
+running it once per weight would repeat the whole computation for each of the target's ~100 weights.
+The parametrizations therefore read one shared :class:`GrownWeights`, which the tuner refreshes once at
+the start of each outermost forward pass. The tensors stay until the next refresh, so activation
+checkpointing's recomputation during backward reads the very tensors (and graph) of the forward pass and
+the operator gets its gradients (non-reentrant checkpointing, transformers' default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .shapes import TransformerWeights
+
+
+@dataclass(frozen=True)
+class GrownSlot:
+    """Where one grown tensor goes: every (module, attribute) that shared the original parameter."""
+
+    kind: str  # "shared" or "layers"
+    path: str  # parameter path in the base model ("shared") or inside a block ("layers")
+    layer: int | None
+    owners: tuple[tuple[nn.Module, str], ...]
+    shape: torch.Size  # the target's shape for it, which the operator's output must have
+
+    def select(self, weights: TransformerWeights, blocks: Mapping[str, tuple[torch.Tensor, ...]], first_layer: int = 0) -> torch.Tensor:
+        """This slot's tensor; ``blocks`` holds each stacked layer tensor already unbound into blocks.
+
+        Unbinding once per tensor (rather than indexing it once per block) keeps the backward pass
+        linear in depth: each index would scatter its gradient into a zero tensor of the full stack.
+        """
+        if self.kind == "shared":
+            return weights.shared[self.path]
+        return blocks[self.path][self.layer - first_layer]
+
+
+class GrownWeights:
+    """The operator output that every grown weight's parametrization reads (see the module doc).
+
+    A plain object rather than a module: the parametrizations hold it, and a module there would register
+    the operator again under every grown weight of the target.
+    """
+
+    def __init__(self, slots: Sequence[GrownSlot], grow: Callable[[], TransformerWeights]) -> None:
+        self._slots = tuple(slots)
+        self._grow = grow
+        self._tensors: list[torch.Tensor] | None = None
+
+    def refresh(self) -> None:
+        """Run the operator and keep its output until the next refresh."""
+        weights = self._grow()
+        blocks = weights.unbind_layers()
+        self._tensors = [slot.select(weights, blocks) for slot in self._slots]
+
+    def clear(self) -> None:
+        """Drop the grown tensors (and their graph); the next read runs the operator again."""
+        self._tensors = None
+
+    def tensor(self, index: int) -> torch.Tensor:
+        """Slot ``index``'s grown tensor; a weight read before any forward pass runs the operator."""
+        if self._tensors is None:
+            self.refresh()
+        return self._tensors[index]
+
+
+class GrownParametrization(nn.Module):
+    """The parametrization of one grown weight: the operator's output for its slot, on the weight's device.
+
+    The device is that of the stand-in the module holds, so a target spread over devices (a ``device_map``)
+    gets every grown weight where its module runs while the operator stays on one device. Assigning to a
+    grown weight raises: it is the operator's output (PyTorch calls a parametrization without
+    ``right_inverse`` not invertible).
+    """
+
+    def __init__(self, grown: GrownWeights, index: int) -> None:
+        super().__init__()
+        self.grown = grown
+        self.index = index
+
+    def forward(self, stand_in: torch.Tensor) -> torch.Tensor:
+        return self.grown.tensor(self.index).to(stand_in.device)
+
+    def extra_repr(self) -> str:
+        return f"slot={self.index}"
+
+
+def grown_stand_in(param: nn.Parameter, device: torch.device) -> nn.Parameter:
+    """A storage-free, frozen parameter on ``device`` that counts as ``param``'s size (``ds_numel``)."""
+    stand_in = nn.Parameter(torch.empty(0, dtype=param.dtype, device=device), requires_grad=False)
+    stand_in.ds_numel = param.numel()
+    return stand_in
+
+
+def is_grown_stand_in(param: torch.Tensor) -> bool:
+    return param.numel() == 0 and hasattr(param, "ds_numel")
+
+
+def parametrize_grown(slots: Sequence[GrownSlot], grown: GrownWeights) -> None:
+    """Make every owner of every slot read its weight from ``grown`` (the owners hold stand-ins already)."""
+    for index, slot in enumerate(slots):
+        for module, name in slot.owners:
+            parametrize.register_parametrization(module, name, GrownParametrization(grown, index), unsafe=True)
+
+
+def unparametrize_grown(slot: GrownSlot, param: nn.Parameter) -> None:
+    """Give ``slot``'s owners ``param`` as an ordinary parameter in place of the parametrization."""
+    for module, name in slot.owners:
+        parametrize.remove_parametrizations(module, name, leave_parametrized=False)
+        module.register_parameter(name, param)
