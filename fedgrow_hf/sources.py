@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import (
+    AutoTokenizer,
     BertConfig,
     BertModel,
     PretrainedConfig,
@@ -235,8 +236,6 @@ def derive_bert_source(
 def _save_with_tokenizer(
     model: PreTrainedModel, parent: str | PreTrainedModel, output_dir: str | Path
 ) -> None:
-    from transformers import AutoTokenizer
-
     model.save_pretrained(output_dir)
     if isinstance(parent, (str, Path)):
         AutoTokenizer.from_pretrained(parent).save_pretrained(output_dir)
@@ -319,8 +318,6 @@ def distilled_bert_source(
     The key hashes the parent's path and config, ``shape``, the recipe and the sentences, so every round
     of a federation (and every method of a comparison) reuses one identical source.
     """
-    from transformers import AutoTokenizer
-
     recipe = {"shape": shape, "steps": steps, "batch_size": batch_size, "max_length": max_length, "lr": lr,
               "seed": seed, "optimizer": "adamw", "parent": str(Path(parent).resolve())}
     cached = None
