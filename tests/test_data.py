@@ -248,6 +248,19 @@ def test_dirichlet_partition_skews_labels_by_alpha(shared_data_dir):
     assert near_iid < 0.15  # MNIST classes are ~10 % each
 
 
+def test_dirichlet_partition_can_require_every_class_in_every_party():
+    """Unguarded, this draw gives a party sentences of one class only; ``min_class_size`` redraws until none does."""
+    labels = np.repeat([0, 1], 3000)
+    unguarded = dirichlet_partition(labels, 3, 0.5, seed=1, min_size=1250)
+    assert min(np.bincount(labels[p], minlength=2).min() for p in unguarded) == 0
+    guarded = dirichlet_partition(labels, 3, 0.5, seed=1, min_size=1250, min_class_size=100)
+    assert_is_partition(guarded, len(labels))
+    assert min(np.bincount(labels[p], minlength=2).min() for p in guarded) >= 100
+    assert guarded == dirichlet_partition(labels, 3, 0.5, seed=1, min_size=1250, min_class_size=100)
+    with pytest.raises(ValueError, match=">= 1001 of every class"):
+        dirichlet_partition(labels, 3, 0.5, seed=0, min_size=10, min_class_size=1001)
+
+
 def test_dirichlet_partition_rejects_impossible_requests():
     with pytest.raises(ValueError, match="at least 10 examples each from only 30"):
         dirichlet_partition([0, 1, 2] * 10, 4, 0.5, seed=0, min_size=10)

@@ -5,7 +5,9 @@ Data Distribution for Federated Visual Classification"), in the form used by NII
 for every class, the class's examples are divided among the parties in proportions drawn from
 Dir(alpha, ..., alpha); a party that already holds at least n / num_parties examples gets no more
 (proportion set to 0) so sizes stay comparable. Small alpha -> each party sees few classes; large alpha
--> close to IID. The draw is repeated until every party holds at least ``min_size`` examples.
+-> close to IID. The draw is repeated until every party holds at least ``min_size`` examples, and at least
+``min_class_size`` of every class: a party that holds one class only has nothing to learn, and every method
+compared on it ends on that class.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def iid_partition(n: int, num_parties: int, seed: int) -> list[list[int]]:
 
 
 def dirichlet_partition(
-    labels: Sequence[int], num_parties: int, alpha: float, seed: int, min_size: int = 10
+    labels: Sequence[int], num_parties: int, alpha: float, seed: int, min_size: int = 10, min_class_size: int = 0
 ) -> list[list[int]]:
     """Label-skewed (non-IID) split of example indices; see the module docstring for the scheme.
 
@@ -64,9 +66,14 @@ def dirichlet_partition(
             cuts = (np.cumsum(proportions) * len(members)).astype(int)[:-1]
             for part, chunk in zip(parts, np.split(members, cuts)):
                 part.extend(chunk.tolist())
-        if min(len(part) for part in parts) >= min_size:
+        if min(len(part) for part in parts) >= min_size and _smallest_class(labels, parts, classes) >= min_class_size:
             return [sorted(part) for part in parts]
     raise ValueError(
         f"no Dirichlet(alpha={alpha}) draw in {MAX_DIRICHLET_DRAWS} gave all {num_parties} parties >= "
-        f"{min_size} examples; raise alpha or lower min_size"
+        f"{min_size} examples and >= {min_class_size} of every class; raise alpha or lower min_size/min_class_size"
     )
+
+
+def _smallest_class(labels: np.ndarray, parts: list[list[int]], classes: np.ndarray) -> int:
+    """The fewest examples any party holds of any class."""
+    return min(int(np.sum(labels[np.asarray(part, dtype=int)] == cls)) for part in parts for cls in classes)

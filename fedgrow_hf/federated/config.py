@@ -53,6 +53,8 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
     eval_fraction = 0.2            # each party holds out this fraction of its share for evaluation
     partition = "dirichlet"        # or "iid"
     alpha = 0.5                    # Dirichlet concentration (small: strongly non-IID)
+    min_size = 10                  # Dirichlet: redraw until every party holds this many examples
+    min_class_size = 0             # ... and this many of every class (a one-class party has nothing to learn)
     max_length = 64                # text: tokens
     tokenizer = ""                 # text: defaults to the first party's source
     image_size = 32                # vision
@@ -195,6 +197,7 @@ class DataSettings:
     partition: str = "iid"
     alpha: float = bounded(0.5, 0, low_inclusive=False)
     min_size: int = bounded(10, 1)
+    min_class_size: int = bounded(0, 0)
     text_column: str = "sentence"
     label_column: str = "label"
     max_length: int = bounded(64, 1)

@@ -177,7 +177,7 @@ def _partitioned(config_json: str) -> tuple[datasets.Dataset, list[list[int]]]:
     dataset = _load_split(config, data.split, data.limit)
     if data.partition == "dirichlet":
         parts = dirichlet_partition(dataset["label"], config.num_parties, data.alpha, config.data_seed,
-                                    min_size=data.min_size)
+                                    min_size=data.min_size, min_class_size=data.min_class_size)
     else:
         parts = iid_partition(len(dataset), config.num_parties, config.data_seed)
     return dataset, parts
