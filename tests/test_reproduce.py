@@ -18,6 +18,7 @@ import pytest
 
 from fedgrow_hf.architectures import get_architecture_table
 from fedgrow_hf.federated.config import ConfigError, FederationConfig
+from fedgrow_hf.federated.engine import SimulationEngine
 from fedgrow_hf.federated.task import party_shares
 from fedgrow_hf.reproduce import METHODS, PRESETS, preset_config
 from fedgrow_hf.reproduce.methods import SHAPE_KEYS, method_config, same_source, scratch_rounds
@@ -377,6 +378,10 @@ def test_command_records_the_new_options():
     assert args.seeds == [0, 1, 2]
     assert cli._command(args) == ("fedgrow reproduce tiny --data-dir ../shared/data --seeds 0,1,2 --tune "
                                   "--keep-models")
+    engine_flags = ["--engine", "ray", "--cpus-per-party", "2", "--gpus-per-party", "0.5"]
+    args = parser.parse_args(["tiny", *engine_flags])
+    assert cli._command(args) == "fedgrow reproduce tiny --data-dir ../shared/data --cpus-per-party 2 --gpus-per-party 0.5"
+    assert cli.engine_from_args(args) == SimulationEngine("ray", cpus_per_party=2.0, gpus_per_party=0.5)
 
 
 def test_method_configs_share_everything_but_the_method(tmp_path):

@@ -12,7 +12,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from ..federated.config import ENGINES
+from .engine import add_engine_arguments, engine_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,10 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-models", action="store_true",
                         help="keep every party's final model in WORK_DIR/seed-S/METHOD/parties/party-P/grown "
                              "(default: deleted once scored on the test split)")
-    parser.add_argument("--cpus-per-party", type=float, default=1.0, help="CPU cores Ray gives each party")
-    parser.add_argument("--engine", choices=ENGINES, default="ray",
-                        help="the federated methods' engine: Flower's simulation engine (Ray, default) or every "
-                             "party in this process, one after another, on its device (a GPU if there is one)")
+    add_engine_arguments(parser, "the federated methods' engine: Flower's simulation engine (Ray, default) or every "
+                                 "party in this process, one after another, on its device (a GPU if there is one)")
     parser.add_argument("--resume", action="store_true",
                         help="keep runs (method x seed, and --tune's choice) already measured in WORK_DIR with the "
                              "same config; run the others")
@@ -72,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
         tune=args.tune,
         keep_models=args.keep_models,
         command=_command(args),
-        cpus_per_party=args.cpus_per_party,
-        engine=args.engine,
+        engine=engine_from_args(args),
         resume=args.resume,
         log=console.log,
     )
@@ -93,11 +90,7 @@ def _command(args: argparse.Namespace) -> str:
     if args.seeds:
         words += ["--seeds", ",".join(map(str, args.seeds))]
     words += [flag for flag, given in (("--tune", args.tune), ("--keep-models", args.keep_models)) if given]
-    if args.cpus_per_party != 1.0:
-        words += ["--cpus-per-party", str(args.cpus_per_party)]
-    if args.engine != "ray":
-        words += ["--engine", args.engine]
-    return shlex.join(words)
+    return shlex.join(words + engine_from_args(args).cli_words())
 
 
 def _seeds(text: str) -> list[int]:

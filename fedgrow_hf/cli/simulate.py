@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..federated.config import ENGINES
+from .engine import add_engine_arguments, engine_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,10 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", help="output folder (default: runs/<config name>)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     parser.add_argument("--rounds", type=int, help="override [federation].rounds")
-    parser.add_argument("--cpus-per-party", type=float, default=1.0, help="CPU cores Ray gives each party")
-    parser.add_argument("--engine", choices=ENGINES, default="ray",
-                        help="Flower's simulation engine (Ray, default) or every party in this process, one after "
-                             "another, on its device (a GPU if there is one); no secure aggregation")
+    add_engine_arguments(parser, "Flower's simulation engine (Ray, default) or every party in this process, one after "
+                                 "another, on its device (a GPU if there is one); no secure aggregation")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
                 progress.update(task, status=status)
             console.log(status)
 
-        simulate(config, run_dir, resume=args.resume, on_round=on_round, cpus_per_party=args.cpus_per_party,
-                 engine=args.engine)
+        simulate(config, run_dir, resume=args.resume, on_round=on_round, engine=engine_from_args(args))
     console.print(f"metrics: {run_dir}/metrics.jsonl  final Global-LiGO: {run_dir}/global_operator.safetensors")
     return 0
 

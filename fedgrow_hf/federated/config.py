@@ -96,8 +96,6 @@ else:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
 PHASE2_MODES = ("local", "federated", "none")
-# How `simulate` runs the parties: Flower's simulation engine (Ray actors) or this process (`.inprocess`).
-ENGINES = ("ray", "inprocess")
 FINETUNE_INITS = ("grown", "random")
 FAMILIES = ("bert", "vit")
 AGGREGATORS = ("fedavg", "fedmedian", "fedtrimmedavg")

@@ -18,7 +18,8 @@ from flwr.simulation import run_simulation
 from safetensors.torch import load_file
 
 from .client_app import make_client_app
-from .config import ENGINES, FederationConfig
+from .config import FederationConfig
+from .engine import SimulationEngine, as_engine
 from .inprocess import InProcessGrid
 from .server_app import FINAL_OPERATOR, RoundCallback, make_server_app, run_federation
 
@@ -30,31 +31,30 @@ def simulate(
     resume: bool = False,
     on_round: RoundCallback | None = None,
     client_mods: list[Mod] | None = None,
-    cpus_per_party: float = 1.0,
-    engine: str = "ray",
+    engine: str | SimulationEngine = "ray",
 ) -> dict[str, torch.Tensor]:
     """Run phase 1 (and phase 2 if configured); returns the final Global-LiGO.
 
     ``run_dir`` receives ``metrics.jsonl``, ``global_operator.safetensors``, the server checkpoint
     and each party's private folder (``parties/party-<id>``, which in a real deployment would be on
     the party's own machine). ``client_mods`` are Flower mods wrapped around every party's app.
-    ``cpus_per_party`` is Ray's share per party (``engine="ray"`` only).
+    ``engine`` is ``"ray"``, ``"inprocess"`` or a :class:`SimulationEngine` with Ray's CPU and GPU share per party.
     """
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
-    if engine == "inprocess" and config.secure_aggregation.enabled:
+    engine = as_engine(engine)
+    if engine.name == "inprocess" and config.secure_aggregation.enabled:
         raise ValueError("secure aggregation needs Flower's simulation engine: use engine='ray'")
     run_dir = Path(run_dir).resolve()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     client = make_client_app(config, str(run_dir), mods=client_mods)
-    if engine == "inprocess":
+    if engine.name == "inprocess":
         with InProcessGrid(client, config.num_parties).serving() as grid:
             return run_federation(grid, config, run_dir, resume=resume, on_round=on_round)
+    backend_config = engine.ray_backend_config()
     server = make_server_app(config, run_dir, resume=resume, on_round=on_round)
     run_simulation(
         server_app=server,
         client_app=client,
         num_supernodes=config.num_parties,
-        backend_config={"client_resources": {"num_cpus": cpus_per_party, "num_gpus": 0.0}},
+        backend_config=backend_config,
     )
     return load_file(str(run_dir / FINAL_OPERATOR))

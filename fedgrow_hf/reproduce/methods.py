@@ -47,6 +47,7 @@ from transformers import PreTrainedModel, Trainer
 
 from ..data import trim_padding_collator
 from ..federated.config import FederationConfig, FederationSettings
+from ..federated.engine import SimulationEngine
 from ..federated.task import (
     NO_DROPOUT,
     build_party_model,
@@ -187,7 +188,7 @@ def test_scores(model: torch.nn.Module, config: FederationConfig, test_set: data
 
 
 def run_federated(
-    config: FederationConfig, run_dir: Path, *, cpus_per_party: float = 1.0, engine: str = "ray",
+    config: FederationConfig, run_dir: Path, *, engine: str | SimulationEngine = "ray",
     on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the federation exactly as ``fedgrow simulate`` does; returns its ``metrics.jsonl`` records,
@@ -195,7 +196,7 @@ def run_federated(
     from ..federated.phases import METRICS_FILE
     from ..federated.simulate import simulate
 
-    simulate(config, run_dir, on_round=on_round, cpus_per_party=cpus_per_party, engine=engine)
+    simulate(config, run_dir, on_round=on_round, engine=engine)
     lines = (run_dir / METRICS_FILE).read_text(encoding="utf-8").splitlines()
     return [point for record in map(json.loads, filter(str.strip, lines))
             for point in _evaluation_points(record, config.federation)]
@@ -389,7 +390,7 @@ IN_PROCESS: dict[str, Callable[..., tuple[list[dict[str, Any]], list[torch.nn.Mo
 
 def run_method(
     base: FederationConfig, method: str, work_dir: Path, test_set: datasets.Dataset, *,
-    keep_models: bool = False, cpus_per_party: float = 1.0, engine: str = "ray",
+    keep_models: bool = False, engine: str | SimulationEngine = "ray",
     on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> MethodRun:
     """Run ``method`` with ``base.seed`` in ``work_dir/<method>`` (a fresh folder each time), score every
@@ -408,7 +409,7 @@ def run_method(
         records, models, trainable = IN_PROCESS[method](config, run_dir, on_round)
         test = _score_models(models, config, test_set, run_dir, keep_models)
     else:
-        records = run_federated(config, run_dir, cpus_per_party=cpus_per_party, engine=engine, on_round=on_round)
+        records = run_federated(config, run_dir, engine=engine, on_round=on_round)
         test = _score_saved_models(config, test_set, run_dir, keep_models)
     wall = time.monotonic() - started
     if method == "central-ligo":

@@ -16,6 +16,7 @@ from typing import Any
 import datasets
 
 from ..federated.config import FederationConfig
+from ..federated.engine import SimulationEngine, as_engine
 from ..federated.task import common_test_set
 from .methods import METHODS, majority_class_reference, party_data, run_method
 from .presets import COMPARISON_SEEDS, PRESETS, preset_config
@@ -73,8 +74,7 @@ def reproduce(
     tune: bool = False,
     keep_models: bool = False,
     command: str = "",
-    cpus_per_party: float = 1.0,
-    engine: str = "ray",
+    engine: str | SimulationEngine = "ray",
     resume: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -105,7 +105,7 @@ def reproduce(
     measured = {}
     for method in methods:
         measure = partial(_measure, method=method, work_dir=work_dir, test_set=test_set, keep_models=keep_models,
-                          cpus_per_party=cpus_per_party, engine=engine, log=log)
+                          engine=as_engine(engine), log=log)
         per_seed = [_kept_or_run(work_dir / f"seed-{seed}" / f"{method}.json", _seeded(config, seed), resume, log,
                                  f"{method}/seed {seed}", measure) for seed in seeds]
         measured[method] = summarise(method, per_seed)
@@ -153,7 +153,7 @@ def _kept_notes(previous: Path) -> dict[str, Any]:
 
 def _measure(
     seeded: FederationConfig, *, method: str, work_dir: Path, test_set: datasets.Dataset, keep_models: bool,
-    cpus_per_party: float, engine: str, log: Callable[[str], None],
+    engine: SimulationEngine, log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Run ``method`` with ``seeded.seed`` in ``work_dir/seed-<seed>`` and summarise it, logging every round."""
     def on_round(report: dict[str, Any]) -> None:
@@ -161,7 +161,7 @@ def _measure(
             f"mean accuracy {report['accuracy']:.4f}")
 
     run = run_method(seeded, method, work_dir / f"seed-{seeded.seed}", test_set, keep_models=keep_models,
-                     cpus_per_party=cpus_per_party, engine=engine, on_round=on_round)
+                     engine=engine, on_round=on_round)
     return seed_summary(run)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from fedgrow_hf.federated.engine import SimulationEngine
 from tests.federated.conftest import flower_task_identity, tiny_federation
 
 pytest.importorskip("flwr")
@@ -116,7 +117,7 @@ def secure_run(shared_data_dir, tmp_path_factory):
         server_app=make_server_app(config, run_dir, on_round=reports.append),  # dispatches to SecAgg+
         client_app=client,
         num_supernodes=config.num_parties,
-        backend_config={"client_resources": {"num_cpus": 1.0, "num_gpus": 0.0}},
+        backend_config=SimulationEngine().ray_backend_config(),
     )
     from safetensors.torch import load_file
 
