@@ -49,10 +49,7 @@ def run(args: argparse.Namespace) -> int:
         def on_round(report: dict[str, Any]) -> None:
             parties = report["parties"].values()
             sent["bytes"] += sum(p["bytes_up"] + p["bytes_down"] for p in parties)
-            status = (
-                f"{report['phase']} round {report['round']}: loss {report['loss']:.4f} "
-                f"acc {report['accuracy']:.3f} | sent {_human(sent['bytes'])}"
-            )
+            status = f"{report['phase']} round {report['round']}: {_figures(report)} | sent {_human(sent['bytes'])}"
             if report.get("dropped"):
                 status += f" | dropped {len(report['dropped'])}"
             if report["phase"] == "operator":
@@ -64,6 +61,14 @@ def run(args: argparse.Namespace) -> int:
         simulate(config, run_dir, resume=args.resume, on_round=on_round, engine=engine_from_args(args))
     console.print(f"metrics: {run_dir}/metrics.jsonl  final Global-LiGO: {run_dir}/global_operator.safetensors")
     return 0
+
+
+def _figures(report: dict[str, Any]) -> str:
+    """A round's mean loss and accuracy; under secure aggregation with ``party_metrics = "none"`` parties
+    disclose neither."""
+    if report.get("loss") is None or report.get("accuracy") is None:
+        return "no figures disclosed"
+    return f"loss {report['loss']:.4f} acc {report['accuracy']:.3f}"
 
 
 def _human(size: float) -> str:

@@ -32,6 +32,7 @@ from transformers import Trainer
 from ..data import trim_padding_collator
 from ..metrics import compute_classification_metrics
 from .config import FederationConfig, resolve_run
+from .disclosure import disclosed_finetune_metrics
 from .party import load_party, party_id_of, train_party_round
 from .screening import ARRAYS_KEY, CONFIG_KEY, FINETUNE_CURVE, METRICS_KEY, PARTY_KEY, WEIGHT_KEY
 from .secure_aggregation import route_secure_aggregation
@@ -98,7 +99,7 @@ def make_client_app(
         if local:
             points = [evaluations.history[step] for step in sorted(evaluations.history)]
             metrics.update({name: [float(point[TRAINER_KEYS[name]]) for point in points] for name in FINETUNE_CURVE})
-        content = RecordDict({METRICS_KEY: MetricRecord(metrics)})
+        content = RecordDict({METRICS_KEY: MetricRecord(disclosed_finetune_metrics(metrics, cfg))})
         if not local:
             content[ARRAYS_KEY] = ArrayRecord(grown.state_dict())
         if local or int(settings["finetune-round"]) == cfg.federation.finetune_rounds:

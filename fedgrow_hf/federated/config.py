@@ -34,9 +34,9 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
     secure_aggregation = {enabled = false, num_shares = 3, reconstruction_threshold = 2, max_weight = 1000.0,
                           clipping_range = 8.0, quantization_range = 4194304}
     # max_weight bounds a party's example count; clipping_range bounds |weight/max_weight * value|;
-    # party_metrics: what each party reveals in clear beside its masked update: "exact" (its example
-    # count and metrics), "coarse" (count to 2 significant digits, metrics to 2 decimals; the count also
-    # weights the average), "none" (nothing; an unweighted average)
+    # party_metrics: what each party reveals in clear beside its masked update and after local phase 2:
+    # "exact" (its example count and metrics), "coarse" (count to 2 significant digits, metrics to 2
+    # decimals; the count also weights the average), "none" (nothing; an unweighted average; phase 2: its id)
 
     [model]
     family = "bert"                # "bert" (sequence classification) or "vit" (image classification)
@@ -99,7 +99,7 @@ PHASE2_MODES = ("local", "federated", "none")
 FINETUNE_INITS = ("grown", "random")
 FAMILIES = ("bert", "vit")
 AGGREGATORS = ("fedavg", "fedmedian", "fedtrimmedavg")
-# What a party discloses in clear beside its masked SecAgg+ update (see secure_aggregation.disclosed_metrics).
+# What a party discloses in clear under SecAgg+, in phase 1 and local phase 2 (see disclosure.py).
 PARTY_METRICS = ("exact", "coarse", "none")
 
 

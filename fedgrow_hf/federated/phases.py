@@ -23,11 +23,11 @@ from safetensors.torch import save_file
 
 from .checkpoint import CheckpointError, ServerCheckpoint, load_checkpoint, save_checkpoint
 from .config import FederationConfig
+from .disclosure import finetune_disclosure, finetune_reply_fields
 from .screening import (
     ARRAYS_KEY,
     CONFIG_KEY,
     FINETUNE_CURVE,
-    FINETUNE_METRICS,
     METRICS_KEY,
     WEIGHT_KEY,
     DroppedUpdate,
@@ -81,10 +81,11 @@ def run_phase2(
     fed = config.federation
     federated = fed.phase2 == "federated"
     reference = reference_target_state(config) if federated else None
-    curve_steps = [] if federated else finetune_eval_steps(config)
-    screen = ReplyScreen(reference, FINETUNE_METRICS, config.num_parties,
+    metric_names, curve_names, counts_examples = finetune_reply_fields(config)
+    curve_steps = finetune_eval_steps(config) if curve_names else []
+    screen = ReplyScreen(reference, metric_names, config.num_parties,
                          fed.max_update_bytes or _state_bytes(reference), fed.max_num_examples, fed.update_norm_bound,
-                         curve_names=() if federated else FINETUNE_CURVE, curve_length=len(curve_steps))
+                         curve_names=curve_names, curve_length=len(curve_steps), counts_examples=counts_examples)
     averager = ScreenedStrategy(build_strategy(config, with_dp=False), screen, fed.min_train_nodes)
     current: dict[str, torch.Tensor] | None = None  # the averaged model the parties start from (round >= 2)
     first = 1
@@ -116,13 +117,14 @@ def run_phase2(
         report = {
             "phase": f"finetune-{fed.phase2}",
             "round": finetune_round,
+            **({"party_metrics": finetune_disclosure(config)} if config.secure_aggregation.enabled else {}),
             **weighted_means(parties, ("train_loss", "eval_loss", "accuracy")),
             "parties": parties,
             "dropped": dropped_records(averager.last.dropped, attempt=1),
             "no_reply": len(messages) - len(replies),
             "seconds": round(time.monotonic() - started, 3),
         }
-        report["loss"] = report["eval_loss"]
+        report["loss"] = report.get("eval_loss")
         record_round(run_dir, report, on_round)
     if federated and current is not None:
         save_file(current, str(run_dir / "grown_model_fedavg.safetensors"))
@@ -166,7 +168,9 @@ def wait_for_nodes(grid: Grid, config: FederationConfig, what: str) -> list[int]
 
 
 def weighted_means(parties: dict[str, dict[str, Any]], names: tuple[str, ...]) -> dict[str, float]:
-    """Example-weighted means of the parties' metrics."""
+    """Example-weighted means of the parties' metrics; none where a party did not disclose them all."""
+    if not parties or any(not {WEIGHT_KEY, *names} <= set(p) for p in parties.values()):
+        return {}
     total = sum(p[WEIGHT_KEY] for p in parties.values())
     return {name: sum(p[name] * p[WEIGHT_KEY] for p in parties.values()) / total for name in names}
 

@@ -127,7 +127,8 @@ class ReplyScreen:
     reply from one node in a round, is dropped. ``reference`` gives the keys, shapes and dtypes of the
     arrays (``None``: the reply must carry no arrays, as in local fine-tuning). ``curve_names`` are
     metrics that must be lists of exactly ``curve_length`` finite numbers (a learning curve at steps the
-    server knows, so a party cannot say where its points lie).
+    server knows, so a party cannot say where its points lie). Without ``counts_examples`` a reply carries no
+    example count (a party that discloses nothing but its id, :mod:`.disclosure`).
     """
 
     reference: Mapping[str, torch.Tensor] | None
@@ -138,6 +139,7 @@ class ReplyScreen:
     norm_bound: float = 0.0
     curve_names: tuple[str, ...] = ()
     curve_length: int = 0
+    counts_examples: bool = True
     parties: dict[int, int] = field(default_factory=dict)  # node id -> party id
 
     def screen(
@@ -189,7 +191,7 @@ class ReplyScreen:
 
     def _claimed_party(self, metrics: dict[str, object]) -> int:
         """The party id the metrics name, once their keys are exactly the expected ones."""
-        expected = {PARTY_KEY, WEIGHT_KEY, *self.metric_names, *self.curve_names}
+        expected = {PARTY_KEY, *([WEIGHT_KEY] if self.counts_examples else []), *self.metric_names, *self.curve_names}
         if set(metrics) != expected:
             raise UpdateRejected(
                 f"metrics differ: unexpected {sorted(set(metrics) - expected)}, missing {sorted(expected - set(metrics))}"
@@ -202,7 +204,7 @@ class ReplyScreen:
     def _check_values(self, metrics: dict[str, object]) -> None:
         """An integer example count within bounds, finite numbers for every other metric and curves of
         the expected length."""
-        weight = metrics[WEIGHT_KEY]
+        weight = metrics.get(WEIGHT_KEY, 1)
         if not _is_int(weight) or not 1 <= weight <= self.max_num_examples:
             raise UpdateRejected(f"{WEIGHT_KEY}={weight!r} is not an integer in [1, {self.max_num_examples}]")
         for name in self.metric_names:

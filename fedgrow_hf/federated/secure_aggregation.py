@@ -43,6 +43,7 @@ from safetensors.torch import save_file
 from ..tuners.ligo import GlobalStateError, validate_global_state
 from .checkpoint import load_checkpoint
 from .config import FederationConfig, resolve_run
+from .disclosure import disclosed_metrics
 from .party import party_id_of, train_party_round
 from .phases import (
     FINAL_OPERATOR,
@@ -90,22 +91,6 @@ class GlobalLigoClient(NumPyClient):
         state, metrics = train_party_round(self.config, self.run_dir, self.party, received, int(config["server-round"]))
         disclosed = disclosed_metrics(metrics, self.config.secure_aggregation.party_metrics)
         return [state[key].numpy() for key in keys], int(disclosed.get(WEIGHT_KEY, 1)), disclosed
-
-
-def disclosed_metrics(metrics: dict[str, int | float], mode: str) -> dict[str, int | float]:
-    """What a party reveals in clear beside its masked update (``secure_aggregation.party_metrics``).
-
-    SecAgg+ hides the update, not the metrics or the example count that scales it, so by default a party
-    sends them coarsened: its example count to two significant digits (it still weights the average, off
-    by at most 5%) and its losses and accuracy to two decimals. ``"none"`` reveals nothing: every party
-    then weighs the same.
-    """
-    if mode == "exact":
-        return dict(metrics)
-    if mode == "none":
-        return {}
-    coarse = {name: round(float(value), 2) for name, value in metrics.items() if name not in (PARTY_KEY, WEIGHT_KEY)}
-    return {**coarse, PARTY_KEY: metrics[PARTY_KEY], WEIGHT_KEY: max(1, int(float(f"{metrics[WEIGHT_KEY]:.2g}")))}
 
 
 def make_secure_client_app(

@@ -26,6 +26,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid  # noqa: E402
 
 from fedgrow_hf.federated.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from fedgrow_hf.federated.disclosure import disclosed_finetune_metrics  # noqa: E402
+from fedgrow_hf.federated.phases import run_phase2  # noqa: E402
 from fedgrow_hf.federated.screening import (  # noqa: E402
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -383,6 +385,43 @@ def test_hostile_local_phase2_curves_are_screened(fresh, tmp_path, change, reaso
     for metrics in phase2["parties"].values():
         assert metrics["curve"] == [{"steps": step, "accuracy": 0.7, "precision_macro": 0.7, "eval_loss": 0.7}
                                     for step in LOCAL_CURVE_STEPS]
+
+
+@pytest.mark.parametrize("mode", ["coarse", "none"])
+def test_local_phase2_under_secure_aggregation_takes_only_what_party_metrics_discloses(shared_data_dir, tmp_path, mode):
+    """Parties disclose what ``party_metrics`` allows. Under ``"none"`` a reply with figures does not fit the
+    screen and is dropped (party 2); under ``"coarse"`` the server cannot tell coarse figures from exact ones."""
+    config = tiny_federation(shared_data_dir, rounds=1, phase2="local", finetune_steps=12, round_timeout=2,
+                             secure_aggregation={"enabled": True, "party_metrics": mode})
+    LOCAL_CURVE_STEPS[:] = finetune_eval_steps(config)
+    exact = {PARTY_KEY: 0, WEIGHT_KEY: 1234, "train_loss": 0.61234, "eval_loss": 0.59876, "accuracy": 0.83456,
+             "precision_macro": 0.8, **{name: [0.7123, 0.75, 0.8049] for name in FINETUNE_CURVE}}
+
+    def disclosing(message: Message, party: int) -> Message:
+        metrics = disclosed_finetune_metrics({**exact, PARTY_KEY: party}, config)
+        return Message(RecordDict({METRICS_KEY: MetricRecord(metrics)}), reply_to=message)
+
+    def leaking(message: Message, party: int) -> Message:
+        return Message(RecordDict({METRICS_KEY: MetricRecord({**exact, PARTY_KEY: party})}), reply_to=message)
+
+    arrays = ArrayRecord(reference_global_stage(config).state_dict())
+    reports = []
+    grid = ScriptedGrid({0: disclosing, 1: disclosing, 2: leaking if mode == "none" else disclosing})
+    run_phase2(grid, config, tmp_path, arrays, reports.append)
+    (report,) = reports
+    assert report["party_metrics"] == mode
+    assert json.loads((tmp_path / "metrics.jsonl").read_text()) == report
+    party = report["parties"]["0"]
+    if mode == "none":
+        assert set(report["parties"]) == {"0", "1"} and report["dropped"][0]["node"] == NODES[2]
+        assert "metrics differ: unexpected" in report["dropped"][0]["reason"]
+        assert set(party) == {PARTY_KEY, "bytes_up", "bytes_down"}
+        assert "accuracy" not in report and report["loss"] is None
+    else:
+        assert set(report["parties"]) == {"0", "1", "2"} and not report["dropped"]
+        assert party[WEIGHT_KEY] == 1200 and party["accuracy"] == 0.83 and report["accuracy"] == 0.83
+        assert [point["accuracy"] for point in party["curve"]] == [0.71, 0.75, 0.8]
+        assert [point["steps"] for point in party["curve"]] == LOCAL_CURVE_STEPS
 
 
 def test_hostile_checkpoint_files_and_resume_config_are_checked(fresh, tmp_path):

@@ -227,8 +227,8 @@ def test_secure_aggregation_config_is_checked(shared_data_dir):
         tiny_federation(shared_data_dir, secure_aggregation={"enabled": True, "shares": 3})
 
 
-def test_secagg_parties_disclose_coarse_or_no_metrics():
-    from fedgrow_hf.federated.secure_aggregation import disclosed_metrics
+def test_secagg_parties_disclose_coarse_or_no_metrics(shared_data_dir):
+    from fedgrow_hf.federated.disclosure import disclosed_finetune_metrics, disclosed_metrics
 
     metrics = {"party": 2, "num-examples": 1234, "train_loss": 0.61234, "eval_loss_before": 0.7, "eval_loss": 0.59876,
                "accuracy": 0.83456, "precision_macro": 0.8}
@@ -238,3 +238,42 @@ def test_secagg_parties_disclose_coarse_or_no_metrics():
     assert disclosed_metrics({**metrics, "num-examples": 3}, "coarse")["num-examples"] == 3
     assert disclosed_metrics(metrics, "none") == {}
     assert disclosed_metrics(metrics, "exact") == metrics
+    # local phase 2: the same rule, curves point by point; "none" keeps only the party's id
+    finetune = {**metrics, "curve_accuracy": [0.5123, 0.8349]}
+    for mode, expected in (("exact", finetune), ("none", {"party": 2})):
+        config = tiny_federation(shared_data_dir, phase2="local", secure_aggregation={"enabled": True, "party_metrics": mode})
+        assert disclosed_finetune_metrics(finetune, config) == expected
+    config = tiny_federation(shared_data_dir, phase2="local", secure_aggregation={"enabled": True})  # coarse
+    assert disclosed_finetune_metrics(finetune, config)["curve_accuracy"] == [0.51, 0.83]
+    # without secure aggregation, or when phase 2 sends whole models in clear, figures go as they are
+    for config in (tiny_federation(shared_data_dir, phase2="local"),
+                   tiny_federation(shared_data_dir, phase2="federated", secure_aggregation={"enabled": True})):
+        assert disclosed_finetune_metrics(finetune, config) == finetune
+
+
+def test_a_partys_local_phase2_reply_carries_only_its_id_under_party_metrics_none(shared_data_dir, tmp_path):
+    """The real party app: it fine-tunes and keeps its model, and tells the server nothing but who it is."""
+    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+
+    from fedgrow_hf.federated.client_app import make_client_app
+    from fedgrow_hf.federated.screening import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY
+    from fedgrow_hf.federated.task import final_model_dir, reference_global_stage
+
+    config = tiny_federation(shared_data_dir, phase2="local",
+                             secure_aggregation={**SECAGG, "party_metrics": "none"})
+    settings = ConfigRecord({"mode": "local", "finetune-round": 1, "init": "grown"})
+    content = RecordDict({ARRAYS_KEY: ArrayRecord(reference_global_stage(config).state_dict()), CONFIG_KEY: settings})
+    context = Context(run_id=1, node_id=7, node_config={"partition-id": 1}, state=RecordDict(), run_config={})
+    with flower_task_identity():
+        reply = make_client_app(config, str(tmp_path))(
+            Message(content, dst_node_id=7, message_type="train.finetune"), context)
+    assert not reply.has_error(), reply.error
+    assert dict(reply.content[METRICS_KEY]) == {"party": 1} and not reply.content.array_records
+    assert (final_model_dir(tmp_path, 1) / "config.json").is_file()
+
+
+def test_simulate_progress_reports_rounds_whose_parties_disclosed_no_figures():
+    from fedgrow_hf.cli.simulate import _figures
+
+    assert _figures({"loss": 0.61234, "accuracy": 0.8}) == "loss 0.6123 acc 0.800"
+    assert _figures({"loss": None, "parties": {}}) == "no figures disclosed"  # party_metrics = "none"
