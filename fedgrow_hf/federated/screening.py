@@ -202,11 +202,12 @@ class ReplyScreen:
         return int(party)
 
     def _check_values(self, metrics: dict[str, object]) -> None:
-        """An integer example count within bounds, finite numbers for every other metric and curves of
-        the expected length."""
-        weight = metrics.get(WEIGHT_KEY, 1)
-        if not _is_int(weight) or not 1 <= weight <= self.max_num_examples:
-            raise UpdateRejected(f"{WEIGHT_KEY}={weight!r} is not an integer in [1, {self.max_num_examples}]")
+        """An integer example count within bounds (where the reply counts its examples), finite numbers for
+        every other metric and curves of the expected length."""
+        if self.counts_examples:
+            weight = metrics[WEIGHT_KEY]
+            if not _is_int(weight) or not 1 <= weight <= self.max_num_examples:
+                raise UpdateRejected(f"{WEIGHT_KEY}={weight!r} is not an integer in [1, {self.max_num_examples}]")
         for name in self.metric_names:
             if not _is_finite_number(value := metrics[name]):
                 raise UpdateRejected(f"metric {name!r}={value!r} is not a finite number")
