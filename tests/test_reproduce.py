@@ -167,7 +167,8 @@ def test_results_json_records_config_seeds_tuning_data_versions_and_commit(tiny_
     assert FederationConfig.from_dict(saved["config"]).to_dict() == saved["config"]
     assert saved["seeds"] == [0, 1] and saved["config"]["data_seed"] == 0
     tuning = saved["learning_rate_tuning"]
-    assert tuning["grid"] == list(LEARNING_RATE_GRID) and tuning["chosen"] in LEARNING_RATE_GRID
+    assert tuning["grid"] == list(LEARNING_RATE_GRID) and set(LEARNING_RATE_GRID) <= set(tuning["tried"])
+    assert tuning["chosen"] in tuning["tried"] and list(tuning["dev_accuracy"]) == list(map(repr, tuning["tried"]))
     assert tuning["dev_accuracy"][repr(tuning["chosen"])] == max(tuning["dev_accuracy"].values())
     assert saved["config"]["federation"]["finetune_learning_rate"] == tuning["chosen"]  # used by every method
     config = tiny_run["config"]

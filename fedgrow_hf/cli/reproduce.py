@@ -17,7 +17,7 @@ from .engine import add_engine_arguments, engine_from_args
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..reproduce.methods import METHODS
-    from ..reproduce.tuning import LEARNING_RATE_GRID
+    from ..reproduce.tuning import LEARNING_RATE_GRID, LEARNING_RATE_LADDER
 
     parser.add_argument("preset",
                         help="tiny | vision-small | text-small | gpu-small | paper, or a federation config file")
@@ -33,8 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "sources")
     parser.add_argument("--tune", action="store_true",
                         help="first pick the full-model learning rate for every method from "
-                             f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_GRID)} by own-source fine-tuning on "
-                             "development splits of the parties' training data")
+                             f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_GRID)} (stepping on along "
+                             f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_LADDER)} while the best is at an edge) "
+                             "by own-source fine-tuning on development splits of the parties' training data")
     parser.add_argument("--keep-models", action="store_true",
                         help="keep every party's final model in WORK_DIR/seed-S/METHOD/parties/party-P/grown "
                              "(default: deleted once scored on the test split)")

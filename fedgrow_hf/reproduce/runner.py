@@ -33,6 +33,7 @@ from .report import (
     write_report,
     write_results,
 )
+from .tuning import PROCEDURE as TUNING_PROCEDURE
 from .tuning import tune_finetune_learning_rate
 
 
@@ -99,7 +100,8 @@ def reproduce(
     tuning = None
     if tune:
         tuning = _kept_or_run(work_dir / "tuning.json", _seeded(config, seeds[0]), resume, log, "learning-rate tuning",
-                              partial(tune_finetune_learning_rate, work_dir=work_dir / "tuning", log=log))
+                              partial(tune_finetune_learning_rate, work_dir=work_dir / "tuning", log=log),
+                              still_valid=lambda kept: kept.get("procedure") == TUNING_PROCEDURE)
         config.federation.finetune_learning_rate = tuning["chosen"]
     test_set = common_test_set(config)
     measured = {}
@@ -174,12 +176,13 @@ def _seeded(config: FederationConfig, seed: int) -> FederationConfig:
 
 def _kept_or_run(
     kept: Path, config: FederationConfig, resume: bool, log: Callable[[str], None], what: str,
-    run: Callable[[FederationConfig], dict[str, Any]],
+    run: Callable[[FederationConfig], dict[str, Any]], still_valid: Callable[[dict[str, Any]], bool] | None = None,
 ) -> dict[str, Any]:
-    """``run(config)``, or with ``resume`` what a run with the same config kept in ``kept``; keeps the result."""
+    """``run(config)``, or with ``resume`` what a run with the same config kept in ``kept`` (and that
+    ``still_valid`` accepts: a kept result of a procedure since changed is not reused); keeps the result."""
     if resume and kept.is_file():
         saved = json.loads(kept.read_text(encoding="utf-8"))
-        if saved["config"] == config.to_dict():
+        if saved["config"] == config.to_dict() and (still_valid is None or still_valid(saved["summary"])):
             log(f"{config.name}/{what}: measured before (same config), kept from {kept}")
             return saved["summary"]
     log(f"{config.name}/{what}: running")
