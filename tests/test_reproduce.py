@@ -22,6 +22,7 @@ from fedgrow_hf.federated.engine import SimulationEngine
 from fedgrow_hf.federated.task import party_shares
 from fedgrow_hf.reproduce import METHODS, PRESETS, preset_config
 from fedgrow_hf.reproduce.methods import SHAPE_KEYS, method_config, same_source, scratch_rounds
+from fedgrow_hf.reproduce.report import preset_section
 from fedgrow_hf.reproduce.tuning import LEARNING_RATE_GRID
 from fedgrow_hf.tuners.ligo import GrowthStage, ModelShape
 
@@ -168,9 +169,16 @@ def test_results_json_records_config_seeds_tuning_data_versions_and_commit(tiny_
     assert saved["seeds"] == [0, 1] and saved["config"]["data_seed"] == 0
     tuning = saved["learning_rate_tuning"]
     assert tuning["grid"] == list(LEARNING_RATE_GRID) and set(LEARNING_RATE_GRID) <= set(tuning["tried"])
-    assert tuning["chosen"] in tuning["tried"] and list(tuning["dev_accuracy"]) == list(map(repr, tuning["tried"]))
-    assert tuning["dev_accuracy"][repr(tuning["chosen"])] == max(tuning["dev_accuracy"].values())
-    assert saved["config"]["federation"]["finetune_learning_rate"] == tuning["chosen"]  # used by every method
+    for search in (tuning, tuning["own_source"]):  # the target's rate (independent growth), the sources'
+        assert search["chosen"] in search["tried"] and list(search["dev_accuracy"]) == list(map(repr, search["tried"]))
+        assert search["dev_accuracy"][repr(search["chosen"])] == max(search["dev_accuracy"].values())
+    assert tuning["procedure"].startswith("independent growth")
+    assert tuning["own_source"]["procedure"].startswith("own-source fine-tuning")
+    assert saved["config"]["federation"]["finetune_learning_rate"] == tuning["chosen"]  # the target's
+    trained_at = {method: json.loads((tiny_run["root"] / "work" / "seed-0" / f"{method}.json").read_text())
+                  ["config"]["federation"]["finetune_learning_rate"] for method in METHODS}
+    assert trained_at == {method: tuning["own_source"]["chosen"] if method == "own-source" else tuning["chosen"]
+                          for method in METHODS}
     config = tiny_run["config"]
     assert [party["train"] + party["held_out"] for party in saved["party_data"]] == [
         sum(len(share) for share in party_shares(config, party)) for party in range(config.num_parties)
@@ -202,9 +210,12 @@ def test_plots_and_report_are_written_and_regenerated(tiny_run):
     assert "### Targets of the issue" in text
     assert all(target["target"] in text for target in results["targets"])
     assert "`vision-small`: not measured yet" in text  # presets without results name their command
-    chosen = results["learning_rate_tuning"]["chosen"]
-    assert f"Learning rates: operator 0.001, full model {chosen:g}; batch size 8." in text
-    assert "Full-model learning rate tuned (`--tune`, seed 0)" in text
+    tuning = results["learning_rate_tuning"]
+    chosen, own = tuning["chosen"], tuning["own_source"]["chosen"]
+    own_rate = f" (own-source {own:g})" if own != chosen else ""
+    assert f"Learning rates: operator 0.001, full model {chosen:g}{own_rate}; batch size 8." in text
+    assert f"Full-model learning rates tuned (`--tune`, seed 0): the target's {chosen:g} chosen by" in text
+    assert f"Own-source's {own:g} chosen by own-source fine-tuning" in text
     majority = results["majority_class"]
     assert len(majority["held_out"]["per_party"]) == tiny_run["config"].num_parties
     assert 0.5 <= majority["held_out"]["mean"] <= 1
@@ -213,6 +224,18 @@ def test_plots_and_report_are_written_and_regenerated(tiny_run):
         path.unlink()
     rewrite_report(results_dir, report)
     assert report.read_text() == text and all(plot.is_file() for plot in plots)
+
+
+@pytest.mark.slow
+def test_report_warns_when_the_tuned_rate_is_the_edge_of_what_was_tried(tiny_run):
+    results = copy.deepcopy(tiny_run["results"])
+    tuning = results["learning_rate_tuning"]
+    for search in (tuning, tuning["own_source"]):
+        search["dev_accuracy"] = {"0.0001": 0.7, "0.0003": 0.8, "0.001": 0.9}
+    caveat = "The chosen rate is the largest one tried, where the search ends"
+    for target, own, warnings in ((3e-4, 3e-4, 0), (1e-3, 3e-4, 1), (3e-4, 1e-3, 1), (1e-3, 1e-3, 2)):
+        tuning["chosen"], tuning["own_source"]["chosen"] = target, own
+        assert preset_section(results, "results/tiny").count(caveat) == warnings
 
 
 @pytest.mark.slow

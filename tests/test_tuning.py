@@ -1,53 +1,74 @@
-"""The learning-rate search steps past an edge of its grid instead of choosing the edge."""
+"""The learning-rate search steps past an edge of its grid instead of choosing the edge; own-source gets the
+rate searched for the sources' shapes, every other method the target's."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import datasets
 import pytest
 
 from fedgrow_hf.federated.config import FederationConfig
-from fedgrow_hf.reproduce import preset_config, tuning
-from fedgrow_hf.reproduce.tuning import LEARNING_RATE_GRID, LEARNING_RATE_LADDER, tune_finetune_learning_rate
+from fedgrow_hf.reproduce import METHODS, preset_config
+from fedgrow_hf.reproduce.tuning import (
+    LEARNING_RATE_GRID,
+    LEARNING_RATE_LADDER,
+    method_learning_rate,
+    search_learning_rate,
+)
 
 
-def _tune_with_peak(monkeypatch, peak: float, flat_below: float = 0.0) -> dict:
-    """Run the search with a development accuracy that falls off with the log-distance from ``peak`` (and is
-    flat below ``flat_below``), so what it tries and chooses is known without training anything."""
-    scored: list[float] = []
+def _config(shared_data_dir: Path) -> FederationConfig:
+    return FederationConfig.from_dict(preset_config("tiny", shared_data_dir))
 
-    def accuracy(config: FederationConfig, party: int, output_dir: Path) -> float:
-        rate = config.federation.finetune_learning_rate
-        scored.append(rate)
+
+def _search_with_peak(config: FederationConfig, tmp_path: Path, peak: float, flat_below: float = 0.0) -> dict:
+    """Search with a development accuracy that falls off with the log-distance from ``peak`` (and is flat
+    below ``flat_below``), so what it tries and chooses is known without training anything."""
+    scored: list[tuple[float, int, int, int]] = []
+
+    def score(trial: FederationConfig, party: int, train: datasets.Dataset, dev: datasets.Dataset,
+              output_dir: Path) -> float:
+        rate = trial.federation.finetune_learning_rate
+        scored.append((rate, party, len(train), len(dev)))
+        assert output_dir == tmp_path / f"lr-{rate:g}" / f"party-{party}"
         return 0.9 - 0.1 * abs(math.log10(max(rate, flat_below) / peak)) + 0.001 * party
 
-    monkeypatch.setattr(tuning, "_dev_accuracy", accuracy)
-    config = FederationConfig.from_dict(preset_config("tiny", "/data"))
-    result = tune_finetune_learning_rate(config, Path("/unused"), log=lambda message: None)
-    assert sorted(scored) == [rate for rate in result["tried"] for _ in range(config.num_parties)]  # each once
+    result = search_learning_rate(config, score, tmp_path, log=lambda line: None)
+    assert sorted(rate for rate, *_ in scored) == [rate for rate in result["tried"] for _ in range(config.num_parties)]
+    for _, _, train, dev in scored:  # a development split carved from the party's training share
+        assert dev == pytest.approx(0.2 * (train + dev), abs=1)
     return result
 
 
-def test_an_interior_best_rate_tries_only_the_grid(monkeypatch):
-    result = _tune_with_peak(monkeypatch, peak=1e-4)
+def test_an_interior_best_rate_tries_only_the_grid(shared_data_dir, tmp_path):
+    config = _config(shared_data_dir)
+    result = _search_with_peak(config, tmp_path, peak=1e-4)
     assert result["tried"] == list(LEARNING_RATE_GRID) and result["chosen"] == 1e-4
-    parties = FederationConfig.from_dict(preset_config("tiny", "/data")).num_parties
-    assert result["dev_accuracy"]["0.0001"] == pytest.approx(0.9 + 0.001 * (parties - 1) / 2)  # mean over parties
+    assert result["dev_accuracy"]["0.0001"] == pytest.approx(0.9 + 0.001 * (config.num_parties - 1) / 2)
 
 
-def test_a_best_rate_at_the_top_edge_steps_up_until_it_is_interior(monkeypatch):
-    result = _tune_with_peak(monkeypatch, peak=1e-3)
+def test_a_best_rate_at_the_top_edge_steps_up_until_it_is_interior(shared_data_dir, tmp_path):
+    result = _search_with_peak(_config(shared_data_dir), tmp_path, peak=1e-3)
     assert result["tried"] == [3e-5, 1e-4, 3e-4, 1e-3, 3e-3] and result["chosen"] == 1e-3
     assert result["grid"] == list(LEARNING_RATE_GRID)
 
 
-def test_a_best_rate_at_the_bottom_edge_steps_down_and_the_ladder_bounds_the_search(monkeypatch):
-    result = _tune_with_peak(monkeypatch, peak=1e-7)
+def test_a_best_rate_at_the_bottom_edge_steps_down_and_the_ladder_bounds_the_search(shared_data_dir, tmp_path):
+    result = _search_with_peak(_config(shared_data_dir), tmp_path, peak=1e-7)
     assert result["tried"] == [LEARNING_RATE_LADDER[0], *LEARNING_RATE_GRID]
     assert result["chosen"] == LEARNING_RATE_LADDER[0]  # the ladder's end: nothing smaller is tried
 
 
-def test_ties_keep_the_smaller_rate_and_a_tied_edge_does_not_step_on(monkeypatch):
-    result = _tune_with_peak(monkeypatch, peak=3e-4, flat_below=3e-4)  # every rate up to 3e-4 scores the same
+def test_ties_keep_the_smaller_rate_and_a_tied_edge_does_not_step_on(shared_data_dir, tmp_path):
+    result = _search_with_peak(_config(shared_data_dir), tmp_path, peak=3e-4, flat_below=3e-4)
     assert result["chosen"] == 3e-5 and result["tried"] == list(LEARNING_RATE_GRID)
+
+
+def test_own_source_trains_at_the_sources_rate_every_other_method_at_the_targets():
+    tuning = {"chosen": 3e-4, "own_source": {"chosen": 3e-3}}
+    assert {method: method_learning_rate(tuning, method) for method in METHODS} == {
+        method: 3e-3 if method == "own-source" else 3e-4 for method in METHODS}
+    earlier = {"chosen": 3e-4}  # results of the one-rate procedure: every method at its rate
+    assert {method_learning_rate(earlier, method) for method in METHODS} == {3e-4}

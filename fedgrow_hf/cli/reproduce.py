@@ -32,10 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and the next two); each changes initialisation and batch order, not the partition or the "
                              "sources")
     parser.add_argument("--tune", action="store_true",
-                        help="first pick the full-model learning rate for every method from "
-                             f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_GRID)} (stepping on along "
-                             f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_LADDER)} while the best is at an edge) "
-                             "by own-source fine-tuning on development splits of the parties' training data")
+                        help="first pick the full-model learning rates on development splits of the parties' "
+                             "training data: the target's (every method but own-source) by independent growth, the "
+                             "sources' (own-source) by own-source fine-tuning; each from "
+                             f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_GRID)}, stepping on along "
+                             f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_LADDER)} while the best is at an edge")
     parser.add_argument("--keep-models", action="store_true",
                         help="keep every party's final model in WORK_DIR/seed-S/METHOD/parties/party-P/grown "
                              "(default: deleted once scored on the test split)")

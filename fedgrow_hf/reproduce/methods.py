@@ -75,6 +75,7 @@ METHOD_LABELS = {
     "central-ligo": "Central LiGO on pooled data",
 }
 METHODS = tuple(METHOD_LABELS)
+OWN_SOURCE = "own-source"  # the one method that trains the sources' shapes, not the target's
 REFERENCE_PARTY = 0  # the preset's largest source, of the intermediate shape
 TEST_BATCH_SIZE = 64  # scoring only: no dropout, so the batch size changes the speed, not the figures
 SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
@@ -256,7 +257,7 @@ def train_alone(
     ]
 
 
-def _grow_and_train(
+def grow_and_train_alone(
     config: FederationConfig, source: PreTrainedModel, train_set: datasets.Dataset,
     eval_sets: dict[int, datasets.Dataset], run_dir: Path, *, scale: int, phase: str,
 ) -> tuple[list[dict[str, Any]], torch.nn.Module, int]:
@@ -312,7 +313,7 @@ def run_independent(
     per_party, models, trainable = [], [], []
     for party in range(config.num_parties):
         train_set, eval_set = party_datasets(config, party)
-        records, model, operator = _grow_and_train(
+        records, model, operator = grow_and_train_alone(
             config, load_source(config, party), train_set, {party: eval_set},
             run_dir / "parties" / f"party-{party}", scale=1, phase="independent",
         )
@@ -374,7 +375,7 @@ def run_central_ligo(
     shares = [party_datasets(config, party) for party in range(config.num_parties)]
     pooled = datasets.concatenate_datasets([train for train, _ in shares])
     held_out = {party: party_held_out for party, (_, party_held_out) in enumerate(shares)}
-    records, model, operator = _grow_and_train(config, load_source(config, REFERENCE_PARTY), pooled, held_out,
+    records, model, operator = grow_and_train_alone(config, load_source(config, REFERENCE_PARTY), pooled, held_out,
                                                run_dir / "central", scale=config.num_parties, phase="central-ligo")
     _announce(records, on_round)
     return records, [model] * config.num_parties, _parameter_summary([operator] * config.num_parties,

@@ -16,8 +16,8 @@ method. Two learning rates are distinguished by *what* is trained, not by method
 the LiGO operator (phase 1 of the growth methods) and ``finetune_learning_rate`` for full-model training
 (phase 2 of the growth methods, all of Fed-Scratch and of own-source fine-tuning); every preset sets
 both to the same value. Each preset says where its full-model rate comes from (``learning_rate_origin``);
-``fedgrow reproduce PRESET --tune`` instead picks it on a development split (:mod:`.tuning`) and records
-the choice in ``results.json``.
+``fedgrow reproduce PRESET --tune`` instead picks it on a development split (:mod:`.tuning`), one rate for
+the target's shape and one for the sources' (own-source), and records the choices in ``results.json``.
 
 Operator phase length: LiGO trains its operator *briefly* and then the grown model. The text presets
 give the operator phase 10% of a party's steps (rounds x local steps): measured on text-small (seed 0,

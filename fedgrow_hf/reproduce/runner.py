@@ -34,7 +34,7 @@ from .report import (
     write_results,
 )
 from .tuning import PROCEDURE as TUNING_PROCEDURE
-from .tuning import tune_finetune_learning_rate
+from .tuning import method_learning_rate, tune_learning_rates
 
 
 @dataclass
@@ -84,8 +84,9 @@ def reproduce(
     holding ``output_dir``).
 
     Each seed sets the config's ``seed`` (initialisation, batch order); its ``data_seed`` (partition,
-    held-out shares, sources) stays fixed. With ``tune``, the full-model learning rate is first chosen on
-    development splits (:mod:`.tuning`) and used by every method. Run folders (the federation's
+    held-out shares, sources) stays fixed. With ``tune``, the full-model learning rates are first chosen on
+    development splits (:mod:`.tuning`): the target's, used by every method that trains the target's shape,
+    and the sources', used by own-source fine-tuning. Run folders (the federation's
     ``metrics.jsonl``, party folders, cached sources; with ``keep_models`` also every party's final model)
     go to ``work_dir/seed-<seed>/``, so ``output_dir`` holds only the figures. Each finished run's summary
     is kept in ``work_dir/seed-<seed>/<method>.json``; with ``resume``, a run whose kept summary was
@@ -100,7 +101,7 @@ def reproduce(
     tuning = None
     if tune:
         tuning = _kept_or_run(work_dir / "tuning.json", _seeded(config, seeds[0]), resume, log, "learning-rate tuning",
-                              partial(tune_finetune_learning_rate, work_dir=work_dir / "tuning", log=log),
+                              partial(tune_learning_rates, work_dir=work_dir / "tuning", log=log),
                               still_valid=lambda kept: kept.get("procedure") == TUNING_PROCEDURE)
         config.federation.finetune_learning_rate = tuning["chosen"]
     test_set = common_test_set(config)
@@ -108,7 +109,8 @@ def reproduce(
     for method in methods:
         measure = partial(_measure, method=method, work_dir=work_dir, test_set=test_set, keep_models=keep_models,
                           engine=as_engine(engine), log=log)
-        per_seed = [_kept_or_run(work_dir / f"seed-{seed}" / f"{method}.json", _seeded(config, seed), resume, log,
+        base = _at_rate(config, method_learning_rate(tuning, method)) if tuning else config
+        per_seed = [_kept_or_run(work_dir / f"seed-{seed}" / f"{method}.json", _seeded(base, seed), resume, log,
                                  f"{method}/seed {seed}", measure) for seed in seeds]
         measured[method] = summarise(method, per_seed)
         log(f"{config.name}/{method}: common-test accuracy {measured[method]['test_accuracy']['mean']:.4f} "
@@ -165,6 +167,13 @@ def _measure(
     run = run_method(seeded, method, work_dir / f"seed-{seeded.seed}", test_set, keep_models=keep_models,
                      engine=engine, on_round=on_round)
     return seed_summary(run)
+
+
+def _at_rate(config: FederationConfig, rate: float) -> FederationConfig:
+    """``config`` with full-model learning rate ``rate`` (own-source's tuned rate differs from the target's)."""
+    at_rate = copy.deepcopy(config)
+    at_rate.federation.finetune_learning_rate = rate
+    return at_rate
 
 
 def _seeded(config: FederationConfig, seed: int) -> FederationConfig:
