@@ -523,9 +523,9 @@ def test_report_learning_rates_follow_the_training_defaults():
     config = _tiny()
     config.training = {}
     default = training_arguments(config, "unused", 1)
-    assert _learning_rates(config.to_dict()) == (
+    assert _learning_rates({"config": config.to_dict(), "learning_rate_tuning": None}) == (
         f"Learning rates: operator {default.learning_rate:g}, full model {default.learning_rate:g}; "
         f"batch size {default.per_device_train_batch_size}."
     )
     config.federation.finetune_learning_rate = 2e-5
-    assert "full model 2e-05" in _learning_rates(config.to_dict())
+    assert "full model 2e-05" in _learning_rates({"config": config.to_dict(), "learning_rate_tuning": None})
