@@ -291,11 +291,11 @@ def _mean_std(figures: dict[str, Any], scale: float = 1.0, digits: int = 4) -> s
 
 def _learning_rates(results: dict[str, Any]) -> str:
     config = FederationConfig.from_dict(results["config"])
-    options, tuning = training_options(config), results["learning_rate_tuning"]
-    own = (f" (own-source {method_learning_rate(tuning, OWN_SOURCE):g})"
-           if tuning and method_learning_rate(tuning, OWN_SOURCE) != finetune_learning_rate(config) else "")
-    return (f"Learning rates: operator {options['learning_rate']:g}, full model {finetune_learning_rate(config):g}"
-            f"{own}; batch size {options['per_device_train_batch_size']}.")
+    options, tuning, full_model = training_options(config), results["learning_rate_tuning"], finetune_learning_rate(config)
+    own_rate = method_learning_rate(tuning, OWN_SOURCE) if tuning else full_model
+    own = f" (own-source {own_rate:g})" if own_rate != full_model else ""
+    return (f"Learning rates: operator {options['learning_rate']:g}, full model {full_model:g}{own}; "
+            f"batch size {options['per_device_train_batch_size']}.")
 
 
 def _learning_rate_origin(results: dict[str, Any]) -> str:

@@ -34,7 +34,7 @@ from .report import (
     write_results,
 )
 from .tuning import PROCEDURE as TUNING_PROCEDURE
-from .tuning import method_learning_rate, tune_learning_rates
+from .tuning import at_learning_rate, method_learning_rate, tune_learning_rates
 
 
 @dataclass
@@ -109,7 +109,7 @@ def reproduce(
     for method in methods:
         measure = partial(_measure, method=method, work_dir=work_dir, test_set=test_set, keep_models=keep_models,
                           engine=as_engine(engine), log=log)
-        base = _at_rate(config, method_learning_rate(tuning, method)) if tuning else config
+        base = at_learning_rate(config, method_learning_rate(tuning, method)) if tuning else config
         per_seed = [_kept_or_run(work_dir / f"seed-{seed}" / f"{method}.json", _seeded(base, seed), resume, log,
                                  f"{method}/seed {seed}", measure) for seed in seeds]
         measured[method] = summarise(method, per_seed)
@@ -167,13 +167,6 @@ def _measure(
     run = run_method(seeded, method, work_dir / f"seed-{seeded.seed}", test_set, keep_models=keep_models,
                      engine=engine, on_round=on_round)
     return seed_summary(run)
-
-
-def _at_rate(config: FederationConfig, rate: float) -> FederationConfig:
-    """``config`` with full-model learning rate ``rate`` (own-source's tuned rate differs from the target's)."""
-    at_rate = copy.deepcopy(config)
-    at_rate.federation.finetune_learning_rate = rate
-    return at_rate
 
 
 def _seeded(config: FederationConfig, seed: int) -> FederationConfig:

@@ -11,7 +11,7 @@ ladder ends.
 
 Two rates are searched because two shapes of model are trained, and the best rate depends on the shape:
 on vision-small, own-source fine-tuning of the small sources is best at 3e-3, a rate at which the grown
-ViT L6/H256 models lose 10 points of test accuracy against 3e-4 (``notes`` of its results.json). So
+ViT L6/H256 models lose 12 points of test accuracy against 3e-4 (``notes`` of its results.json). So
 - the **target's** rate (``finetune_learning_rate``: phase 2 of every growth method and all of
   Fed-Scratch, every method that trains the target's shape) is chosen with independent growth, the
   growth recipe without the federation;
@@ -72,6 +72,13 @@ def method_learning_rate(tuning: dict[str, Any], method: str) -> float:
     return tuning["chosen"]
 
 
+def at_learning_rate(config: FederationConfig, rate: float) -> FederationConfig:
+    """A copy of ``config`` whose full-model training runs at ``rate``."""
+    at_rate = copy.deepcopy(config)
+    at_rate.federation.finetune_learning_rate = rate
+    return at_rate
+
+
 def search_learning_rate(
     config: FederationConfig, score: DevScorer, work_dir: Path, grid: Sequence[float] = LEARNING_RATE_GRID,
     ladder: Sequence[float] = LEARNING_RATE_LADDER, log: Callable[[str], None] = print,
@@ -106,8 +113,7 @@ def _beyond_edge(means: dict[float, float], ladder: Sequence[float]) -> list[flo
 
 def _dev_accuracies(config: FederationConfig, rate: float, score: DevScorer, work_dir: Path) -> list[float]:
     """Every party's development accuracy under ``score`` at full-model rate ``rate``."""
-    trial = copy.deepcopy(config)
-    trial.federation.finetune_learning_rate = rate
+    trial = at_learning_rate(config, rate)
     accuracies = []
     for party in range(config.num_parties):
         train, _ = party_datasets(trial, party)
