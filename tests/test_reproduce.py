@@ -251,9 +251,31 @@ def test_resume_keeps_what_was_measured_with_the_same_config(tiny_run, shared_da
     assert again["methods"] == {name: measured[name] for name in kept}
     assert again["headline"] == pytest.approx(tiny_run["results"]["headline"])
     assert sum("measured before (same config)" in message for message in messages) == len(kept) * 2 + 1  # + tuning
+    assert not any("running" in message for message in messages)  # the sources' rate is not searched
+    tuning = tiny_run["results"]["learning_rate_tuning"]
+    assert again["learning_rate_tuning"] == {**tuning, "own_source": None}
     report = (root / "resumed.md").read_text()
     assert "Not run for this preset (no figures): Independent growth, FedAvg of whole operator" in report
     assert "Fed-Grow's mean common-test accuracy >= Own source, fine-tuned's: not measured" in report
+    assert "Own-source's not searched (own-source was not run)." in report
+
+
+@pytest.mark.slow
+def test_own_source_alone_searches_only_the_sources_rate(tiny_run, shared_data_dir):
+    from fedgrow_hf.reproduce import reproduce
+
+    root, messages = tiny_run["root"], []
+    alone = reproduce(
+        "tiny", data_dir=shared_data_dir, output_dir=root / "own-alone" / "tiny", work_dir=root / "work",
+        report_path=root / "own-alone.md", methods=["own-source"], tune=True, resume=True, log=messages.append,
+    )
+    assert not any("running" in message for message in messages)  # the target's search is not needed
+    tuning = tiny_run["results"]["learning_rate_tuning"]
+    assert alone["learning_rate_tuning"] == {"seed": tuning["seed"], "own_source": tuning["own_source"]}
+    assert alone["methods"]["own-source"]["test_accuracy"] == tiny_run["results"]["methods"]["own-source"]["test_accuracy"]
+    report = (root / "own-alone.md").read_text()
+    assert "the target's not searched (no method that trains the target's shape was run);" in report
+    assert f"Own-source's {tuning['own_source']['chosen']:g} chosen by own-source fine-tuning" in report
 
 
 def test_majority_reference_counts_the_training_majority_on_held_out_and_test_labels(shared_data_dir):

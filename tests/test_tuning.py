@@ -14,8 +14,12 @@ from fedgrow_hf.reproduce import METHODS, preset_config
 from fedgrow_hf.reproduce.tuning import (
     LEARNING_RATE_GRID,
     LEARNING_RATE_LADDER,
+    SOURCES,
+    TARGET,
     method_learning_rate,
     search_learning_rate,
+    searches_for,
+    tuning_record,
 )
 
 
@@ -72,3 +76,21 @@ def test_own_source_trains_at_the_sources_rate_every_other_method_at_the_targets
         method: 3e-3 if method == "own-source" else 3e-4 for method in METHODS}
     earlier = {"chosen": 3e-4}  # results of the one-rate procedure: every method at its rate
     assert {method_learning_rate(earlier, method) for method in METHODS} == {3e-4}
+
+
+def test_only_the_rates_the_methods_train_at_are_searched():
+    assert searches_for(METHODS) == [TARGET, SOURCES]
+    assert searches_for(["own-source"]) == [SOURCES]
+    assert searches_for(["fed-grow", "fed-scratch"]) == [TARGET]
+
+
+def test_a_record_with_one_search_gives_its_rate_and_refuses_the_other():
+    target_only = tuning_record({TARGET: {"chosen": 1e-3, "seed": 0}}, seed=0)
+    assert target_only["own_source"] is None and method_learning_rate(target_only, "fed-grow") == 1e-3
+    with pytest.raises(ValueError, match="no rate for own-source"):
+        method_learning_rate(target_only, "own-source")
+    sources_only = tuning_record({SOURCES: {"chosen": 3e-3, "seed": 2}}, seed=2)
+    assert sources_only == {"seed": 2, "own_source": {"chosen": 3e-3, "seed": 2}}
+    assert method_learning_rate(sources_only, "own-source") == 3e-3
+    with pytest.raises(ValueError, match="no rate for independent"):
+        method_learning_rate(sources_only, "independent")

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tune", action="store_true",
                         help="first pick the full-model learning rates on development splits of the parties' "
                              "training data: the target's (every method but own-source) by independent growth, the "
-                             "sources' (own-source) by own-source fine-tuning; each from "
+                             "sources' (own-source) by own-source fine-tuning, each only if --methods trains at it; each from "
                              f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_GRID)}, stepping on along "
                              f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_LADDER)} while the best is at an edge")
     parser.add_argument("--keep-models", action="store_true",

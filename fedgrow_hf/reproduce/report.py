@@ -292,7 +292,7 @@ def _mean_std(figures: dict[str, Any], scale: float = 1.0, digits: int = 4) -> s
 def _learning_rates(results: dict[str, Any]) -> str:
     config = FederationConfig.from_dict(results["config"])
     options, tuning, full_model = training_options(config), results["learning_rate_tuning"], finetune_learning_rate(config)
-    own_rate = method_learning_rate(tuning, OWN_SOURCE) if tuning else full_model
+    own_rate = method_learning_rate(tuning, OWN_SOURCE) if tuning and OWN_SOURCE in results["methods"] else full_model
     own = f" (own-source {own_rate:g})" if own_rate != full_model else ""
     return (f"Learning rates: operator {options['learning_rate']:g}, full model {full_model:g}{own}; "
             f"batch size {options['per_device_train_batch_size']}.")
@@ -304,8 +304,11 @@ def _learning_rate_origin(results: dict[str, Any]) -> str:
         return f"Full-model learning rate: {results['learning_rate_origin']}."
     if "own_source" not in tuning:  # the earlier procedure: one rate, chosen by own-source, for every method
         return f"Full-model learning rate tuned (`--tune`, seed {tuning['seed']}): {_search(tuning)}"
-    return (f"Full-model learning rates tuned (`--tune`, seed {tuning['seed']}): the target's {_search(tuning)} "
-            f"Own-source's {_search(tuning['own_source'])}")
+    target = f"the target's {_search(tuning)}" if "chosen" in tuning else (
+        "the target's not searched (no method that trains the target's shape was run);")
+    own = (f"Own-source's {_search(tuning['own_source'])}" if tuning["own_source"] else
+           "Own-source's not searched (own-source was not run).")
+    return f"Full-model learning rates tuned (`--tune`, seed {tuning['seed']}): {target} {own}"
 
 
 def _search(search: dict[str, Any]) -> str:

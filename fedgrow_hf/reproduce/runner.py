@@ -33,8 +33,7 @@ from .report import (
     write_report,
     write_results,
 )
-from .tuning import PROCEDURE as TUNING_PROCEDURE
-from .tuning import at_learning_rate, method_learning_rate, tune_learning_rates
+from .tuning import at_learning_rate, method_learning_rate, procedure, run_search, searches_for, tuning_record
 
 
 @dataclass
@@ -86,7 +85,8 @@ def reproduce(
     Each seed sets the config's ``seed`` (initialisation, batch order); its ``data_seed`` (partition,
     held-out shares, sources) stays fixed. With ``tune``, the full-model learning rates are first chosen on
     development splits (:mod:`.tuning`): the target's, used by every method that trains the target's shape,
-    and the sources', used by own-source fine-tuning. Run folders (the federation's
+    and the sources', used by own-source fine-tuning; a rate no method in ``methods`` trains at is not
+    searched. Run folders (the federation's
     ``metrics.jsonl``, party folders, cached sources; with ``keep_models`` also every party's final model)
     go to ``work_dir/seed-<seed>/``, so ``output_dir`` holds only the figures. Each finished run's summary
     is kept in ``work_dir/seed-<seed>/<method>.json``; with ``resume``, a run whose kept summary was
@@ -98,11 +98,8 @@ def reproduce(
     config.data.source_cache = str(work_dir / "sources")
     work_dir.mkdir(parents=True, exist_ok=True)
     started, wall = datetime.now(timezone.utc), time.monotonic()
-    tuning = None
-    if tune:
-        tuning = _kept_or_run(work_dir / "tuning.json", _seeded(config, seeds[0]), resume, log, "learning-rate tuning",
-                              partial(tune_learning_rates, work_dir=work_dir / "tuning", log=log),
-                              still_valid=lambda kept: kept.get("procedure") == TUNING_PROCEDURE)
+    tuning = _tune(config, methods, seeds[0], work_dir, resume, log) if tune else None
+    if tuning and "chosen" in tuning:
         config.federation.finetune_learning_rate = tuning["chosen"]
     test_set = common_test_set(config)
     measured = {}
@@ -141,6 +138,20 @@ def reproduce(
     report = rewrite_report(output_dir, report_path)
     log(f"wrote {output_dir / RESULTS_FILE}, plots and {report}")
     return results
+
+
+def _tune(config: FederationConfig, methods: Sequence[str], seed: int, work_dir: Path, resume: bool,
+          log: Callable[[str], None]) -> dict[str, Any]:
+    """The learning-rate searches ``methods`` need (each kept in ``work_dir/tuning-<search>.json``, so that a
+    resumed run with other methods reuses what was searched), as ``results.json`` records them."""
+    seeded = _seeded(config, seed)
+    searches = {
+        name: _kept_or_run(work_dir / f"tuning-{name}.json", seeded, resume, log, f"learning-rate tuning ({name})",
+                           partial(run_search, name=name, work_dir=work_dir / "tuning", log=log),
+                           still_valid=lambda kept, name=name: kept.get("procedure") == procedure(name))
+        for name in searches_for(methods)
+    }
+    return tuning_record(searches, seed)
 
 
 def _kept_notes(previous: Path) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Picking the full-model learning rates on data no figure of the comparison uses.
 
-``fedgrow reproduce PRESET --tune`` runs :func:`tune_learning_rates` before the methods: each party's
+``fedgrow reproduce PRESET --tune`` runs the searches of :func:`searches_for` before the methods: each party's
 *training* share is split again (``DEV_FRACTION`` held out as a development split, seeded by the config's
 ``data_seed``), a method is run for its usual step budget at every rate of ``LEARNING_RATE_GRID`` on the
 rest, and the rate with the best mean development accuracy across parties wins (ties: the smaller rate).
@@ -18,13 +18,15 @@ ViT L6/H256 models lose 12 points of test accuracy against 3e-4 (``notes`` of it
 - the **source's** rate (own-source fine-tuning, the only method that trains the sources' shapes) is
   chosen with own-source fine-tuning, so the user's alternative is measured at its own best rate.
 Neither the parties' held-out shares nor the common test split are touched, and no method is tuned for
-itself beyond the shape of model it trains.
+itself beyond the shape of model it trains. A search runs only when a method that trains at its rate is run:
+the target's search alone costs text-small about 45 minutes on 2 cores, wasted on ``--methods own-source``.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,28 +50,47 @@ PROCEDURE = "independent growth (the target's shape: every method but own-source
 OWN_SOURCE_PROCEDURE = "own-source fine-tuning (the sources' shapes: own-source only) " + _SEARCH
 
 DevScorer = Callable[[FederationConfig, int, datasets.Dataset, datasets.Dataset, Path], float]
+TARGET, SOURCES = "target", "own-source"  # the two searches: the target's shape, the sources' shapes
 
 
-def tune_learning_rates(
-    config: FederationConfig, work_dir: Path, grid: Sequence[float] = LEARNING_RATE_GRID,
+def searches_for(methods: Sequence[str]) -> list[str]:
+    """The searches whose rates ``methods`` train at: ``TARGET`` for any method but own-source, ``SOURCES``
+    for own-source."""
+    return [name for name, needed in ((TARGET, any(method != OWN_SOURCE for method in methods)),
+                                      (SOURCES, OWN_SOURCE in methods)) if needed]
+
+
+def run_search(
+    config: FederationConfig, name: str, work_dir: Path, grid: Sequence[float] = LEARNING_RATE_GRID,
     ladder: Sequence[float] = LEARNING_RATE_LADDER, log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """The target's full-model rate (chosen with independent growth) and, under ``own_source``, the
-    sources' (chosen with own-source fine-tuning), each with its search. Returns what ``results.json``
-    records as ``learning_rate_tuning``."""
-    target = search_learning_rate(config, _grown_dev_accuracy, work_dir / "grown", grid, ladder,
-                                  lambda line: log(f"{config.name}: grown models: {line}"))
-    source = search_learning_rate(config, _own_source_dev_accuracy, work_dir / "own-source", grid, ladder,
-                                  lambda line: log(f"{config.name}: own sources: {line}"))
-    return {**target, "procedure": PROCEDURE, "own_source": {**source, "procedure": OWN_SOURCE_PROCEDURE}}
+    """Search ``name`` (``TARGET`` or ``SOURCES``) in ``work_dir/name``, with its ``procedure``."""
+    search = SEARCHES[name]
+    found = search_learning_rate(config, search.score, work_dir / name, grid, ladder,
+                                 lambda line: log(f"{config.name}: {search.models}: {line}"))
+    return {**found, "procedure": search.procedure}
+
+
+def procedure(name: str) -> str:
+    """How search ``name`` picks its rate, as its results record it (a kept search with another procedure is
+    stale)."""
+    return SEARCHES[name].procedure
+
+
+def tuning_record(searches: dict[str, dict[str, Any]], seed: int) -> dict[str, Any]:
+    """What ``results.json`` records as ``learning_rate_tuning``: the target's search at the top (absent when
+    it was not run), the sources' under ``own_source`` (``None`` when not run), and the seed they ran with.
+    Results of the earlier one-rate procedure have a top-level search and no ``own_source`` key."""
+    return {"seed": seed, **searches.get(TARGET, {}), "own_source": searches.get(SOURCES)}
 
 
 def method_learning_rate(tuning: dict[str, Any], method: str) -> float:
     """The full-model rate ``method`` trains at under ``tuning``: own-source's where it was searched apart
     (results of the earlier one-rate procedure have no ``own_source``), the target's otherwise."""
-    if method == OWN_SOURCE and "own_source" in tuning:
-        return tuning["own_source"]["chosen"]
-    return tuning["chosen"]
+    search = tuning["own_source"] if method == OWN_SOURCE and "own_source" in tuning else tuning
+    if not search or "chosen" not in search:
+        raise ValueError(f"learning_rate_tuning holds no rate for {method}: its search was not run")
+    return search["chosen"]
 
 
 def at_learning_rate(config: FederationConfig, rate: float) -> FederationConfig:
@@ -134,3 +155,16 @@ def _grown_dev_accuracy(config: FederationConfig, party: int, train: datasets.Da
     records, _, _ = grow_and_train_alone(config, load_source(config, party), train, {party: dev}, output_dir,
                                          scale=1, phase="independent")
     return records[-1]["parties"][str(party)]["accuracy"]
+
+
+@dataclass(frozen=True)
+class Search:
+    """One of the two searches: how a rate is scored, how the results describe it, what its log names."""
+
+    score: DevScorer
+    procedure: str
+    models: str
+
+
+SEARCHES = {TARGET: Search(_grown_dev_accuracy, PROCEDURE, "grown models"),
+            SOURCES: Search(_own_source_dev_accuracy, OWN_SOURCE_PROCEDURE, "own sources")}
