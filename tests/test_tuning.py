@@ -10,10 +10,14 @@ import datasets
 import pytest
 
 from fedgrow_hf.federated.config import FederationConfig
+from fedgrow_hf.federated.task import load_source, party_datasets
 from fedgrow_hf.reproduce import METHODS, preset_config
+from fedgrow_hf.reproduce.methods import fine_tune_own_source, grow_and_train_alone
 from fedgrow_hf.reproduce.tuning import (
+    DEV_FRACTION,
     LEARNING_RATE_GRID,
     LEARNING_RATE_LADDER,
+    SEARCHES,
     SOURCES,
     TARGET,
     method_learning_rate,
@@ -94,3 +98,24 @@ def test_a_record_with_one_search_gives_its_rate_and_refuses_the_other():
     assert method_learning_rate(sources_only, "own-source") == 3e-3
     with pytest.raises(ValueError, match="no rate for independent"):
         method_learning_rate(sources_only, "independent")
+
+
+@pytest.mark.parametrize("search", [TARGET, SOURCES])
+def test_a_search_scores_what_the_same_run_with_a_learning_curve_ends_on(shared_data_dir, tmp_path, search):
+    """A search's runs evaluate only at the end: evaluating along the way must not change what they train."""
+    config, party = _config(shared_data_dir), 1
+    train, _ = party_datasets(config, party)
+    split = train.train_test_split(test_size=DEV_FRACTION, seed=config.data_seed)
+
+    def run(curve: bool) -> list[dict]:
+        output_dir = tmp_path / f"curve-{curve}"
+        if search == SOURCES:
+            return fine_tune_own_source(config, party, split["train"], split["test"], output_dir, curve=curve)[0]
+        return grow_and_train_alone(config, load_source(config, party), split["train"], {party: split["test"]},
+                                    output_dir, scale=1, phase="independent", curve=curve)[0]
+
+    with_curve, at_the_end = run(True), run(False)
+    assert len(with_curve) > len(at_the_end) == (1 if search == SOURCES else 2)  # the end of each phase
+    final = at_the_end[-1]["parties"][str(party)]
+    assert with_curve[-1]["parties"][str(party)] == final  # accuracy, precision and loss, to the last bit
+    assert SEARCHES[search].score(config, party, split["train"], split["test"], tmp_path / "search") == final["accuracy"]

@@ -232,14 +232,16 @@ def _evaluation_points(record: dict[str, Any], fed: FederationSettings) -> list[
 
 def train_alone(
     model: torch.nn.Module, config: FederationConfig, train_set: datasets.Dataset,
-    eval_sets: dict[int, datasets.Dataset], output_dir: Path, *, steps: int, learning_rate: float, every: int,
+    eval_sets: dict[int, datasets.Dataset], output_dir: Path, *, steps: int, learning_rate: float,
+    every: int | None,
 ) -> list[tuple[int, dict[str, dict[str, float]]]]:
     """Train ``model`` with ``transformers.Trainer`` for ``steps`` steps (one LR schedule, the party's
-    ``TrainingArguments`` at ``learning_rate``), evaluating every ``every`` steps and at the end on each
-    party's held-out share in ``eval_sets``. Returns ``(step, {party: metrics})`` per evaluation."""
+    ``TrainingArguments`` at ``learning_rate``), evaluating every ``every`` steps (``None``: never) and at
+    the end on each party's held-out share in ``eval_sets``. Returns ``(step, {party: metrics})`` per
+    evaluation."""
     args = training_arguments(config, output_dir, steps)
     args.learning_rate = learning_rate
-    evaluations = EvaluateAt(evaluation_steps(steps, every))
+    evaluations = EvaluateAt(evaluation_steps(steps, every or steps))
     Trainer(
         model, args, train_dataset=train_set, eval_dataset={str(party): data for party, data in eval_sets.items()},
         data_collator=trim_padding_collator, compute_metrics=compute_classification_metrics, callbacks=[evaluations],
@@ -259,22 +261,24 @@ def train_alone(
 
 def grow_and_train_alone(
     config: FederationConfig, source: PreTrainedModel, train_set: datasets.Dataset,
-    eval_sets: dict[int, datasets.Dataset], run_dir: Path, *, scale: int, phase: str,
+    eval_sets: dict[int, datasets.Dataset], run_dir: Path, *, scale: int, phase: str, curve: bool = True,
 ) -> tuple[list[dict[str, Any]], torch.nn.Module, int]:
     """Plain LiGO from ``source`` to the target, trained alone, then merged and fine-tuned alone: Fed-Grow's
     phases without the federation, each with ``scale`` x its steps. Returns the records (steps divided by
-    ``scale``), the final model and the operator's trainable parameters."""
+    ``scale``), the final model and the operator's trainable parameters. Evaluated every ``local_steps``
+    (a learning curve) or, without ``curve``, only at the end of each phase."""
     fed = config.federation
+    every = fed.local_steps * scale if curve else None
     _, model_class = model_classes(config)
     torch.manual_seed(config.seed)  # the same task-head init as a Fed-Grow party
     model = grow(source, target_config(config), model_class=model_class, modules_to_save=["classifier"],
                  init_seed=config.seed, **config.model.ligo)
     trainable = count_parameters(model)
     phase1 = train_alone(model, config, train_set, eval_sets, run_dir / "ligo", steps=fed.rounds * fed.local_steps * scale,
-                         learning_rate=training_options(config)["learning_rate"], every=fed.local_steps * scale)
+                         learning_rate=training_options(config)["learning_rate"], every=every)
     grown = model.merge_and_unload(progressbar=False)
     phase2 = train_alone(grown, config, train_set, eval_sets, run_dir / "finetune", steps=fed.finetune_steps * scale,
-                         learning_rate=finetune_learning_rate(config), every=fed.local_steps * scale)
+                         learning_rate=finetune_learning_rate(config), every=every)
     records = [_record(phase, index, step // scale, parties) for index, (step, parties) in enumerate(phase1, start=1)]
     records += [_record("finetune-local", index, fed.rounds * fed.local_steps + step // scale, parties)
                 for index, (step, parties) in enumerate(phase2, start=1)]
@@ -340,12 +344,15 @@ def own_source_model(config: FederationConfig, party: int) -> PreTrainedModel:
 
 def fine_tune_own_source(
     config: FederationConfig, party: int, train_set: datasets.Dataset, eval_set: datasets.Dataset, output_dir: Path,
+    curve: bool = True,
 ) -> tuple[list[dict[str, Any]], PreTrainedModel]:
     """Own-source fine-tuning of one party: Fed-Grow's phase-1 + phase-2 steps per party in one run at the
-    full-model learning rate, evaluated every ``local_steps`` (like a round) and at the end."""
+    full-model learning rate, evaluated every ``local_steps`` (like a round) and at the end; without ``curve``
+    only at the end."""
     model = own_source_model(config, party)
     points = train_alone(model, config, train_set, {party: eval_set}, output_dir, steps=steps_per_party(config),
-                         learning_rate=finetune_learning_rate(config), every=config.federation.local_steps)
+                         learning_rate=finetune_learning_rate(config),
+                         every=config.federation.local_steps if curve else None)
     records = [_record("own-source", index, step, parties) for index, (step, parties) in enumerate(points, start=1)]
     return records, model
 

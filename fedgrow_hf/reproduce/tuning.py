@@ -18,8 +18,13 @@ ViT L6/H256 models lose 12 points of test accuracy against 3e-4 (``notes`` of it
 - the **source's** rate (own-source fine-tuning, the only method that trains the sources' shapes) is
   chosen with own-source fine-tuning, so the user's alternative is measured at its own best rate.
 Neither the parties' held-out shares nor the common test split are touched, and no method is tuned for
-itself beyond the shape of model it trains. A search runs only when a method that trains at its rate is run:
-the target's search alone costs text-small about 45 minutes on 2 cores, wasted on ``--methods own-source``.
+itself beyond the shape of model it trains.
+
+A search reads only each run's final development accuracy, so its runs evaluate only at the end:
+evaluating along the way (a learning curve every ``local_steps``) changes nothing in training, and its time
+is measured by ``benchmarks/bench_tuning.py``. A search runs only when a method that trains at its rate is
+run: the target's search alone costs text-small about 45 minutes on 2 cores, wasted on
+``--methods own-source``.
 """
 
 from __future__ import annotations
@@ -146,14 +151,14 @@ def _dev_accuracies(config: FederationConfig, rate: float, score: DevScorer, wor
 
 def _own_source_dev_accuracy(config: FederationConfig, party: int, train: datasets.Dataset,
                              dev: datasets.Dataset, output_dir: Path) -> float:
-    records, _ = fine_tune_own_source(config, party, train, dev, output_dir)
+    records, _ = fine_tune_own_source(config, party, train, dev, output_dir, curve=False)
     return records[-1]["parties"][str(party)]["accuracy"]
 
 
 def _grown_dev_accuracy(config: FederationConfig, party: int, train: datasets.Dataset,
                         dev: datasets.Dataset, output_dir: Path) -> float:
     records, _, _ = grow_and_train_alone(config, load_source(config, party), train, {party: dev}, output_dir,
-                                         scale=1, phase="independent")
+                                         scale=1, phase="independent", curve=False)
     return records[-1]["parties"][str(party)]["accuracy"]
 
 
