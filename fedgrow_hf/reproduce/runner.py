@@ -86,10 +86,10 @@ def reproduce(
     held-out shares, sources) stays fixed. With ``tune``, the full-model learning rates are first chosen on
     development splits (:mod:`.tuning`): the target's, used by every method that trains the target's shape,
     and the sources', used by own-source fine-tuning; a rate no method in ``methods`` trains at is not
-    searched. Run folders (the federation's
-    ``metrics.jsonl``, party folders, cached sources; with ``keep_models`` also every party's final model)
-    go to ``work_dir/seed-<seed>/``, so ``output_dir`` holds only the figures. Each finished run's summary
-    is kept in ``work_dir/seed-<seed>/<method>.json``; with ``resume``, a run whose kept summary was
+    searched. Run folders (the federation's ``metrics.jsonl``, party folders, cached sources; with
+    ``keep_models`` also every party's final model) go to ``work_dir/seed-<seed>/``, so ``output_dir``
+    holds only the figures. Each finished run's summary is kept in ``work_dir/seed-<seed>/<method>.json``
+    (a search's in ``work_dir/tuning-<search>.json``); with ``resume``, a run whose kept summary was
     measured with the same config is not repeated (so a long comparison that stopped half-way continues).
     """
     comparison = load_comparison(preset, data_dir)
