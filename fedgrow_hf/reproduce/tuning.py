@@ -7,7 +7,8 @@ rest, and the rate with the best mean development accuracy across parties wins (
 A best rate at an edge of what was tried is not a choice but a sign that the search stopped too soon
 (vision-small's first tuning picked its grid's largest rate), so the search then steps on along
 ``LEARNING_RATE_LADDER`` in that direction until the best rate has a worse neighbour on both sides or the
-ladder ends.
+ladder ends. The ladder reaches 3e-2 because vision-small's own-source search ended on 3e-3, the end of an
+earlier ladder, so the user's alternative there might have been measured below its best rate.
 
 Two rates are searched because two shapes of model are trained, and the best rate depends on the shape:
 on vision-small, own-source fine-tuning of the small sources is best at 3e-3, a rate at which the grown
@@ -43,7 +44,7 @@ from ..federated.task import load_source, party_datasets
 from .methods import OWN_SOURCE, fine_tune_own_source, grow_and_train_alone
 
 LEARNING_RATE_GRID = (3e-5, 1e-4, 3e-4)
-LEARNING_RATE_LADDER = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
+LEARNING_RATE_LADDER = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 DEV_FRACTION = 0.2
 _SEARCH = (f"for its full step budget on {1 - DEV_FRACTION:.0%} of every party's training share, scored on the "
            f"other {DEV_FRACTION:.0%} (a development split seeded by data_seed); the rate with the best mean "
