@@ -24,8 +24,7 @@ import datasets
 from fedgrow_hf.federated.config import FederationConfig
 from fedgrow_hf.federated.task import finetune_learning_rate, load_source, party_datasets
 from fedgrow_hf.reproduce import preset_config
-from fedgrow_hf.reproduce.methods import fine_tune_own_source, grow_and_train_alone
-from fedgrow_hf.reproduce.tuning import DEV_FRACTION, SOURCES, TARGET
+from fedgrow_hf.reproduce.tuning import DEV_FRACTION, SEARCHES, SOURCES, TARGET
 
 
 def search_run(config: FederationConfig, search: str, party: int, train: datasets.Dataset, dev: datasets.Dataset,
@@ -33,11 +32,7 @@ def search_run(config: FederationConfig, search: str, party: int, train: dataset
     """One party's run of ``search`` (as :mod:`fedgrow_hf.reproduce.tuning` runs it, or with a curve):
     its wall seconds, evaluations and final development figures."""
     started = time.monotonic()
-    if search == SOURCES:
-        records, _ = fine_tune_own_source(config, party, train, dev, output_dir, curve=curve)
-    else:
-        records, _, _ = grow_and_train_alone(config, load_source(config, party), train, {party: dev}, output_dir,
-                                             scale=1, phase="independent", curve=curve)
+    records = SEARCHES[search].run(config, party, train, dev, output_dir, curve=curve)
     return {"seconds": time.monotonic() - started, "evaluations": len(records),
             "final": records[-1]["parties"][str(party)]}
 

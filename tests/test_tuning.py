@@ -10,9 +10,8 @@ import datasets
 import pytest
 
 from fedgrow_hf.federated.config import FederationConfig
-from fedgrow_hf.federated.task import load_source, party_datasets
+from fedgrow_hf.federated.task import party_datasets
 from fedgrow_hf.reproduce import METHODS, preset_config
-from fedgrow_hf.reproduce.methods import fine_tune_own_source, grow_and_train_alone
 from fedgrow_hf.reproduce.tuning import (
     DEV_FRACTION,
     LEARNING_RATE_GRID,
@@ -108,11 +107,8 @@ def test_a_search_scores_what_the_same_run_with_a_learning_curve_ends_on(shared_
     split = train.train_test_split(test_size=DEV_FRACTION, seed=config.data_seed)
 
     def run(curve: bool) -> list[dict]:
-        output_dir = tmp_path / f"curve-{curve}"
-        if search == SOURCES:
-            return fine_tune_own_source(config, party, split["train"], split["test"], output_dir, curve=curve)[0]
-        return grow_and_train_alone(config, load_source(config, party), split["train"], {party: split["test"]},
-                                    output_dir, scale=1, phase="independent", curve=curve)[0]
+        return SEARCHES[search].run(config, party, split["train"], split["test"], tmp_path / f"curve-{curve}",
+                                    curve=curve)
 
     with_curve, at_the_end = run(True), run(False)
     assert len(with_curve) > len(at_the_end) == (1 if search == SOURCES else 2)  # the end of each phase

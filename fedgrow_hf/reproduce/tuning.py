@@ -150,27 +150,31 @@ def _dev_accuracies(config: FederationConfig, rate: float, score: DevScorer, wor
     return accuracies
 
 
-def _own_source_dev_accuracy(config: FederationConfig, party: int, train: datasets.Dataset,
-                             dev: datasets.Dataset, output_dir: Path) -> float:
-    records, _ = fine_tune_own_source(config, party, train, dev, output_dir, curve=False)
-    return records[-1]["parties"][str(party)]["accuracy"]
+def _own_source_records(config: FederationConfig, party: int, train: datasets.Dataset, dev: datasets.Dataset,
+                        output_dir: Path, curve: bool = False) -> list[dict[str, Any]]:
+    return fine_tune_own_source(config, party, train, dev, output_dir, curve=curve)[0]
 
 
-def _grown_dev_accuracy(config: FederationConfig, party: int, train: datasets.Dataset,
-                        dev: datasets.Dataset, output_dir: Path) -> float:
-    records, _, _ = grow_and_train_alone(config, load_source(config, party), train, {party: dev}, output_dir,
-                                         scale=1, phase="independent", curve=False)
-    return records[-1]["parties"][str(party)]["accuracy"]
+def _grown_records(config: FederationConfig, party: int, train: datasets.Dataset, dev: datasets.Dataset,
+                   output_dir: Path, curve: bool = False) -> list[dict[str, Any]]:
+    return grow_and_train_alone(config, load_source(config, party), train, {party: dev}, output_dir, scale=1,
+                                phase="independent", curve=curve)[0]
 
 
 @dataclass(frozen=True)
 class Search:
-    """One of the two searches: how a rate is scored, how the results describe it, what its log names."""
+    """One of the two searches: one party's run (its evaluation records; only at the end of each phase unless
+    ``curve``), how the results describe the search, what its log names."""
 
-    score: DevScorer
+    run: Callable[..., list[dict[str, Any]]]
     procedure: str
     models: str
 
+    def score(self, config: FederationConfig, party: int, train: datasets.Dataset, dev: datasets.Dataset,
+              output_dir: Path) -> float:
+        """The party's final development accuracy: all the search reads of a run."""
+        return self.run(config, party, train, dev, output_dir)[-1]["parties"][str(party)]["accuracy"]
 
-SEARCHES = {TARGET: Search(_grown_dev_accuracy, PROCEDURE, "grown models"),
-            SOURCES: Search(_own_source_dev_accuracy, OWN_SOURCE_PROCEDURE, "own sources")}
+
+SEARCHES = {TARGET: Search(_grown_records, PROCEDURE, "grown models"),
+            SOURCES: Search(_own_source_records, OWN_SOURCE_PROCEDURE, "own sources")}
