@@ -31,6 +31,12 @@ dimensions (``config.fedgrow_derivation["residual_dims"]``), over non-padding to
 result under a hash of the parent, the shape, the recipe and the sentences (a party config's
 ``derive = {..., distill_steps = N}`` does this on the party's own training sentences).
 
+**BERT pretraining** (:func:`pretrain_bert_source`): a ``BertForSequenceClassification`` of the given shape
+trained from the seed's initialisation on a party's own labelled training share, with ``transformers.Trainer``
+(AdamW, weight decay, gradient clipping, linear decay, whole epochs): the Fed-Grow authors' round 1, where
+every party first trains its own small model from scratch. Only its encoder is the source (its head is
+the party's task head, which growth replaces); cached under a hash of the config, the recipe and the data.
+
 **ViT pretraining** (:func:`pretrain_vit_source`): a ``ViTForImageClassification`` trained from the
 seed's initialisation with AdamW and cross-entropy on the given images; cached under a hash of the
 config, the recipe and the training data, so a rerun reloads identical weights.
@@ -53,12 +59,17 @@ from tqdm.auto import tqdm
 from transformers import (
     AutoTokenizer,
     BertConfig,
+    BertForSequenceClassification,
     BertModel,
     PretrainedConfig,
     PreTrainedModel,
+    Trainer,
+    TrainingArguments,
     ViTConfig,
     ViTForImageClassification,
 )
+
+from .data import trim_padding_collator
 
 # How each BERT parameter is sliced: (rows, columns) index kinds, matched on the name without layer
 # index; the first matching pattern wins. "residual" = kept residual dims, "heads" = dims of the kept
@@ -344,12 +355,52 @@ def source_cache_key(config: PretrainedConfig, recipe: dict, data_digest: str) -
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _dataset_digest(dataset) -> str:
-    rows = dataset.with_format("numpy")[:]
+def _dataset_digest(dataset, columns: Sequence[str] = ("pixel_values", "label")) -> str:
     digest = hashlib.sha256()
-    for column in ("pixel_values", "label"):
-        digest.update(np.ascontiguousarray(rows[column]).tobytes())
+    for column in columns:
+        for row in dataset.with_format("numpy")[column]:
+            digest.update(np.ascontiguousarray(row).tobytes())
     return digest.hexdigest()
+
+
+def pretrain_bert_source(
+    config: BertConfig,
+    train_dataset,
+    *,
+    epochs: int = 10,
+    batch_size: int = 32,
+    learning_rate: float = 1e-4,
+    weight_decay: float = 0.05,
+    max_grad_norm: float = 1.0,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+) -> BertModel:
+    """A BERT of ``config``'s shape trained from scratch as a classifier on ``train_dataset`` (tokenised:
+    ``input_ids``, ``attention_mask``, ``labels``) for ``epochs`` epochs; its encoder, in eval mode. Reloaded
+    from ``cache_dir/<key>`` if that recipe ran on the same data before (key: :func:`source_cache_key`)."""
+    recipe = {"epochs": epochs, "batch_size": batch_size, "lr": learning_rate, "weight_decay": weight_decay,
+              "max_grad_norm": max_grad_norm, "seed": seed, "optimizer": "adamw", "schedule": "linear",
+              "objective": "classification"}
+    cached = None
+    if cache_dir is not None:
+        digest = _dataset_digest(train_dataset, ("input_ids", "labels"))
+        cached = Path(cache_dir) / source_cache_key(config, recipe, digest)
+        if (cached / "config.json").is_file():
+            return BertModel.from_pretrained(cached).eval()
+    torch.manual_seed(seed)
+    classifier = BertForSequenceClassification(config)
+    with tempfile.TemporaryDirectory() as scratch:
+        args = TrainingArguments(
+            output_dir=scratch, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+            learning_rate=learning_rate, weight_decay=weight_decay, max_grad_norm=max_grad_norm, seed=seed,
+            save_strategy="no", eval_strategy="no", logging_strategy="no", report_to=[], disable_tqdm=True,
+            use_cpu=not torch.cuda.is_available(),
+        )
+        Trainer(classifier, args, train_dataset=train_dataset, data_collator=trim_padding_collator).train()
+    source = classifier.bert.cpu().eval()
+    if cached is not None:
+        _save_atomically(source, recipe, cached)
+    return source
 
 
 def _label_names(dataset) -> list[str]:

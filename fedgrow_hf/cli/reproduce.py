@@ -1,7 +1,7 @@
 """``fedgrow reproduce PRESET``: Fed-Grow vs Fed-Scratch, Independent growth, own-source fine-tuning, central
 LiGO on pooled data and a same-source reference, over several seeds.
 
-PRESET is ``tiny``, ``vision-small``, ``text-small``, ``gpu-small``, ``paper`` (see
+PRESET is ``tiny``, ``vision-small``, ``text-small``, ``gpu-small``, ``paper``, ``paper-agnews``, ``paper-agnews-full`` (see
 ``fedgrow_hf/reproduce/presets.py``) or the path of a federation config (the schema of ``fedgrow simulate``).
 Writes ``OUTPUT_DIR/results.json`` and PNG plots, and regenerates ``RESULTS.md`` from every preset's results.
 """
@@ -16,17 +16,18 @@ from .engine import add_engine_arguments, engine_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..reproduce.methods import METHODS
+    from ..reproduce.methods import ALL_METHODS
+    from ..reproduce.presets import PRESETS
     from ..reproduce.tuning import LEARNING_RATE_GRID, LEARNING_RATE_LADDER
 
-    parser.add_argument("preset",
-                        help="tiny | vision-small | text-small | gpu-small | paper, or a federation config file")
+    parser.add_argument("preset", help=f"{' | '.join(PRESETS)}, or a federation config file")
     parser.add_argument("--data-dir", default="../shared/data",
-                        help="folder holding sst2/ and mnist/ (default: ../shared/data)")
+                        help="folder holding sst2/, agnews/ and mnist/ (default: ../shared/data)")
     parser.add_argument("--output-dir", help="where results.json and plots go (default: benchmarks/results/PRESET)")
     parser.add_argument("--work-dir", help="run folders and cached sources (default: runs/reproduce/PRESET)")
     parser.add_argument("--report", help="RESULTS.md to regenerate (default: OUTPUT_DIR/../../RESULTS.md)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run")
+    parser.add_argument("--methods", nargs="+", choices=ALL_METHODS,
+                        help="methods to run (default: the preset's; a config file: the LiGO-regime comparison)")
     parser.add_argument("--seeds", type=_seeds,
                         help="comma-separated seeds, e.g. 0,1,2 (default: the preset's seeds; a config file: its seed "
                              "and the next two); each changes initialisation and batch order, not the partition or the "
@@ -81,13 +82,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _command(args: argparse.Namespace) -> str:
     """The command line that reproduces this run (recorded in results.json and RESULTS.md)."""
-    from ..reproduce.methods import METHODS
-
     words = ["fedgrow", "reproduce", args.preset, "--data-dir", args.data_dir]
     for flag, value in (("--output-dir", args.output_dir), ("--work-dir", args.work_dir), ("--report", args.report)):
         if value:
             words += [flag, value]
-    if list(args.methods) != list(METHODS):
+    if args.methods:
         words += ["--methods", *args.methods]
     if args.seeds:
         words += ["--seeds", ",".join(map(str, args.seeds))]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..federated.config import PHASE2_MODES
 from .engine import add_engine_arguments, engine_from_args
 
 
@@ -19,6 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", help="output folder (default: runs/<config name>)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     parser.add_argument("--rounds", type=int, help="override [federation].rounds")
+    parser.add_argument("--phase2", choices=PHASE2_MODES,
+                        help="override [federation].phase2: 'local' (LiGO's regime: a short operator phase, then "
+                             "each party fine-tunes its merged model), 'merge' (the Fed-Grow paper's operator-only "
+                             "regime: no fine-tuning, every party merges its final operator once), 'federated', 'none'")
     add_engine_arguments(parser, "Flower's simulation engine (Ray, default) or every party in this process, one after "
                                  "another, on its device (a GPU if there is one); no secure aggregation")
 
@@ -31,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from ..federated.simulate import simulate
 
     config = FederationConfig.load(args.config)
-    if args.rounds is not None:
-        config.federation.rounds = args.rounds
+    if args.rounds is not None or args.phase2 is not None:
+        config.federation.rounds = config.federation.rounds if args.rounds is None else args.rounds
+        config.federation.phase2 = args.phase2 or config.federation.phase2
         config.validate()
     run_dir = args.run_dir or f"runs/{config.name}"
     console = Console(stderr=True)

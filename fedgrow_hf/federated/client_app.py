@@ -4,8 +4,12 @@ Messages a party handles:
 
 * ``train`` (phase 1): Global-LiGO in, ``local_steps`` of local training, Global-LiGO out, with the
   party's metrics (loss before/after, accuracy on its held-out share, example count).
+* ``train.intermediate`` (``share_intermediate`` only, once, after round 1): the party's grown intermediate
+  model (its Local-LiGO applied to its source) out; the server's average comes back with round 2's
+  ``train`` message (record ``intermediate``) and the party grows from it from then on.
 * ``train.finetune`` (phase 2): the final Global-LiGO in; the party merges its grown model
-  (``merge_and_unload``) and fine-tunes it. ``mode="local"``: only metrics go out (the final ones and
+  (``merge_and_unload``) and, ``mode="merge"`` (the operator-only regime), keeps it as it is, reporting
+  its held-out figures; otherwise it fine-tunes it. ``mode="local"``: only metrics go out (the final ones and
   the held-out learning curve at ``task.finetune_eval_steps``), the grown model stays with the party
   (saved in its folder). ``mode="federated"``: the grown model's weights go out
   for FedAvg (the comparison baseline: federated fine-tuning of the grown model); after the last
@@ -33,8 +37,23 @@ from ..data import trim_padding_collator
 from ..metrics import compute_classification_metrics
 from .config import FederationConfig, resolve_run
 from .disclosure import disclosed_finetune_metrics
-from .party import load_party, party_id_of, train_party_round
-from .screening import ARRAYS_KEY, CONFIG_KEY, FINETUNE_CURVE, METRICS_KEY, PARTY_KEY, WEIGHT_KEY
+from .party import (
+    keep_shared_intermediate,
+    load_party,
+    party_dir_of,
+    party_id_of,
+    prepare_round,
+    train_party_round,
+)
+from .screening import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    FINETUNE_CURVE,
+    INTERMEDIATE_KEY,
+    METRICS_KEY,
+    PARTY_KEY,
+    WEIGHT_KEY,
+)
 from .secure_aggregation import route_secure_aggregation
 from .task import (
     final_model_dir,
@@ -44,7 +63,7 @@ from .task import (
     target_config,
     training_arguments,
 )
-from .trainer import EvaluateAt, FedGrowTrainer
+from .trainer import EvaluateAt, FedGrowTrainer, StreamTrainer
 
 # the Trainer's evaluation key of each curve a party reports after local phase 2
 TRAINER_KEYS = {"curve_accuracy": "eval_accuracy", "curve_precision_macro": "eval_precision_macro",
@@ -65,26 +84,47 @@ def make_client_app(
     def train(msg: Message, context: Context) -> Message:
         cfg, root = resolve_run(context.run_config, config, run_dir)
         server_round = int(msg.content[CONFIG_KEY]["server-round"])
+        if INTERMEDIATE_KEY in msg.content.array_records:
+            keep_shared_intermediate(root, party_id_of(context), msg.content[INTERMEDIATE_KEY].to_torch_state_dict())
         state, metrics = train_party_round(
             cfg, root, party_id_of(context), msg.content[ARRAYS_KEY].to_torch_state_dict(), server_round
         )
         content = RecordDict({ARRAYS_KEY: ArrayRecord(state), METRICS_KEY: MetricRecord(metrics)})
         return Message(content=content, reply_to=msg)
 
+    @app.train("intermediate")
+    def intermediate(msg: Message, context: Context) -> Message:
+        cfg, root = resolve_run(context.run_config, config, run_dir)
+        party = party_id_of(context)
+        model, train_set, _ = load_party(cfg.to_json(), party, str(root))
+        party_dir = party_dir_of(root, party)
+        trainer = FedGrowTrainer(model, training_arguments(cfg, party_dir / "trainer", 1), party_dir=party_dir)
+        trainer.load_private_state(trainer.latest_round())
+        content = RecordDict({
+            ARRAYS_KEY: ArrayRecord(model.base_model.intermediate_state_dict()),
+            METRICS_KEY: MetricRecord({PARTY_KEY: party, WEIGHT_KEY: len(train_set)}),
+        })
+        return Message(content=content, reply_to=msg)
+
     @app.train("finetune")
     def finetune(msg: Message, context: Context) -> Message:
         cfg, root = resolve_run(context.run_config, config, run_dir)
         party = party_id_of(context)
-        model, train_set, eval_set = load_party(cfg.to_json(), party)
+        model, train_set, eval_set = load_party(cfg.to_json(), party, str(root))
         settings = msg.content[CONFIG_KEY]
-        party_dir = root / "parties" / f"party-{party}"
-        grown = _grown_model(cfg, model, party_dir, msg, settings)
+        party_dir = party_dir_of(root, party)
+        grown = _grown_model(cfg, root, party, model, msg, settings)
+        if settings["mode"] == "merge":
+            return _merged_reply(cfg, root, party, grown, eval_set, len(train_set), msg)
         local = settings["mode"] == "local"
         # local fine-tuning is the whole of phase 2: its learning curve is reported (a federated round is one point)
         evaluations = EvaluateAt(finetune_eval_steps(cfg) if local else [cfg.federation.finetune_steps])
-        trainer = Trainer(
+        # a federated round continues the party's data stream where the previous round ended
+        first_step = (int(settings["finetune-round"]) - 1) * cfg.federation.finetune_steps
+        trainer = StreamTrainer(
             grown, finetune_arguments(cfg, party_dir / "finetune"), train_dataset=train_set, eval_dataset=eval_set,
             data_collator=trim_padding_collator, compute_metrics=compute_classification_metrics, callbacks=[evaluations],
+            first_step=first_step,
         )
         output = trainer.train()
         result = evaluations.history[max(evaluations.history)]
@@ -110,9 +150,25 @@ def make_client_app(
     return app
 
 
-def _grown_model(cfg: FederationConfig, model: Any, party_dir: Path, msg: Message, settings: Any) -> torch.nn.Module:
+def _merged_reply(cfg: FederationConfig, root: Path, party: int, grown: torch.nn.Module, eval_set: Any,
+                  num_examples: int, msg: Message) -> Message:
+    """``mode="merge"``: the party keeps its merged model as it is and reports its held-out figures (the same
+    function its LiGO model computed in the last round)."""
+    trainer = Trainer(grown, training_arguments(cfg, party_dir_of(root, party) / "merged", 1),
+                      data_collator=trim_padding_collator, compute_metrics=compute_classification_metrics)
+    result = trainer.evaluate(eval_set)
+    grown.save_pretrained(final_model_dir(root, party))
+    metrics = {PARTY_KEY: party, WEIGHT_KEY: num_examples, "eval_loss": float(result["eval_loss"]),
+               "accuracy": float(result["eval_accuracy"]), "precision_macro": float(result["eval_precision_macro"])}
+    return Message(content=RecordDict({METRICS_KEY: MetricRecord(disclosed_finetune_metrics(metrics, cfg))}),
+                   reply_to=msg)
+
+
+def _grown_model(cfg: FederationConfig, root: Path, party: int, model: Any, msg: Message,
+                 settings: Any) -> torch.nn.Module:
     """The model phase 2 trains: the party's own merge, the averaged one (federated rounds > 1), or a
     seeded random target (``finetune_init="random"``, the from-scratch baseline)."""
+    party_dir = party_dir_of(root, party)
     received = msg.content.array_records.get(ARRAYS_KEY)
     _, model_class = model_classes(cfg)
     if int(settings["finetune-round"]) > 1 or settings["init"] == "random":
@@ -127,6 +183,7 @@ def _grown_model(cfg: FederationConfig, model: Any, party_dir: Path, msg: Messag
     )
     if trainer.latest_round() > 0:
         trainer.load_private_state(trainer.latest_round())
+    prepare_round(cfg, root, party, model, max(1, trainer.latest_round()))
     trainer.set_global_state(received.to_torch_state_dict())
     # merge a copy: the cached LiGO model stays usable for another round in this process
     return copy.deepcopy(model).merge_and_unload(progressbar=False)

@@ -19,8 +19,17 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
                                    # times max(1, its norm); 0: no bound
     aggregator = "fedavg"          # "fedavg" (example-weighted); robust: "fedmedian", "fedtrimmedavg"
     trim_fraction = 0.2            # "fedtrimmedavg": fraction cut at each end per coordinate
-    phase2 = "local"               # "local": each party merges and fine-tunes alone;
-                                   # "federated": FedAvg of the merged grown models; "none"
+    phase2 = "local"               # "local": each party merges and fine-tunes alone (LiGO's recipe: a short
+                                   # operator phase, then the grown model is trained);
+                                   # "federated": FedAvg of the merged grown models;
+                                   # "merge": no fine-tuning: the operator-only regime of the Fed-Grow paper
+                                   # (many operator rounds; each party merges its final operator once and
+                                   # keeps that model); "none": phase 1 only
+    local_ligo_rounds = 0          # phase-1 rounds in which a party's Local-LiGO trains (0: every round;
+                                   # 1: the first only, then it stays fixed, as in the authors' code)
+    share_intermediate = false     # true: after round 1 every party sends its grown intermediate model once,
+                                   # the server averages them and every party then grows from that average
+                                   # (what the authors' code does; it shares a model)
     finetune_steps = 20            # phase 2 steps (per round, for "federated")
     finetune_learning_rate = 0.0   # phase 2's learning rate (full-model training, Fed-Scratch included);
                                    # 0: [training].learning_rate, the operator's
@@ -50,6 +59,7 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
     split = "train"                # the split shared out among the parties
     limit = 2000                   # keep a seeded random subset of this many examples
     test_split = "test"            # the common split `fedgrow reproduce` scores every final model on
+    test_limit = 0                 # > 0: score on a seeded random subset of that many test examples
     eval_fraction = 0.2            # each party holds out this fraction of its share for evaluation
     partition = "dirichlet"        # or "iid"
     alpha = 0.5                    # Dirichlet concentration (small: strongly non-IID)
@@ -73,6 +83,10 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
                                    # from its parent on the party's own training sentences
     [[parties]]
     random = {num_hidden_layers = 2, hidden_size = 32, num_attention_heads = 4, intermediate_size = 64}
+    [[parties]]                    # a source trained from scratch on the party's own training share (the
+                                   # Fed-Grow authors' round 1; BERT: a classifier; ViT: see pretrain_vit_source)
+    pretrain = {num_hidden_layers = 2, hidden_size = 256, num_attention_heads = 8, intermediate_size = 256,
+                epochs = 10, batch_size = 32, learning_rate = 1e-4, weight_decay = 0.05}
 
 Relative paths are resolved against the config file's directory. Every value is checked against
 the type its field declares (an integer field takes no ``1.5``, ``"3"`` or ``true``; a number field
@@ -95,7 +109,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
-PHASE2_MODES = ("local", "federated", "none")
+PHASE2_MODES = ("local", "federated", "merge", "none")
 FINETUNE_INITS = ("grown", "random")
 FAMILIES = ("bert", "vit")
 AGGREGATORS = ("fedavg", "fedmedian", "fedtrimmedavg")
@@ -154,6 +168,8 @@ class FederationSettings:
     finetune_learning_rate: float = bounded(0.0, 0)
     finetune_rounds: int = bounded(2, 1)
     finetune_init: str = "grown"
+    local_ligo_rounds: int = bounded(0, 0)
+    share_intermediate: bool = False
     dp_noise_multiplier: float = bounded(0.0, 0)
     dp_clipping_norm: float = bounded(1.0, 0, low_inclusive=False)
     secure_aggregation: dict[str, Any] = field(default_factory=dict)
@@ -190,6 +206,7 @@ class DataSettings:
     source: str = ""
     split: str = "train"
     test_split: str = "test"
+    test_limit: int = bounded(0, 0)
     limit: int | None = bounded(None, 1)
     eval_fraction: float = bounded(0.2, 0, 1, low_inclusive=False, high_inclusive=False)
     partition: str = "iid"
@@ -318,6 +335,11 @@ class FederationConfig:
         if not 1 <= fed.min_train_nodes <= self.num_parties:
             raise ConfigError(
                 f"federation.min_train_nodes={fed.min_train_nodes} must be between 1 and the {self.num_parties} parties"
+            )
+        if fed.share_intermediate and (self.secure_aggregation.enabled or fed.rounds < 2):
+            raise ConfigError(
+                "federation.share_intermediate needs rounds >= 2 (the intermediates are sent after round 1 and used "
+                "from round 2) and no secure aggregation (the server averages the intermediates in clear)"
             )
         if self.secure_aggregation.enabled and fed.dp_noise_multiplier > 0:
             raise ConfigError(

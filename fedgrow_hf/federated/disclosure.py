@@ -19,7 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 from .config import FederationConfig
-from .screening import FINETUNE_CURVE, FINETUNE_METRICS, PARTY_KEY, WEIGHT_KEY
+from .screening import FINETUNE_CURVE, FINETUNE_METRICS, MERGE_METRICS, PARTY_KEY, WEIGHT_KEY
+
+# phase-2 modes whose replies carry figures only (no model): what ``party_metrics`` governs
+FIGURES_ONLY = ("local", "merge")
 
 
 def disclosed_metrics(metrics: dict[str, Any], mode: str) -> dict[str, Any]:
@@ -36,7 +39,7 @@ def finetune_disclosure(config: FederationConfig) -> str:
     """How much a party's phase-2 reply reveals: ``party_metrics`` for local phase 2 under secure aggregation,
     otherwise everything."""
     secure = config.secure_aggregation
-    return secure.party_metrics if secure.enabled and config.federation.phase2 == "local" else "exact"
+    return secure.party_metrics if secure.enabled and config.federation.phase2 in FIGURES_ONLY else "exact"
 
 
 def disclosed_finetune_metrics(metrics: dict[str, Any], config: FederationConfig) -> dict[str, Any]:
@@ -50,6 +53,8 @@ def finetune_reply_fields(config: FederationConfig) -> tuple[tuple[str, ...], tu
     its examples."""
     if finetune_disclosure(config) == "none":
         return (), (), False
+    if config.federation.phase2 == "merge":
+        return MERGE_METRICS, (), True
     return FINETUNE_METRICS, FINETUNE_CURVE if config.federation.phase2 == "local" else (), True
 
 

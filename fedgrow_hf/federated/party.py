@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from flwr.app import Context
+from safetensors.torch import load_file, save_file
 
 from ..data import trim_padding_collator
 from ..metrics import compute_classification_metrics
@@ -19,10 +20,13 @@ from .screening import PARTY_KEY, WEIGHT_KEY
 from .task import build_party_model, party_datasets, training_arguments
 from .trainer import FedGrowTrainer
 
+SHARED_INTERMEDIATE = "shared_intermediate.safetensors"  # in a party's folder: the average it received
+
 
 @lru_cache(maxsize=4)
-def load_party(config_json: str, party_id: int) -> tuple[Any, Any, Any]:
-    """Model and data of a party, built once per process (all trainable state is reloaded each round)."""
+def load_party(config_json: str, party_id: int, run_dir: str = "") -> tuple[Any, Any, Any]:
+    """Model and data of a party, built once per process and run folder (all trainable state is reloaded
+    each round; a model pinned to a run's shared intermediate is never handed to another run)."""
     config = FederationConfig.from_dict(json.loads(config_json))
     train, evaluation = party_datasets(config, party_id)
     return build_party_model(config, party_id), train, evaluation
@@ -32,13 +36,39 @@ def party_id_of(context: Context) -> int:
     return int(context.node_config["partition-id"])
 
 
+def party_dir_of(root: Path, party: int) -> Path:
+    """A party's own folder in a run folder (on its own machine in a deployment)."""
+    return root / "parties" / f"party-{party}"
+
+
+def keep_shared_intermediate(root: Path, party: int, state: dict[str, torch.Tensor]) -> None:
+    """Keep the averaged intermediate the server sent (``share_intermediate``) in the party's folder: every
+    later round grows from it, in whichever process runs the round."""
+    directory = party_dir_of(root, party)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({key: value.contiguous() for key, value in state.items()}, str(directory / SHARED_INTERMEDIATE))
+
+
+def prepare_round(cfg: FederationConfig, root: Path, party: int, model: Any, server_round: int) -> None:
+    """What the round trains: the Local-LiGO only in the first ``local_ligo_rounds`` rounds (all if 0), and
+    with ``share_intermediate`` from round 2 on the shared intermediate instead of the party's own."""
+    fed = cfg.federation
+    model.base_model.train_local_stages(not fed.local_ligo_rounds or server_round <= fed.local_ligo_rounds)
+    if fed.share_intermediate and server_round > 1 and not model.base_model.has_pinned_intermediate:
+        path = party_dir_of(root, party) / SHARED_INTERMEDIATE
+        if not path.is_file():
+            raise FileNotFoundError(f"round {server_round} grows from the shared intermediate, but {path} is missing")
+        model.base_model.pin_intermediate(load_file(str(path)))
+
+
 def train_party_round(
     cfg: FederationConfig, root: Path, party: int, global_state: dict[str, torch.Tensor], server_round: int
 ) -> tuple[dict[str, torch.Tensor], dict[str, int | float]]:
     """One phase-1 round of a party: the server's Global-LiGO in, local training, its Global-LiGO and
     metrics out."""
-    model, train_set, eval_set = load_party(cfg.to_json(), party)
-    party_dir = root / "parties" / f"party-{party}"
+    model, train_set, eval_set = load_party(cfg.to_json(), party, str(root))
+    party_dir = party_dir_of(root, party)
+    prepare_round(cfg, root, party, model, server_round)
     trainer = FedGrowTrainer(
         model,
         training_arguments(cfg, party_dir / "trainer", cfg.federation.local_steps),

@@ -4,7 +4,8 @@ the SecAgg+ one (:mod:`.secure_aggregation`): run records, bounded waits for par
 Phase 2 (``phase2``): ``"local"`` -- every party merges its grown model and fine-tunes it alone,
 reporting its final metrics and its held-out learning curve (one record, each party's points under
 ``curve``); ``"federated"`` -- FedAvg of the merged grown models for ``finetune_rounds``
-rounds (the comparison baseline); ``"none"``.
+rounds (the comparison baseline); ``"merge"`` -- every party merges its final operator once and keeps
+that model, reporting its held-out figures (the operator-only regime of the Fed-Grow paper); ``"none"``.
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ def run_phase2(
             "phase": f"finetune-{fed.phase2}",
             "round": finetune_round,
             **({"party_metrics": finetune_disclosure(config)} if config.secure_aggregation.enabled else {}),
-            **weighted_means(parties, ("train_loss", "eval_loss", "accuracy")),
+            **weighted_means(parties, tuple(name for name in ("train_loss", "eval_loss", "accuracy")
+                                            if name in metric_names)),
             "parties": parties,
             "dropped": dropped_records(averager.last.dropped, attempt=1),
             "no_reply": len(messages) - len(replies),

@@ -26,6 +26,7 @@ from flwr.app import Array, ArrayRecord, Message
 logger = logging.getLogger(__name__)
 
 ARRAYS_KEY = "arrays"
+INTERMEDIATE_KEY = "intermediate"  # the averaged intermediate sent with round 2 (``share_intermediate``)
 METRICS_KEY = "metrics"
 CONFIG_KEY = "config"
 WEIGHT_KEY = "num-examples"
@@ -34,6 +35,8 @@ NPY_STYPE = "numpy.ndarray"
 # What a party reports after a phase-1 round and after its phase-2 fine-tuning (besides party and weight).
 OPERATOR_METRICS = ("train_loss", "eval_loss_before", "eval_loss", "accuracy", "precision_macro")
 FINETUNE_METRICS = ("train_loss", "eval_loss", "accuracy", "precision_macro")
+# What a party reports after merging its final operator (phase2="merge": no training, its merged model scored).
+MERGE_METRICS = ("eval_loss", "accuracy", "precision_macro")
 # What a party adds after local phase 2: its held-out figures at every step of ``task.finetune_eval_steps``.
 FINETUNE_CURVE = ("curve_accuracy", "curve_precision_macro", "curve_eval_loss")
 _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}

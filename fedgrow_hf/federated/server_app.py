@@ -33,6 +33,7 @@ from .checkpoint import (
     set_numpy_rng_state,
 )
 from .config import FederationConfig, resolve_run
+from .intermediate import shared_intermediate, with_shared_intermediate
 from .phases import (
     CONFIG_FILE,
     FINAL_OPERATOR,
@@ -47,6 +48,7 @@ from .phases import (
     weighted_means,
 )
 from .screening import (
+    INTERMEDIATE_KEY,
     OPERATOR_METRICS,
     ReplyScreen,
     payload_bytes,
@@ -86,7 +88,10 @@ def run_federation(
                          config.federation.max_num_examples, config.federation.update_norm_bound)
     strategy = ScreenedStrategy(build_strategy(config), screen, config.federation.min_train_nodes)
     for server_round in range((checkpoint.round + 1) if checkpoint else 1, config.federation.rounds + 1):
-        state, report = _operator_round(grid, config, strategy, state, server_round)
+        shared = None
+        if config.federation.share_intermediate and server_round == 2:
+            shared = shared_intermediate(grid, config, run_dir, screen.parties, on_round)
+        state, report = _operator_round(grid, config, strategy, state, server_round, shared)
         record_round(run_dir, report, on_round)
         strategy_state = {"numpy_rng": numpy_rng_state()}
         save_checkpoint(run_dir, ServerCheckpoint(server_round, state, strategy_state))
@@ -124,9 +129,11 @@ def _operator_round(
     strategy: ScreenedStrategy,
     state: dict[str, torch.Tensor],
     server_round: int,
+    shared: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """One phase-1 round: send ``state``, aggregate the screened replies; run again (up to ``round_retries``
-    times) while fewer than ``min_train_nodes`` updates are valid or their aggregate is not.
+    """One phase-1 round: send ``state`` (and ``shared``, the averaged intermediate, when given), aggregate the
+    screened replies; run again (up to ``round_retries`` times) while fewer than ``min_train_nodes`` updates
+    are valid or their aggregate is not.
 
     The retries, the checkpoint after every round and resuming from it are why this loop is the server's
     own rather than Flower's ``Strategy.start``, which has none of them."""
@@ -138,6 +145,7 @@ def _operator_round(
         wait_for_nodes(grid, config, f"round {server_round}")
         train_config = ConfigRecord({"local-steps": fed.local_steps, "attempt": attempt})
         messages = list(strategy.configure_train(server_round, arrays, train_config, grid))
+        extra_down = with_shared_intermediate(messages, shared, INTERMEDIATE_KEY) if shared is not None else 0
         replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout))
         aggregated, _ = strategy.aggregate_train(server_round, replies)
         screened = strategy.last
@@ -154,7 +162,7 @@ def _operator_round(
             f"round {server_round}: fewer than min_train_nodes={fed.min_train_nodes} valid updates (or no valid "
             f"aggregate of them) after {fed.round_retries + 1} attempts; the checkpoint of round {server_round - 1} is intact"
         )
-    parties = party_reports(strategy.screen, screened.valid, payload_bytes(arrays))
+    parties = party_reports(strategy.screen, screened.valid, payload_bytes(arrays) + extra_down)
     report = {
         "phase": "operator",
         "round": server_round,

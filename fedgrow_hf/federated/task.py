@@ -27,6 +27,7 @@ from transformers import (
     ViTForImageClassification,
 )
 
+from ..architectures import get_architecture_table
 from ..data import (
     dirichlet_partition,
     iid_partition,
@@ -36,8 +37,8 @@ from ..data import (
     tokenize_text,
 )
 from ..growth import grow
-from ..sources import derive_bert_source, distilled_bert_source, pretrain_vit_source
-from ..tuners.ligo import GrowthStage, LiGOConfig, initial_global_stage
+from ..sources import derive_bert_source, distilled_bert_source, pretrain_bert_source, pretrain_vit_source
+from ..tuners.ligo import GrowthStage, LiGOConfig, TransformerWeights, initial_global_stage
 from .config import FederationConfig, PartySettings
 from .trainer import evaluation_steps
 
@@ -83,8 +84,26 @@ def load_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
     if party.derive is not None:
         return _derived_bert_source(config, party_id)
     if party.pretrain is not None:
+        if config.model.family == "bert":
+            return _pretrained_bert_source(config, party_id)
         return _pretrained_vit_source(config, party_id)
     return AutoModel.from_pretrained(source_path(party))
+
+
+# ``pretrain`` settings of a BERT party that are its training recipe; the rest is its shape
+BERT_PRETRAIN_RECIPE = ("epochs", "batch_size", "learning_rate", "weight_decay", "max_grad_norm")
+
+
+def _pretrained_bert_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
+    """A BERT trained from scratch as a classifier on the party's own training share (the Fed-Grow authors'
+    round 1); cached, so every round, method and seed of a comparison reuses it (its seed is the data seed)."""
+    settings = dict(config.parties[party_id].pretrain)
+    recipe = {name: settings.pop(name) for name in BERT_PRETRAIN_RECIPE if name in settings}
+    train, _ = party_datasets(config, party_id)
+    shape = _source_config(config, settings)
+    shape.num_labels = config.model.num_labels
+    return pretrain_bert_source(shape, train, seed=config.data_seed + party_id,
+                                cache_dir=Path(config.data.source_cache).expanduser(), **recipe)
 
 
 def _derived_bert_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
@@ -151,6 +170,21 @@ def reference_global_stage(config: FederationConfig) -> GrowthStage:
     return initial_global_stage(target_config(config), ligo)
 
 
+def reference_intermediate_state(config: FederationConfig) -> dict[str, torch.Tensor]:
+    """The keys, shapes and dtypes of a party's grown intermediate (``LiGOModel.intermediate_state_dict``), on
+    the meta device: what a shared intermediate must be (``share_intermediate``). Like the operator, it
+    holds the growable tensors of a model of the intermediate shape that a source of the target's family has."""
+    _, model_class = model_classes(config)
+    with torch.device("meta"):
+        base = model_class(_source_config(config, dict(config.model.intermediate))).base_model
+    table = get_architecture_table(base.config)
+    names = {name for name, _ in base.named_parameters()}
+    block = {name for name, _ in base.get_submodule(table.layers_path)[0].named_parameters()}
+    weights = TransformerWeights.from_base_model(
+        base, table, [n for n in table.shared_axes if n in names], [n for n in table.layer_axes if n in block])
+    return weights.to_state_dict()
+
+
 def reference_target_state(config: FederationConfig) -> dict[str, torch.Tensor]:
     """The grown model's state dict on the meta device: the keys, shapes and dtypes a phase-2 update of
     a federated fine-tuning must have, without allocating the model."""
@@ -203,8 +237,9 @@ def party_datasets(config: FederationConfig, party_id: int) -> tuple[datasets.Da
 
 
 def common_test_set(config: FederationConfig) -> datasets.Dataset:
-    """``[data].test_split`` of the data source, whole and ready for ``Trainer``: one test set for every
-    party and method, disjoint from the split the parties share out (``[data].split``).
+    """``[data].test_split`` of the data source, whole (or a seeded ``test_limit`` of it) and ready for
+    ``Trainer``: one test set for every party and method, disjoint from the split the parties share out
+    (``[data].split``).
 
     A single data file is one split, so it has no test split to offer: that is an error rather than
     scoring models on their own training data.
@@ -216,7 +251,7 @@ def common_test_set(config: FederationConfig) -> datasets.Dataset:
     if Path(data.source).expanduser().is_file():
         raise ValueError(f"[data].source {data.source} is a single file, so it has no separate test split; "
                          "use a folder holding <split>.<ext> files or a Hub dataset")
-    return model_inputs(config, _load_split(config, data.test_split, None))
+    return model_inputs(config, _load_split(config, data.test_split, data.test_limit or None))
 
 
 def model_inputs(config: FederationConfig, rows: datasets.Dataset) -> datasets.Dataset:

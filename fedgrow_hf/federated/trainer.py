@@ -6,6 +6,12 @@ party trains for the round's steps, and its Global-LiGO goes out (:meth:`get_glo
 Everything else -- the Local-LiGO, the task head, the optimizer and LR-scheduler state -- is the
 party's own. It is kept in ``party_dir`` between rounds, so that a party process that is restarted
 (or, in Flower's simulation engine, a round that runs in another worker) continues where it was.
+
+Rounds also continue the party's *data*: a ``Trainer`` seeds its sampler from ``args.seed`` when it is
+built, so a new Trainer per round would draw the same first batches every round (a party with 10 steps
+of 16 examples a round would train on the same 160 examples for the whole federation). Round ``r``
+instead trains on steps ``(r - 1) * max_steps ...`` of one endless stream of seeded epoch permutations
+(:class:`StreamSampler`), exactly the batches one long training would have seen.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
+from torch.utils.data import Sampler
 from transformers import Trainer, TrainerCallback
 
 PRIVATE_WEIGHTS = "private_state.safetensors"
@@ -28,7 +36,52 @@ SCHEDULER_STATE = "scheduler.pt"
 PARTY_STATE = "party_state.json"
 
 
-class FedGrowTrainer(Trainer):
+class StreamSampler(Sampler[int]):
+    """Positions ``first .. first + count - 1`` of an endless stream of example indices: epoch ``e`` of the
+    stream is a permutation of ``range(num_examples)`` seeded by ``(seed, e)``.
+
+    A training cut into pieces (federated rounds, each run by its own ``Trainer``) that takes consecutive
+    pieces of one stream sees the very examples, in the very order, of one uninterrupted training.
+    """
+
+    def __init__(self, num_examples: int, seed: int, first: int, count: int) -> None:
+        if num_examples < 1:
+            raise ValueError("a training stream needs at least one example")
+        self.num_examples, self.seed, self.first, self.count = num_examples, seed, first, count
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+
+    def __iter__(self):
+        epoch, order = -1, None
+        for position in range(self.first, self.first + self.count):
+            if position // self.num_examples != epoch:
+                epoch = position // self.num_examples
+                order = self.permutation(epoch)
+            yield int(order[position % self.num_examples])
+
+    def __len__(self) -> int:
+        return self.count
+
+
+class StreamTrainer(Trainer):
+    """A ``Trainer`` whose ``max_steps`` steps are the ones starting at step ``first_step`` of a training on
+    :class:`StreamSampler`'s stream (seeded by ``args.seed``): what a round of a longer training trains on."""
+
+    def __init__(self, *args: Any, first_step: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_step = first_step
+
+    def examples_per_step(self) -> int:
+        return self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
+
+    def _get_train_sampler(self, train_dataset=None) -> Sampler[int]:
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        per_step = self.examples_per_step()
+        return StreamSampler(len(dataset), self.args.seed, self.first_step * per_step, self.args.max_steps * per_step)
+
+
+class FedGrowTrainer(StreamTrainer):
     """A ``Trainer`` for one Fed-Grow party whose model is a Dual-LiGO ``PeftModel``.
 
     Args:
@@ -103,6 +156,7 @@ class FedGrowTrainer(Trainer):
         if server_round == 1 and not (self.round_dir(0) / PARTY_STATE).exists():
             self.save_private_state(0)
         self.load_private_state(server_round - 1)
+        self.first_step = (server_round - 1) * self.args.max_steps
 
     # ----------------------------------------------------------------------------------------------
     # private state on disk: party_dir/round-NNNN/
@@ -116,12 +170,14 @@ class FedGrowTrainer(Trainer):
         return max(done, default=0)
 
     def private_state_dict(self) -> dict[str, torch.Tensor]:
-        """Trainable parameters that are not Global-LiGO: Local-LiGO, task head, saved modules."""
+        """The party's own state: the Local-LiGO (trained or, after ``local_ligo_rounds``, fixed) and every
+        other trainable parameter that is not Global-LiGO (task head, saved modules)."""
         shared = {id(p) for p in self.model.base_model.global_parameters()}
+        local = {id(p) for p in self.model.base_model.local_parameters()}
         return {
             name: param.detach().cpu().contiguous()
             for name, param in self.model.named_parameters()
-            if param.requires_grad and id(param) not in shared
+            if (param.requires_grad or id(param) in local) and id(param) not in shared
         }
 
     def save_private_state(self, server_round: int) -> None:
@@ -133,9 +189,10 @@ class FedGrowTrainer(Trainer):
         directory = self.round_dir(server_round)
         directory.mkdir(parents=True, exist_ok=True)
         save_file(self.private_state_dict(), str(directory / PRIVATE_WEIGHTS))
-        for name, stateful in ((OPTIMIZER_STATE, self.optimizer), (SCHEDULER_STATE, self.lr_scheduler)):
-            if stateful is not None:  # none before the first round
-                torch.save(stateful.state_dict(), directory / name)
+        if self.optimizer is not None:  # none before the first round
+            torch.save(named_optimizer_state(self.optimizer, self.model), directory / OPTIMIZER_STATE)
+        if self.lr_scheduler is not None:
+            torch.save(self.lr_scheduler.state_dict(), directory / SCHEDULER_STATE)
         _atomic_write_text(directory / PARTY_STATE, json.dumps({"round": server_round}))
         for old in self.party_dir.glob("round-*"):
             if int(old.name.split("-")[1]) < server_round - 1:
@@ -163,7 +220,7 @@ class FedGrowTrainer(Trainer):
         optimizer = super().create_optimizer(model)
         resume_dir = self._resume_dir
         if fresh and resume_dir is not None and (resume_dir / OPTIMIZER_STATE).exists():
-            optimizer.load_state_dict(torch.load(resume_dir / OPTIMIZER_STATE, weights_only=True))
+            load_named_optimizer_state(optimizer, self.model, torch.load(resume_dir / OPTIMIZER_STATE, weights_only=True))
         return optimizer
 
     def create_scheduler(
@@ -178,6 +235,36 @@ class FedGrowTrainer(Trainer):
             for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr()):
                 group["lr"] = lr
         return scheduler
+
+
+def named_optimizer_state(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> dict[str, Any]:
+    """The optimizer's state dict with each parameter's state under its name in ``model``.
+
+    PyTorch keys optimizer state by position, so state saved while the Local-LiGO trained would land on
+    other parameters once it no longer does (``local_ligo_rounds``): by name, each state finds its own."""
+    names = {id(param): name for name, param in model.named_parameters()}
+    state = optimizer.state_dict()
+    order = [names[id(param)] for group in optimizer.param_groups for param in group["params"]]
+    return {"param_groups": state["param_groups"], "names": order,
+            "state": {order[index]: value for index, value in state["state"].items()}}
+
+
+def load_named_optimizer_state(optimizer: torch.optim.Optimizer, model: torch.nn.Module, saved: dict[str, Any]) -> None:
+    """Load :func:`named_optimizer_state` into ``optimizer``: every parameter it optimises gets the state
+    saved under its name (a parameter new to it starts fresh; one it no longer optimises is left behind);
+    hyper-parameters come from the saved group each parameter was in."""
+    names = {id(param): name for name, param in model.named_parameters()}
+    saved_group = {name: index for index, group in enumerate(saved["param_groups"])
+                   for name in (saved["names"][position] for position in group["params"])}
+    current = optimizer.state_dict()
+    order = [names[id(param)] for group in optimizer.param_groups for param in group["params"]]
+    for group in current["param_groups"]:
+        sources = {saved_group[order[position]] for position in group["params"] if order[position] in saved_group}
+        if sources:
+            hyper = {key: value for key, value in saved["param_groups"][min(sources)].items() if key != "params"}
+            group.update(hyper)
+    current["state"] = {index: saved["state"][name] for index, name in enumerate(order) if name in saved["state"]}
+    optimizer.load_state_dict(current)
 
 
 def evaluation_steps(total: int, every: int) -> list[int]:

@@ -22,6 +22,20 @@ step, local phase 2 included, so that all learning curves share one resolution.
 * ``own-source``: every party fine-tunes its own source under a fresh classification head, alone, for
   Fed-Grow's phase-1 + phase-2 steps at the full-model learning rate: what a party would do without
   growing anything.
+Methods of the operator-only regime (``phase2="merge"``, the Fed-Grow paper's: many operator rounds, the grown
+model evaluated as the operator generates it and merged once at the end; the LiGO-regime methods above
+follow the preset's ``phase2`` too):
+
+* ``fed-grow-dense``, ``independent-dense``: the same with ``width_structure="dense"`` (full width matrices,
+  the paper's operator) instead of the default head-structured Kronecker factors.
+* ``fed-grow-local-frozen``: Fed-Grow whose Local-LiGO trains in round 1 only (the authors' code fixes each
+  party's grown intermediate after round 1).
+* ``fed-grow-shared-intermediate``: what the authors' code does: after round 1 every party sends its grown
+  intermediate model once, the server averages them, and every party then trains the Global-LiGO over that
+  one average. It shares a model.
+* In this regime ``independent`` is the very Dual-LiGO model of a Fed-Grow party trained alone for the same
+  steps (the authors' ``noagg``): what separates the two is the averaging alone.
+
 * ``central-ligo``: one plain-LiGO growth of the reference party's source, trained on the pooled
   training data of all parties for (number of parties) x the steps of one party, then the same phase 2
   on the pooled data, also scaled: every training example any party holds is seen as often as in the
@@ -43,7 +57,7 @@ from typing import Any
 
 import datasets
 import torch
-from transformers import PreTrainedModel, Trainer
+from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from ..data import trim_padding_collator
 from ..federated.config import FederationConfig, FederationSettings
@@ -62,19 +76,26 @@ from ..federated.task import (
     training_arguments,
     training_options,
 )
-from ..federated.trainer import EvaluateAt, evaluation_steps
+from ..federated.trainer import EvaluateAt, StreamTrainer, evaluation_steps
 from ..growth import grow
 from ..metrics import compute_classification_metrics
 
 METHOD_LABELS = {
     "fed-grow": "Fed-Grow",
+    "fed-grow-dense": "Fed-Grow, dense operator",
+    "fed-grow-local-frozen": "Fed-Grow, Local-LiGO fixed after round 1",
+    "fed-grow-shared-intermediate": "Fed-Grow sharing the intermediate model (authors' code)",
     "fed-scratch": "Fed-Scratch",
     "independent": "Independent growth",
+    "independent-dense": "Independent growth, dense operator",
     "operator-fedavg": "FedAvg of whole operator (same source)",
     "own-source": "Own source, fine-tuned",
     "central-ligo": "Central LiGO on pooled data",
 }
-METHODS = tuple(METHOD_LABELS)
+# the comparison of the LiGO regime (a short operator phase, then fine-tuning): every preset's default
+METHODS = ("fed-grow", "fed-scratch", "independent", "operator-fedavg", "own-source", "central-ligo")
+ALL_METHODS = tuple(METHOD_LABELS)
+DENSE = {"fed-grow-dense": "fed-grow", "independent-dense": "independent"}  # variant -> the method it varies
 OWN_SOURCE = "own-source"  # the one method that trains the sources' shapes, not the target's
 REFERENCE_PARTY = 0  # the preset's largest source, of the intermediate shape
 TEST_BATCH_SIZE = 64  # scoring only: no dropout, so the batch size changes the speed, not the figures
@@ -94,28 +115,34 @@ class MethodRun:
     records: list[dict[str, Any]]
     test: list[dict[str, float]]  # per party: its final model's common-test accuracy and macro-F1
     wall_seconds: float
+    cpu_seconds: float  # CPU time of this process (every thread): a machine shared with other jobs inflates it less
     trainable_parameters: dict[str, Any]
     shared_parameters: int
     steps_per_party: int
     notes: list[str] = field(default_factory=list)
 
 
+def trains_in_phase2(config: FederationConfig) -> bool:
+    """Whether phase 2 trains (LiGO's regime) or not (the operator-only regime, or phase 1 alone)."""
+    return config.federation.phase2 in ("local", "federated")
+
+
 def scratch_rounds(config: FederationConfig) -> int:
     """Fed-Scratch rounds giving each party as many local steps as Fed-Grow's phases 1 and 2."""
     fed = config.federation
-    return fed.rounds + max(1, round(fed.finetune_steps / fed.local_steps))
+    return fed.rounds + (max(1, round(fed.finetune_steps / fed.local_steps)) if trains_in_phase2(config) else 0)
 
 
 def steps_per_party(config: FederationConfig) -> int:
     """Local steps per party of Fed-Grow's two phases: the budget every method gets."""
     fed = config.federation
-    return fed.rounds * fed.local_steps + fed.finetune_steps
+    return fed.rounds * fed.local_steps + (fed.finetune_steps if trains_in_phase2(config) else 0)
 
 
 def method_config(base: FederationConfig, method: str, work_dir: Path) -> FederationConfig:
     """The federation config of ``method``, derived from the preset's (everything else is shared)."""
     if method not in METHOD_LABELS:
-        raise ValueError(f"unknown method {method!r}; methods: {', '.join(METHODS)}")
+        raise ValueError(f"unknown method {method!r}; methods: {', '.join(ALL_METHODS)}")
     config = copy.deepcopy(base)
     if config.model.family == "bert" and not config.data.tokenizer:
         config.data.tokenizer = tokenizer_path(base)  # derived configs may lose the party it came from
@@ -127,8 +154,14 @@ def method_config(base: FederationConfig, method: str, work_dir: Path) -> Federa
         source_dir = same_source(base, work_dir)
         config.parties = [type(party)(source=str(source_dir)) for party in base.parties]
         config.model.ligo = {**config.model.ligo, "train_local": False}
-    elif method == "fed-grow":
+    elif method.startswith("fed-grow") and fed.phase2 not in ("local", "merge"):
         fed.phase2 = "local"
+    if method in DENSE:
+        config.model.ligo = {**config.model.ligo, "width_structure": "dense"}
+    if method == "fed-grow-local-frozen":
+        fed.local_ligo_rounds = 1
+    if method == "fed-grow-shared-intermediate":
+        fed.share_intermediate = True
     config.validate()
     return config
 
@@ -185,7 +218,7 @@ def test_scores(model: torch.nn.Module, config: FederationConfig, test_set: data
     args.per_device_eval_batch_size = TEST_BATCH_SIZE
     trainer = Trainer(model, args, data_collator=trim_padding_collator, compute_metrics=compute_classification_metrics)
     metrics = trainer.evaluate(test_set, metric_key_prefix="test")
-    return {"accuracy": float(metrics["test_accuracy"]), "f1_macro": float(metrics["test_f1_macro"])}
+    return {name: float(metrics[f"test_{name}"]) for name in ("accuracy", "f1_macro", "precision_macro")}
 
 
 def run_federated(
@@ -199,8 +232,24 @@ def run_federated(
 
     simulate(config, run_dir, on_round=on_round, engine=engine)
     lines = (run_dir / METRICS_FILE).read_text(encoding="utf-8").splitlines()
-    return [point for record in map(json.loads, filter(str.strip, lines))
+    return [point for record in _with_exchanges_folded(list(map(json.loads, filter(str.strip, lines))))
             for point in _evaluation_points(record, config.federation)]
+
+
+def _with_exchanges_folded(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records with each party's upload of an exchange without figures (``share_intermediate``'s) added
+    to its upload in the next record, so that every byte sent lies on the curve."""
+    folded, carried = [], {}
+    for record in records:
+        if record["phase"] == "intermediate":
+            carried = {name: party["bytes_up"] for name, party in record["parties"].items()}
+            continue
+        for name, up in carried.items():
+            if name in record["parties"]:
+                record["parties"][name]["bytes_up"] += up
+        carried = {}
+        folded.append(record)
+    return folded
 
 
 def _evaluation_points(record: dict[str, Any], fed: FederationSettings) -> list[dict[str, Any]]:
@@ -213,6 +262,8 @@ def _evaluation_points(record: dict[str, Any], fed: FederationSettings) -> list[
     phase1 = fed.rounds * fed.local_steps
     if record["phase"] == "operator":
         return [{**record, "steps": record["round"] * fed.local_steps}]
+    if record["phase"] == "finetune-merge":  # the merged models: the same steps as the last round
+        return [{**record, "steps": phase1}]
     if record["phase"] == "finetune-federated":
         return [{**record, "steps": phase1 + record["round"] * fed.finetune_steps}]
     parties = record["parties"]
@@ -230,21 +281,35 @@ def _evaluation_points(record: dict[str, Any], fed: FederationSettings) -> list[
     ]
 
 
+class FixLocalAfter(TrainerCallback):
+    """Stop training a Dual-LiGO model's Local-LiGO after ``steps`` steps (``local_ligo_rounds`` rounds' worth):
+    from then on its parameters get no gradient, so the optimizer leaves them as they are."""
+
+    def __init__(self, model: Any, steps: int) -> None:
+        self.model, self.steps = model, steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.steps:
+            self.model.base_model.train_local_stages(False)
+        return control
+
+
 def train_alone(
     model: torch.nn.Module, config: FederationConfig, train_set: datasets.Dataset,
     eval_sets: dict[int, datasets.Dataset], output_dir: Path, *, steps: int, learning_rate: float,
-    every: int | None,
+    every: int | None, callbacks: Sequence[TrainerCallback] = (),
 ) -> list[tuple[int, dict[str, dict[str, float]]]]:
     """Train ``model`` with ``transformers.Trainer`` for ``steps`` steps (one LR schedule, the party's
-    ``TrainingArguments`` at ``learning_rate``), evaluating every ``every`` steps (``None``: never) and at
-    the end on each party's held-out share in ``eval_sets``. Returns ``(step, {party: metrics})`` per
-    evaluation."""
+    ``TrainingArguments`` at ``learning_rate``, the batches of the stream a federated party trains on),
+    evaluating every ``every`` steps (``None``: never) and at the end on each party's held-out share in
+    ``eval_sets``. Returns ``(step, {party: metrics})`` per evaluation."""
     args = training_arguments(config, output_dir, steps)
     args.learning_rate = learning_rate
     evaluations = EvaluateAt(evaluation_steps(steps, every or steps))
-    Trainer(
+    StreamTrainer(
         model, args, train_dataset=train_set, eval_dataset={str(party): data for party, data in eval_sets.items()},
-        data_collator=trim_padding_collator, compute_metrics=compute_classification_metrics, callbacks=[evaluations],
+        data_collator=trim_padding_collator, compute_metrics=compute_classification_metrics,
+        callbacks=[evaluations, *callbacks],
     ).train()
     return [
         (step, {str(party): {
@@ -277,8 +342,10 @@ def grow_and_train_alone(
     phase1 = train_alone(model, config, train_set, eval_sets, run_dir / "ligo", steps=fed.rounds * fed.local_steps * scale,
                          learning_rate=training_options(config)["learning_rate"], every=every)
     grown = model.merge_and_unload(progressbar=False)
-    phase2 = train_alone(grown, config, train_set, eval_sets, run_dir / "finetune", steps=fed.finetune_steps * scale,
-                         learning_rate=finetune_learning_rate(config), every=every)
+    phase2 = []
+    if trains_in_phase2(config):
+        phase2 = train_alone(grown, config, train_set, eval_sets, run_dir / "finetune",
+                             steps=fed.finetune_steps * scale, learning_rate=finetune_learning_rate(config), every=every)
     records = [_record(phase, index, step // scale, parties) for index, (step, parties) in enumerate(phase1, start=1)]
     records += [_record("finetune-local", index, fed.rounds * fed.local_steps + step // scale, parties)
                 for index, (step, parties) in enumerate(phase2, start=1)]
@@ -312,21 +379,44 @@ def run_independent(
     """Independent growth: per party, plain LiGO on its own source, trained alone, then phase 2 alone.
 
     Uses the federation's own building blocks (the party's source, data share and ``TrainingArguments``),
-    with one LR schedule over all phase-1 steps, as ``FedGrowTrainer`` has across rounds.
+    with one LR schedule over all phase-1 steps, as ``FedGrowTrainer`` has across rounds. In the
+    operator-only regime a party grows with its Fed-Grow model (Dual-LiGO, :func:`grow_dual_alone`).
     """
     per_party, models, trainable = [], [], []
     for party in range(config.num_parties):
         train_set, eval_set = party_datasets(config, party)
-        records, model, operator = grow_and_train_alone(
-            config, load_source(config, party), train_set, {party: eval_set},
-            run_dir / "parties" / f"party-{party}", scale=1, phase="independent",
-        )
+        party_dir = run_dir / "parties" / f"party-{party}"
+        if trains_in_phase2(config):
+            records, model, operator = grow_and_train_alone(
+                config, load_source(config, party), train_set, {party: eval_set}, party_dir, scale=1,
+                phase="independent",
+            )
+        else:
+            records, model, operator = grow_dual_alone(config, party, train_set, eval_set, party_dir)
         per_party.append(records)
         models.append(model)
         trainable.append(operator)
     records = _merge_parties(per_party)
     _announce(records, on_round)
     return records, models, _parameter_summary(trainable, target_parameters(config))
+
+
+def grow_dual_alone(
+    config: FederationConfig, party: int, train_set: datasets.Dataset, eval_set: datasets.Dataset, run_dir: Path,
+) -> tuple[list[dict[str, Any]], torch.nn.Module, int]:
+    """A Fed-Grow party's own Dual-LiGO model (the same build, seeds and Local-LiGO schedule) trained alone for
+    the federation's ``rounds`` x ``local_steps`` at the operator's rate, evaluated every ``local_steps``, then
+    merged once: the operator-only regime without the averaging. Returns the records, the merged model
+    and the trainable parameters."""
+    fed = config.federation
+    model = build_party_model(config, party)
+    trainable = count_parameters(model)
+    fixing = [FixLocalAfter(model, fed.local_ligo_rounds * fed.local_steps)] if fed.local_ligo_rounds else []
+    points = train_alone(model, config, train_set, {party: eval_set}, run_dir / "ligo", steps=fed.rounds * fed.local_steps,
+                         learning_rate=training_options(config)["learning_rate"], every=fed.local_steps,
+                         callbacks=fixing)
+    records = [_record("independent", index, step, parties) for index, (step, parties) in enumerate(points, start=1)]
+    return records, model.merge_and_unload(progressbar=False), trainable
 
 
 def own_source_model(config: FederationConfig, party: int) -> PreTrainedModel:
@@ -391,6 +481,7 @@ def run_central_ligo(
 
 IN_PROCESS: dict[str, Callable[..., tuple[list[dict[str, Any]], list[torch.nn.Module], dict[str, Any]]]] = {
     "independent": run_independent,
+    "independent-dense": run_independent,
     "own-source": run_own_source,
     "central-ligo": run_central_ligo,
 }
@@ -412,14 +503,14 @@ def run_method(
     if run_dir.exists():
         shutil.rmtree(run_dir)
     steps, shared, notes = steps_per_party(base), 0, []
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     if method in IN_PROCESS:
         records, models, trainable = IN_PROCESS[method](config, run_dir, on_round)
         test = _score_models(models, config, test_set, run_dir, keep_models)
     else:
         records = run_federated(config, run_dir, engine=engine, on_round=on_round)
         test = _score_saved_models(config, test_set, run_dir, keep_models)
-    wall = time.monotonic() - started
+    wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
     if method == "central-ligo":
         notes = [CENTRAL_NOTE]
     elif method == "fed-scratch":
@@ -428,9 +519,9 @@ def run_method(
         steps = config.federation.finetune_rounds * config.federation.local_steps
         notes = ["round 1 also sends the initial Global-LiGO down (the federation's phase-2 message); the "
                  "random initial target is not sent: every party builds it from the shared seed"]
-    elif method in ("fed-grow", "operator-fedavg"):
+    elif method.startswith("fed-grow") or method == "operator-fedavg":
         trainable, shared = dual_ligo_parameters(config)
-    return MethodRun(method, base.seed, records, test, wall, trainable, shared, steps, notes)
+    return MethodRun(method, base.seed, records, test, wall, cpu, trainable, shared, steps, notes)
 
 
 def _score_saved_models(config: FederationConfig, test_set: datasets.Dataset, run_dir: Path,

@@ -25,10 +25,11 @@ from .tuning import method_learning_rate
 
 RESULTS_FILE = "results.json"
 RESULTS_KIND = "fedgrow reproduce"  # marks a comparison's results.json among other benchmarks' results
+PARTITIONED_KIND = "fedgrow reproduce, partitions"  # one comparison per data partition (paper-agnews)
 # the issue's target: Fed-Grow reaches Fed-Scratch's final accuracy within this share of Fed-Scratch's steps
 SCRATCH_STEP_SHARE = 0.4
 PLOTS = {"steps": "accuracy_vs_steps.png", "bytes": "accuracy_vs_bytes.png"}
-SEED_METRICS = ("test_accuracy", "test_f1_macro", "accuracy", "precision_macro")  # per party, for every seed
+SEED_METRICS = ("test_accuracy", "test_f1_macro", "test_precision_macro", "accuracy", "precision_macro")  # per party, for every seed
 COST_FIELDS = ("trainable_parameters", "shared_parameters", "bytes_up_per_party_round", "bytes_per_round",
                "communication_rounds", "bytes_total", "local_steps_per_party", "notes")  # the same for every seed
 VERSIONED = ("fedgrow-hf", "torch", "transformers", "peft", "flwr", "datasets", "numpy")
@@ -59,6 +60,7 @@ def seed_summary(run: MethodRun) -> dict[str, Any]:
         "precision_macro": [final[p]["precision_macro"] for p in sorted(final, key=int)],
         "test_accuracy": [scores["accuracy"] for scores in run.test],
         "test_f1_macro": [scores["f1_macro"] for scores in run.test],
+        "test_precision_macro": [scores["precision_macro"] for scores in run.test],
         "trainable_parameters": run.trainable_parameters,
         "shared_parameters": run.shared_parameters,
         "bytes_up_per_party_round": max(uploads, default=0),
@@ -70,6 +72,7 @@ def seed_summary(run: MethodRun) -> dict[str, Any]:
         "bytes_total": sent,
         "local_steps_per_party": run.steps_per_party,
         "wall_seconds": round(run.wall_seconds, 1),
+        "cpu_seconds": round(run.cpu_seconds, 1),
         "curve": curve,
         "records": run.records,
         "notes": run.notes,
@@ -100,11 +103,13 @@ def summarise(method: str, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
         **{metric: seed_statistics([summary[metric] for summary in per_seed]) for metric in SEED_METRICS},
         **{name: per_seed[0][name] for name in COST_FIELDS},
         "wall_seconds": round(sum(summary["wall_seconds"] for summary in per_seed), 1),
+        "cpu_seconds": round(sum(summary.get("cpu_seconds", 0.0) for summary in per_seed), 1),
         "curve": [
             {**points[0], **{key: float(np.mean([p[key] for p in points])) for key in ("accuracy", "precision_macro")}}
             for points in zip(*curves)
         ],
-        "runs": [{key: summary[key] for key in ("seed", "wall_seconds", "curve", "records")} for summary in per_seed],
+        "runs": [{key: summary.get(key) for key in ("seed", "wall_seconds", "cpu_seconds", "curve", "records")}
+                 for summary in per_seed],
     }
 
 
@@ -223,6 +228,14 @@ def environment() -> dict[str, Any]:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     return {"versions": versions, "python": platform.python_version(), "git_commit": commit,
             "machine": f"{platform.machine()} {platform.system()}, {device}"}
+
+
+def comparisons_of(results: dict[str, Any], output_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Each comparison a ``results.json`` holds, with the folder its plots go to: itself, or one per partition
+    (``output_dir/<partition>``)."""
+    if results.get("kind") != PARTITIONED_KIND:
+        return [(output_dir, results)]
+    return [(output_dir / name, comparison) for name, comparison in results["partitions"].items()]
 
 
 def write_results(output_dir: Path, results: dict[str, Any]) -> Path:
@@ -410,6 +423,52 @@ def preset_section(results: dict[str, Any], results_dir: str) -> str:
     return "\n".join(lines)
 
 
+def partitioned_section(results: dict[str, Any], results_dir: str) -> str:
+    """The RESULTS.md section of a comparison run under several partitions: the paper's claims beside the
+    measurements, then each partition's own section."""
+    lines = [f"## `{results['preset']}`", "", results["summary"], "", f"Command: `{results['command']}`", "",
+             "### The paper's claims, measured", ""]
+    for target in results["claims"]["targets"]:
+        verdict = {True: "**met**", False: "**missed**", None: "not measured"}[target["met"]]
+        lines.append(f"- {target['target']}: {verdict}; {target['measured']}.")
+    lines.append("")
+    for name, claims in results["claims"]["partitions"].items():
+        lines += [f"#### Partition `{name}`: paired differences in points (mean ± std over seeds; seeds better)", "",
+                  "| Comparison | Test accuracy | Test macro precision | Held-out accuracy | Held-out macro precision |",
+                  "|---|---|---|---|---|"]
+        for row, figures in claims["paired_points"].items():
+            cells = [_paired_cell(figures[metric]) for metric in
+                     ("test_accuracy", "test_precision_macro", "accuracy", "precision_macro")]
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        lines += ["", "| Method | Trainable parameters per party / Fed-Scratch's | Bytes / Fed-Scratch's |", "|---|---|---|"]
+        for method, costs in claims["costs"].items():
+            lines.append(f"| {method} | {_share_cell(costs['trainable_parameters_vs_fed_scratch'])} | "
+                         f"{_share_cell(costs['bytes_vs_fed_scratch'])} |")
+        lines += ["", "Seconds per local step per party, evaluations and overheads included (wall / CPU time): " + ", ".join(
+            f"{method} {_seconds(clocks['wall'])} / {_seconds(clocks['cpu'])}"
+            for method, clocks in claims["seconds_per_step_per_party"].items()), ""]
+    for name, comparison in results["partitions"].items():
+        section = preset_section(comparison, f"{results_dir}/{name}")
+        lines.append(section.replace(f"## `{comparison['preset']}`", f"### `{comparison['preset']}`, partition `{name}`", 1)
+                     .replace("\n### ", "\n#### "))
+    return "\n".join(lines)
+
+
+def _paired_cell(figures: dict[str, Any] | None) -> str:
+    if figures is None:
+        return "n/a"
+    std = "n/a" if figures["std"] is None else f"{figures['std']:.2f}"
+    return f"{figures['mean']:+.2f} ± {std} ({figures['better_on']} of {len(figures['per_seed'])})"
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _share_cell(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.2%}"
+
+
 def _per_party_table(methods: dict[str, dict[str, Any]]) -> list[str]:
     """Common-test accuracy party by party: where a method wins or loses on average, and which party
     (its source, its label skew in the data line above) carries the difference."""
@@ -523,6 +582,25 @@ REPORT_HEADER = """# Fed-Grow vs baselines: measured results
 Generated by `fedgrow reproduce` from `benchmarks/results/<preset>/results.json`; do not edit by hand (the
 reasons for missed targets come from each results.json's optional `notes`).
 
+Two regimes are measured. **LiGO's** (`text-small`, `vision-small`, `gpu-small`, `paper`): a short federated
+operator phase (a tenth of the steps), then every party merges its grown model and fine-tunes it alone
+(`phase2 = "local"`): the federation acts on the operator phase only, and what a party gets is mostly its own
+fine-tuning. **The Fed-Grow paper's** (`paper-agnews`): the operator alone is trained for many federated
+rounds, the grown model is evaluated as the operator generates it and merged once at the end
+(`phase2 = "merge"`); every step a party takes then trains the shared Global-LiGO. Pick LiGO's regime to
+get the best model a party can train on its own data (the grown model's weights all adapt to it); pick the
+operator-only regime when a party cannot afford to train the large model at all (it trains only the
+operator, a few percent of the target's parameters with the default head-Kronecker factors) or when the
+federation should shape the whole training.
+
+Figures measured before 2026-12-05 carry a defect of the federated rounds, fixed since: every round's
+`Trainer` re-seeded its data sampler, so each round of a party drew the same first batches of its share
+(Fed-Grow's operator phase and every round of Fed-Scratch trained on the first `local_steps` x batch size
+examples of each party, over and over). Rounds now continue one seeded stream of epoch permutations
+(`federated/trainer.py`, `StreamSampler`), the very batches one uninterrupted training sees, and the
+non-federated methods draw from the same stream. The LiGO-regime sections below are from before the fix:
+their Fed-Scratch figures (its whole training) and Fed-Grow's operator phase are affected until re-measured.
+
 Methods (same parties, sources, data partition, seeds, learning rates, batch size and local steps per party
 for all; no hyper-parameter was tuned per method). Learning rates are set by what is trained, not by method:
 the operator's (phase 1 of the growth methods) and the full model's (phase 2 of the growth methods, all of
@@ -546,6 +624,14 @@ where they come from.
 - **Central LiGO on pooled data**: one plain-LiGO growth of the largest source trained on all parties' training
   data pooled, for (number of parties) x the steps of each phase, so every example is seen as often as in the
   federated methods: an upper reference that needs the raw data in one place.
+
+In the operator-only regime (`paper-agnews`) there is no fine-tuning phase, and: **independent growth** is a
+Fed-Grow party's own Dual-LiGO model trained alone (the authors' `noagg`), so the averaging is the only
+difference; **dense** variants use full width matrices (the paper's operator) instead of head-structured
+Kronecker factors; **Local-LiGO fixed after round 1** is the authors' schedule; **sharing the intermediate
+model** is what the authors' code does: after round 1 each party sends its grown intermediate model once and
+every party then grows from their average (a model is shared, unlike strict Fed-Grow, where only the
+Global-LiGO ever leaves a party).
 
 Main figure: every party's final model scored on the dataset's common test split (SST-2: `test.tsv`, GLUE's
 labelled dev split; MNIST: the last 2,000 of the 10,000 t10k images, the first 8,000 being the training pool),
@@ -571,6 +657,9 @@ def write_report(results_root: Path, report_path: Path, pending: dict[str, str] 
         results = json.loads(path.read_text(encoding="utf-8"))
         if results.get("kind") == RESULTS_KIND:
             sections.append(preset_section(results, _relative(path.parent, report_path.parent)))
+            done.add(path.parent.name)
+        elif results.get("kind") == PARTITIONED_KIND:
+            sections.append(partitioned_section(results, _relative(path.parent, report_path.parent)))
             done.add(path.parent.name)
     missing = {name: how for name, how in (pending or {}).items() if name not in done}
     if missing:

@@ -18,11 +18,14 @@ import datasets
 from ..federated.config import FederationConfig
 from ..federated.engine import SimulationEngine, as_engine
 from ..federated.task import common_test_set
+from .claims import paper_claims
 from .methods import METHODS, majority_class_reference, party_data, run_method
 from .presets import COMPARISON_SEEDS, PRESETS, preset_config
 from .report import (
+    PARTITIONED_KIND,
     RESULTS_FILE,
     RESULTS_KIND,
+    comparisons_of,
     environment,
     headline,
     issue_targets,
@@ -38,13 +41,16 @@ from .tuning import at_learning_rate, method_learning_rate, procedure, run_searc
 
 @dataclass
 class Comparison:
-    """What a comparison starts from: the config, its summary, its default seeds and where its full-model
-    learning rate comes from."""
+    """What a comparison starts from: the config, its summary, its default seeds and methods, where its
+    full-model learning rate comes from, and the data settings of each partition it is run under (none: the
+    config's own partition)."""
 
     config: FederationConfig
     summary: str
     seeds: tuple[int, ...]
     learning_rate_origin: str
+    methods: tuple[str, ...] = METHODS
+    partitions: dict[str, dict[str, Any]] | None = None
 
 
 def load_comparison(preset: str, data_dir: str | Path) -> Comparison:
@@ -53,7 +59,7 @@ def load_comparison(preset: str, data_dir: str | Path) -> Comparison:
     if preset in PRESETS:
         settings = PRESETS[preset]
         return Comparison(FederationConfig.from_dict(preset_config(preset, data_dir)), settings.summary,
-                          settings.seeds, settings.learning_rate_origin)
+                          settings.seeds, settings.learning_rate_origin, settings.methods, settings.partitions)
     if Path(preset).is_file():
         config = FederationConfig.load(preset)
         seeds = tuple(config.seed + offset for offset in range(len(COMPARISON_SEEDS)))
@@ -69,7 +75,7 @@ def reproduce(
     output_dir: str | Path,
     work_dir: str | Path,
     report_path: str | Path | None = None,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
     tune: bool = False,
     keep_models: bool = False,
@@ -78,9 +84,10 @@ def reproduce(
     resume: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run ``methods`` on ``preset`` with every seed (default: the preset's); write ``results.json`` and
-    plots to ``output_dir`` and regenerate ``report_path`` (default: ``RESULTS.md`` beside the folder
-    holding ``output_dir``).
+    """Run ``methods`` (default: the preset's) on ``preset`` with every seed (default: the preset's); write
+    ``results.json`` and plots to ``output_dir`` and regenerate ``report_path`` (default: ``RESULTS.md``
+    beside the folder holding ``output_dir``). A preset with partitions (``paper-agnews``) runs the whole
+    comparison under each, in ``work_dir/<partition>``, into one ``results.json`` (``partitions``).
 
     Each seed sets the config's ``seed`` (initialisation, batch order); its ``data_seed`` (partition,
     held-out shares, sources) stays fixed. With ``tune``, the full-model learning rates are first chosen on
@@ -93,8 +100,38 @@ def reproduce(
     measured with the same config is not repeated (so a long comparison that stopped half-way continues).
     """
     comparison = load_comparison(preset, data_dir)
-    config, seeds = comparison.config, list(seeds or comparison.seeds)
+    seeds, methods = list(seeds or comparison.seeds), list(methods or comparison.methods)
     work_dir, output_dir = Path(work_dir).resolve(), Path(output_dir)
+    compare = partial(_compare, comparison, methods=methods, seeds=seeds, tune=tune, keep_models=keep_models,
+                      command=command, engine=engine, resume=resume, log=log)
+    if comparison.partitions is None:
+        results = compare(comparison.config, work_dir)
+        results.update(_kept_notes(output_dir / RESULTS_FILE))
+    else:
+        started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        by_partition = {}
+        for name, data in comparison.partitions.items():
+            config = copy.deepcopy(comparison.config)
+            for key, value in data.items():
+                setattr(config.data, key, value)
+            config.validate()
+            by_partition[name] = compare(config, work_dir / name)
+        results = {"kind": PARTITIONED_KIND, "preset": comparison.config.name, "summary": comparison.summary,
+                   "command": command, "started": started, "partitions": by_partition,
+                   "claims": paper_claims(by_partition), **_kept_notes(output_dir / RESULTS_FILE)}
+    write_results(output_dir, results)
+    report = rewrite_report(output_dir, report_path)
+    log(f"wrote {output_dir / RESULTS_FILE}, plots and {report}")
+    return results
+
+
+def _compare(
+    comparison: Comparison, config: FederationConfig, work_dir: Path, *, methods: Sequence[str], seeds: Sequence[int],
+    tune: bool, keep_models: bool, command: str, engine: str | SimulationEngine, resume: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """One comparison: every method with every seed on ``config`` (runs kept in ``work_dir``); its results."""
+    config = copy.deepcopy(config)
     config.data.source_cache = str(work_dir / "sources")
     work_dir.mkdir(parents=True, exist_ok=True)
     started, wall = datetime.now(timezone.utc), time.monotonic()
@@ -132,11 +169,7 @@ def reproduce(
         "paired_differences": paired_differences(measured),
         "targets": issue_targets(measured),
         "headline": headline(measured),
-        **_kept_notes(output_dir / RESULTS_FILE),
     }
-    write_results(output_dir, results)
-    report = rewrite_report(output_dir, report_path)
-    log(f"wrote {output_dir / RESULTS_FILE}, plots and {report}")
     return results
 
 
@@ -172,8 +205,8 @@ def _measure(
 ) -> dict[str, Any]:
     """Run ``method`` with ``seeded.seed`` in ``work_dir/seed-<seed>`` and summarise it, logging every round."""
     def on_round(report: dict[str, Any]) -> None:
-        log(f"{seeded.name}/{method}/seed {seeded.seed}: {report['phase']} round {report['round']}: "
-            f"mean accuracy {report['accuracy']:.4f}")
+        figure = f"mean accuracy {report['accuracy']:.4f}" if "accuracy" in report else "no figures (an exchange)"
+        log(f"{seeded.name}/{method}/seed {seeded.seed}: {report['phase']} round {report['round']}: {figure}")
 
     run = run_method(seeded, method, work_dir / f"seed-{seeded.seed}", test_set, keep_models=keep_models,
                      engine=engine, on_round=on_round)
@@ -213,7 +246,9 @@ def rewrite_report(output_dir: str | Path, report_path: str | Path | None = None
     results_file = output_dir / RESULTS_FILE
     if not results_file.is_file():
         raise FileNotFoundError(f"{results_file} does not exist: run the comparison first")
-    write_plots(output_dir, json.loads(results_file.read_text(encoding="utf-8")))
+    results = json.loads(results_file.read_text(encoding="utf-8"))
+    for folder, comparison in comparisons_of(results, output_dir):
+        write_plots(folder, comparison)
     report = Path(report_path) if report_path else output_dir.resolve().parent.parent / "RESULTS.md"
     return write_report(output_dir.resolve().parent, report, pending=pending_commands())
 

@@ -458,6 +458,18 @@ class LiGOOperator(nn.Module):
             global_source = intermediate
         global_source.check_can_grow_to(target)
         self.global_stage = GrowthStage(table, global_source, target, width_structure, width_step)
+        self.shared_intermediate: SourceWeights | None = None
+
+    def pin_intermediate(self, weights: TransformerWeights) -> None:
+        """Grow from ``weights`` (of the intermediate shape, e.g. an average several parties shared) instead of
+        the Local stages' output, from now on; the Local stages are frozen, since nothing reads them."""
+        if self.local_stages is None:
+            raise ValueError("plain LiGO has no intermediate to replace: pin_intermediate needs Dual-LiGO")
+        device = self.global_stage.depth.device
+        moved = TransformerWeights({k: v.to(device) for k, v in weights.shared.items()},
+                                   {k: v.to(device) for k, v in weights.layers.items()})
+        self.shared_intermediate = SourceWeights(moved, self.global_stage.source_shape, "shared intermediate")
+        self.local_stages.requires_grad_(False)
 
     def reset_parameters(self, width_init: str, depth_method: str, noise_std: float, seed: int) -> None:
         for index, stage in enumerate(self.stages()):
@@ -484,7 +496,10 @@ class LiGOOperator(nn.Module):
         return [*(self.local_stages or []), self.global_stage]
 
     def intermediate_weights(self) -> TransformerWeights:
-        """What the Global stage consumes: the (averaged) Local outputs, or the source itself."""
+        """What the Global stage consumes: the (averaged) Local outputs, a pinned shared intermediate, or the
+        source itself."""
+        if self.shared_intermediate is not None:
+            return self.shared_intermediate.weights()
         if self.local_stages is None:
             return self.sources[0].weights()
         return TransformerWeights.mean([stage(source.weights()) for stage, source in zip(self.local_stages, self.sources)])

@@ -245,6 +245,33 @@ class LiGOModel(BaseTuner):
         """The Global-LiGO stage's parameters: what a federation shares (and counts as shared)."""
         return list(self.operator.global_stage.parameters())
 
+    def local_parameters(self) -> list[nn.Parameter]:
+        """The Local-LiGO stages' parameters (none for plain LiGO): private to the party, trained or fixed."""
+        return [param for stage in self.operator.local_stages or [] for param in stage.parameters()]
+
+    def train_local_stages(self, enabled: bool) -> None:
+        """Train the Local-LiGO stages or keep them fixed (Fed-Grow's ``local_ligo_rounds``)."""
+        for stage in self.operator.local_stages or []:
+            stage.requires_grad_(enabled)
+
+    def intermediate_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights the Global stage grows from (the party's intermediate model: its Local-LiGO applied to its
+        source), as one flat dict (:meth:`TransformerWeights.to_state_dict`). Sending it shares a model: only
+        the ``share_intermediate`` variant of Fed-Grow does."""
+        with torch.no_grad():
+            weights = self.operator.intermediate_weights()
+        return {key: value.detach().cpu().clone() for key, value in weights.to_state_dict().items()}
+
+    def pin_intermediate(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Grow from ``state_dict`` (the form of :meth:`intermediate_state_dict`, e.g. an average of several
+        parties') instead of this party's Local-LiGO output; checked like a Global-LiGO state first."""
+        check_state_dict(self.intermediate_state_dict(), state_dict, "intermediate")
+        self.operator.pin_intermediate(TransformerWeights.from_state_dict(state_dict))
+
+    @property
+    def has_pinned_intermediate(self) -> bool:
+        return self.operator.shared_intermediate is not None
+
     def local_state_dict(self) -> dict[str, torch.Tensor]:
         """The private Local-LiGO stage(s); empty for plain LiGO."""
         if self.operator.local_stages is None:

@@ -102,6 +102,21 @@ class TransformerWeights:
             layers[name] = torch.stack([block.get_parameter(name).detach() for block in blocks])
         return cls(shared, layers)
 
+    def to_state_dict(self) -> dict[str, torch.Tensor]:
+        """One flat dict (``shared.<path>``, ``layers.<path>``): how the weights travel and are saved."""
+        return {**{f"shared.{k}": v for k, v in self.shared.items()}, **{f"layers.{k}": v for k, v in self.layers.items()}}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> TransformerWeights:
+        """The inverse of :meth:`to_state_dict`."""
+        kinds: dict[str, dict[str, torch.Tensor]] = {"shared": {}, "layers": {}}
+        for key, value in state.items():
+            kind, _, name = key.partition(".")
+            if kind not in kinds or not name:
+                raise GrowthShapeError(f"{key!r} is not a shared.<path> or layers.<path> weight")
+            kinds[kind][name] = value
+        return cls(kinds["shared"], kinds["layers"])
+
     @staticmethod
     def mean(weights: list[TransformerWeights]) -> TransformerWeights:
         """Average several same-shaped weight sets (several sources meeting at the intermediate shape)."""

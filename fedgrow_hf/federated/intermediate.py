@@ -1,0 +1,83 @@
+"""The one exchange of the ``share_intermediate`` variant: every party's grown intermediate model, averaged.
+
+The Fed-Grow authors' code averages each party's whole state dict after round 1, and that state dict then
+holds the party's grown intermediate model (its Local-LiGO applied to its source): every party afterwards
+trains the Global-LiGO over that one averaged intermediate. The paper says no model is shared; this
+variant does share one, once, so that what strict Fed-Grow (only the Global-LiGO ever leaves a party)
+costs can be measured against it. The replies go through the same screen as every other (keys, shapes,
+finite values, size, example count, the node's party binding); the average is example-weighted like the
+Global-LiGO's, and kept durably in the run folder, so a resumed server sends the same one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+from safetensors.torch import load_file, save_file
+
+from .config import FederationConfig
+from .phases import (
+    FederationAborted,
+    RoundCallback,
+    dropped_records,
+    party_reports,
+    record_round,
+    wait_for_nodes,
+)
+from .screening import CONFIG_KEY, ReplyScreen
+from .strategy import ScreenedStrategy, build_strategy
+from .task import reference_intermediate_state
+
+INTERMEDIATE_MESSAGE = "train.intermediate"
+SHARED_INTERMEDIATE_FILE = "shared_intermediate.safetensors"
+
+
+def shared_intermediate(
+    grid: Grid, config: FederationConfig, run_dir: Path, bindings: dict[int, int], on_round: RoundCallback | None
+) -> dict[str, torch.Tensor]:
+    """The averaged intermediate: asked of every party once (after round 1) or, when a resumed server asked
+    before, read back from the run folder. ``bindings`` (node -> party) are the federation's own, so a node
+    keeps the party it claimed in phase 1."""
+    kept = run_dir / SHARED_INTERMEDIATE_FILE
+    if kept.is_file():
+        return load_file(str(kept))
+    fed = config.federation
+    started = time.monotonic()
+    reference = reference_intermediate_state(config)
+    size = sum(value.numel() * value.element_size() for value in reference.values()) + 1024 * len(reference)
+    screen = ReplyScreen(reference, (), config.num_parties, size, fed.max_num_examples, parties=bindings)
+    averager = ScreenedStrategy(build_strategy(config, with_dp=False), screen, fed.min_train_nodes)
+    nodes = wait_for_nodes(grid, config, "the intermediate exchange")
+    messages = [Message(RecordDict({CONFIG_KEY: ConfigRecord({"server-round": 1})}), dst_node_id=node,
+                        message_type=INTERMEDIATE_MESSAGE) for node in nodes]
+    replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout))
+    averager.aggregate_train(1, replies)
+    if averager.last.state is None:
+        raise FederationAborted(f"the intermediate exchange: {averager.last.problem}")
+    tmp = kept.with_name(kept.name + ".tmp")
+    save_file({key: value.contiguous() for key, value in averager.last.state.items()}, str(tmp))
+    os.replace(tmp, kept)
+    report: dict[str, Any] = {
+        "phase": "intermediate",
+        "round": 1,
+        "parties": party_reports(screen, averager.last.valid, 0),
+        "dropped": dropped_records(averager.last.dropped, attempt=1),
+        "no_reply": len(messages) - len(replies),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    record_round(run_dir, report, on_round)
+    return averager.last.state
+
+
+def with_shared_intermediate(messages: list[Message], shared: dict[str, torch.Tensor], key: str) -> int:
+    """Add the averaged intermediate to every message (round 2's); returns the bytes it adds to each."""
+    record = ArrayRecord(shared)
+    for message in messages:
+        message.content[key] = record
+    return sum(len(array.data) for array in record.values())

@@ -1,0 +1,213 @@
+"""The operator-only regime (``phase2 = "merge"``: the Fed-Grow paper's), its variants, and the round-by-round
+data stream every federated party trains on; on tiny shapes, real AG News articles, the in-process engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fedgrow_hf.federated.config import ConfigError, FederationConfig
+from fedgrow_hf.federated.task import common_test_set, load_source
+from fedgrow_hf.federated.trainer import StreamSampler
+from fedgrow_hf.reproduce.methods import run_method
+
+pytest.importorskip("flwr")
+
+
+def _shape(layers: int, hidden: int, **extra) -> dict:
+    return {"num_hidden_layers": layers, "hidden_size": hidden, "num_attention_heads": 4, "intermediate_size": hidden,
+            **extra}
+
+
+def paper_regime(data_dir: Path, cache: Path, parties: int = 2, **federation) -> FederationConfig:
+    """The authors' protocol on tiny shapes: sources trained from scratch on each party's AG News share (one
+    epoch), Dual-LiGO to an intermediate 2 x 40 and a target 3 x 48, 3 operator rounds, merged at the end."""
+    return FederationConfig.from_dict({
+        "name": "tiny-paper", "seed": 0, "data_seed": 0,
+        "federation": {"rounds": 3, "local_steps": 3, "phase2": "merge", "round_timeout": 300,
+                       "min_train_nodes": 1, **federation},
+        "model": {"family": "bert", "num_labels": 4, "target": _shape(3, 48, max_position_embeddings=64),
+                  "intermediate": _shape(2, 40)},
+        "data": {"source": str(data_dir / "agnews"), "limit": 240, "partition": "dirichlet", "alpha": 1.0,
+                 "min_size": 40, "max_length": 24, "tokenizer": "minilm", "source_cache": str(cache)},
+        "training": {"learning_rate": 1e-3, "per_device_train_batch_size": 8},
+        "parties": [{"pretrain": {**_shape(1 + party % 2, 32), "epochs": 1, "batch_size": 8}}
+                    for party in range(parties)],
+    })
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("sources")
+
+
+def _curve(run) -> list[float]:
+    """Held-out loss of party 0 at each evaluation, after the steps it was measured at."""
+    return [record["parties"]["0"]["eval_loss"] for record in run.records]
+
+
+def _steps(run) -> list[int]:
+    return [record["steps"] for record in run.records]
+
+
+def test_pieces_of_the_stream_are_one_long_training():
+    """Three rounds of 4 steps of 5 examples see what 12 uninterrupted steps see: each epoch a permutation."""
+    pieces = [list(StreamSampler(7, seed=3, first=index * 20, count=20)) for index in range(3)]
+    whole = list(StreamSampler(7, seed=3, first=0, count=60))
+    assert sum(pieces, []) == whole
+    for epoch in range(60 // 7):
+        assert sorted(whole[epoch * 7:(epoch + 1) * 7]) == list(range(7))
+    assert whole[:7] != whole[7:14]  # reshuffled every epoch
+    assert list(StreamSampler(7, seed=4, first=0, count=7)) != whole[:7]
+
+
+def test_a_one_party_federation_is_independent_growth(shared_data_dir, cache, tmp_path):
+    """With one party the average is the party's own update: the federated rounds (a Trainer per round, the
+    optimizer and schedule restored by name, each round the next piece of the data stream) must reproduce one
+    uninterrupted training of the same model, point for point."""
+    config = paper_regime(shared_data_dir, cache, parties=1)
+    test_set = common_test_set(config).select(range(40))
+    federated = run_method(config, "fed-grow", tmp_path, test_set, engine="inprocess")
+    alone = run_method(config, "independent", tmp_path, test_set, engine="inprocess")
+    assert [phase for phase in (r["phase"] for r in federated.records)] == ["operator"] * 3 + ["finetune-merge"]
+    assert _steps(federated)[:3] == _steps(alone) == [3, 6, 9]
+    assert _curve(federated)[:3] == pytest.approx(_curve(alone), rel=1e-5)
+    assert federated.test[0]["accuracy"] == alone.test[0]["accuracy"]
+    assert federated.records[-1]["parties"]["0"]["eval_loss"] == pytest.approx(alone.records[-1]["parties"]["0"]["eval_loss"],
+                                                                               rel=1e-5)
+
+
+def test_the_local_ligo_stays_fixed_after_local_ligo_rounds(shared_data_dir, cache, tmp_path):
+    config = paper_regime(shared_data_dir, cache, local_ligo_rounds=1)
+    run = run_method(config, "fed-grow", tmp_path, common_test_set(config).select(range(40)), engine="inprocess")
+    assert run.records[-1]["phase"] == "finetune-merge"
+    party_dir = tmp_path / "fed-grow" / "parties" / "party-0"
+    rounds = {r: load_file(str(party_dir / f"round-{r:04d}" / "private_state.safetensors")) for r in (2, 3)}
+    local = [key for key in rounds[2] if "local_stages" in key]
+    assert local and all(torch.equal(rounds[2][key], rounds[3][key]) for key in local)
+    head = [key for key in rounds[2] if "classifier" in key]
+    assert head and not all(torch.equal(rounds[2][key], rounds[3][key]) for key in head)
+
+
+def test_the_shared_intermediate_is_sent_once_each_way(shared_data_dir, cache, tmp_path):
+    """The authors' variant: each party's grown intermediate goes up once (the exchange after round 1), the
+    average comes down once (with round 2) and every later round grows from it; the recorder-style check
+    reads what the federation's own records say it moved."""
+    config = paper_regime(shared_data_dir, cache, share_intermediate=True)
+    run = run_method(config, "fed-grow-shared-intermediate", tmp_path, common_test_set(config).select(range(40)),
+                     engine="inprocess")
+    run_dir = tmp_path / "fed-grow-shared-intermediate"
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in records] == ["operator", "intermediate", "operator", "operator", "finetune-merge"]
+    shared = load_file(str(run_dir / "shared_intermediate.safetensors"))
+    size = sum(value.numel() * value.element_size() for value in shared.values())
+    up = [party["bytes_up"] for party in records[1]["parties"].values()]
+    assert len(up) == 2 and all(bytes_ >= size for bytes_ in up)
+    downs = [[party["bytes_down"] for party in r["parties"].values()] for r in records if r["phase"] == "operator"]
+    assert all(down >= size for down in downs[1]) and all(down < size for down in downs[0] + downs[2])
+    for party in range(2):
+        kept = load_file(str(run_dir / "parties" / f"party-{party}" / "shared_intermediate.safetensors"))
+        assert all(torch.equal(kept[key], shared[key]) for key in shared)
+    assert len(run.test) == 2
+
+
+def test_share_intermediate_needs_a_second_round(shared_data_dir, cache):
+    with pytest.raises(ConfigError, match="share_intermediate needs rounds >= 2"):
+        paper_regime(shared_data_dir, cache, rounds=1, share_intermediate=True)
+
+
+def test_scratch_trained_sources_are_cached_by_their_recipe(shared_data_dir, cache, monkeypatch):
+    config = paper_regime(shared_data_dir, cache)
+    first = load_source(config, 0)
+    keys = {path.name for path in cache.iterdir() if not path.name.startswith(".")}
+    import transformers
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached source was trained again")
+
+    monkeypatch.setattr(transformers.Trainer, "train", no_training)
+    again = load_source(config, 0)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    monkeypatch.undo()
+    config.parties[0].pretrain["epochs"] = 2
+    load_source(config, 0)
+    assert len({path.name for path in cache.iterdir() if not path.name.startswith(".")} - keys) == 1
+
+
+@pytest.mark.slow
+def test_a_partitioned_comparison_reports_the_claims(shared_data_dir, cache, tmp_path, monkeypatch):
+    """``fedgrow reproduce`` of a preset with partitions (paper-agnews' shape, tiny): one results.json holding
+    each partition's comparison and the claims, paired by seed, and a RESULTS.md section rendered from it."""
+    from fedgrow_hf.reproduce import presets, runner
+
+    raw = paper_regime(shared_data_dir, cache).to_dict()
+    preset = presets.Preset("tiny-paper", "tiny paper protocol", "seconds", lambda data_dir: raw, seeds=(0, 1),
+                            methods=("fed-grow", "fed-grow-dense", "fed-grow-shared-intermediate", "independent",
+                                     "fed-scratch"), partitions=presets.PAPER_PARTITIONS)
+    monkeypatch.setitem(presets.PRESETS, "tiny-paper", preset)
+    output = tmp_path / "results" / "tiny-paper"
+    results = runner.reproduce("tiny-paper", data_dir=shared_data_dir, output_dir=output, work_dir=tmp_path / "work",
+                               engine="inprocess", log=lambda line: None)
+    saved = json.loads((output / "results.json").read_text())
+    assert saved["partitions"].keys() == {"dirichlet-0.5", "iid"} == results["partitions"].keys()
+    for comparison in saved["partitions"].values():
+        grow = comparison["methods"]["fed-grow"]
+        assert set(grow["test_precision_macro"]) >= {"mean", "std", "per_seed", "per_party"}
+        assert len(grow["test_accuracy"]["per_seed"]) == 2 and len(grow["test_accuracy"]["per_party"]) == 2
+    claims = saved["claims"]["partitions"]["dirichlet-0.5"]
+    methods = saved["partitions"]["dirichlet-0.5"]["methods"]
+    expected = [100 * (a - b) for a, b in zip(methods["fed-grow"]["test_accuracy"]["per_seed"],
+                                              methods["independent"]["test_accuracy"]["per_seed"])]
+    assert claims["paired_points"]["fed-grow - independent"]["test_accuracy"]["per_seed"] == pytest.approx(expected)
+    dense_share = claims["costs"]["fed-grow-dense"]["trainable_parameters_vs_fed_scratch"]
+    assert dense_share == pytest.approx(methods["fed-grow-dense"]["trainable_parameters"]["phase1_mean"]
+                                        / methods["fed-scratch"]["trainable_parameters"]["phase1_mean"])
+    assert claims["costs"]["fed-grow"]["bytes_vs_fed_scratch"] < dense_share  # the Kronecker operator is smaller
+    assert [target["met"] is None for target in saved["claims"]["targets"]] == [False] * 4
+    report = (tmp_path / "results" / "RESULTS.md").read_text()
+    assert "## `tiny-paper`" in report and "partition `iid`" in report and (output / "iid" / "accuracy_vs_steps.png").is_file()
+
+
+class _Killed(RuntimeError):
+    """Stands for the server process dying after a round was recorded, before it was checkpointed."""
+
+
+@pytest.mark.slow
+def test_a_killed_run_of_the_regime_resumes_to_the_same_result(shared_data_dir, cache, tmp_path):
+    """The shared-intermediate variant killed in round 2 (after the intermediate exchange) and resumed ends with
+    the uninterrupted run's Global-LiGO and the same merged models."""
+    from fedgrow_hf.federated.simulate import simulate
+
+    config = paper_regime(shared_data_dir, cache, share_intermediate=True, local_ligo_rounds=1)
+    whole = simulate(config, tmp_path / "whole", engine="inprocess")
+
+    def die_in_round_two(report: dict) -> None:
+        if report["phase"] == "operator" and report["round"] == 2:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        simulate(config, tmp_path / "killed", engine="inprocess", on_round=die_in_round_two)
+    resumed = simulate(config, tmp_path / "killed", engine="inprocess", resume=True)
+    assert all(torch.equal(whole[key], resumed[key]) for key in whole)
+    for party in range(2):
+        merged = [load_file(str(run / "parties" / f"party-{party}" / "grown" / "model.safetensors"))
+                  for run in (tmp_path / "whole", tmp_path / "killed")]
+        assert all(torch.allclose(merged[0][key], merged[1][key]) for key in merged[0])
+
+
+@pytest.mark.slow
+def test_the_regime_runs_under_ray(shared_data_dir, cache, tmp_path):
+    """Flower's simulation engine: each round may run a party in another worker, which finds its shared
+    intermediate and private state in its folder."""
+    pytest.importorskip("ray")
+    from fedgrow_hf.federated.simulate import simulate
+
+    config = paper_regime(shared_data_dir, cache, share_intermediate=True)
+    simulate(config, tmp_path, engine="ray")
+    phases = [json.loads(line)["phase"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert phases == ["operator", "intermediate", "operator", "operator", "finetune-merge"]
+    assert all((tmp_path / "parties" / f"party-{party}" / "grown" / "config.json").is_file() for party in range(2))
