@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from transformers import (
 )
 
 from fedgrow_hf import grow
+from fedgrow_hf.tuners.ligo.layer import LiGOOperator
 
 CASES = {
     "bert-seq-cls": (random_bert, bert_config, BertForSequenceClassification, AutoModelForSequenceClassification, token_batch),
@@ -73,6 +75,44 @@ def test_merged_model_keeps_tied_embeddings():
     model = grow(random_bert(), bert_config(hidden=64), model_class=BertForMaskedLM)
     merged = model.merge_and_unload()
     assert merged.cls.predictions.decoder.weight is merged.bert.embeddings.word_embeddings.weight
+
+
+@pytest.mark.parametrize("dual", [False, True], ids=["ligo", "dual-ligo"])
+def test_merge_writes_each_grown_tensor_in_place_and_keeps_none_alive(monkeypatch, dual):
+    """merge_and_unload() computes what the parametrized model computes; every merged weight is the very storage
+    the operator grew it in (no copy, no larger tensor behind it), and no grown tensor -- a forward pass's, or
+    one the merge grew -- outlives the merge."""
+    sources = [random_bert()] + ([random_bert(seed=1, layers=3, hidden=48, heads=3)] if dual else [])
+    intermediate = {"num_hidden_layers": 3, "hidden_size": 48, "intermediate_size": 96, "num_attention_heads": 3}
+    model = grow(sources, bert_config(layers=3, hidden=64), model_class=BertForMaskedLM,  # tied embeddings
+                 intermediate_config=intermediate if dual else None)
+    with torch.no_grad():
+        for param in model.base_model.operator.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    batch = token_batch()
+    expected = logits(model, batch)
+    read_by_forward = weakref.ref(model.base_model.model.bert.encoder.layer[1].intermediate.dense.weight)
+    grown, storages = [], set()
+    blockwise = LiGOOperator.grow_blockwise
+
+    def recorded(operator, *args, **kwargs):
+        for layer, weights in blockwise(operator, *args, **kwargs):
+            tensors = [*weights.shared.values(), *weights.layers.values()]
+            grown.extend(weakref.ref(tensor) for tensor in tensors)
+            storages.update(tensor.untyped_storage().data_ptr() for tensor in tensors)
+            del tensors
+            yield layer, weights
+
+    monkeypatch.setattr(LiGOOperator, "grow_blockwise", recorded)
+    num_slots = len(model.base_model.grown_slots())
+    merged = model.merge_and_unload()
+
+    torch.testing.assert_close(logits(merged, batch), expected, atol=1e-6, rtol=0)
+    assert read_by_forward() is None
+    assert grown and all(ref() is None for ref in grown), "a grown tensor outlived its placement"
+    placed = [param for param in merged.parameters() if param.untyped_storage().data_ptr() in storages]
+    assert len(placed) == num_slots
+    assert all(param.untyped_storage().nbytes() == param.numel() * param.element_size() for param in placed)
 
 
 def test_unload_without_merge_is_refused():

@@ -61,7 +61,13 @@ class GrownWeights:
         self._tensors: list[torch.Tensor] | None = None
 
     def refresh(self) -> None:
-        """Run the operator and keep its output until the next refresh."""
+        """Run the operator and keep its output until the next refresh.
+
+        The last pass's tensors are dropped first: kept while the operator runs, they would make every
+        training step hold two grown copies of the target at its start (a graph that still needs them,
+        e.g. two forwards before one backward, keeps them itself).
+        """
+        self._tensors = None
         weights = self._grow()
         blocks = weights.unbind_layers()
         self._tensors = [slot.select(weights, blocks) for slot in self._slots]

@@ -30,7 +30,7 @@ Plain LiGO is the same operator without Local stages.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -111,14 +111,18 @@ class WidthFactor(nn.Module):
             param.copy_(value.expand_as(param))
             anchor.copy_(param * (1 - 1 / param.shape[-1]))
 
-    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ``group`` and ``unit`` factors the expansion applies."""
+    def factors(self, index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``group`` and ``unit`` factors the expansion applies.
+
+        ``index`` (target block numbers) restricts a per-layer factor to those blocks before anything is
+        computed, so growing one block (a merge) computes that block's factors only, not every block's.
+        """
+        pairs = ((self.group, self.group_anchor), (self.unit, self.unit_anchor))
+        if index is not None and self.group.dim() == 3:
+            pairs = tuple((param.index_select(0, index), anchor.index_select(0, index)) for param, anchor in pairs)
         if self.width_step == "plain":
-            return self.group, self.unit
-        return tuple(
-            torch.add(anchor, param, alpha=1 / param.shape[-1])
-            for param, anchor in ((self.group, self.group_anchor), (self.unit, self.unit_anchor))
-        )
+            return tuple(param for param, _ in pairs)
+        return tuple(torch.add(anchor, param, alpha=1 / param.shape[-1]) for param, anchor in pairs)
 
     def matrix(self) -> torch.Tensor:
         """The full expansion matrix (for inspection and tests; the forward pass never forms it)."""
@@ -314,21 +318,24 @@ class GrowthStage(nn.Module):
         index = None if layers is None else torch.as_tensor(list(layers), dtype=torch.long, device=self.depth.device)
         depth = self.depth if index is None else self.depth.index_select(1, index)
         offset = self.norm_offset if index is None else self.norm_offset.index_select(1, index)
-        factors = self.factors()
+        factors = self.factors(index)
         shared = {name: self.grow_shared(name, tensor, factors) for name, tensor in weights.shared.items()}
         # unbound once: indexing per parameter would scatter each gradient into a zero tensor of the whole stack
         mixes, offsets = dict(zip(self.layer_names, depth.unbind(0))), dict(zip(self.norm_gains, offset.unbind(0)))
         grown_layers = {}
         for name, stacked in weights.layers.items():
             mix = mixes[name].to(stacked.dtype)
-            grown = self._expand(torch.einsum("lj,j...->l...", mix, stacked), self.layer_axes[name], index, factors)
+            grown = self._expand(torch.einsum("lj,j...->l...", mix, stacked), self.layer_axes[name], factors)
             if name in offsets:
                 grown = grown + offsets[name].to(grown.dtype).unsqueeze(-1)
             grown_layers[name] = grown
         return TransformerWeights(shared, grown_layers)
 
-    def factors(self) -> dict[str, tuple[torch.Tensor | None, torch.Tensor]]:
-        """Every width factor's ``(group, unit)``, by factor key, for :func:`apply_kronecker`.
+    def factors(
+        self, index: torch.Tensor | None = None, keys: Iterable[str] | None = None
+    ) -> dict[str, tuple[torch.Tensor | None, torch.Tensor]]:
+        """Every width factor's ``(group, unit)`` (or those of ``keys``), by factor key, for :func:`apply_kronecker`;
+        per-layer ones only for the target blocks in ``index`` when given (:meth:`WidthFactor.factors`).
 
         Computed once per growth and reused by every tensor with an axis in the space: the residual
         stream's factors alone serve most tensors, and recomputing them per tensor (with ``fan_in`` steps,
@@ -337,8 +344,8 @@ class GrowthStage(nn.Module):
         matrix here, so each use is one contraction instead of two.
         """
         folded = {}
-        for key, factor in self.width.items():
-            group, unit = factor.factors()
+        for key in self.width if keys is None else keys:
+            group, unit = self.width[key].factors(index)
             folded[key] = (None, unit * group) if group.shape[-2:] == (1, 1) else (group, unit)
         return folded
 
@@ -347,7 +354,8 @@ class GrowthStage(nn.Module):
     ) -> torch.Tensor:
         """Grow one tensor outside the blocks (an embedding table, the final norm); ``factors``: from
         :meth:`factors`, when the caller grows several tensors."""
-        return self._expand(tensor.unsqueeze(0), self.shared_axes[name], None, factors or self.factors()).squeeze(0)
+        axes = self.shared_axes[name]
+        return self._expand(tensor.unsqueeze(0), axes, factors or self._factors_of(axes)).squeeze(0)
 
     @torch.no_grad()
     def grow_shared_by_rows(
@@ -364,7 +372,7 @@ class GrowthStage(nn.Module):
         if tensor.dim() < 2 or 0 in axes or -tensor.dim() in axes or tensor.shape[0] <= rows:
             grown = self.grow_shared(name, tensor)
             return grown if dtype is None else grown.to(dtype)
-        factors = self.factors()
+        factors = self._factors_of(axes)
         first = self.grow_shared(name, tensor[:rows], factors)
         grown = first.new_empty((tensor.shape[0], *first.shape[1:]), dtype=dtype or first.dtype)
         grown[:rows] = first
@@ -372,16 +380,17 @@ class GrowthStage(nn.Module):
             grown[start : start + rows] = self.grow_shared(name, tensor[start : start + rows], factors)
         return grown
 
+    def _factors_of(self, axes: Mapping[int, Axis]) -> dict[str, tuple[torch.Tensor | None, torch.Tensor]]:
+        """The factors that one tensor's ``axes`` use, and no other (a merge grows a table with these alone)."""
+        return self.factors(keys=dict.fromkeys(factor_key(axis) for axis in axes.values()))
+
     def _expand(
-        self, tensor: torch.Tensor, axes: Mapping[int, Axis], index: torch.Tensor | None,
-        factors: Mapping[str, tuple[torch.Tensor | None, torch.Tensor]],
+        self, tensor: torch.Tensor, axes: Mapping[int, Axis], factors: Mapping[str, tuple[torch.Tensor | None, torch.Tensor]]
     ) -> torch.Tensor:
+        """Apply the width factors of ``axes``; per-layer ones must be those of ``tensor``'s blocks."""
         for axis_index, axis in axes.items():
             dim = axis_index + 1 if axis_index >= 0 else tensor.dim() + axis_index
             group, unit = (None if value is None else value.to(tensor.dtype) for value in factors[factor_key(axis)])
-            if axis.space.per_layer and index is not None:
-                group = None if group is None else group.index_select(0, index)
-                unit = unit.index_select(0, index)
             tensor = apply_kronecker(tensor, dim, group, unit)
         return tensor
 
@@ -509,7 +518,7 @@ class LiGOOperator(nn.Module):
 
     @torch.no_grad()
     def grow_blockwise(
-        self, progressbar: bool = False, dtype: torch.dtype | None = None
+        self, progressbar: bool = False, dtype: torch.dtype | None = None, consume: bool = False
     ) -> Iterator[tuple[int | None, TransformerWeights]]:
         """Yield the grown target piece by piece, in ``dtype`` (default: the operator's):
         ``(None, shared tensors)``, then ``(i, block i)``.
@@ -517,12 +526,21 @@ class LiGOOperator(nn.Module):
         Merging and exporting consume this instead of ``forward()`` so that at most one grown block
         exists next to the target being filled: the whole grown copy never does. Embedding tables are
         grown by rows straight into ``dtype`` (:meth:`GrowthStage.grow_shared_by_rows`).
+
+        ``consume`` is for a caller that discards the operator afterwards (``merge_and_unload``): the
+        operator gives up its sources at the start, so each source tensor is freed once nothing is left
+        to grow from it -- the source's embedding tables as soon as the shared tensors are grown, not
+        when the whole target is. The operator cannot grow again.
         """
         intermediate = self.intermediate_weights()
+        if consume:
+            self.sources = nn.ModuleList()
         stage = self.global_stage
-        yield None, TransformerWeights(
-            {name: stage.grow_shared_by_rows(name, tensor, dtype) for name, tensor in intermediate.shared.items()}, {}
-        )
+        shared = {name: stage.grow_shared_by_rows(name, tensor, dtype) for name, tensor in intermediate.shared.items()}
+        layers = TransformerWeights({}, intermediate.layers)
+        del intermediate  # the last reference to a consumed source's shared tensors
+        yield None, TransformerWeights(shared, {})
+        del shared
         for layer in tqdm(range(stage.target_shape.num_layers), disable=not progressbar, desc="Growing target layers"):
-            block = stage(TransformerWeights({}, intermediate.layers), layers=[layer])
+            block = stage(layers, layers=[layer])
             yield layer, block if dtype is None else block.to(dtype)

@@ -300,7 +300,7 @@ class LiGOModel(BaseTuner):
                 "a LiGO target has no weights of its own (they are the operator's output): use merge_and_unload()"
             )
         self._release_grown_weights()  # so that merging never holds two copies of the target
-        for layer, grown in self.operator.grow_blockwise(progressbar):
+        for layer, grown in self.operator.grow_blockwise(progressbar, consume=True):  # the operator goes below
             self._materialize(grown, layer, safe_merge)
         for handle in self._hook_handles:
             handle.remove()
@@ -313,12 +313,16 @@ class LiGOModel(BaseTuner):
         self._grown.clear()
 
     def _materialize(self, weights: TransformerWeights, layer: int | None, safe_merge: bool) -> None:
-        """Give one block's (or the shared) grown tensors back to the target as real parameters."""
+        """Give one block's (or the shared) grown tensors back to the target as its parameters.
+
+        The grown tensor's own storage becomes the parameter's (no copy): the merged model is the only
+        thing a merge allocates, and the operator's output is gone once the caller drops ``weights``.
+        """
         blocks = weights.unbind_layers()
         for slot in self._slots:
             if slot.layer != layer:
                 continue
-            tensor = slot.select(weights, blocks, first_layer=layer or 0).clone()
+            tensor = slot.select(weights, blocks, first_layer=layer or 0)
             if safe_merge and not torch.isfinite(tensor).all():
                 raise ValueError(f"the grown weight {slot.path} (layer {layer}) has non-finite values")
             unparametrize_grown(slot, nn.Parameter(tensor))
