@@ -34,6 +34,7 @@ from ..metrics import compute_classification_metrics
 from .config import FederationConfig, resolve_run
 from .disclosure import disclosed_finetune_metrics
 from .party import load_party, party_id_of, train_party_round
+from .party_errors import contain_party_errors
 from .screening import ARRAYS_KEY, CONFIG_KEY, FINETUNE_CURVE, METRICS_KEY, PARTY_KEY, WEIGHT_KEY
 from .secure_aggregation import route_secure_aggregation
 from .task import (
@@ -57,9 +58,10 @@ def make_client_app(
     """A ClientApp for ``config`` (or, when None, the config named by the run config at run time).
 
     With ``[federation].secure_aggregation`` enabled, phase-1 messages go to the SecAgg+ app
-    (:mod:`.secure_aggregation`); ``mods`` wrap both.
+    (:mod:`.secure_aggregation`); ``mods`` wrap both, and any exception inside becomes an error reply
+    naming only its category (:mod:`.party_errors`).
     """
-    app = ClientApp(mods=[*(mods or []), route_secure_aggregation(config, run_dir)])
+    app = ClientApp(mods=[contain_party_errors, *(mods or []), route_secure_aggregation(config, run_dir)])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

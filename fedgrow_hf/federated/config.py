@@ -17,6 +17,9 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
     max_num_examples = 1000000     # a reply claiming more examples than this is dropped (it would own the mean)
     update_norm_bound = 10.0       # drop an update farther (L2) from the current Global-LiGO than this
                                    # times max(1, its norm); 0: no bound
+    update_clip_factor = 1.0       # clip every update's distance to this times the round's median distance,
+                                   # and its example count to this times the median count (robust to a
+                                   # party that ratchets the bound up; see federated/clipping.py); 0: off
     aggregator = "fedavg"          # "fedavg" (example-weighted); robust: "fedmedian", "fedtrimmedavg"
     trim_fraction = 0.2            # "fedtrimmedavg": fraction cut at each end per coordinate
     phase2 = "local"               # "local": each party merges and fine-tunes alone;
@@ -147,6 +150,7 @@ class FederationSettings:
     max_update_bytes: int = bounded(0, 0)
     max_num_examples: int = bounded(1_000_000, 1)
     update_norm_bound: float = bounded(10.0, 0)
+    update_clip_factor: float = bounded(1.0, 0)
     aggregator: str = "fedavg"
     trim_fraction: float = bounded(0.2, 0, 0.5, high_inclusive=False)
     phase2: str = "local"
@@ -319,6 +323,7 @@ class FederationConfig:
             raise ConfigError(
                 f"federation.min_train_nodes={fed.min_train_nodes} must be between 1 and the {self.num_parties} parties"
             )
+        _check_trimmed_mean(fed, self.num_parties)
         if self.secure_aggregation.enabled and fed.dp_noise_multiplier > 0:
             raise ConfigError(
                 "federation.secure_aggregation cannot be combined with federation.dp_noise_multiplier > 0: "
@@ -418,6 +423,22 @@ def _type_name(hint: Any) -> str:
     if is_dataclass(hint):
         return "a table of settings"
     return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _check_trimmed_mean(fed: FederationSettings, num_parties: int) -> None:
+    """``fedtrimmedavg`` cuts ``int(trim_fraction x replies)`` values at each end of every coordinate
+    (Flower's ``trim_mean``): refuse a setting that cuts nothing even with every party replying, where the
+    configured robust aggregator would silently be a plain mean."""
+    if fed.aggregator != "fedtrimmedavg":
+        return
+    if int(fed.trim_fraction * num_parties) < 1:
+        needed = math.ceil(1000 / num_parties) / 1000  # the smallest fraction (to 3 decimals) that trims one
+        hint = f"trim_fraction >= {needed:g}" if needed < 0.5 else "no trim_fraction below 0.5 trims any"
+        raise ConfigError(
+            f"federation.trim_fraction={fed.trim_fraction} with {num_parties} parties trims int({fed.trim_fraction} x "
+            f"{num_parties}) = 0 values per side: fedtrimmedavg would be a plain mean; {hint} with "
+            f"{num_parties} parties, or use aggregator = 'fedmedian'"
+        )
 
 
 def _check_secure_aggregation_counts(settings: SecureAggregationSettings) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from safetensors.torch import save_file
 
-from .checkpoint import CheckpointError, ServerCheckpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    ServerCheckpoint,
+    load_checkpoint,
+    party_bindings,
+    run_identity,
+    save_checkpoint,
+)
 from .config import FederationConfig
 from .disclosure import finetune_disclosure, finetune_reply_fields
 from .screening import (
@@ -41,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
+RUN_FILE = "run.json"  # the run's id, which its checkpoints record (checkpoint.run_identity)
 FINAL_OPERATOR = "global_operator.safetensors"
 FINETUNE_MESSAGE = "train.finetune"
 
@@ -48,9 +57,30 @@ RoundCallback = Callable[[dict[str, Any]], None]
 
 
 def start_run(run_dir: Path, config: FederationConfig) -> None:
-    """A new run in ``run_dir``: no metrics of an earlier one, and the config it runs with (what resume checks)."""
+    """A new run in ``run_dir``: no metrics of an earlier one, the config it runs with (what resume checks)
+    and a new run id (what binds its checkpoints to it)."""
     (run_dir / METRICS_FILE).unlink(missing_ok=True)
     (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
+    (run_dir / RUN_FILE).write_text(json.dumps({"run_id": uuid.uuid4().hex}))
+
+
+def checkpoint_identity(run_dir: Path, config: FederationConfig) -> dict[str, str]:
+    """The identity this run's checkpoints carry (:func:`.checkpoint.run_identity`)."""
+    run_file = run_dir / RUN_FILE
+    try:
+        run_id = str(json.loads(run_file.read_text(encoding="utf-8"))["run_id"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{run_file} (the run's id) cannot be read: {error!r:.100}") from error
+    return run_identity(run_id, config.to_json())
+
+
+def check_checkpoint_run(checkpoint: ServerCheckpoint, run_dir: Path, config: FederationConfig) -> None:
+    """Refuse a checkpoint that another run (or this run with another config) wrote."""
+    if checkpoint.run != checkpoint_identity(run_dir, config):
+        raise CheckpointError(
+            f"the {checkpoint.phase} checkpoint of round {checkpoint.round} in {run_dir} was not written by this run "
+            "with this config (its run id or config hash differs): copied from another run folder or edited"
+        )
 
 
 class FederationAborted(RuntimeError):
@@ -71,13 +101,15 @@ def party_reports(screen: ReplyScreen, replies: list[Message], down: int) -> dic
 
 def run_phase2(
     grid: Grid, config: FederationConfig, run_dir: Path, arrays: ArrayRecord, on_round: RoundCallback | None,
-    *, resume: bool = False,
+    *, resume: bool = False, parties: dict[int, int] | None = None,
 ) -> None:
     """Phase 2: local fine-tuning of every party's merged model, or FedAvg of the merged models.
 
     Replies go through the same screen as phase 1 (against the grown model's keys and shapes when they
-    carry a model); each federated round's average is checked, then checkpointed, and ``resume`` continues
-    after the last checkpointed round."""
+    carry a model), with phase 1's node -> party bindings (``parties``, updated in place); each federated
+    round's average is clipped and checked (round 1's centre: the replies' coordinate-wise median, as the
+    parties start from their own merged models), then checkpointed with the bindings, and ``resume``
+    continues after the last checkpointed round."""
     fed = config.federation
     federated = fed.phase2 == "federated"
     reference = reference_target_state(config) if federated else None
@@ -85,12 +117,16 @@ def run_phase2(
     curve_steps = finetune_eval_steps(config) if curve_names else []
     screen = ReplyScreen(reference, metric_names, config.num_parties,
                          fed.max_update_bytes or _state_bytes(reference), fed.max_num_examples, fed.update_norm_bound,
-                         curve_names=curve_names, curve_length=len(curve_steps), counts_examples=counts_examples)
-    averager = ScreenedStrategy(build_strategy(config, with_dp=False), screen, fed.min_train_nodes)
+                         curve_names=curve_names, curve_length=len(curve_steps), counts_examples=counts_examples,
+                         parties=parties if parties is not None else {})
+    averager = ScreenedStrategy(build_strategy(config, with_dp=False), screen, fed.min_train_nodes,
+                                fed.update_clip_factor)
     current: dict[str, torch.Tensor] | None = None  # the averaged model the parties start from (round >= 2)
     first = 1
     checkpoint = load_checkpoint(run_dir, "finetune") if resume and federated else None
     if checkpoint is not None:
+        check_checkpoint_run(checkpoint, run_dir, config)
+        screen.parties.update(party_bindings(checkpoint.strategy_state))
         problem = aggregate_problem(checkpoint.global_state, reference)
         if problem:
             raise CheckpointError(f"the phase-2 checkpoint of round {checkpoint.round} in {run_dir} is not valid: {problem}")
@@ -104,6 +140,7 @@ def run_phase2(
             for node in nodes
         ]
         averager.current = current
+        screen.connected = set(nodes)
         replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout))
         aggregated, _ = averager.aggregate_train(finetune_round, replies)
         if averager.last.problem is not None:
@@ -112,7 +149,8 @@ def run_phase2(
                    party_reports(screen, averager.last.valid, payload_bytes(arrays)).items()}
         if aggregated is not None:
             current = averager.last.state
-            save_checkpoint(run_dir, ServerCheckpoint(finetune_round, current, phase="finetune"))
+            save_checkpoint(run_dir, ServerCheckpoint(finetune_round, current, {"parties": screen_bindings(screen)},
+                                                      "finetune", checkpoint_identity(run_dir, config)))
             arrays = aggregated
         report = {
             "phase": f"finetune-{fed.phase2}",
@@ -121,6 +159,7 @@ def run_phase2(
             **weighted_means(parties, ("train_loss", "eval_loss", "accuracy")),
             "parties": parties,
             "dropped": dropped_records(averager.last.dropped, attempt=1),
+            "clipped": averager.last.clipped,
             "no_reply": len(messages) - len(replies),
             "seconds": round(time.monotonic() - started, 3),
         }
@@ -128,6 +167,11 @@ def run_phase2(
         record_round(run_dir, report, on_round)
     if federated and current is not None:
         save_file(current, str(run_dir / "grown_model_fedavg.safetensors"))
+
+
+def screen_bindings(screen: ReplyScreen) -> dict[str, int]:
+    """The screen's node -> party bindings as a checkpoint's strategy state holds them (JSON keys)."""
+    return {str(node): party for node, party in screen.parties.items()}
 
 
 def dropped_records(dropped: list[DroppedUpdate], attempt: int) -> list[dict[str, Any]]:

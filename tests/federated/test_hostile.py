@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -26,6 +27,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid  # noqa: E402
 
 from fedgrow_hf.federated.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from fedgrow_hf.federated.clipping import state_norm  # noqa: E402
 from fedgrow_hf.federated.disclosure import disclosed_finetune_metrics  # noqa: E402
 from fedgrow_hf.federated.phases import run_phase2  # noqa: E402
 from fedgrow_hf.federated.screening import (  # noqa: E402
@@ -169,7 +171,10 @@ def server_identity():
 
 @pytest.fixture(scope="module")
 def config(shared_data_dir):
-    return tiny_federation(shared_data_dir, rounds=2, phase2="none", round_retries=0, round_timeout=2)
+    """Without clipping (``update_clip_factor=0``), so that the screen's cases can expect the honest parties'
+    exact FedAvg; the clipping has its own tests below (``test_hostile_ratchet_*``)."""
+    return tiny_federation(shared_data_dir, rounds=2, phase2="none", round_retries=0, round_timeout=2,
+                           update_clip_factor=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +214,7 @@ def assert_dropped_each_round(records, party: int, reason: str) -> None:
 def fresh(config):
     """The module's config with the defaults of the hostile-input settings restored after each test."""
     saved = {name: getattr(config.federation, name) for name in
-             ("max_num_examples", "update_norm_bound", "aggregator", "phase2", "finetune_rounds", "rounds",
+             ("max_num_examples", "update_norm_bound", "update_clip_factor", "aggregator", "phase2", "finetune_rounds", "rounds",
               "min_train_nodes", "round_timeout", "finetune_steps")}
     yield config
     for name, value in saved.items():
@@ -292,7 +297,8 @@ def test_hostile_non_finite_aggregate_or_checkpoint_is_refused(fresh, reference,
     poisoned = {**reference, key: torch.full_like(reference[key], float("inf"))}
     assert f"aggregate key {key!r} has non-finite values" == aggregate_problem(poisoned, reference)
     run(fresh, tmp_path, ScriptedGrid(), rounds=1)
-    save_checkpoint(tmp_path, ServerCheckpoint(1, poisoned, load_checkpoint(tmp_path).strategy_state))
+    intact = load_checkpoint(tmp_path)
+    save_checkpoint(tmp_path, ServerCheckpoint(1, poisoned, intact.strategy_state, run=intact.run))
     with pytest.raises(CheckpointError, match="round 1 .* non-finite"):
         run_federation(ScriptedGrid(), fresh, tmp_path, resume=True)
 
@@ -473,3 +479,104 @@ def test_screened_strategy_returns_nothing_below_min_valid(config, reference):
     assert strategy.aggregate_train(1, grid.send_and_receive(messages)) == (None, None)
     assert strategy.last.problem == "2 valid updates < min_train_nodes=3" and not strategy.last.aggregate_rejected
     assert len(strategy.last.valid) == 2
+
+
+def ratchet(examples: int | None = None) -> Reply:
+    """The update just inside a bound measured from the current state ``c`` (issue 26):
+    ``c x (1 + 0.99 x update_norm_bound x max(1, |c|) / |c|)``, optionally claiming ``examples`` examples."""
+    def reply(message: Message, party: int) -> Message:
+        content = honest_content(message, party)
+        state = message.content[ARRAYS_KEY].to_torch_state_dict()
+        size = state_norm(state)
+        scale = 1 + 0.99 * 10.0 * max(1.0, size) / size
+        content[ARRAYS_KEY] = ArrayRecord({key: value * scale for key, value in state.items()})
+        if examples is not None:
+            metrics = dict(content[METRICS_KEY])
+            metrics[WEIGHT_KEY] = examples
+            content[METRICS_KEY] = MetricRecord(metrics)
+        return Message(content, reply_to=message)
+    return reply
+
+
+@pytest.mark.parametrize("examples", [None, 1_000_000], ids=["true-count", "claims-max-count"])
+def test_hostile_ratchet_is_bounded_by_median_clipping(fresh, reference, tmp_path, examples):
+    """40 rounds of the ratchet from party 0: without clipping the Global-LiGO grows geometrically (claiming
+    the largest count, it overflows float32 and the run stops); with the default clipping no reply is dropped
+    and its norm stays within 2x of the honest-only run's."""
+    try:
+        run(fresh, tmp_path / "unclipped", ScriptedGrid({0: ratchet(examples)}), rounds=40, update_clip_factor=0.0)
+        unclipped = state_norm(load_checkpoint(tmp_path / "unclipped").global_state)
+    except FederationAborted as stopped:
+        assert "fewer than min_train_nodes" in str(stopped) and examples
+        unclipped = math.inf
+    honest_records = run(fresh, tmp_path / "honest", ScriptedGrid(), rounds=40, update_clip_factor=1.0)
+    records = run(fresh, tmp_path / "clipped", ScriptedGrid({0: ratchet(examples)}), rounds=40, update_clip_factor=1.0)
+    assert len(records) == 40 and all(set(r["parties"]) == {"0", "1", "2"} and not r["dropped"] for r in records)
+    assert all(r["clipped"]["0"]["distance"] > r["clipped"]["0"]["distance_bound"] for r in records)
+    if examples:
+        assert all(r["clipped"]["0"]["num_examples"] == examples for r in records)
+        # capped at the median of the three counts (1e6, 60, 80)
+        assert all(r["clipped"]["0"]["num_examples_bound"] == EXAMPLES[2] for r in records)
+    honest = state_norm(load_checkpoint(tmp_path / "honest").global_state)
+    attacked = state_norm(load_checkpoint(tmp_path / "clipped").global_state)
+    assert len(honest_records) == 40 and attacked <= 2 * honest, (attacked, honest)
+    assert unclipped > 1e10 * honest
+
+
+@pytest.mark.parametrize("norm_bound", [10.0, 0.0], ids=["norm-bound", "clipping-only"])
+@pytest.mark.parametrize("value", [1e30, 3e38], ids=["1e30", "3e38"])
+def test_hostile_phase2_first_round_is_bounded_by_the_replies_median(fresh, tmp_path, value, norm_bound):
+    """Federated phase 2's round 1 has no state the parties started from (each merges its own model): the
+    round's centre is the replies' coordinate-wise median. 1e30s are beyond the norm bound measured from it
+    (dropped) or, without that bound, clipped to an honest party's distance from it; either way round 2
+    starts from an honest-sized average."""
+    REFERENCE_TARGET.update({k: torch.empty(tuple(v.shape), dtype=v.dtype) for k, v in reference_target_state(fresh).items()})
+
+    def huge_model(message: Message, party: int) -> Message:
+        if message.metadata.message_type == "train":
+            return Message(honest_content(message, party), reply_to=message)
+        return with_values(value)(message, party)
+
+    records = run(fresh, tmp_path, ScriptedGrid({2: huge_model}), rounds=1, phase2="federated", finetune_rounds=2,
+                  update_norm_bound=norm_bound, update_clip_factor=1.0)
+    phase2 = [r for r in records if r["phase"] == "finetune-federated"]
+    assert [r["round"] for r in phase2] == [1, 2]
+    if norm_bound:
+        assert set(phase2[0]["parties"]) == {"0", "1"} and "beyond the bound" in phase2[0]["dropped"][0]["reason"]
+    else:
+        assert set(phase2[0]["parties"]) == {"0", "1", "2"} and not phase2[0]["dropped"] and "2" in phase2[0]["clipped"]
+    model = load_checkpoint(tmp_path, "finetune").global_state
+    # every honest model is 0.01 or 0.02 everywhere: so is their average, clipped 1e30s included
+    assert all(float(v.abs().max()) <= 0.05 for v in model.values() if v.is_floating_point())
+
+
+def test_hostile_identity_is_kept_across_phases_and_resume(fresh, tmp_path):
+    """The node bound to party 2 in phase 1 cannot claim party 0 in phase 2, nor after a resume; the genuine
+    party 0's figures stay its own. Bindings are in the checkpoint."""
+    REFERENCE_TARGET.update({k: torch.empty(tuple(v.shape), dtype=v.dtype) for k, v in reference_target_state(fresh).items()})
+
+    def impostor(message: Message, party: int) -> Message:
+        claimed = party if message.metadata.message_type == "train" else 0
+        return with_metric(PARTY_KEY, claimed)(message, party)
+
+    records = run(fresh, tmp_path / "phases", ScriptedGrid({2: impostor}), rounds=1, phase2="federated",
+                  finetune_rounds=1, min_train_nodes=1)
+    (phase2,) = [r for r in records if r["phase"] == "finetune-federated"]
+    assert set(phase2["parties"]) == {"0", "1"} and phase2["parties"]["0"][WEIGHT_KEY] == EXAMPLES[0]
+    assert phase2["dropped"][0]["node"] == NODES[2] and "reported party 2 before, now 0" in phase2["dropped"][0]["reason"]
+    assert load_checkpoint(tmp_path / "phases", "finetune").strategy_state["parties"] == {
+        str(node): party for party, node in enumerate(NODES)}
+
+    def down_in_round_2(message: Message, party: int) -> Message:  # every party: the server stops after round 1
+        broken = int(message.content[CONFIG_KEY]["server-round"]) == 2
+        return with_metric("accuracy", float("nan") if broken else 0.7)(message, party)
+
+    with pytest.raises(FederationAborted, match="round 2"):
+        run(fresh, tmp_path / "resumed", ScriptedGrid(dict.fromkeys(range(3), down_in_round_2)), rounds=2,
+            phase2="none")
+    assert load_checkpoint(tmp_path / "resumed").strategy_state["parties"] == {
+        str(node): party for party, node in enumerate(NODES)}
+    run_federation(ScriptedGrid({2: with_metric(PARTY_KEY, 0)}), fresh, tmp_path / "resumed", resume=True)
+    (resumed,) = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()][1:]
+    assert set(resumed["parties"]) == {"0", "1"} and resumed["parties"]["0"][WEIGHT_KEY] == EXAMPLES[0]
+    assert "reported party 2 before, now 0" in resumed["dropped"][0]["reason"]
