@@ -32,6 +32,7 @@ from .checkpoint import (
 )
 from .config import FederationConfig
 from .disclosure import finetune_disclosure, finetune_reply_fields
+from .records import append_record, truncate_records
 from .screening import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -124,6 +125,9 @@ def run_phase2(
     current: dict[str, torch.Tensor] | None = None  # the averaged model the parties start from (round >= 2)
     first = 1
     checkpoint = load_checkpoint(run_dir, "finetune") if resume and federated else None
+    if resume and _resume_records(run_dir, fed.phase2, checkpoint):
+        logger.info("phase 2 (%s) of %s is already recorded: not run again", fed.phase2, run_dir)
+        return
     if checkpoint is not None:
         check_checkpoint_run(checkpoint, run_dir, config)
         screen.parties.update(party_bindings(checkpoint.strategy_state))
@@ -147,11 +151,6 @@ def run_phase2(
             raise FederationAborted(f"phase 2 round {finetune_round}: {averager.last.problem}")
         parties = {party: with_curve(metrics, curve_steps) for party, metrics in
                    party_reports(screen, averager.last.valid, payload_bytes(arrays)).items()}
-        if aggregated is not None:
-            current = averager.last.state
-            save_checkpoint(run_dir, ServerCheckpoint(finetune_round, current, {"parties": screen_bindings(screen)},
-                                                      "finetune", checkpoint_identity(run_dir, config)))
-            arrays = aggregated
         report = {
             "phase": f"finetune-{fed.phase2}",
             "round": finetune_round,
@@ -164,9 +163,23 @@ def run_phase2(
             "seconds": round(time.monotonic() - started, 3),
         }
         report["loss"] = report.get("eval_loss")
-        record_round(run_dir, report, on_round)
+        record_round(run_dir, report, on_round)  # before the checkpoint: a resume cuts a record it does not cover
+        if aggregated is not None:
+            current = averager.last.state
+            save_checkpoint(run_dir, ServerCheckpoint(finetune_round, current, {"parties": screen_bindings(screen)},
+                                                      "finetune", checkpoint_identity(run_dir, config)))
+            arrays = aggregated
     if federated and current is not None:
         save_file(current, str(run_dir / "grown_model_fedavg.safetensors"))
+
+
+def _resume_records(run_dir: Path, mode: str, checkpoint: ServerCheckpoint | None) -> bool:
+    """Cut ``metrics.jsonl`` back to the phase-2 rounds a resume keeps (federated: those its checkpoint
+    holds); whether phase 2 is already done (local: its one record is there)."""
+    phase, done = f"finetune-{mode}", checkpoint.round if checkpoint else 0
+    kept = truncate_records(run_dir / METRICS_FILE,
+                            lambda record: record.get("phase") != phase or mode == "local" or record.get("round", 0) <= done)
+    return mode == "local" and any(record.get("phase") == phase for record in kept)
 
 
 def screen_bindings(screen: ReplyScreen) -> dict[str, int]:
@@ -220,8 +233,8 @@ def weighted_means(parties: dict[str, dict[str, Any]], names: tuple[str, ...]) -
 
 
 def record_round(run_dir: Path, report: dict[str, Any], on_round: RoundCallback | None) -> None:
-    """Append one round's report to the run's metrics file (what resume, cards and reports read)."""
-    with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(report) + "\n")
+    """Append one round's report to the run's metrics file (what resume, cards and reports read) as one
+    whole line (:mod:`.records`)."""
+    append_record(run_dir / METRICS_FILE, report)
     if on_round is not None:
         on_round(report)

@@ -37,6 +37,7 @@ from .config import FederationConfig, resolve_run
 from .phases import (
     CONFIG_FILE,
     FINAL_OPERATOR,
+    METRICS_FILE,
     FederationAborted,
     RoundCallback,
     check_checkpoint_run,
@@ -50,6 +51,7 @@ from .phases import (
     wait_for_nodes,
     weighted_means,
 )
+from .records import truncate_records
 from .screening import (
     OPERATOR_METRICS,
     ReplyScreen,
@@ -82,6 +84,8 @@ def run_federation(
     else:
         check_resumable(run_dir, config, checkpoint, reference)
         set_numpy_rng_state(checkpoint.strategy_state.get("numpy_rng"))
+        done = checkpoint.round  # a record beyond it (killed between the append and the checkpoint) is cut
+        truncate_records(run_dir / METRICS_FILE, lambda r: r.get("phase") != "operator" or r.get("round", 0) <= done)
         logger.info("resuming %s after round %d", run_dir, checkpoint.round)
 
     state = checkpoint.global_state if checkpoint else reference

@@ -580,3 +580,112 @@ def test_hostile_identity_is_kept_across_phases_and_resume(fresh, tmp_path):
     (resumed,) = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()][1:]
     assert set(resumed["parties"]) == {"0", "1"} and resumed["parties"]["0"][WEIGHT_KEY] == EXAMPLES[0]
     assert "reported party 2 before, now 0" in resumed["dropped"][0]["reason"]
+
+
+def strict_records(path: Path) -> list[dict]:
+    """Every line of ``metrics.jsonl``, parsed as strict JSON (no NaN or Infinity); fails on a torn line."""
+    def refuse(constant: str) -> None:
+        raise ValueError(f"non-strict JSON constant {constant}")
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().split("\n")[:-1]]
+
+
+def stop_in_round(stopped: int) -> Reply:
+    """A party that answers honestly until round ``stopped``, then fails (every party: the server stops)."""
+    def reply(message: Message, party: int) -> Message:
+        broken = int(message.content[CONFIG_KEY]["server-round"]) == stopped
+        return with_metric("accuracy", float("nan") if broken else 0.7)(message, party)
+    return reply
+
+
+def test_fault_metrics_file_is_cut_back_on_resume(fresh, tmp_path):
+    """A kill after a round's record but before its checkpoint, and a kill mid-append (a torn line): the
+    resumed run's metrics.jsonl holds every round exactly once, in whole strict-JSON lines."""
+    with pytest.raises(FederationAborted, match="round 3"):
+        run(fresh, tmp_path, ScriptedGrid(dict.fromkeys(range(3), stop_in_round(3))), rounds=3, phase2="local")
+    metrics = tmp_path / "metrics.jsonl"
+    (first, second) = strict_records(metrics)
+    with open(metrics, "a") as handle:  # round 3 recorded, never checkpointed; then a torn append
+        handle.write(json.dumps({**second, "round": 3}) + "\n" + json.dumps(second)[:40])
+    LOCAL_CURVE_STEPS[:] = finetune_eval_steps(fresh)
+    for _ in range(2):  # the second resume finds a finished run: nothing is run or recorded again
+        run_federation(ScriptedGrid(), fresh, tmp_path, resume=True)
+        records = strict_records(metrics)
+        assert [(r["phase"], r["round"]) for r in records] == [("operator", 1), ("operator", 2), ("operator", 3),
+                                                               ("finetune-local", 1)]
+        assert records[:2] == [first, second]
+
+
+def test_fault_append_after_a_torn_line_starts_a_new_line(tmp_path):
+    from fedgrow_hf.federated.records import append_record, read_records
+
+    path = tmp_path / "metrics.jsonl"
+    append_record(path, {"phase": "operator", "round": 1, "loss": float("nan")})
+    path.write_bytes(path.read_bytes() + b'{"phase": "operator", "ro')
+    assert read_records(path) == [{"phase": "operator", "round": 1, "loss": None}]  # NaN is written as null
+    append_record(path, {"phase": "operator", "round": 2})
+    assert [r["round"] for r in strict_records(path)] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [("accuracy", 1.7e308, "'accuracy'=1.7e+308 is not a finite number in [0, 1]"),
+     ("eval_loss", -1.7e308, "'eval_loss'=-1.7e+308 is not a finite number in [0, 1e+06]"),
+     ("precision_macro", -0.5, "'precision_macro'=-0.5 is not a finite number in [0, 1]")],
+    ids=["accuracy-1.7e308", "loss-minus-1.7e308", "negative-precision"],
+)
+def test_hostile_metrics_out_of_range_are_dropped(fresh, tmp_path, name, value, reason):
+    records = run(fresh, tmp_path, ScriptedGrid({1: with_metric(name, value)}))
+    assert_dropped_each_round(records, 1, reason)
+    strict_records(tmp_path / "metrics.jsonl")
+
+
+def test_hostile_error_reasons_are_one_short_line(fresh, tmp_path):
+    """An 8 MB error reason with terminal escapes and newlines reaches metrics.jsonl as 200 printable chars."""
+    from flwr.app import Error
+
+    reason = "\x1b[31m/home/party/private/data.csv line 3\n" + "x" * 8_000_000
+
+    def failing(message: Message, party: int) -> Message:
+        return Message(Error(code=0, reason=reason), reply_to=message)
+
+    records = run(fresh, tmp_path, ScriptedGrid({2: failing}))
+    for record in records:
+        text = record["dropped"][0]["reason"]
+        assert text.startswith("party failed: /home/party/private/data.csv line 3 xxx") and len(text) == 200
+        assert text.isprintable() and text.endswith("...")
+    assert (tmp_path / "metrics.jsonl").stat().st_size < 10_000
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [(lambda state: {**state, "round": 1.9}, "round=1.9 is not a round number"),
+     (lambda state: {**state, "round": True}, "round=True is not a round number"),
+     (lambda state: {k: v for k, v in state.items() if k != "sha256"}, "missing or malformed 'sha256'"),
+     (lambda state: {**state, "strategy_state": {"parties": {}}}, "strategy_state has no valid numpy_rng"),
+     (lambda state: {**state, "run": {**state["run"], "run_id": "0" * 32}}, "not written by this run")],
+    ids=["fractional-round", "boolean-round", "no-digest", "no-numpy-rng", "other-run"],
+)
+def test_fault_edited_checkpoint_state_is_refused(fresh, tmp_path, edit, message):
+    run(fresh, tmp_path, ScriptedGrid(), rounds=1)
+    state_file = tmp_path / "checkpoint" / "state.json"
+    state_file.write_text(json.dumps(edit(json.loads(state_file.read_text()))))
+    metrics = (tmp_path / "metrics.jsonl").read_bytes()
+    with pytest.raises(CheckpointError, match=message):
+        run_federation(ScriptedGrid(), fresh, tmp_path, resume=True)
+    assert (tmp_path / "metrics.jsonl").read_bytes() == metrics  # nothing written
+
+
+def test_fault_swapped_checkpoint_weights_are_refused(fresh, reference, tmp_path):
+    """Random values of the right shapes (or finite 3e38s) in place of the checkpointed Global-LiGO, or the
+    checkpoint folder of another run with the same config: refused, naming the file."""
+    from safetensors.torch import save_file
+
+    run(fresh, tmp_path / "a", ScriptedGrid(), rounds=1)
+    run(fresh, tmp_path / "b", ScriptedGrid(), rounds=1)
+    weights = next((tmp_path / "a" / "checkpoint").glob("global-*.safetensors"))
+    save_file({k: torch.full_like(v, 3e38) for k, v in reference.items()}, str(weights))
+    with pytest.raises(CheckpointError, match=f"{weights.name} is not the file .* SHA-256 differs"):
+        run_federation(ScriptedGrid(), fresh, tmp_path / "a", resume=True)
+    (tmp_path / "b" / "run.json").write_text((tmp_path / "a" / "run.json").read_text())
+    with pytest.raises(CheckpointError, match="not written by this run"):
+        run_federation(ScriptedGrid(), fresh, tmp_path / "b", resume=True)
