@@ -84,6 +84,7 @@ no NaN) and against its range (``bounded`` in the field declarations) before any
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import sys
@@ -92,6 +93,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from transformers import BertConfig, TrainingArguments, ViTConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -254,16 +257,15 @@ class FederationConfig:
             raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
             raise ConfigError(f"cannot parse {path}: {error}") from error
+        except RecursionError as error:
+            raise ConfigError(f"cannot parse {path}: its tables or arrays are nested too deeply") from error
         config = cls.from_dict(raw)
         config.resolve_paths(path.parent)
         return config
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> FederationConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"unknown top-level config keys {unknown}; known: {sorted(known)}")
+        check_known_keys(raw, {f.name for f in fields(cls)}, "top-level config keys")
         parties = raw.get("parties", [])
         if not isinstance(parties, list):
             raise ConfigError(f"parties must be a list of tables ([[parties]]), got {parties!r}")
@@ -304,6 +306,7 @@ class FederationConfig:
         fed, model = self.federation, self.model
         if model.family not in FAMILIES:
             raise ConfigError(f"model.family={model.family!r} is not one of {FAMILIES}")
+        _check_model_tables(self)
         if not model.target or not model.intermediate:
             raise ConfigError("model.target and model.intermediate (Dual-LiGO's common shape) are required")
         if fed.phase2 not in PHASE2_MODES:
@@ -357,11 +360,38 @@ class FederationConfig:
 def _section(kind: type, raw: dict[str, Any], name: str) -> Any:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"[{name}] must be a table of settings, got {raw!r}")
-    known = {f.name for f in fields(kind)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"unknown keys in [{name}]: {unknown}; known: {sorted(known)}")
+    check_known_keys(raw, {f.name for f in fields(kind)}, f"keys in [{name}]")
     return kind(**raw)
+
+
+def check_known_keys(raw: Mapping[str, Any], known: set[str], where: str) -> None:
+    """:class:`ConfigError` naming the keys of ``raw`` not in ``known``, each with the closest known name."""
+    unknown = sorted(map(str, set(raw) - known))
+    if not unknown:
+        return
+    close = {key: difflib.get_close_matches(key, sorted(known), n=1) for key in unknown}
+    hints = [f"{key!r} -> {match[0]!r}" for key, match in close.items() if match]
+    hint = f"did you mean {', '.join(hints)}?" if hints else f"known: {sorted(known)}"
+    raise ConfigError(f"unknown {where}: {unknown}; {hint}")
+
+
+def _check_model_tables(config: FederationConfig) -> None:
+    """The model shapes are keyword arguments of the family's transformers config, and ``[training]`` those of
+    ``TrainingArguments``: a misspelt key would otherwise be ignored (a 12-layer default grown) or fail deep
+    in a run; a ``[training]`` value must be of its default's kind (``learning_rate = "fast"``)."""
+    model_keys = set((BertConfig if config.model.family == "bert" else ViTConfig)().to_dict())
+    check_known_keys(config.model.target, model_keys, "keys in [model].target")
+    check_known_keys(config.model.intermediate, model_keys, "keys in [model].intermediate")
+    for i, party in enumerate(config.parties):
+        if party.random is not None:
+            check_known_keys(party.random, model_keys, f"keys in parties[{i}].random")
+    arguments = {spec.name: spec for spec in fields(TrainingArguments) if spec.init}
+    check_known_keys(config.training, set(arguments), "keys in [training]")
+    for key, value in config.training.items():
+        default = arguments[key].default
+        kind = float if isinstance(default, float) else type(default)
+        if kind in (bool, int, float, str) and not _is_of_type(value, kind):
+            raise ConfigError(f"training.{key}={value!r} must be {_type_name(kind)}")
 
 
 def check_values(settings: Any, section: str = "") -> None:
