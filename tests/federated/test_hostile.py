@@ -689,3 +689,20 @@ def test_fault_swapped_checkpoint_weights_are_refused(fresh, reference, tmp_path
     (tmp_path / "b" / "run.json").write_text((tmp_path / "a" / "run.json").read_text())
     with pytest.raises(CheckpointError, match="not written by this run"):
         run_federation(ScriptedGrid(), fresh, tmp_path / "b", resume=True)
+
+
+@pytest.mark.parametrize(("label", "shown"), [("8969", "8969"), ("-1", "-1"), ("0.5", "0.5")],
+                         ids=["8969", "negative", "fraction"])
+def test_hostile_labels_outside_num_labels_stop_before_the_run_folder_exists(shared_data_dir, tmp_path, label, shown):
+    from fedgrow_hf.data import LabelError
+    from fedgrow_hf.federated.simulate import simulate
+
+    rows = ["sentence\tlabel"] + [f"a fine sentence number {i}\t{label if i == 7 else i % 2}" for i in range(60)]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.tsv").write_text("\n".join(rows) + "\n")
+    config = tiny_federation(shared_data_dir)
+    config.data.source, config.data.limit = str(tmp_path / "data"), None
+    with pytest.raises(LabelError, match=rf"label {shown} \(row [0-9]+\) is not a class id in \[0, 2\) "
+                                         r"\(num_labels = 2\); 1 of 60 rows") as refused:
+        simulate(config, tmp_path / "run", engine="inprocess")
+    assert "\n" not in str(refused.value) and not (tmp_path / "run").exists()
