@@ -29,6 +29,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .disk import WriteFailed, writing
+
 STATE_FILES = {"operator": "state.json", "finetune": "phase2-state.json"}
 PREFIXES = {"operator": "global", "finetune": "grown"}
 
@@ -121,9 +123,14 @@ def _file_sha256(path: Path) -> str:
 def _durable_write(path: Path, write: Callable[[Path], object]) -> None:
     """``write(tmp)``, then fsync it, rename it to ``path`` and fsync the directory."""
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
+    try:
+        with writing(path):
+            write(tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+    except WriteFailed:
+        tmp.unlink(missing_ok=True)  # the previous checkpoint stays what the state file names
+        raise
     os.replace(tmp, path)
     directory = os.open(path.parent, os.O_RDONLY)
     try:

@@ -22,6 +22,8 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback
 
+from .disk import writing
+
 PRIVATE_WEIGHTS = "private_state.safetensors"
 OPTIMIZER_STATE = "optimizer.pt"
 SCHEDULER_STATE = "scheduler.pt"
@@ -132,10 +134,12 @@ class FedGrowTrainer(Trainer):
         """
         directory = self.round_dir(server_round)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file(self.private_state_dict(), str(directory / PRIVATE_WEIGHTS))
+        with writing(directory / PRIVATE_WEIGHTS):
+            save_file(self.private_state_dict(), str(directory / PRIVATE_WEIGHTS))
         for name, stateful in ((OPTIMIZER_STATE, self.optimizer), (SCHEDULER_STATE, self.lr_scheduler)):
             if stateful is not None:  # none before the first round
-                torch.save(stateful.state_dict(), directory / name)
+                with writing(directory / name):
+                    torch.save(stateful.state_dict(), directory / name)
         _atomic_write_text(directory / PARTY_STATE, json.dumps({"round": server_round}))
         for old in self.party_dir.glob("round-*"):
             if int(old.name.split("-")[1]) < server_round - 1:

@@ -706,3 +706,44 @@ def test_hostile_labels_outside_num_labels_stop_before_the_run_folder_exists(sha
                                          r"\(num_labels = 2\); 1 of 60 rows") as refused:
         simulate(config, tmp_path / "run", engine="inprocess")
     assert "\n" not in str(refused.value) and not (tmp_path / "run").exists()
+
+
+def test_fault_full_disk_names_the_file(tmp_path, monkeypatch):
+    """torch.save on a full disk says only "[enforce fail at inline_container.cc:672] . unexpected pos": the
+    error names the file and the cause."""
+    import shutil
+    from collections import namedtuple
+
+    from fedgrow_hf.federated.disk import WriteFailed, writing
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 0))
+
+    def full_disk_save(obj, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk_save)
+    target = tmp_path / "round-0001" / "optimizer.pt"
+    with pytest.raises(WriteFailed, match=rf"cannot write {target}: no space left on its disk$"):
+        with writing(target):
+            torch.save({"step": 1}, target)
+
+
+def test_fault_checkpoint_write_failing_keeps_the_previous_one(fresh, tmp_path, monkeypatch):
+    from fedgrow_hf.federated import checkpoint
+    from fedgrow_hf.federated.checkpoint import ServerCheckpoint, save_checkpoint
+    from fedgrow_hf.federated.disk import WriteFailed
+
+    run(fresh, tmp_path, ScriptedGrid(), rounds=1)
+    before = load_checkpoint(tmp_path)
+
+    def no_space(state, path, metadata=None):
+        Path(path).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", no_space)
+    with pytest.raises(WriteFailed, match="cannot write .*global-0002.safetensors: no space left on its disk"):
+        save_checkpoint(tmp_path, ServerCheckpoint(2, before.global_state, before.strategy_state, run=before.run))
+    assert not list((tmp_path / "checkpoint").glob("*.tmp"))
+    after = load_checkpoint(tmp_path)
+    assert after.round == 1 and all(torch.equal(after.global_state[k], v) for k, v in before.global_state.items())
