@@ -191,8 +191,16 @@ class ReplyScreen:
         if self.reference is None or not valid:
             return ScreenedReplies(valid, [], dropped, None)
         centre = dict(current) if current is not None else median_state(states)
-        kept = [index for index, state in enumerate(states) if self._within_bound(state, centre, dropped, valid[index])]
-        return ScreenedReplies([valid[i] for i in kept], [states[i] for i in kept], dropped, centre)
+        bound = self.norm_bound * max(1.0, state_norm(centre))
+        kept = []
+        for message, state in zip(valid, states, strict=True):
+            distance = state_distance(state, centre) if self.norm_bound else 0.0
+            if distance <= bound:
+                kept.append((message, state))
+            else:
+                dropped.append(self._drop(message.metadata.src_node_id, f"update is {distance:.4g} away from the "
+                                          f"round's centre, beyond the bound {bound:.4g}"))
+        return ScreenedReplies([m for m, _ in kept], [s for _, s in kept], dropped, centre)
 
     def party_of(self, message: Message) -> int:
         """The party a screened reply belongs to."""
@@ -263,20 +271,6 @@ class ReplyScreen:
             logger.warning("party %d moves from node %d (no longer connected) to node %d", party, owner, node)
             del self.parties[owner]
         self.parties[node] = party
-
-    def _within_bound(
-        self, state: Mapping[str, torch.Tensor], centre: Mapping[str, torch.Tensor],
-        dropped: list[DroppedUpdate], message: Message,
-    ) -> bool:
-        if not self.norm_bound:
-            return True
-        bound = self.norm_bound * max(1.0, state_norm(centre))
-        distance = state_distance(state, centre)
-        if distance <= bound:
-            return True
-        dropped.append(self._drop(message.metadata.src_node_id,
-                                  f"update is {distance:.4g} away from the round's centre, beyond the bound {bound:.4g}"))
-        return False
 
 
 def sanitised(text: str, limit: int = REASON_LIMIT) -> str:

@@ -747,3 +747,22 @@ def test_fault_checkpoint_write_failing_keeps_the_previous_one(fresh, tmp_path, 
     assert not list((tmp_path / "checkpoint").glob("*.tmp"))
     after = load_checkpoint(tmp_path)
     assert after.round == 1 and all(torch.equal(after.global_state[k], v) for k, v in before.global_state.items())
+
+
+def test_hostile_a_party_moves_to_a_new_node_only_when_its_node_is_gone(config):
+    """After a server restart under Flower's simulation engine every node has a new id: a checkpointed binding
+    whose node is no longer connected may be taken by the node now claiming that party; one whose node is
+    connected may not."""
+    from fedgrow_hf.federated.screening import FINETUNE_METRICS, ReplyScreen
+
+    def reply(node: int, party: int) -> Message:
+        instruction = Message(RecordDict({CONFIG_KEY: ConfigRecord({"mode": "local"})}), dst_node_id=node,
+                              message_type="train.finetune")
+        metrics = {PARTY_KEY: party, WEIGHT_KEY: 40, "train_loss": 0.6, "eval_loss": 0.6, "accuracy": 0.7,
+                   "precision_macro": 0.6}
+        return Message(RecordDict({METRICS_KEY: MetricRecord(metrics)}), reply_to=instruction)
+
+    screen = ReplyScreen(None, FINETUNE_METRICS, 3, 0, 1000, parties={101: 0, 202: 1}, connected={202, 909})
+    valid, dropped = screen.screen([reply(909, 0), reply(808, 1)])
+    assert [screen.party_of(message) for message in valid] == [0]
+    assert screen.parties == {202: 1, 909: 0} and "party=1 belongs to node 202" in dropped[0].reason
