@@ -86,6 +86,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import math
 import sys
 import types
@@ -100,6 +101,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
+
+logger = logging.getLogger(__name__)
 
 PHASE2_MODES = ("local", "federated", "none")
 FINETUNE_INITS = ("grown", "random")
@@ -469,6 +472,11 @@ def _check_trimmed_mean(fed: FederationSettings, num_parties: int) -> None:
             f"{num_parties}) = 0 values per side: fedtrimmedavg would be a plain mean; {hint} with "
             f"{num_parties} parties, or use aggregator = 'fedmedian'"
         )
+    if int(fed.trim_fraction * fed.min_train_nodes) < 1:
+        logger.warning("federation.trim_fraction=%s trims int(%s x %d) = %d values per side with all %d parties, "
+                       "but none in a round with only min_train_nodes=%d valid replies (then a plain mean)",
+                       fed.trim_fraction, fed.trim_fraction, num_parties, int(fed.trim_fraction * num_parties),
+                       num_parties, fed.min_train_nodes)
 
 
 def _check_secure_aggregation_counts(settings: SecureAggregationSettings) -> None:

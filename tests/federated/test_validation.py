@@ -176,6 +176,8 @@ def test_hostile_config_is_refused_in_one_line_before_anything_is_written(tmp_pa
     assert "\n" not in str(refused.value) and sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
 
 
-def test_trimmed_mean_that_trims_one_per_side_is_accepted(shared_data_dir):
+def test_trimmed_mean_that_trims_one_per_side_is_accepted_with_a_warning_for_smaller_rounds(shared_data_dir, caplog):
     config = tiny_federation(shared_data_dir, aggregator="fedtrimmedavg", trim_fraction=0.34)
     assert int(config.federation.trim_fraction * config.num_parties) == 1
+    assert "trims int(0.34 x 3) = 1 values per side with all 3 parties, but none in a round with only " \
+           "min_train_nodes=2 valid replies" in caplog.text
