@@ -186,7 +186,7 @@ def load_grown(
         is_model_class = issubclass(model_class, PreTrainedModel)
         target = model_class(model_config) if is_model_class else model_class.from_config(model_config)
     try:
-        return PeftModel.from_pretrained(target, str(adapter_dir), is_trainable=is_trainable, config=config)
+        model = PeftModel.from_pretrained(target, str(adapter_dir), is_trainable=is_trainable, config=config)
     except RuntimeError as error:  # torch's load_state_dict lists every mismatch on its own line
         mismatches = [line.strip() for line in str(error).splitlines() if "size mismatch" in line]
         if not mismatches:
@@ -195,6 +195,28 @@ def load_grown(
             f"the operator saved in {adapter_dir} does not fit the adapter's target_config "
             f"({len(mismatches)} tensors differ; first: {mismatches[0]})"
         ) from error
+    if weights.suffix == ".safetensors":
+        check_adapter_tensors(weights, get_peft_model_state_dict(model))
+    return model
+
+
+def check_adapter_tensors(weights_file: Path, expected: dict[str, torch.Tensor]) -> None:
+    """Refuse a saved adapter holding keys the model does not have (PEFT ignores them) or non-finite values
+    (a merge would write a model of NaNs and succeed): :class:`AdapterTensorError` naming the file and key."""
+    with safe_open(str(weights_file), framework="pt") as saved:
+        extra = sorted(set(saved.keys()) - set(expected))
+        if extra:
+            raise AdapterTensorError(f"{weights_file} holds {len(extra)} tensors the adapter's model does not have "
+                                     f"(first: {extra[0]!r}): not this adapter's weights, or edited")
+        broken = [key for key in saved.keys()
+                  if (tensor := saved.get_tensor(key)).is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        raise AdapterTensorError(f"{weights_file}: {len(broken)} tensors hold NaN or infinite values "
+                                 f"(first: {broken[0]!r}); merging would write a non-finite model")
+
+
+class AdapterTensorError(ValueError):
+    """A saved adapter's tensors cannot be merged; the message names the file and the first bad key."""
 
 
 def adapter_weights_file(adapter_dir: str | os.PathLike) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from ligo_factories import bert_config, random_bert, random_vit, vit_config
 from torch import nn
 from transformers import BertModel, GPT2Config, GPT2Model, ViTModel
@@ -13,6 +14,13 @@ from fedgrow_hf import (
     LiGOConfig,
     UnsupportedArchitectureError,
     grow,
+)
+from fedgrow_hf.tuners.ligo.grown import (
+    GrownSlot,
+    GrownWeightError,
+    GrownWeights,
+    grown_stand_in,
+    parametrize_grown,
 )
 
 
@@ -65,3 +73,21 @@ def test_no_source_given():
 
     with pytest.raises(ValueError, match="source_model_name_or_path is not set"):
         get_peft_model(BertModel(bert_config()), LiGOConfig())
+
+
+def test_fault_an_error_inside_a_grown_weight_surfaces_as_itself():
+    """A grown weight is read through a property: an AttributeError raised while growing it would otherwise be
+    taken for a missing attribute ("'Embedding' object has no attribute 'weight'"), hiding the cause."""
+    embedding = nn.Embedding(4, 3)
+    stand_in = grown_stand_in(embedding.weight, torch.device("cpu"))
+    del embedding.weight
+    embedding.weight = stand_in
+
+    def broken_operator():
+        raise AttributeError("'NoneType' object has no attribute 'shape'")
+
+    slot = GrownSlot("shared", "embeddings.weight", None, ((embedding, "weight"),), torch.Size([4, 3]))
+    parametrize_grown([slot], GrownWeights([slot], broken_operator))
+    with pytest.raises(GrownWeightError, match="growing weight slot 0 failed: AttributeError: 'NoneType' object "
+                                               "has no attribute 'shape'"):
+        embedding(torch.tensor([0, 1]))

@@ -6,6 +6,7 @@ The package never hard-codes a data location: callers pass a path or a Hub datas
 """
 
 from .collate import trim_padding_collator
+from .common import LabelError, check_label_ids
 from .image import SKLEARN_DIGITS, image_split_names, load_image_classification, read_idx, resize_images
 from .partition import dirichlet_partition, iid_partition
 from .splits import EVAL_SPLIT_NAMES, align_class_labels, holdout_split, pick_eval_split
@@ -14,7 +15,9 @@ from .text import load_text_classification, text_split_names, tokenize_text
 __all__ = [
     "EVAL_SPLIT_NAMES",
     "SKLEARN_DIGITS",
+    "LabelError",
     "align_class_labels",
+    "check_label_ids",
     "dirichlet_partition",
     "holdout_split",
     "iid_partition",

@@ -51,3 +51,31 @@ def subsample(dataset: datasets.Dataset, limit: int | None, seed: int) -> datase
         raise ValueError(f"limit must be a positive number of rows, got {limit}")
     shuffled = dataset.shuffle(seed=seed)
     return shuffled.select(range(min(limit, len(shuffled)))).flatten_indices()
+
+
+class LabelError(ValueError):
+    """A split holds labels that are not class ids of the model; the message names the first and the count."""
+
+
+def check_label_ids(labels: list, num_labels: int, where: str) -> None:
+    """Refuse ``labels`` unless every one is an integer class id in ``[0, num_labels)``.
+
+    Checked when the data is loaded, before a run writes anything: otherwise a label of 8969 (or -1, or 0.5)
+    passes loading and fails mid-training inside the loss (``Target 8969 is out of bounds``)."""
+    bad = [(row, label) for row, label in enumerate(labels) if not _is_class_id(label, num_labels)]
+    if bad:
+        row, label = bad[0]
+        raise LabelError(f"{where}: label {label!r} (row {row}) is not a class id in [0, {num_labels}) "
+                         f"(num_labels = {num_labels}); {len(bad)} of {len(labels)} rows have such labels")
+    floats = [(row, label) for row, label in enumerate(labels) if not isinstance(label, int)]
+    if floats:
+        row, label = floats[0]
+        raise LabelError(f"{where}: labels are stored as numbers with a fraction (row {row}: {label!r}): class ids "
+                         "must be integers")
+
+
+def _is_class_id(label: object, num_labels: int) -> bool:
+    """An integer (or integral float, as a column holding one fraction stores every label) in range."""
+    if isinstance(label, bool) or not isinstance(label, int | float):
+        return False
+    return float(label).is_integer() and 0 <= label < num_labels

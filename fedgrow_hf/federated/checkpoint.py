@@ -6,12 +6,16 @@ file (``state.json``, ``phase2-state.json``) naming it with the round and the st
 written to a temporary name, fsynced, renamed, and the directory fsynced, the state file last: a server
 killed (or a machine losing power) at any moment resumes from the last finished round.
 
-A loaded checkpoint is not trusted either: a state file that does not parse names itself, and one naming a
-file outside the checkpoint folder is refused (:class:`CheckpointError`).
+A loaded checkpoint is not trusted either: a state file that does not parse, whose round is not a positive
+integer, that names a file outside the checkpoint folder or whose weights file does not have the SHA-256 it
+records is refused (:class:`CheckpointError`, naming the file). The state file also records which run wrote
+it (``run``: the run's id and its config's hash, :func:`run_identity`), so that the server resumes only its
+own checkpoints, and the party-id bindings of the run's nodes (:func:`party_bindings`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -24,6 +28,8 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from .disk import WriteFailed, writing
 
 STATE_FILES = {"operator": "state.json", "finetune": "phase2-state.json"}
 PREFIXES = {"operator": "global", "finetune": "grown"}
@@ -39,6 +45,12 @@ class ServerCheckpoint:
     global_state: dict[str, torch.Tensor]
     strategy_state: dict[str, Any] = field(default_factory=dict)
     phase: str = "operator"
+    run: dict[str, str] = field(default_factory=dict)  # the run that wrote it (:func:`run_identity`)
+
+
+def run_identity(run_id: str, config_json: str) -> dict[str, str]:
+    """What binds a checkpoint to its run: the run's id and the SHA-256 of its config."""
+    return {"run_id": run_id, "config_sha256": hashlib.sha256(config_json.encode("utf-8")).hexdigest()}
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -52,7 +64,8 @@ def save_checkpoint(run_dir: str | Path, checkpoint: ServerCheckpoint) -> None:
     weights = f"{prefix}-{checkpoint.round:04d}.safetensors"
     _durable_write(directory / weights, lambda path: save_file(
         {k: v.contiguous() for k, v in checkpoint.global_state.items()}, str(path)))
-    state = {"round": checkpoint.round, "operator": weights, "strategy_state": checkpoint.strategy_state}
+    state = {"round": checkpoint.round, "operator": weights, "sha256": _file_sha256(directory / weights),
+             "run": checkpoint.run, "strategy_state": checkpoint.strategy_state}
     _durable_write(directory / STATE_FILES[checkpoint.phase],
                    lambda path: path.write_text(json.dumps(state), encoding="utf-8"))
     for old in directory.glob(f"{prefix}-*.safetensors"):
@@ -68,24 +81,56 @@ def load_checkpoint(run_dir: str | Path, phase: str = "operator") -> ServerCheck
         return None
     try:
         state = json.loads(state_file.read_text(encoding="utf-8"))
-        round_, weights, strategy_state = int(state["round"]), str(state["operator"]), dict(state["strategy_state"])
+        round_, weights, digest = state["round"], str(state["operator"]), str(state["sha256"])
+        strategy_state, run = dict(state["strategy_state"]), {str(k): str(v) for k, v in dict(state["run"]).items()}
     except (ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{state_file} is broken (truncated or edited): {error}") from error
+        raise CheckpointError(f"{state_file} is broken (truncated or edited): missing or malformed {error}") from error
+    if not isinstance(round_, int) or isinstance(round_, bool) or round_ < 1:
+        raise CheckpointError(f"{state_file} is broken (truncated or edited): round={round_!r} is not a round number")
     if not re.fullmatch(rf"{PREFIXES[phase]}-\d{{4,}}\.safetensors", weights):
         raise CheckpointError(f"{state_file} names {weights!r}, not a checkpoint file inside {directory}")
     try:
+        actual = _file_sha256(directory / weights)
         global_state = load_file(str(directory / weights))
     except (OSError, SafetensorError) as error:
         raise CheckpointError(f"{directory / weights} (named by {state_file}) cannot be read: {error}") from error
-    return ServerCheckpoint(round_, global_state, strategy_state, phase)
+    if actual != digest:
+        raise CheckpointError(f"{directory / weights} is not the file {state_file} recorded (its SHA-256 differs): "
+                              "edited or swapped")
+    return ServerCheckpoint(round_, global_state, strategy_state, phase, run)
+
+
+def party_bindings(strategy_state: dict[str, Any]) -> dict[int, int]:
+    """The checkpointed node -> party bindings (``strategy_state["parties"]``; none in a run's first round)."""
+    raw = strategy_state.get("parties", {})
+    try:
+        bindings = {int(node): party for node, party in dict(raw).items()}
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"the checkpoint's party bindings are malformed: {error}") from error
+    if not all(isinstance(party, int) and not isinstance(party, bool) for party in bindings.values()):
+        raise CheckpointError(f"the checkpoint's party bindings are malformed: {raw!r:.100}")
+    return bindings
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _durable_write(path: Path, write: Callable[[Path], object]) -> None:
     """``write(tmp)``, then fsync it, rename it to ``path`` and fsync the directory."""
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
+    try:
+        with writing(path):
+            write(tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+    except WriteFailed:
+        tmp.unlink(missing_ok=True)  # the previous checkpoint stays what the state file names
+        raise
     os.replace(tmp, path)
     directory = os.open(path.parent, os.O_RDONLY)
     try:
@@ -100,7 +145,11 @@ def numpy_rng_state() -> dict[str, Any]:
     return {"name": name, "keys": keys.tolist(), "pos": pos, "has_gauss": has_gauss, "gauss": gauss}
 
 
-def set_numpy_rng_state(state: dict[str, Any]) -> None:
-    np.random.set_state(
-        (state["name"], np.asarray(state["keys"], dtype=np.uint32), state["pos"], state["has_gauss"], state["gauss"])
-    )
+def set_numpy_rng_state(state: dict[str, Any] | None) -> None:
+    """Restore NumPy's global RNG from :func:`numpy_rng_state`; :class:`CheckpointError` if it is malformed."""
+    try:
+        np.random.set_state(
+            (state["name"], np.asarray(state["keys"], dtype=np.uint32), state["pos"], state["has_gauss"], state["gauss"])
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"the checkpoint's strategy_state has no valid numpy_rng: {error!r:.100}") from error

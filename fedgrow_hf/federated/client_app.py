@@ -45,6 +45,7 @@ from .party import (
     prepare_round,
     train_party_round,
 )
+from .party_errors import contain_party_errors
 from .screening import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -76,9 +77,10 @@ def make_client_app(
     """A ClientApp for ``config`` (or, when None, the config named by the run config at run time).
 
     With ``[federation].secure_aggregation`` enabled, phase-1 messages go to the SecAgg+ app
-    (:mod:`.secure_aggregation`); ``mods`` wrap both.
+    (:mod:`.secure_aggregation`); ``mods`` wrap both, and any exception inside becomes an error reply
+    naming only its category (:mod:`.party_errors`).
     """
-    app = ClientApp(mods=[*(mods or []), route_secure_aggregation(config, run_dir)])
+    app = ClientApp(mods=[contain_party_errors, *(mods or []), route_secure_aggregation(config, run_dir)])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

@@ -17,6 +17,9 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
     max_num_examples = 1000000     # a reply claiming more examples than this is dropped (it would own the mean)
     update_norm_bound = 10.0       # drop an update farther (L2) from the current Global-LiGO than this
                                    # times max(1, its norm); 0: no bound
+    update_clip_factor = 1.0       # clip every update's distance to this times the round's median distance,
+                                   # and its example count to this times the median count (robust to a
+                                   # party that ratchets the bound up; see federated/clipping.py); 0: off
     aggregator = "fedavg"          # "fedavg" (example-weighted); robust: "fedmedian", "fedtrimmedavg"
     trim_fraction = 0.2            # "fedtrimmedavg": fraction cut at each end per coordinate
     phase2 = "local"               # "local": each party merges and fine-tunes alone (LiGO's recipe: a short
@@ -95,7 +98,9 @@ no NaN) and against its range (``bounded`` in the field declarations) before any
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import math
 import sys
 import types
@@ -104,10 +109,14 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from transformers import BertConfig, TrainingArguments, ViTConfig
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
+
+logger = logging.getLogger(__name__)
 
 PHASE2_MODES = ("local", "federated", "merge", "none")
 FINETUNE_INITS = ("grown", "random")
@@ -161,6 +170,7 @@ class FederationSettings:
     max_update_bytes: int = bounded(0, 0)
     max_num_examples: int = bounded(1_000_000, 1)
     update_norm_bound: float = bounded(10.0, 0)
+    update_clip_factor: float = bounded(1.0, 0)
     aggregator: str = "fedavg"
     trim_fraction: float = bounded(0.2, 0, 0.5, high_inclusive=False)
     phase2: str = "local"
@@ -267,16 +277,15 @@ class FederationConfig:
             raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
             raise ConfigError(f"cannot parse {path}: {error}") from error
+        except RecursionError as error:
+            raise ConfigError(f"cannot parse {path}: its tables or arrays are nested too deeply") from error
         config = cls.from_dict(raw)
         config.resolve_paths(path.parent)
         return config
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> FederationConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"unknown top-level config keys {unknown}; known: {sorted(known)}")
+        check_known_keys(raw, {f.name for f in fields(cls)}, "top-level config keys")
         parties = raw.get("parties", [])
         if not isinstance(parties, list):
             raise ConfigError(f"parties must be a list of tables ([[parties]]), got {parties!r}")
@@ -317,6 +326,7 @@ class FederationConfig:
         fed, model = self.federation, self.model
         if model.family not in FAMILIES:
             raise ConfigError(f"model.family={model.family!r} is not one of {FAMILIES}")
+        _check_model_tables(self)
         if not model.target or not model.intermediate:
             raise ConfigError("model.target and model.intermediate (Dual-LiGO's common shape) are required")
         if fed.phase2 not in PHASE2_MODES:
@@ -341,6 +351,7 @@ class FederationConfig:
                 "federation.share_intermediate needs rounds >= 2 (the intermediates are sent after round 1 and used "
                 "from round 2) and no secure aggregation (the server averages the intermediates in clear)"
             )
+        _check_trimmed_mean(fed, self.num_parties)
         if self.secure_aggregation.enabled and fed.dp_noise_multiplier > 0:
             raise ConfigError(
                 "federation.secure_aggregation cannot be combined with federation.dp_noise_multiplier > 0: "
@@ -374,11 +385,38 @@ class FederationConfig:
 def _section(kind: type, raw: dict[str, Any], name: str) -> Any:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"[{name}] must be a table of settings, got {raw!r}")
-    known = {f.name for f in fields(kind)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"unknown keys in [{name}]: {unknown}; known: {sorted(known)}")
+    check_known_keys(raw, {f.name for f in fields(kind)}, f"keys in [{name}]")
     return kind(**raw)
+
+
+def check_known_keys(raw: Mapping[str, Any], known: set[str], where: str) -> None:
+    """:class:`ConfigError` naming the keys of ``raw`` not in ``known``, each with the closest known name."""
+    unknown = sorted(map(str, set(raw) - known))
+    if not unknown:
+        return
+    close = {key: difflib.get_close_matches(key, sorted(known), n=1) for key in unknown}
+    hints = [f"{key!r} -> {match[0]!r}" for key, match in close.items() if match]
+    hint = f"did you mean {', '.join(hints)}?" if hints else f"known: {sorted(known)}"
+    raise ConfigError(f"unknown {where}: {unknown}; {hint}")
+
+
+def _check_model_tables(config: FederationConfig) -> None:
+    """The model shapes are keyword arguments of the family's transformers config, and ``[training]`` those of
+    ``TrainingArguments``: a misspelt key would otherwise be ignored (a 12-layer default grown) or fail deep
+    in a run; a ``[training]`` value must be of its default's kind (``learning_rate = "fast"``)."""
+    model_keys = set((BertConfig if config.model.family == "bert" else ViTConfig)().to_dict())
+    check_known_keys(config.model.target, model_keys, "keys in [model].target")
+    check_known_keys(config.model.intermediate, model_keys, "keys in [model].intermediate")
+    for i, party in enumerate(config.parties):
+        if party.random is not None:
+            check_known_keys(party.random, model_keys, f"keys in parties[{i}].random")
+    arguments = {spec.name: spec for spec in fields(TrainingArguments) if spec.init}
+    check_known_keys(config.training, set(arguments), "keys in [training]")
+    for key, value in config.training.items():
+        default = arguments[key].default
+        kind = float if isinstance(default, float) else type(default)
+        if kind in (bool, int, float, str) and not _is_of_type(value, kind):
+            raise ConfigError(f"training.{key}={value!r} must be {_type_name(kind)}")
 
 
 def check_values(settings: Any, section: str = "") -> None:
@@ -440,6 +478,27 @@ def _type_name(hint: Any) -> str:
     if is_dataclass(hint):
         return "a table of settings"
     return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _check_trimmed_mean(fed: FederationSettings, num_parties: int) -> None:
+    """``fedtrimmedavg`` cuts ``int(trim_fraction x replies)`` values at each end of every coordinate
+    (Flower's ``trim_mean``): refuse a setting that cuts nothing even with every party replying, where the
+    configured robust aggregator would silently be a plain mean."""
+    if fed.aggregator != "fedtrimmedavg":
+        return
+    if int(fed.trim_fraction * num_parties) < 1:
+        needed = math.ceil(1000 / num_parties) / 1000  # the smallest fraction (to 3 decimals) that trims one
+        hint = f"trim_fraction >= {needed:g}" if needed < 0.5 else "no trim_fraction below 0.5 trims any"
+        raise ConfigError(
+            f"federation.trim_fraction={fed.trim_fraction} with {num_parties} parties trims int({fed.trim_fraction} x "
+            f"{num_parties}) = 0 values per side: fedtrimmedavg would be a plain mean; {hint} with "
+            f"{num_parties} parties, or use aggregator = 'fedmedian'"
+        )
+    if int(fed.trim_fraction * fed.min_train_nodes) < 1:
+        logger.warning("federation.trim_fraction=%s trims int(%s x %d) = %d values per side with all %d parties, "
+                       "but none in a round with only min_train_nodes=%d valid replies (then a plain mean)",
+                       fed.trim_fraction, fed.trim_fraction, num_parties, int(fed.trim_fraction * num_parties),
+                       num_parties, fed.min_train_nodes)
 
 
 def _check_secure_aggregation_counts(settings: SecureAggregationSettings) -> None:

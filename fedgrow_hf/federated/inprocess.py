@@ -26,6 +26,8 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from .party_errors import error_reply
+
 logger = logging.getLogger(__name__)
 
 # Flower gives deployed nodes random 64-bit ids; these fixed ones keep in-process runs reproducible.
@@ -83,8 +85,9 @@ class InProcessGrid(Grid):
         raise NotImplementedError("the in-process engine only answers send_and_receive (no secure aggregation)")
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        """Every party's reply, in node order. An exception in a party's app stops the run where it
-        happened (no retry), which is what a single-process run is for.
+        """Every party's reply, in node order. An exception in a party's app is that party's error reply
+        (:func:`.party_errors.error_reply`: its category goes to the server, the traceback to the log), as
+        under Flower's engines: one party's failure does not end the federation.
 
         In a deployment parties work in parallel and ``timeout`` bounds each one's time to reply; here
         they take turns, so each party gets the whole ``timeout`` for its own turn. A party that takes
@@ -97,7 +100,10 @@ class InProcessGrid(Grid):
             if context is None:
                 raise ValueError(f"no party has node id {node}")
             started = time.monotonic()
-            reply = self.client_app(message, context)
+            try:
+                reply = self.client_app(message, context)
+            except Exception as error:  # noqa: BLE001 - any failure of a party is its reply
+                reply = error_reply(message, error)
             took = time.monotonic() - started
             if timeout is not None and took > timeout:
                 logger.warning("node %d replied after %.1f s, beyond the %.1f s timeout: reply dropped", node, took, timeout)

@@ -5,8 +5,10 @@ holds the party's grown intermediate model (its Local-LiGO applied to its source
 trains the Global-LiGO over that one averaged intermediate. The paper says no model is shared; this
 variant does share one, once, so that what strict Fed-Grow (only the Global-LiGO ever leaves a party)
 costs can be measured against it. The replies go through the same screen as every other (keys, shapes,
-finite values, size, example count, the node's party binding); the average is example-weighted like the
-Global-LiGO's, and kept durably in the run folder, so a resumed server sends the same one.
+finite values, size, example count, the node's party binding) and the same clipping (each intermediate's
+distance from the replies' coordinate-wise median, as in federated phase 2's first round); the average is
+example-weighted like the Global-LiGO's, and kept durably in the run folder, so a resumed server sends the
+same one.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def shared_intermediate(
     reference = reference_intermediate_state(config)
     size = sum(value.numel() * value.element_size() for value in reference.values()) + 1024 * len(reference)
     screen = ReplyScreen(reference, (), config.num_parties, size, fed.max_num_examples, parties=bindings)
-    averager = ScreenedStrategy(build_strategy(config, with_dp=False), screen, fed.min_train_nodes)
+    averager = ScreenedStrategy(build_strategy(config, with_dp=False), screen, fed.min_train_nodes,
+                                fed.update_clip_factor)
     nodes = wait_for_nodes(grid, config, "the intermediate exchange")
     messages = [Message(RecordDict({CONFIG_KEY: ConfigRecord({"server-round": 1})}), dst_node_id=node,
                         message_type=INTERMEDIATE_MESSAGE) for node in nodes]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,17 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from safetensors.torch import save_file
 
-from .checkpoint import CheckpointError, ServerCheckpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    ServerCheckpoint,
+    load_checkpoint,
+    party_bindings,
+    run_identity,
+    save_checkpoint,
+)
 from .config import FederationConfig
-from .disclosure import finetune_disclosure, finetune_reply_fields
+from .disclosure import FIGURES_ONLY, finetune_disclosure, finetune_reply_fields
+from .records import append_record, truncate_records
 from .screening import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -42,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
+RUN_FILE = "run.json"  # the run's id, which its checkpoints record (checkpoint.run_identity)
 FINAL_OPERATOR = "global_operator.safetensors"
 FINETUNE_MESSAGE = "train.finetune"
 
@@ -49,9 +59,30 @@ RoundCallback = Callable[[dict[str, Any]], None]
 
 
 def start_run(run_dir: Path, config: FederationConfig) -> None:
-    """A new run in ``run_dir``: no metrics of an earlier one, and the config it runs with (what resume checks)."""
+    """A new run in ``run_dir``: no metrics of an earlier one, the config it runs with (what resume checks)
+    and a new run id (what binds its checkpoints to it)."""
     (run_dir / METRICS_FILE).unlink(missing_ok=True)
     (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
+    (run_dir / RUN_FILE).write_text(json.dumps({"run_id": uuid.uuid4().hex}))
+
+
+def checkpoint_identity(run_dir: Path, config: FederationConfig) -> dict[str, str]:
+    """The identity this run's checkpoints carry (:func:`.checkpoint.run_identity`)."""
+    run_file = run_dir / RUN_FILE
+    try:
+        run_id = str(json.loads(run_file.read_text(encoding="utf-8"))["run_id"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{run_file} (the run's id) cannot be read: {error!r:.100}") from error
+    return run_identity(run_id, config.to_json())
+
+
+def check_checkpoint_run(checkpoint: ServerCheckpoint, run_dir: Path, config: FederationConfig) -> None:
+    """Refuse a checkpoint that another run (or this run with another config) wrote."""
+    if checkpoint.run != checkpoint_identity(run_dir, config):
+        raise CheckpointError(
+            f"the {checkpoint.phase} checkpoint of round {checkpoint.round} in {run_dir} was not written by this run "
+            "with this config (its run id or config hash differs): copied from another run folder or edited"
+        )
 
 
 class FederationAborted(RuntimeError):
@@ -72,13 +103,15 @@ def party_reports(screen: ReplyScreen, replies: list[Message], down: int) -> dic
 
 def run_phase2(
     grid: Grid, config: FederationConfig, run_dir: Path, arrays: ArrayRecord, on_round: RoundCallback | None,
-    *, resume: bool = False,
+    *, resume: bool = False, parties: dict[int, int] | None = None,
 ) -> None:
     """Phase 2: local fine-tuning of every party's merged model, or FedAvg of the merged models.
 
     Replies go through the same screen as phase 1 (against the grown model's keys and shapes when they
-    carry a model); each federated round's average is checked, then checkpointed, and ``resume`` continues
-    after the last checkpointed round."""
+    carry a model), with phase 1's node -> party bindings (``parties``, updated in place); each federated
+    round's average is clipped and checked (round 1's centre: the replies' coordinate-wise median, as the
+    parties start from their own merged models), then checkpointed with the bindings, and ``resume``
+    continues after the last checkpointed round."""
     fed = config.federation
     federated = fed.phase2 == "federated"
     reference = reference_target_state(config) if federated else None
@@ -86,12 +119,19 @@ def run_phase2(
     curve_steps = finetune_eval_steps(config) if curve_names else []
     screen = ReplyScreen(reference, metric_names, config.num_parties,
                          fed.max_update_bytes or _state_bytes(reference), fed.max_num_examples, fed.update_norm_bound,
-                         curve_names=curve_names, curve_length=len(curve_steps), counts_examples=counts_examples)
-    averager = ScreenedStrategy(build_strategy(config, with_dp=False), screen, fed.min_train_nodes)
+                         curve_names=curve_names, curve_length=len(curve_steps), counts_examples=counts_examples,
+                         parties=parties if parties is not None else {})
+    averager = ScreenedStrategy(build_strategy(config, with_dp=False), screen, fed.min_train_nodes,
+                                fed.update_clip_factor)
     current: dict[str, torch.Tensor] | None = None  # the averaged model the parties start from (round >= 2)
     first = 1
     checkpoint = load_checkpoint(run_dir, "finetune") if resume and federated else None
+    if resume and _resume_records(run_dir, fed.phase2, checkpoint):
+        logger.info("phase 2 (%s) of %s is already recorded: not run again", fed.phase2, run_dir)
+        return
     if checkpoint is not None:
+        check_checkpoint_run(checkpoint, run_dir, config)
+        screen.parties.update(party_bindings(checkpoint.strategy_state))
         problem = aggregate_problem(checkpoint.global_state, reference)
         if problem:
             raise CheckpointError(f"the phase-2 checkpoint of round {checkpoint.round} in {run_dir} is not valid: {problem}")
@@ -105,16 +145,13 @@ def run_phase2(
             for node in nodes
         ]
         averager.current = current
+        screen.connected = set(nodes)
         replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout))
         aggregated, _ = averager.aggregate_train(finetune_round, replies)
         if averager.last.problem is not None:
             raise FederationAborted(f"phase 2 round {finetune_round}: {averager.last.problem}")
         parties = {party: with_curve(metrics, curve_steps) for party, metrics in
                    party_reports(screen, averager.last.valid, payload_bytes(arrays)).items()}
-        if aggregated is not None:
-            current = averager.last.state
-            save_checkpoint(run_dir, ServerCheckpoint(finetune_round, current, phase="finetune"))
-            arrays = aggregated
         report = {
             "phase": f"finetune-{fed.phase2}",
             "round": finetune_round,
@@ -123,13 +160,33 @@ def run_phase2(
                                             if name in metric_names)),
             "parties": parties,
             "dropped": dropped_records(averager.last.dropped, attempt=1),
+            "clipped": averager.last.clipped,
             "no_reply": len(messages) - len(replies),
             "seconds": round(time.monotonic() - started, 3),
         }
         report["loss"] = report.get("eval_loss")
-        record_round(run_dir, report, on_round)
+        record_round(run_dir, report, on_round)  # before the checkpoint: a resume cuts a record it does not cover
+        if aggregated is not None:
+            current = averager.last.state
+            save_checkpoint(run_dir, ServerCheckpoint(finetune_round, current, {"parties": screen_bindings(screen)},
+                                                      "finetune", checkpoint_identity(run_dir, config)))
+            arrays = aggregated
     if federated and current is not None:
         save_file(current, str(run_dir / "grown_model_fedavg.safetensors"))
+
+
+def _resume_records(run_dir: Path, mode: str, checkpoint: ServerCheckpoint | None) -> bool:
+    """Cut ``metrics.jsonl`` back to the phase-2 rounds a resume keeps (federated: those its checkpoint
+    holds); whether phase 2 is already done (local or merge: its one record is there)."""
+    phase, done, once = f"finetune-{mode}", checkpoint.round if checkpoint else 0, mode in FIGURES_ONLY
+    kept = truncate_records(run_dir / METRICS_FILE,
+                            lambda record: record.get("phase") != phase or once or record.get("round", 0) <= done)
+    return once and any(record.get("phase") == phase for record in kept)
+
+
+def screen_bindings(screen: ReplyScreen) -> dict[str, int]:
+    """The screen's node -> party bindings as a checkpoint's strategy state holds them (JSON keys)."""
+    return {str(node): party for node, party in screen.parties.items()}
 
 
 def dropped_records(dropped: list[DroppedUpdate], attempt: int) -> list[dict[str, Any]]:
@@ -178,8 +235,8 @@ def weighted_means(parties: dict[str, dict[str, Any]], names: tuple[str, ...]) -
 
 
 def record_round(run_dir: Path, report: dict[str, Any], on_round: RoundCallback | None) -> None:
-    """Append one round's report to the run's metrics file (what resume, cards and reports read)."""
-    with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(report) + "\n")
+    """Append one round's report to the run's metrics file (what resume, cards and reports read) as one
+    whole line (:mod:`.records`)."""
+    append_record(run_dir / METRICS_FILE, report)
     if on_round is not None:
         on_round(report)

@@ -6,9 +6,11 @@ front of them): Flower's strategies decode, weight and check the consistency of 
 records), so a single crafted reply would raise inside them and end the server. The screen turns each
 problem into a named reason, the reply is dropped with a logged warning, and the round goes on with the
 others. What passes is safe for any of Flower's strategies: one ``arrays`` record that decodes to exactly
-the reference's keys, shapes and dtypes with finite values, within a norm bound of the current global
-state; one ``metrics`` record with exactly the expected keys, finite numbers, an integer example count in
-``[1, max_num_examples]``; and a party id that belongs to the node that sent it.
+the reference's keys, shapes and dtypes with finite values, within a norm bound of the round's centre
+(the state the updates started from); one ``metrics`` record with exactly the expected keys, numbers in
+their ranges, an integer example count in ``[1, max_num_examples]``; and a party id that belongs to the
+node that sent it. What the screen keeps of a reply's text is one short printable line (:func:`sanitised`).
+What passes may still be pulled towards the round's median before it is averaged (:mod:`.clipping`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Message
+
+from .clipping import median_state, state_distance, state_norm
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +44,16 @@ FINETUNE_METRICS = ("train_loss", "eval_loss", "accuracy", "precision_macro")
 MERGE_METRICS = ("eval_loss", "accuracy", "precision_macro")
 # What a party adds after local phase 2: its held-out figures at every step of ``task.finetune_eval_steps``.
 FINETUNE_CURVE = ("curve_accuracy", "curve_precision_macro", "curve_eval_loss")
+# The range of every metric a party reports: shares in [0, 1]; losses non-negative and small enough that
+# example-weighted means of them stay finite (a cross-entropy beyond 1e6 is meaningless anyway).
+MAX_LOSS = 1e6
+METRIC_RANGES = {
+    **{name: (0.0, 1.0) for name in ("accuracy", "precision_macro", "curve_accuracy", "curve_precision_macro")},
+    **{name: (0.0, MAX_LOSS) for name in ("train_loss", "eval_loss_before", "eval_loss", "curve_eval_loss")},
+}
+# The most of a reason (a party's error, a value it sent) that reaches the log and metrics.jsonl.
+REASON_LIMIT = 200
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
@@ -113,25 +128,30 @@ def decode_state(
     return state
 
 
-def state_distance(state: Mapping[str, torch.Tensor], other: Mapping[str, torch.Tensor]) -> float:
-    """The L2 distance between two state dicts with the same keys (in float64, so 1e30s do not overflow)."""
-    return math.sqrt(sum(float((state[k].double() - other[k].double()).square().sum()) for k in state))
+@dataclass
+class ScreenedReplies:
+    """What :meth:`ReplyScreen.screen_round` found usable in one round, and what it dropped."""
 
-
-def state_norm(state: Mapping[str, torch.Tensor]) -> float:
-    return math.sqrt(sum(float(value.double().square().sum()) for value in state.values()))
+    valid: list[Message]
+    states: list[dict[str, torch.Tensor]]  # each valid reply's decoded arrays (empty without a reference)
+    dropped: list[DroppedUpdate]
+    centre: dict[str, torch.Tensor] | None  # what the norm bound and clipping measure distances from
 
 
 @dataclass
 class ReplyScreen:
     """The server's screen for one phase: what a reply must hold, and which party each node is.
 
-    A node is bound to the first party id it reports; a reply naming another node's party, or a second
-    reply from one node in a round, is dropped. ``reference`` gives the keys, shapes and dtypes of the
-    arrays (``None``: the reply must carry no arrays, as in local fine-tuning). ``curve_names`` are
-    metrics that must be lists of exactly ``curve_length`` finite numbers (a learning curve at steps the
-    server knows, so a party cannot say where its points lie). Without ``counts_examples`` a reply carries no
-    example count (a party that discloses nothing but its id, :mod:`.disclosure`).
+    A node is bound to the first party id it reports; a reply naming the party of another connected node,
+    or a second reply from one node in a round, is dropped. ``parties`` (node id -> party id) is shared
+    by the phases of a run and checkpointed with it, so a node bound in phase 1 cannot claim another
+    party in phase 2 or after a resume; a party whose node is no longer connected (``connected``, when the
+    caller knows it) may be claimed by a new node, as after a server restart under Flower's simulation
+    engine, which gives its nodes new ids. ``reference`` gives the keys, shapes and dtypes of the arrays
+    (``None``: the reply must carry no arrays, as in local fine-tuning). ``curve_names`` are metrics that
+    must be lists of exactly ``curve_length`` numbers (a learning curve at steps the server knows, so a
+    party cannot say where its points lie). Without ``counts_examples`` a reply carries no example count
+    (a party that discloses nothing but its id, :mod:`.disclosure`).
     """
 
     reference: Mapping[str, torch.Tensor] | None
@@ -144,36 +164,59 @@ class ReplyScreen:
     curve_length: int = 0
     counts_examples: bool = True
     parties: dict[int, int] = field(default_factory=dict)  # node id -> party id
+    connected: set[int] | None = None  # the nodes connected now (None: unknown, every binding holds)
 
     def screen(
         self, replies: Iterable[Message], current: Mapping[str, torch.Tensor] | None = None
     ) -> tuple[list[Message], list[DroppedUpdate]]:
-        """Split ``replies`` into usable ones and dropped ones (logged, each with its reason).
+        """Split ``replies`` into usable ones and dropped ones (logged, each with its reason)."""
+        screened = self.screen_round(replies, current)
+        return screened.valid, screened.dropped
 
-        ``current`` is the state the updates started from; with ``norm_bound`` > 0 an update farther from
-        it than ``norm_bound * max(1, |current|)`` is dropped.
-        """
-        valid, dropped, seen = [], [], set()
+    def screen_round(
+        self, replies: Iterable[Message], current: Mapping[str, torch.Tensor] | None = None
+    ) -> ScreenedReplies:
+        """Screen every reply on its own, then the round's arrays against their centre: ``current`` (the
+        state the updates started from) or, where the server does not know it, the coordinate-wise median of
+        the replies (:func:`.clipping.median_state`). With ``norm_bound`` > 0 an update farther from the
+        centre than ``norm_bound * max(1, |centre|)`` is dropped."""
+        valid, states, dropped, seen = [], [], [], set()
         for message in replies:
             node = message.metadata.src_node_id
             try:
-                self._check(message, node, seen, current)
+                state = self._check(message, node, seen)
             except UpdateRejected as error:
-                party = self.parties.get(node)
-                logger.warning("dropping the reply of party %s (node %s): %s", party, node, error)
-                dropped.append(DroppedUpdate(node, party, str(error)))
+                dropped.append(self._drop(node, str(error)))
             else:
                 valid.append(message)
+                states.append(state)
             seen.add(node)
-        return valid, dropped
+        if self.reference is None or not valid:
+            return ScreenedReplies(valid, [], dropped, None)
+        centre = dict(current) if current is not None else median_state(states)
+        bound = self.norm_bound * max(1.0, state_norm(centre))
+        kept = []
+        for message, state in zip(valid, states, strict=True):
+            distance = state_distance(state, centre) if self.norm_bound else 0.0
+            if distance <= bound:
+                kept.append((message, state))
+            else:
+                dropped.append(self._drop(message.metadata.src_node_id, f"update is {distance:.4g} away from the "
+                                          f"round's centre, beyond the bound {bound:.4g}"))
+        return ScreenedReplies([m for m, _ in kept], [s for _, s in kept], dropped, centre)
 
     def party_of(self, message: Message) -> int:
         """The party a screened reply belongs to."""
         return self.parties[message.metadata.src_node_id]
 
-    def _check(
-        self, message: Message, node: int, seen: set[int], current: Mapping[str, torch.Tensor] | None
-    ) -> None:
+    def _drop(self, node: int, reason: str) -> DroppedUpdate:
+        party = self.parties.get(node)
+        reason = sanitised(reason)
+        logger.warning("dropping the reply of party %s (node %s): %s", party, node, reason)
+        return DroppedUpdate(node, party, reason)
+
+    def _check(self, message: Message, node: int, seen: set[int]) -> dict[str, torch.Tensor]:
+        """The reply's decoded arrays (empty without a reference), once every check on it alone passed."""
         if message.has_error():
             raise UpdateRejected(f"party failed: {message.error.reason}")
         if node in seen:
@@ -188,9 +231,9 @@ class ReplyScreen:
         metrics = dict(content.metric_records[METRICS_KEY])
         self._bind(node, self._claimed_party(metrics))
         self._check_values(metrics)
-        if self.reference is not None:
-            state = decode_state(content.array_records[ARRAYS_KEY], self.reference, self.max_bytes)
-            self._check_distance(state, current)
+        if self.reference is None:
+            return {}
+        return decode_state(content.array_records[ARRAYS_KEY], self.reference, self.max_bytes)
 
     def _claimed_party(self, metrics: dict[str, object]) -> int:
         """The party id the metrics name, once their keys are exactly the expected ones."""
@@ -205,38 +248,48 @@ class ReplyScreen:
         return int(party)
 
     def _check_values(self, metrics: dict[str, object]) -> None:
-        """An integer example count within bounds (where the reply counts its examples), finite numbers for
-        every other metric and curves of the expected length."""
+        """An integer example count within bounds (where the reply counts its examples), every metric and
+        curve point a number in its range (:data:`METRIC_RANGES`), curves of the expected length."""
         if self.counts_examples:
             weight = metrics[WEIGHT_KEY]
             if not _is_int(weight) or not 1 <= weight <= self.max_num_examples:
                 raise UpdateRejected(f"{WEIGHT_KEY}={weight!r} is not an integer in [1, {self.max_num_examples}]")
         for name in self.metric_names:
-            if not _is_finite_number(value := metrics[name]):
-                raise UpdateRejected(f"metric {name!r}={value!r} is not a finite number")
+            _check_metric(name, metrics[name])
         for name in self.curve_names:
             curve = metrics[name]
             if not isinstance(curve, list) or len(curve) != self.curve_length:
                 length = len(curve) if isinstance(curve, list) else type(curve).__name__
                 raise UpdateRejected(f"metric {name!r} is not a list of {self.curve_length} values (got {length})")
-            if not all(map(_is_finite_number, curve)):
-                raise UpdateRejected(f"metric {name!r} holds a value that is not a finite number")
+            for value in curve:
+                _check_metric(name, value)
 
     def _bind(self, node: int, party: int) -> None:
         owner = next((other for other, bound in self.parties.items() if bound == party), None)
         if self.parties.get(node, party) != party:
             raise UpdateRejected(f"node {node} reported party {self.parties[node]} before, now {party}")
         if owner is not None and owner != node:
-            raise UpdateRejected(f"{PARTY_KEY}={party} belongs to node {owner}")
+            if self.connected is None or owner in self.connected:
+                raise UpdateRejected(f"{PARTY_KEY}={party} belongs to node {owner}")
+            logger.warning("party %d moves from node %d (no longer connected) to node %d", party, owner, node)
+            del self.parties[owner]
         self.parties[node] = party
 
-    def _check_distance(self, state: Mapping[str, torch.Tensor], current: Mapping[str, torch.Tensor] | None) -> None:
-        if not self.norm_bound or current is None or set(current) != set(state):
-            return
-        bound = self.norm_bound * max(1.0, state_norm(current))
-        distance = state_distance(state, current)
-        if not distance <= bound:
-            raise UpdateRejected(f"update is {distance:.4g} away from the current global state, beyond the bound {bound:.4g}")
+
+def sanitised(text: str, limit: int = REASON_LIMIT) -> str:
+    """``text`` as one printable line of at most ``limit`` characters: what the server keeps of anything a
+    party sent (its error reason, a value it reported), so that a reply cannot fill the log and
+    ``metrics.jsonl`` or put terminal escapes into them."""
+    line = " ".join(_ANSI_ESCAPE.sub("", text).split())
+    line = "".join(char if char.isprintable() else "?" for char in line)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _check_metric(name: str, value: object) -> None:
+    low, high = METRIC_RANGES.get(name, (-math.inf, math.inf))
+    if not _is_finite_number(value) or not low <= value <= high:
+        shown = sanitised(repr(value), 40)
+        raise UpdateRejected(f"metric {name!r}={shown} is not a finite number in [{low:g}, {high:g}]")
 
 
 def _is_finite_number(value: object) -> bool:

@@ -29,6 +29,7 @@ from .checkpoint import (
     ServerCheckpoint,
     load_checkpoint,
     numpy_rng_state,
+    party_bindings,
     save_checkpoint,
     set_numpy_rng_state,
 )
@@ -37,16 +38,21 @@ from .intermediate import shared_intermediate, with_shared_intermediate
 from .phases import (
     CONFIG_FILE,
     FINAL_OPERATOR,
+    METRICS_FILE,
     FederationAborted,
     RoundCallback,
+    check_checkpoint_run,
+    checkpoint_identity,
     dropped_records,
     party_reports,
     record_round,
     run_phase2,
+    screen_bindings,
     start_run,
     wait_for_nodes,
     weighted_means,
 )
+from .records import truncate_records
 from .screening import (
     INTERMEDIATE_KEY,
     OPERATOR_METRICS,
@@ -79,26 +85,31 @@ def run_federation(
         np.random.seed(config.seed)
     else:
         check_resumable(run_dir, config, checkpoint, reference)
-        set_numpy_rng_state(checkpoint.strategy_state["numpy_rng"])
+        set_numpy_rng_state(checkpoint.strategy_state.get("numpy_rng"))
+        done = checkpoint.round  # a record beyond it (killed between the append and the checkpoint) is cut
+        truncate_records(run_dir / METRICS_FILE, lambda r: r.get("phase") != "operator" or r.get("round", 0) <= done)
         logger.info("resuming %s after round %d", run_dir, checkpoint.round)
 
     state = checkpoint.global_state if checkpoint else reference
     max_bytes = config.federation.max_update_bytes or payload_bytes(ArrayRecord(reference))
     screen = ReplyScreen(reference, OPERATOR_METRICS, config.num_parties, max_bytes,
-                         config.federation.max_num_examples, config.federation.update_norm_bound)
-    strategy = ScreenedStrategy(build_strategy(config), screen, config.federation.min_train_nodes)
+                         config.federation.max_num_examples, config.federation.update_norm_bound,
+                         parties=party_bindings(checkpoint.strategy_state) if checkpoint else {})
+    strategy = ScreenedStrategy(build_strategy(config), screen, config.federation.min_train_nodes,
+                                config.federation.update_clip_factor)
+    identity = checkpoint_identity(run_dir, config)
     for server_round in range((checkpoint.round + 1) if checkpoint else 1, config.federation.rounds + 1):
         shared = None
         if config.federation.share_intermediate and server_round == 2:
             shared = shared_intermediate(grid, config, run_dir, screen.parties, on_round)
         state, report = _operator_round(grid, config, strategy, state, server_round, shared)
         record_round(run_dir, report, on_round)
-        strategy_state = {"numpy_rng": numpy_rng_state()}
-        save_checkpoint(run_dir, ServerCheckpoint(server_round, state, strategy_state))
+        strategy_state = {"numpy_rng": numpy_rng_state(), "parties": screen_bindings(screen)}
+        save_checkpoint(run_dir, ServerCheckpoint(server_round, state, strategy_state, run=identity))
 
     save_file(state, str(run_dir / FINAL_OPERATOR), metadata={"format": "pt", "fedgrow": "global-ligo"})
     if config.federation.phase2 != "none":
-        run_phase2(grid, config, run_dir, ArrayRecord(state), on_round, resume=resume)
+        run_phase2(grid, config, run_dir, ArrayRecord(state), on_round, resume=resume, parties=screen.parties)
     return state
 
 
@@ -118,6 +129,7 @@ def check_resumable(
             f"cannot resume {run_dir}: the config differs from the one it was started with in {differ}; "
             "resume with the same config or start a new run folder"
         )
+    check_checkpoint_run(checkpoint, run_dir, config)
     problem = aggregate_problem(checkpoint.global_state, reference)
     if problem:
         raise CheckpointError(f"the checkpoint of round {checkpoint.round} in {run_dir} is not valid: {problem}")
@@ -170,6 +182,7 @@ def _operator_round(
         **weighted_means(parties, ("train_loss", "eval_loss_before", "eval_loss", "accuracy")),
         "parties": parties,
         "dropped": all_dropped,
+        "clipped": screened.clipped,
         "no_reply": silent,
         "seconds": round(time.monotonic() - started, 3),
     }

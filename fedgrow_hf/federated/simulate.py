@@ -22,6 +22,7 @@ from .config import FederationConfig
 from .engine import SimulationEngine, as_engine
 from .inprocess import InProcessGrid
 from .server_app import FINAL_OPERATOR, RoundCallback, make_server_app, run_federation
+from .task import check_data
 
 
 def simulate(
@@ -43,6 +44,7 @@ def simulate(
     engine = as_engine(engine)
     if engine.name == "inprocess" and config.secure_aggregation.enabled:
         raise ValueError("secure aggregation needs Flower's simulation engine: use engine='ray'")
+    check_data(config)  # bad labels stop the run here, before its folder exists
     run_dir = Path(run_dir).resolve()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     client = make_client_app(config, str(run_dir), mods=client_mods)

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideFixedClipping,
@@ -26,8 +26,17 @@ from flwr.serverapp.strategy import (
 )
 
 from ..tuners.ligo import GlobalStateError, check_state_dict
+from .clipping import clip_updates
 from .config import FederationConfig
-from .screening import ARRAYS_KEY, CONFIG_KEY, WEIGHT_KEY, DroppedUpdate, ReplyScreen
+from .screening import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    METRICS_KEY,
+    WEIGHT_KEY,
+    DroppedUpdate,
+    ReplyScreen,
+    ScreenedReplies,
+)
 
 
 def aggregate_problem(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> str | None:
@@ -76,38 +85,47 @@ class ScreenedRound:
     problem: str | None = None  # why nothing was aggregated
     aggregate_rejected: bool = False  # there were enough valid replies, but their aggregate was not valid
     state: dict[str, torch.Tensor] | None = None  # the checked aggregate, as the returned arrays hold it
+    clipped: dict[str, dict[str, float | int]] = field(default_factory=dict)  # party id -> what was clipped
 
 
 class ScreenedStrategy(Strategy):
     """``strategy`` behind ``screen``: only screened replies are aggregated, and only a valid aggregate
     is returned, cast to the reference's dtypes (Flower's DP noise comes back as float64).
 
-    ``current`` is the state a round's updates start from (the screen's norm bound is measured from it);
-    :meth:`configure_train` sets it from the arrays it sends, a caller that builds its own messages sets it.
+    With ``clip_factor`` > 0 every screened update is clipped to ``clip_factor`` times the round's median
+    distance and example count before the wrapped strategy sees it (:mod:`.clipping`; the reply's arrays
+    and count are replaced in place, as Flower's DP wrapper clips them). ``current`` is the state a round's
+    updates start from (the screen's norm bound and the clipping are measured from it); :meth:`configure_train`
+    sets it from the arrays it sends, a caller that builds its own messages sets it.
     """
 
-    def __init__(self, strategy: Strategy, screen: ReplyScreen, min_valid: int) -> None:
+    def __init__(self, strategy: Strategy, screen: ReplyScreen, min_valid: int, clip_factor: float = 0.0) -> None:
         self.strategy = strategy
         self.screen = screen
         self.min_valid = min_valid
+        self.clip_factor = clip_factor
         self.current: dict[str, torch.Tensor] | None = None
         self.last = ScreenedRound()
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         self.current = arrays.to_torch_state_dict() if self.screen.reference is not None else None
+        self.screen.connected = set(grid.get_node_ids())
         return self.strategy.configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        valid, dropped = self.screen.screen(replies, self.current)
-        self.last = ScreenedRound(valid, dropped)
+        screened = self.screen.screen_round(replies, self.current)
+        valid = screened.valid
+        self.last = ScreenedRound(valid, screened.dropped)
         if len(valid) < self.min_valid:
             self.last.problem = f"{len(valid)} valid updates < min_train_nodes={self.min_valid}"
             return None, None
         reference = self.screen.reference
         if reference is None:  # the replies carry metrics only (phase 2's local fine-tuning): nothing to average
             return None, None
+        if self.clip_factor > 0:
+            self._clip(screened)
         arrays, metrics = self.strategy.aggregate_train(server_round, valid)
         if arrays is None:
             self.last.problem = f"{type(self.strategy).__name__} aggregated nothing"
@@ -120,6 +138,22 @@ class ScreenedStrategy(Strategy):
             return None, None
         self.last.state = state
         return ArrayRecord(state), metrics
+
+    def _clip(self, screened: ScreenedReplies) -> None:
+        """Clip the screened updates towards the round's centre and median count, in place; the round's
+        record names each party clipped and by how much."""
+        metrics = [dict(message.content[METRICS_KEY]) for message in screened.valid]
+        weights = [int(m[WEIGHT_KEY]) for m in metrics] if self.screen.counts_examples else None
+        states, clipped_weights, clipped = clip_updates(screened.states, weights, screened.centre, self.clip_factor)
+        for index, message in enumerate(screened.valid):
+            record = clipped.record(index)
+            if not record:
+                continue
+            self.last.clipped[str(self.screen.party_of(message))] = record
+            if clipped_weights is not None:
+                metrics[index][WEIGHT_KEY] = clipped_weights[index]
+            message.content = RecordDict({ARRAYS_KEY: ArrayRecord(states[index]),
+                                          METRICS_KEY: MetricRecord(metrics[index])})
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         return self.strategy.configure_evaluate(server_round, arrays, config, grid)

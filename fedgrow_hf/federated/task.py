@@ -29,6 +29,7 @@ from transformers import (
 
 from ..architectures import get_architecture_table
 from ..data import (
+    check_label_ids,
     dirichlet_partition,
     iid_partition,
     load_image_classification,
@@ -197,11 +198,14 @@ def _load_split(config: FederationConfig, split: str, limit: int | None) -> data
     """Raw ``text``/``pixel_values`` + ``label`` rows of ``split`` of ``[data].source``."""
     data = config.data
     if config.model.family == "bert":
-        return load_text_classification(
+        dataset = load_text_classification(
             data.source, split, text_column=data.text_column, label_column=data.label_column, limit=limit,
             seed=config.data_seed,
         )
-    return load_image_classification(data.source, split, limit=limit, seed=config.data_seed)
+    else:
+        dataset = load_image_classification(data.source, split, limit=limit, seed=config.data_seed)
+    check_label_ids(dataset["label"], config.model.num_labels, f"{data.source} (split {split!r})")
+    return dataset
 
 
 @lru_cache(maxsize=4)
@@ -215,6 +219,12 @@ def _partitioned(config_json: str) -> tuple[datasets.Dataset, list[list[int]]]:
     else:
         parts = iid_partition(len(dataset), config.num_parties, config.data_seed)
     return dataset, parts
+
+
+def check_data(config: FederationConfig) -> None:
+    """Load and share out ``[data].split`` once (its labels checked against ``num_labels``), so that bad data
+    stops a local run before it writes anything; in-process runs reuse what this loaded."""
+    _partitioned(config.to_json())
 
 
 def party_shares(config: FederationConfig, party_id: int) -> tuple[datasets.Dataset, datasets.Dataset]:

@@ -30,6 +30,8 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Sampler
 from transformers import Trainer, TrainerCallback
 
+from .disk import writing
+
 PRIVATE_WEIGHTS = "private_state.safetensors"
 OPTIMIZER_STATE = "optimizer.pt"
 SCHEDULER_STATE = "scheduler.pt"
@@ -188,11 +190,14 @@ class FedGrowTrainer(StreamTrainer):
         """
         directory = self.round_dir(server_round)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file(self.private_state_dict(), str(directory / PRIVATE_WEIGHTS))
+        with writing(directory / PRIVATE_WEIGHTS):
+            save_file(self.private_state_dict(), str(directory / PRIVATE_WEIGHTS))
         if self.optimizer is not None:  # none before the first round
-            torch.save(named_optimizer_state(self.optimizer, self.model), directory / OPTIMIZER_STATE)
+            with writing(directory / OPTIMIZER_STATE):
+                torch.save(named_optimizer_state(self.optimizer, self.model), directory / OPTIMIZER_STATE)
         if self.lr_scheduler is not None:
-            torch.save(self.lr_scheduler.state_dict(), directory / SCHEDULER_STATE)
+            with writing(directory / SCHEDULER_STATE):
+                torch.save(self.lr_scheduler.state_dict(), directory / SCHEDULER_STATE)
         _atomic_write_text(directory / PARTY_STATE, json.dumps({"round": server_round}))
         for old in self.party_dir.glob("round-*"):
             if int(old.name.split("-")[1]) < server_round - 1:

@@ -72,3 +72,39 @@ def make_fault_mod(faults: dict[str, str], hang_seconds: float = 0.0):
         return reply
 
     return fault
+
+
+def make_ratchet_mod(attacker: int, norm_bound: float, norms: dict, *, attack: bool = True,
+                     claimed_examples: int | None = None):
+    """Party ``attacker`` trains honestly, then sends the update that ratchets a bound measured from the
+    current state: ``c x (1 + 0.99 x norm_bound x max(1, |c|) / |c|)``, ``c`` being the state it received
+    (or, in federated phase 2's first round, where it received the Global-LiGO, its own grown model); with
+    ``claimed_examples`` it also claims that many examples. Every party records the norm of the arrays it
+    received under ``norms[(message type, round)]`` (with ``attack=False``: the no-attack run's record)."""
+    from flwr.app import ArrayRecord, MetricRecord
+
+    def norm(state) -> float:
+        return float(sum(value.double().square().sum() for value in state.values()) ** 0.5)
+
+    def ratchet(msg, context, call_next):
+        reply = call_next(msg, context)
+        config = msg.content["config"]
+        step = (msg.metadata.message_type, int(config.get("server-round", config.get("finetune-round", 0))))
+        received = msg.content["arrays"].to_torch_state_dict()
+        norms[step] = norm(received)
+        if not attack or context.node_config["partition-id"] != attacker or reply.has_error() \
+                or "arrays" not in reply.content.array_records:
+            return reply
+        sent = reply.content["arrays"].to_torch_state_dict()
+        centre = received if received.keys() == sent.keys() else sent
+        size = norm(centre)
+        scale = 1 + 0.99 * norm_bound * max(1.0, size) / size
+        reply.content["arrays"] = ArrayRecord({key: (value.double() * scale).to(value.dtype)
+                                               for key, value in centre.items()})
+        if claimed_examples is not None:
+            metrics = dict(reply.content["metrics"])
+            metrics["num-examples"] = claimed_examples
+            reply.content["metrics"] = MetricRecord(metrics)
+        return reply
+
+    return ratchet

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -26,6 +27,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid  # noqa: E402
 
 from fedgrow_hf.federated.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from fedgrow_hf.federated.clipping import state_norm  # noqa: E402
 from fedgrow_hf.federated.disclosure import disclosed_finetune_metrics  # noqa: E402
 from fedgrow_hf.federated.phases import run_phase2  # noqa: E402
 from fedgrow_hf.federated.screening import (  # noqa: E402
@@ -169,7 +171,10 @@ def server_identity():
 
 @pytest.fixture(scope="module")
 def config(shared_data_dir):
-    return tiny_federation(shared_data_dir, rounds=2, phase2="none", round_retries=0, round_timeout=2)
+    """Without clipping (``update_clip_factor=0``), so that the screen's cases can expect the honest parties'
+    exact FedAvg; the clipping has its own tests below (``test_hostile_ratchet_*``)."""
+    return tiny_federation(shared_data_dir, rounds=2, phase2="none", round_retries=0, round_timeout=2,
+                           update_clip_factor=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +214,7 @@ def assert_dropped_each_round(records, party: int, reason: str) -> None:
 def fresh(config):
     """The module's config with the defaults of the hostile-input settings restored after each test."""
     saved = {name: getattr(config.federation, name) for name in
-             ("max_num_examples", "update_norm_bound", "aggregator", "phase2", "finetune_rounds", "rounds",
+             ("max_num_examples", "update_norm_bound", "update_clip_factor", "aggregator", "phase2", "finetune_rounds", "rounds",
               "min_train_nodes", "round_timeout", "finetune_steps")}
     yield config
     for name, value in saved.items():
@@ -292,7 +297,8 @@ def test_hostile_non_finite_aggregate_or_checkpoint_is_refused(fresh, reference,
     poisoned = {**reference, key: torch.full_like(reference[key], float("inf"))}
     assert f"aggregate key {key!r} has non-finite values" == aggregate_problem(poisoned, reference)
     run(fresh, tmp_path, ScriptedGrid(), rounds=1)
-    save_checkpoint(tmp_path, ServerCheckpoint(1, poisoned, load_checkpoint(tmp_path).strategy_state))
+    intact = load_checkpoint(tmp_path)
+    save_checkpoint(tmp_path, ServerCheckpoint(1, poisoned, intact.strategy_state, run=intact.run))
     with pytest.raises(CheckpointError, match="round 1 .* non-finite"):
         run_federation(ScriptedGrid(), fresh, tmp_path, resume=True)
 
@@ -473,3 +479,290 @@ def test_screened_strategy_returns_nothing_below_min_valid(config, reference):
     assert strategy.aggregate_train(1, grid.send_and_receive(messages)) == (None, None)
     assert strategy.last.problem == "2 valid updates < min_train_nodes=3" and not strategy.last.aggregate_rejected
     assert len(strategy.last.valid) == 2
+
+
+def ratchet(examples: int | None = None) -> Reply:
+    """The update just inside a bound measured from the current state ``c`` (issue 26):
+    ``c x (1 + 0.99 x update_norm_bound x max(1, |c|) / |c|)``, optionally claiming ``examples`` examples."""
+    def reply(message: Message, party: int) -> Message:
+        content = honest_content(message, party)
+        state = message.content[ARRAYS_KEY].to_torch_state_dict()
+        size = state_norm(state)
+        scale = 1 + 0.99 * 10.0 * max(1.0, size) / size
+        content[ARRAYS_KEY] = ArrayRecord({key: value * scale for key, value in state.items()})
+        if examples is not None:
+            metrics = dict(content[METRICS_KEY])
+            metrics[WEIGHT_KEY] = examples
+            content[METRICS_KEY] = MetricRecord(metrics)
+        return Message(content, reply_to=message)
+    return reply
+
+
+@pytest.mark.parametrize("examples", [None, 1_000_000], ids=["true-count", "claims-max-count"])
+def test_hostile_ratchet_is_bounded_by_median_clipping(fresh, reference, tmp_path, examples):
+    """40 rounds of the ratchet from party 0: without clipping the Global-LiGO grows geometrically (claiming
+    the largest count, it overflows float32 and the run stops); with the default clipping no reply is dropped
+    and its norm stays within 2x of the honest-only run's."""
+    try:
+        run(fresh, tmp_path / "unclipped", ScriptedGrid({0: ratchet(examples)}), rounds=40, update_clip_factor=0.0)
+        unclipped = state_norm(load_checkpoint(tmp_path / "unclipped").global_state)
+    except FederationAborted as stopped:
+        assert "fewer than min_train_nodes" in str(stopped) and examples
+        unclipped = math.inf
+    honest_records = run(fresh, tmp_path / "honest", ScriptedGrid(), rounds=40, update_clip_factor=1.0)
+    records = run(fresh, tmp_path / "clipped", ScriptedGrid({0: ratchet(examples)}), rounds=40, update_clip_factor=1.0)
+    assert len(records) == 40 and all(set(r["parties"]) == {"0", "1", "2"} and not r["dropped"] for r in records)
+    assert all(r["clipped"]["0"]["distance"] > r["clipped"]["0"]["distance_bound"] for r in records)
+    if examples:
+        assert all(r["clipped"]["0"]["num_examples"] == examples for r in records)
+        # capped at the median of the three counts (1e6, 60, 80)
+        assert all(r["clipped"]["0"]["num_examples_bound"] == EXAMPLES[2] for r in records)
+    honest = state_norm(load_checkpoint(tmp_path / "honest").global_state)
+    attacked = state_norm(load_checkpoint(tmp_path / "clipped").global_state)
+    assert len(honest_records) == 40 and attacked <= 2 * honest, (attacked, honest)
+    assert unclipped > 1e10 * honest
+
+
+@pytest.mark.parametrize("norm_bound", [10.0, 0.0], ids=["norm-bound", "clipping-only"])
+@pytest.mark.parametrize("value", [1e30, 3e38], ids=["1e30", "3e38"])
+def test_hostile_phase2_first_round_is_bounded_by_the_replies_median(fresh, tmp_path, value, norm_bound):
+    """Federated phase 2's round 1 has no state the parties started from (each merges its own model): the
+    round's centre is the replies' coordinate-wise median. 1e30s are beyond the norm bound measured from it
+    (dropped) or, without that bound, clipped to an honest party's distance from it; either way round 2
+    starts from an honest-sized average."""
+    REFERENCE_TARGET.update({k: torch.empty(tuple(v.shape), dtype=v.dtype) for k, v in reference_target_state(fresh).items()})
+
+    def huge_model(message: Message, party: int) -> Message:
+        if message.metadata.message_type == "train":
+            return Message(honest_content(message, party), reply_to=message)
+        return with_values(value)(message, party)
+
+    records = run(fresh, tmp_path, ScriptedGrid({2: huge_model}), rounds=1, phase2="federated", finetune_rounds=2,
+                  update_norm_bound=norm_bound, update_clip_factor=1.0)
+    phase2 = [r for r in records if r["phase"] == "finetune-federated"]
+    assert [r["round"] for r in phase2] == [1, 2]
+    if norm_bound:
+        assert set(phase2[0]["parties"]) == {"0", "1"} and "beyond the bound" in phase2[0]["dropped"][0]["reason"]
+    else:
+        assert set(phase2[0]["parties"]) == {"0", "1", "2"} and not phase2[0]["dropped"] and "2" in phase2[0]["clipped"]
+    model = load_checkpoint(tmp_path, "finetune").global_state
+    # every honest model is 0.01 or 0.02 everywhere: so is their average, clipped 1e30s included
+    assert all(float(v.abs().max()) <= 0.05 for v in model.values() if v.is_floating_point())
+
+
+def test_hostile_identity_is_kept_across_phases_and_resume(fresh, tmp_path):
+    """The node bound to party 2 in phase 1 cannot claim party 0 in phase 2, nor after a resume; the genuine
+    party 0's figures stay its own. Bindings are in the checkpoint."""
+    REFERENCE_TARGET.update({k: torch.empty(tuple(v.shape), dtype=v.dtype) for k, v in reference_target_state(fresh).items()})
+
+    def impostor(message: Message, party: int) -> Message:
+        claimed = party if message.metadata.message_type == "train" else 0
+        return with_metric(PARTY_KEY, claimed)(message, party)
+
+    records = run(fresh, tmp_path / "phases", ScriptedGrid({2: impostor}), rounds=1, phase2="federated",
+                  finetune_rounds=1, min_train_nodes=1)
+    (phase2,) = [r for r in records if r["phase"] == "finetune-federated"]
+    assert set(phase2["parties"]) == {"0", "1"} and phase2["parties"]["0"][WEIGHT_KEY] == EXAMPLES[0]
+    assert phase2["dropped"][0]["node"] == NODES[2] and "reported party 2 before, now 0" in phase2["dropped"][0]["reason"]
+    assert load_checkpoint(tmp_path / "phases", "finetune").strategy_state["parties"] == {
+        str(node): party for party, node in enumerate(NODES)}
+
+    def down_in_round_2(message: Message, party: int) -> Message:  # every party: the server stops after round 1
+        broken = int(message.content[CONFIG_KEY]["server-round"]) == 2
+        return with_metric("accuracy", float("nan") if broken else 0.7)(message, party)
+
+    with pytest.raises(FederationAborted, match="round 2"):
+        run(fresh, tmp_path / "resumed", ScriptedGrid(dict.fromkeys(range(3), down_in_round_2)), rounds=2,
+            phase2="none")
+    assert load_checkpoint(tmp_path / "resumed").strategy_state["parties"] == {
+        str(node): party for party, node in enumerate(NODES)}
+    run_federation(ScriptedGrid({2: with_metric(PARTY_KEY, 0)}), fresh, tmp_path / "resumed", resume=True)
+    (resumed,) = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()][1:]
+    assert set(resumed["parties"]) == {"0", "1"} and resumed["parties"]["0"][WEIGHT_KEY] == EXAMPLES[0]
+    assert "reported party 2 before, now 0" in resumed["dropped"][0]["reason"]
+
+
+def strict_records(path: Path) -> list[dict]:
+    """Every line of ``metrics.jsonl``, parsed as strict JSON (no NaN or Infinity); fails on a torn line."""
+    def refuse(constant: str) -> None:
+        raise ValueError(f"non-strict JSON constant {constant}")
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().split("\n")[:-1]]
+
+
+def stop_in_round(stopped: int) -> Reply:
+    """A party that answers honestly until round ``stopped``, then fails (every party: the server stops)."""
+    def reply(message: Message, party: int) -> Message:
+        broken = int(message.content[CONFIG_KEY]["server-round"]) == stopped
+        return with_metric("accuracy", float("nan") if broken else 0.7)(message, party)
+    return reply
+
+
+def test_fault_metrics_file_is_cut_back_on_resume(fresh, tmp_path):
+    """A kill after a round's record but before its checkpoint, and a kill mid-append (a torn line): the
+    resumed run's metrics.jsonl holds every round exactly once, in whole strict-JSON lines."""
+    with pytest.raises(FederationAborted, match="round 3"):
+        run(fresh, tmp_path, ScriptedGrid(dict.fromkeys(range(3), stop_in_round(3))), rounds=3, phase2="local")
+    metrics = tmp_path / "metrics.jsonl"
+    (first, second) = strict_records(metrics)
+    with open(metrics, "a") as handle:  # round 3 recorded, never checkpointed; then a torn append
+        handle.write(json.dumps({**second, "round": 3}) + "\n" + json.dumps(second)[:40])
+    LOCAL_CURVE_STEPS[:] = finetune_eval_steps(fresh)
+    for _ in range(2):  # the second resume finds a finished run: nothing is run or recorded again
+        run_federation(ScriptedGrid(), fresh, tmp_path, resume=True)
+        records = strict_records(metrics)
+        assert [(r["phase"], r["round"]) for r in records] == [("operator", 1), ("operator", 2), ("operator", 3),
+                                                               ("finetune-local", 1)]
+        assert records[:2] == [first, second]
+
+
+def test_fault_append_after_a_torn_line_starts_a_new_line(tmp_path):
+    from fedgrow_hf.federated.records import append_record, read_records
+
+    path = tmp_path / "metrics.jsonl"
+    append_record(path, {"phase": "operator", "round": 1, "loss": float("nan")})
+    path.write_bytes(path.read_bytes() + b'{"phase": "operator", "ro')
+    assert read_records(path) == [{"phase": "operator", "round": 1, "loss": None}]  # NaN is written as null
+    append_record(path, {"phase": "operator", "round": 2})
+    assert [r["round"] for r in strict_records(path)] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [("accuracy", 1.7e308, "'accuracy'=1.7e+308 is not a finite number in [0, 1]"),
+     ("eval_loss", -1.7e308, "'eval_loss'=-1.7e+308 is not a finite number in [0, 1e+06]"),
+     ("precision_macro", -0.5, "'precision_macro'=-0.5 is not a finite number in [0, 1]")],
+    ids=["accuracy-1.7e308", "loss-minus-1.7e308", "negative-precision"],
+)
+def test_hostile_metrics_out_of_range_are_dropped(fresh, tmp_path, name, value, reason):
+    records = run(fresh, tmp_path, ScriptedGrid({1: with_metric(name, value)}))
+    assert_dropped_each_round(records, 1, reason)
+    strict_records(tmp_path / "metrics.jsonl")
+
+
+def test_hostile_error_reasons_are_one_short_line(fresh, tmp_path):
+    """An 8 MB error reason with terminal escapes and newlines reaches metrics.jsonl as 200 printable chars."""
+    from flwr.app import Error
+
+    reason = "\x1b[31m/home/party/private/data.csv line 3\n" + "x" * 8_000_000
+
+    def failing(message: Message, party: int) -> Message:
+        return Message(Error(code=0, reason=reason), reply_to=message)
+
+    records = run(fresh, tmp_path, ScriptedGrid({2: failing}))
+    for record in records:
+        text = record["dropped"][0]["reason"]
+        assert text.startswith("party failed: /home/party/private/data.csv line 3 xxx") and len(text) == 200
+        assert text.isprintable() and text.endswith("...")
+    assert (tmp_path / "metrics.jsonl").stat().st_size < 10_000
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [(lambda state: {**state, "round": 1.9}, "round=1.9 is not a round number"),
+     (lambda state: {**state, "round": True}, "round=True is not a round number"),
+     (lambda state: {k: v for k, v in state.items() if k != "sha256"}, "missing or malformed 'sha256'"),
+     (lambda state: {**state, "strategy_state": {"parties": {}}}, "strategy_state has no valid numpy_rng"),
+     (lambda state: {**state, "run": {**state["run"], "run_id": "0" * 32}}, "not written by this run")],
+    ids=["fractional-round", "boolean-round", "no-digest", "no-numpy-rng", "other-run"],
+)
+def test_fault_edited_checkpoint_state_is_refused(fresh, tmp_path, edit, message):
+    run(fresh, tmp_path, ScriptedGrid(), rounds=1)
+    state_file = tmp_path / "checkpoint" / "state.json"
+    state_file.write_text(json.dumps(edit(json.loads(state_file.read_text()))))
+    metrics = (tmp_path / "metrics.jsonl").read_bytes()
+    with pytest.raises(CheckpointError, match=message):
+        run_federation(ScriptedGrid(), fresh, tmp_path, resume=True)
+    assert (tmp_path / "metrics.jsonl").read_bytes() == metrics  # nothing written
+
+
+def test_fault_swapped_checkpoint_weights_are_refused(fresh, reference, tmp_path):
+    """Random values of the right shapes (or finite 3e38s) in place of the checkpointed Global-LiGO, or the
+    checkpoint folder of another run with the same config: refused, naming the file."""
+    from safetensors.torch import save_file
+
+    run(fresh, tmp_path / "a", ScriptedGrid(), rounds=1)
+    run(fresh, tmp_path / "b", ScriptedGrid(), rounds=1)
+    weights = next((tmp_path / "a" / "checkpoint").glob("global-*.safetensors"))
+    save_file({k: torch.full_like(v, 3e38) for k, v in reference.items()}, str(weights))
+    with pytest.raises(CheckpointError, match=f"{weights.name} is not the file .* SHA-256 differs"):
+        run_federation(ScriptedGrid(), fresh, tmp_path / "a", resume=True)
+    (tmp_path / "b" / "run.json").write_text((tmp_path / "a" / "run.json").read_text())
+    with pytest.raises(CheckpointError, match="not written by this run"):
+        run_federation(ScriptedGrid(), fresh, tmp_path / "b", resume=True)
+
+
+@pytest.mark.parametrize(("label", "shown"), [("8969", "8969"), ("-1", "-1"), ("0.5", "0.5")],
+                         ids=["8969", "negative", "fraction"])
+def test_hostile_labels_outside_num_labels_stop_before_the_run_folder_exists(shared_data_dir, tmp_path, label, shown):
+    from fedgrow_hf.data import LabelError
+    from fedgrow_hf.federated.simulate import simulate
+
+    rows = ["sentence\tlabel"] + [f"a fine sentence number {i}\t{label if i == 7 else i % 2}" for i in range(60)]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.tsv").write_text("\n".join(rows) + "\n")
+    config = tiny_federation(shared_data_dir)
+    config.data.source, config.data.limit = str(tmp_path / "data"), None
+    with pytest.raises(LabelError, match=rf"label {shown} \(row [0-9]+\) is not a class id in \[0, 2\) "
+                                         r"\(num_labels = 2\); 1 of 60 rows") as refused:
+        simulate(config, tmp_path / "run", engine="inprocess")
+    assert "\n" not in str(refused.value) and not (tmp_path / "run").exists()
+
+
+def test_fault_full_disk_names_the_file(tmp_path, monkeypatch):
+    """torch.save on a full disk says only "[enforce fail at inline_container.cc:672] . unexpected pos": the
+    error names the file and the cause."""
+    import shutil
+    from collections import namedtuple
+
+    from fedgrow_hf.federated.disk import WriteFailed, writing
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 0))
+
+    def full_disk_save(obj, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk_save)
+    target = tmp_path / "round-0001" / "optimizer.pt"
+    with pytest.raises(WriteFailed, match=rf"cannot write {target}: no space left on its disk$"):
+        with writing(target):
+            torch.save({"step": 1}, target)
+
+
+def test_fault_checkpoint_write_failing_keeps_the_previous_one(fresh, tmp_path, monkeypatch):
+    from fedgrow_hf.federated import checkpoint
+    from fedgrow_hf.federated.checkpoint import ServerCheckpoint, save_checkpoint
+    from fedgrow_hf.federated.disk import WriteFailed
+
+    run(fresh, tmp_path, ScriptedGrid(), rounds=1)
+    before = load_checkpoint(tmp_path)
+
+    def no_space(state, path, metadata=None):
+        Path(path).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", no_space)
+    with pytest.raises(WriteFailed, match="cannot write .*global-0002.safetensors: no space left on its disk"):
+        save_checkpoint(tmp_path, ServerCheckpoint(2, before.global_state, before.strategy_state, run=before.run))
+    assert not list((tmp_path / "checkpoint").glob("*.tmp"))
+    after = load_checkpoint(tmp_path)
+    assert after.round == 1 and all(torch.equal(after.global_state[k], v) for k, v in before.global_state.items())
+
+
+def test_hostile_a_party_moves_to_a_new_node_only_when_its_node_is_gone(config):
+    """After a server restart under Flower's simulation engine every node has a new id: a checkpointed binding
+    whose node is no longer connected may be taken by the node now claiming that party; one whose node is
+    connected may not."""
+    from fedgrow_hf.federated.screening import FINETUNE_METRICS, ReplyScreen
+
+    def reply(node: int, party: int) -> Message:
+        instruction = Message(RecordDict({CONFIG_KEY: ConfigRecord({"mode": "local"})}), dst_node_id=node,
+                              message_type="train.finetune")
+        metrics = {PARTY_KEY: party, WEIGHT_KEY: 40, "train_loss": 0.6, "eval_loss": 0.6, "accuracy": 0.7,
+                   "precision_macro": 0.6}
+        return Message(RecordDict({METRICS_KEY: MetricRecord(metrics)}), reply_to=instruction)
+
+    screen = ReplyScreen(None, FINETUNE_METRICS, 3, 0, 1000, parties={101: 0, 202: 1}, connected={202, 909})
+    valid, dropped = screen.screen([reply(909, 0), reply(808, 1)])
+    assert [screen.party_of(message) for message in valid] == [0]
+    assert screen.parties == {202: 1, 909: 0} and "party=1 belongs to node 202" in dropped[0].reason

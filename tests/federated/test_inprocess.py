@@ -76,3 +76,38 @@ def test_inprocess_engine_refuses_secure_aggregation_and_unknown_engines(shared_
         simulate(config, tmp_path, engine="inprocess")
     with pytest.raises(ValueError, match="unknown engine 'threads'"):
         simulate(tiny_federation(shared_data_dir), tmp_path, engine="threads")
+
+
+def test_fault_a_party_exception_is_its_error_reply_naming_only_its_category(caplog):
+    """A party's exception (here one whose text names a private file) is that party's error reply, as under
+    Flower's engines; the server learns the exception's class, the party's log keeps the details."""
+
+    def client_app(message, context):
+        if message.metadata.dst_node_id == FIRST_NODE_ID + 1:
+            raise AttributeError("'ParametrizedEmbedding' object has no attribute 'weight' (/home/p1/private.csv)")
+        return message
+
+    grid = InProcessGrid(client_app, num_parties=3)
+    with grid.serving():
+        messages = [grid.create_message(RecordDict(), "train", node, "1") for node in grid.get_node_ids()]
+        replies = grid.send_and_receive(messages)
+    assert [reply.has_error() for reply in replies] == [False, True, False]
+    assert replies[1].metadata.src_node_id == FIRST_NODE_ID + 1
+    assert replies[1].error.reason == "AttributeError (details in the party's log)"
+    assert "private.csv" in caplog.text
+
+
+def test_fault_the_party_mod_turns_an_exception_into_an_error_reply():
+    from flwr.app import Context, Message
+
+    from fedgrow_hf.federated.party_errors import contain_party_errors
+
+    def crash(message, context):
+        raise RuntimeError("/home/p1/data/train.tsv line 3")
+
+    grid = InProcessGrid(lambda message, context: message, num_parties=1)
+    with grid.serving():
+        message = grid.create_message(RecordDict(), "train", FIRST_NODE_ID, "1")
+        reply = contain_party_errors(message, Context(0, FIRST_NODE_ID, {}, RecordDict(), {}), crash)
+    assert isinstance(reply, Message) and reply.has_error()
+    assert reply.error.reason == "RuntimeError (details in the party's log)"

@@ -77,7 +77,8 @@ def test_party_timing_out_does_not_stop_the_round(faulty_run):
 def test_crash_and_foreign_key_do_not_stop_the_run(faulty_run):
     dropped = {d["party"]: d for d in faulty_run["reports"][1]["dropped"]}
     assert set(dropped) == {0, 1} and all(d["attempt"] == 1 for d in dropped.values())
-    assert "party failed" in dropped[1]["reason"] and "injected crash" in dropped[1]["reason"]
+    # the category only: the exception's text (paths, source lines) stays in the party's log
+    assert dropped[1]["reason"] == "party failed: RuntimeError (details in the party's log)"
     assert "unexpected ['base_model.model.bert.embeddings.word_embeddings.weight']" in dropped[0]["reason"]
     assert len(faulty_run["reports"]) == 2  # rounds 1 and 2 completed despite both
 

@@ -149,3 +149,35 @@ def test_flower_run_config_overrides_the_main_settings_flat(shared_data_dir):
                          ({"federation.rounds": "3"}, "federation.rounds='3'"), ({"modell.family": "vit"}, "no table")]:
         with pytest.raises(ConfigError, match=message):
             resolve_run({"config": str(TINY_CONFIG), **bad}, None, None)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [(lambda t: t.replace("num_hidden_layers = 4,", "num_hidden_layerz = 4,"),
+      r"unknown keys in \[model\].target: \['num_hidden_layerz'\]; did you mean 'num_hidden_layerz' -> 'num_hidden_layers'\?"),
+     (lambda t: t.replace("learning_rate = 1e-2", 'learning_rate = "fast"'), "training.learning_rate='fast' must be a finite number"),
+     (lambda t: t.replace("learning_rate = 1e-2", "learning_rat = 1e-2"), r"\['learning_rat'\]; did you mean 'learning_rat' -> 'learning_rate'"),
+     (lambda t: t.replace("local_steps = 5", "local_step = 5"), r"did you mean 'local_step' -> 'local_steps'\?"),
+     (lambda t: t + "[[parties]]\nrandom = {num_hidden_layers = 1, hiden_size = 16}\n", r"parties\[3\].random: \['hiden_size'\]"),
+     (lambda t: t + "deep = " + "[" * 100_000 + "]" * 100_000 + "\n", "nested too deeply"),
+     (lambda t: t.replace('min_train_nodes = 2', 'min_train_nodes = 2\naggregator = "fedtrimmedavg"'),
+      r"trim_fraction=0.2 with 3 parties trims int\(0.2 x 3\) = 0 values per side: fedtrimmedavg would be a plain mean; "
+      r"trim_fraction >= 0.334 with 3 parties, or use aggregator = 'fedmedian'")],
+    ids=["target-typo", "learning-rate-fast", "training-typo", "federation-typo", "party-shape-typo", "deep-nesting",
+         "trimmed-mean-trims-nothing"],
+)
+def test_hostile_config_is_refused_in_one_line_before_anything_is_written(tmp_path, edit, message):
+    from fedgrow_hf.federated.config import ConfigError, FederationConfig
+
+    path = tmp_path / "bad.toml"
+    path.write_text(edit(TINY_CONFIG.read_text()))
+    with pytest.raises(ConfigError, match=message) as refused:
+        FederationConfig.load(path)
+    assert "\n" not in str(refused.value) and sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+
+
+def test_trimmed_mean_that_trims_one_per_side_is_accepted_with_a_warning_for_smaller_rounds(shared_data_dir, caplog):
+    config = tiny_federation(shared_data_dir, aggregator="fedtrimmedavg", trim_fraction=0.34)
+    assert int(config.federation.trim_fraction * config.num_parties) == 1
+    assert "trims int(0.34 x 3) = 1 values per side with all 3 parties, but none in a round with only " \
+           "min_train_nodes=2 valid replies" in caplog.text

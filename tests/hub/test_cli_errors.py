@@ -9,6 +9,8 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from fedgrow_hf.cli import main
 
@@ -28,6 +30,9 @@ def _broken_adapter(bert_adapter_dir, tmp_path, problem: str):
         (adapter / "adapter_model.safetensors").unlink()
     elif problem == "missing_source":
         config["source_model_name_or_path"] = str(tmp_path / "deleted-source")
+    elif problem in ADAPTER_TENSOR_EDITS:
+        weights_file = adapter / "adapter_model.safetensors"
+        save_file(ADAPTER_TENSOR_EDITS[problem](load_file(str(weights_file))), str(weights_file))
     if problem == "unreadable_config":
         config_file.write_text("{ this is not json")
     else:
@@ -35,7 +40,15 @@ def _broken_adapter(bert_adapter_dir, tmp_path, problem: str):
     return adapter
 
 
+ADAPTER_TENSOR_EDITS = {
+    "hostile_non_finite_weights": lambda w: {k: torch.full_like(v, float("nan")) for k, v in w.items()},
+    "hostile_tensor_one_element_short": lambda w: {**w, sorted(w)[0]: w[sorted(w)[0]].flatten()[:-1]},
+    "hostile_extra_key": lambda w: {**w, "base_model.model.extra.weight": torch.zeros(3)},
+}
 MERGE_PROBLEMS = {
+    "hostile_non_finite_weights": "tensors hold NaN or infinite values (first: 'base_model.ligo_operator",
+    "hostile_tensor_one_element_short": "has shape [95]: it needs at least 2 dimensions",
+    "hostile_extra_key": "holds 1 tensors the adapter's model does not have (first: 'base_model.model.extra.weight')",
     "unknown_model_type": "unknown architecture",
     "unsupported_architecture": "LiGO has no role table for model_type 'gpt2'",
     "incompatible_shapes": "does not fit",
@@ -53,6 +66,7 @@ def test_merge_errors_are_one_line(bert_adapter_dir, tmp_path, capsys, problem):
     last = err.strip().splitlines()[-1]  # above it at most transformers' own progress bars
     assert last.startswith("fedgrow merge: error:") and MERGE_PROBLEMS[problem] in last, err
     assert "Traceback" not in err
+    assert not any((tmp_path / "out").glob("*.safetensors"))  # nothing written that looks like a model
 
 
 def test_merge_into_an_existing_file_is_refused_and_writes_nothing(bert_adapter_dir, tmp_path, capsys, monkeypatch):

@@ -83,6 +83,10 @@ class GrownWeights:
         return self._tensors[index]
 
 
+class GrownWeightError(RuntimeError):
+    """Growing a weight failed; the cause is chained (``__cause__``) and named in the message."""
+
+
 class GrownParametrization(nn.Module):
     """The parametrization of one grown weight: the operator's output for its slot, on the weight's device.
 
@@ -98,7 +102,14 @@ class GrownParametrization(nn.Module):
         self.index = index
 
     def forward(self, stand_in: torch.Tensor) -> torch.Tensor:
-        return self.grown.tensor(self.index).to(stand_in.device)
+        """The grown tensor. An ``AttributeError`` raised while growing it is re-raised as
+        :class:`GrownWeightError`: the weight is read through a property of the module, and Python treats an
+        ``AttributeError`` escaping a property as a missing attribute, falling back to ``nn.Module.__getattr__``
+        -- which would report "object has no attribute 'weight'" and hide the real failure."""
+        try:
+            return self.grown.tensor(self.index).to(stand_in.device)
+        except AttributeError as error:
+            raise GrownWeightError(f"growing weight slot {self.index} failed: {type(error).__name__}: {error}") from error
 
     def extra_repr(self) -> str:
         return f"slot={self.index}"

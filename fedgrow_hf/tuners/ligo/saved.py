@@ -33,6 +33,9 @@ def stage_sizes(shapes: Mapping[str, Sequence[int]], stage: str) -> dict[str, tu
         wanted = f".ligo_operator.{stage}.{suffix}"
         for key, value in shapes.items():
             if key.endswith(wanted):
+                if len(value) < 2:  # a depth mix or a width factor maps a source size to a target size
+                    raise GrowthShapeError(f"the saved operator's {key} has shape {list(value)}: it needs at least "
+                                           "2 dimensions (truncated or edited)")
                 return value
         raise GrowthShapeError(f"the saved operator has no {stage}.{suffix}: it is not the operator of this adapter's config")
 

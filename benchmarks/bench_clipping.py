@@ -1,0 +1,74 @@
+"""What median clipping (``[federation].update_clip_factor``, :mod:`fedgrow_hf.federated.clipping`) costs
+honest parties: Fed-Grow on a preset (or a federation config file) with the default clipping (1.0) and
+without it (0.0), paired by seed (same data, sources, initialisation and batch order): the parties' mean
+accuracy on the common test set, and their example-weighted held-out loss after phase 1 and after phase 2
+(more sensitive than accuracy where the models are small).
+
+    python benchmarks/bench_clipping.py --preset tiny --data ../shared/data --seeds 0 1 2 --out clipping.json
+    python benchmarks/bench_clipping.py --preset examples/configs/tiny.toml --data ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+from fedgrow_hf.federated.task import common_test_set
+from fedgrow_hf.reproduce.methods import run_method
+from fedgrow_hf.reproduce.runner import load_comparison
+
+FACTORS = (1.0, 0.0)
+
+
+def measure(preset: str, data: Path, seeds: list[int], work_dir: Path) -> dict:
+    """Each seed's mean common-test accuracy over the parties, with and without clipping, and the paired
+    differences (clipped - unclipped)."""
+    base = load_comparison(preset, data).config
+    test_set = common_test_set(base)
+    accuracy: dict[float, list[float]] = {factor: [] for factor in FACTORS}
+    losses: dict[float, list[dict[str, float]]] = {factor: [] for factor in FACTORS}
+    clipped_rounds: list[int] = []
+    for seed in seeds:
+        for factor in FACTORS:
+            config = copy.deepcopy(base)
+            config.seed, config.federation.update_clip_factor = seed, factor
+            run = run_method(config, "fed-grow", work_dir / f"clip-{factor:g}" / f"seed-{seed}", test_set,
+                             engine="inprocess")
+            accuracy[factor].append(statistics.fmean(party["accuracy"] for party in run.test))
+            losses[factor].append({record["phase"]: _weighted_loss(record) for record in run.records})
+            if factor:
+                clipped_rounds.append(sum(bool(record.get("clipped")) for record in run.records))
+    differences = [clipped - plain for clipped, plain in zip(accuracy[1.0], accuracy[0.0], strict=True)]
+    return {"preset": preset, "seeds": seeds, "accuracy_clipped": accuracy[1.0], "accuracy_unclipped": accuracy[0.0],
+            "paired_difference": differences, "mean_difference": statistics.fmean(differences),
+            "final_eval_loss_clipped": losses[1.0], "final_eval_loss_unclipped": losses[0.0],
+            "rounds_with_a_clipped_update": clipped_rounds}
+
+
+def _weighted_loss(record: dict) -> float:
+    """The parties' held-out loss at one evaluation point, weighted by their example counts."""
+    parties = record["parties"].values()
+    return sum(p["eval_loss"] * p["num-examples"] for p in parties) / sum(p["num-examples"] for p in parties)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--data", type=Path, required=True, help="the folder holding sst2/ (and mnist/)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work_dir:
+        result = measure(args.preset, args.data, args.seeds, Path(work_dir))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The ratchet attack of issue 26 on real in-process federations of the tiny config (40 rounds).
+
+Party 0 trains, then sends the update that sits just inside a bound measured from the current state,
+``c x (1 + 0.99 x update_norm_bound x max(1, |c|) / |c|)``, every round of phase 1 and of federated
+phase 2 (its round 1 included, where the server knows no starting state); in the second attacked run it also
+claims ``max_num_examples`` examples. Before median clipping (``federated/clipping.py``) this grew the
+Global-LiGO's norm 24 -> 5e38 and stopped the federation within a few rounds. With the default clipping,
+compared with the same seeds and no attack: no reply is dropped, the Global-LiGO's norm stays within 2x of
+the no-attack run's every round, the grown model's within 2x in phase 2, the run completes, and the honest
+parties' final accuracy is within 2 points.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.federated.conftest import tiny_federation
+from tests.federated.mods import make_ratchet_mod
+
+pytestmark = pytest.mark.slow
+
+ROUNDS, FINETUNE_ROUNDS, ATTACKER, HONEST = 40, 10, 0, ("1", "2")
+
+
+def _run(shared_data_dir, run_dir, attack: bool, claimed_examples: int | None = None) -> dict:
+    from fedgrow_hf.federated.phases import METRICS_FILE
+    from fedgrow_hf.federated.simulate import simulate
+
+    config = tiny_federation(shared_data_dir, rounds=ROUNDS, phase2="federated", finetune_rounds=FINETUNE_ROUNDS)
+    norms: dict = {}
+    mod = make_ratchet_mod(ATTACKER, config.federation.update_norm_bound, norms, attack=attack,
+                           claimed_examples=claimed_examples and config.federation.max_num_examples)
+    final = simulate(config, run_dir, engine="inprocess", client_mods=[mod])
+    records = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines()]
+    return {"final": final, "norms": norms, "records": records}
+
+
+@pytest.fixture(scope="module")
+def runs(shared_data_dir, tmp_path_factory):
+    return {name: _run(shared_data_dir, tmp_path_factory.mktemp(name), attack, claimed)
+            for name, attack, claimed in (("clean", False, None), ("ratchet", True, None), ("lying", True, True))}
+
+
+def _honest_accuracy(record: dict) -> float:
+    return sum(record["parties"][party]["accuracy"] for party in HONEST) / len(HONEST)
+
+
+@pytest.mark.parametrize("attack", ["ratchet", "lying"])
+def test_hostile_ratchet_is_bounded_in_both_phases(runs, attack):
+    clean, attacked = runs["clean"], runs[attack]
+    records = attacked["records"]
+    assert [(r["phase"], r["round"]) for r in records] == [(r["phase"], r["round"]) for r in clean["records"]]
+    assert len(records) == ROUNDS + FINETUNE_ROUNDS  # the run completed
+    assert all(set(r["parties"]) == {"0", "1", "2"} and not r["dropped"] for r in records)
+    assert all(str(ATTACKER) in r["clipped"] for r in records)  # the attack was there, and clipped
+    assert clean["norms"].keys() == attacked["norms"].keys()
+    for step, norm in attacked["norms"].items():
+        assert norm <= 2 * clean["norms"][step], (step, norm, clean["norms"][step])
+    for phase in ("operator", "finetune-federated"):
+        final = [r for r in records if r["phase"] == phase][-1]
+        reference = [r for r in clean["records"] if r["phase"] == phase][-1]
+        assert abs(_honest_accuracy(final) - _honest_accuracy(reference)) <= 0.02, (phase, final, reference)
