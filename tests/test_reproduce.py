@@ -370,11 +370,27 @@ def _assert_lossless(config: FederationConfig, name: str) -> None:
 
 
 def test_every_preset_grows_losslessly_from_every_source():
-    for name in PRESETS:
+    """The LiGO-regime presets; the paper's presets keep the authors' shapes (256 -> 320 -> 384), which no
+    LayerNorm growth keeps exact (test_paper_presets_keep_the_authors_shapes)."""
+    for name in (name for name, preset in PRESETS.items() if preset.partitions is None):
         config = FederationConfig.from_dict(preset_config(name, "/data"))
         _assert_lossless(config, name)
         intermediate = config.model.intermediate
         assert _source_shape(config.parties[0]) == {key: intermediate[key] for key in SHAPE_KEYS}  # reference
+
+
+@pytest.mark.parametrize("name", ["paper-agnews", "paper-agnews-full"])
+def test_paper_presets_keep_the_authors_shapes(name):
+    config = FederationConfig.from_dict(preset_config(name, "/data"))
+    shape = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+    assert [config.model.target[key] for key in shape] == [6, 384, 8, 384]
+    assert [config.model.intermediate[key] for key in shape] == [4, 320, 8, 320]
+    depths = [party.pretrain["num_hidden_layers"] for party in config.parties]
+    assert config.num_parties == 10 and sorted(set(depths)) == [2, 3, 4]
+    assert all(party.pretrain["hidden_size"] == 256 and party.pretrain["epochs"] == 10 for party in config.parties)
+    assert config.federation.phase2 == "merge" and PRESETS[name].partitions == {
+        "dirichlet-0.5": {"partition": "dirichlet", "alpha": 0.5}, "iid": {"partition": "iid"}}
+    assert len(PRESETS[name].seeds) >= 3
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "examples" / "configs").glob("*.toml")))

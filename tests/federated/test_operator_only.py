@@ -65,6 +65,7 @@ def test_pieces_of_the_stream_are_one_long_training():
     assert list(StreamSampler(7, seed=4, first=0, count=7)) != whole[:7]
 
 
+@pytest.mark.slow
 def test_a_one_party_federation_is_independent_growth(shared_data_dir, cache, tmp_path):
     """With one party the average is the party's own update: the federated rounds (a Trainer per round, the
     optimizer and schedule restored by name, each round the next piece of the data stream) must reproduce one
@@ -81,6 +82,7 @@ def test_a_one_party_federation_is_independent_growth(shared_data_dir, cache, tm
                                                                                rel=1e-5)
 
 
+@pytest.mark.slow
 def test_the_local_ligo_stays_fixed_after_local_ligo_rounds(shared_data_dir, cache, tmp_path):
     config = paper_regime(shared_data_dir, cache, local_ligo_rounds=1)
     run = run_method(config, "fed-grow", tmp_path, common_test_set(config).select(range(40)), engine="inprocess")
@@ -93,6 +95,7 @@ def test_the_local_ligo_stays_fixed_after_local_ligo_rounds(shared_data_dir, cac
     assert head and not all(torch.equal(rounds[2][key], rounds[3][key]) for key in head)
 
 
+@pytest.mark.slow
 def test_the_shared_intermediate_is_sent_once_each_way(shared_data_dir, cache, tmp_path):
     """The authors' variant: each party's grown intermediate goes up once (the exchange after round 1), the
     average comes down once (with round 2) and every later round grows from it; the recorder-style check
