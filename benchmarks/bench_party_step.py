@@ -8,10 +8,9 @@ Trainer does, one batch of the preset's real data at its batch size and sequence
 (after it the optimizer state exists), then ``--steps`` timed steps; the peak resident memory of one step is
 sampled (``rss.PeakRSS``) and reported above the process's memory before the model was built. Sources are
 random, of the party's shape: their values change neither time nor memory (a ``pretrain`` source would be
-trained first). Ratios are to Fed-Scratch, measured in the same run.
+trained first). Ratios are to Fed-Scratch, measured in the same run. From the repository root:
 
-    python benchmarks/bench_party_step.py --preset paper-agnews --party 2 --steps 5 \  # from the repository root
-        --output benchmarks/results/party-step/results.json
+    python benchmarks/bench_party_step.py --preset paper-agnews --party 2 --steps 5 --output OUT.json
 """
 
 from __future__ import annotations
