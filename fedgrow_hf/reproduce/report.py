@@ -426,8 +426,12 @@ def preset_section(results: dict[str, Any], results_dir: str) -> str:
 def partitioned_section(results: dict[str, Any], results_dir: str) -> str:
     """The RESULTS.md section of a comparison run under several partitions: the paper's claims beside the
     measurements, then each partition's own section."""
-    lines = [f"## `{results['preset']}`", "", results["summary"], "", f"Command: `{results['command']}`", "",
-             "### The paper's claims, measured", ""]
+    lines = [f"## `{results['preset']}`", "", results["summary"], "", f"Command: `{results['command']}`", ""]
+    if results.get("scaling"):
+        lines += ["| setting | original | this preset |", "|---|---|---|"]
+        lines += [f"| {name} | {original} | {ours} |" for name, (original, ours) in results["scaling"].items()]
+        lines.append("")
+    lines += ["### The paper's claims, measured", ""]
     for target in results["claims"]["targets"]:
         verdict = {True: "**met**", False: "**missed**", None: "not measured"}[target["met"]]
         lines.append(f"- {target['target']}: {verdict}; {target['measured']}.")

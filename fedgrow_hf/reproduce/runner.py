@@ -51,6 +51,7 @@ class Comparison:
     learning_rate_origin: str
     methods: tuple[str, ...] = METHODS
     partitions: dict[str, dict[str, Any]] | None = None
+    scaling: dict[str, tuple[Any, Any]] | None = None
 
 
 def load_comparison(preset: str, data_dir: str | Path) -> Comparison:
@@ -59,7 +60,8 @@ def load_comparison(preset: str, data_dir: str | Path) -> Comparison:
     if preset in PRESETS:
         settings = PRESETS[preset]
         return Comparison(FederationConfig.from_dict(preset_config(preset, data_dir)), settings.summary,
-                          settings.seeds, settings.learning_rate_origin, settings.methods, settings.partitions)
+                          settings.seeds, settings.learning_rate_origin, settings.methods, settings.partitions,
+                          settings.scaling)
     if Path(preset).is_file():
         config = FederationConfig.load(preset)
         seeds = tuple(config.seed + offset for offset in range(len(COMPARISON_SEEDS)))
@@ -117,7 +119,7 @@ def reproduce(
             config.validate()
             by_partition[name] = compare(config, work_dir / name)
         results = {"kind": PARTITIONED_KIND, "preset": comparison.config.name, "summary": comparison.summary,
-                   "command": command, "started": started, "partitions": by_partition,
+                   "command": command, "started": started, "scaling": comparison.scaling, "partitions": by_partition,
                    "claims": paper_claims(by_partition), **_kept_notes(output_dir / RESULTS_FILE)}
     write_results(output_dir, results)
     report = rewrite_report(output_dir, report_path)
