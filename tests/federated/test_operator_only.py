@@ -203,14 +203,33 @@ def test_a_killed_run_of_the_regime_resumes_to_the_same_result(shared_data_dir, 
 
 
 @pytest.mark.slow
-def test_the_regime_runs_under_ray(shared_data_dir, cache, tmp_path):
-    """Flower's simulation engine: each round may run a party in another worker, which finds its shared
-    intermediate and private state in its folder."""
+@pytest.mark.parametrize("share", [False, True], ids=["strict", "shared-intermediate"])
+def test_under_ray_only_the_global_ligo_leaves_a_party(shared_data_dir, cache, tmp_path, share):
+    """Flower's simulation engine with a recording mod around every party: in the operator-only regime every
+    train reply carries exactly the Global-LiGO's keys and the merge replies carry figures only; with
+    ``share_intermediate`` each party sends its intermediate once (one ``train.intermediate`` reply), and a
+    round may run a party in another worker, which finds its shared intermediate in its folder."""
     pytest.importorskip("ray")
     from fedgrow_hf.federated.simulate import simulate
+    from fedgrow_hf.federated.task import reference_global_stage, reference_intermediate_state
+    from tests.federated.conftest import pickle_mods_by_value, read_records
+    from tests.federated.mods import make_recording_mod
 
-    config = paper_regime(shared_data_dir, cache, share_intermediate=True)
-    simulate(config, tmp_path, engine="ray")
+    pickle_mods_by_value()
+    config = paper_regime(shared_data_dir, cache, share_intermediate=share)
+    simulate(config, tmp_path, engine="ray", client_mods=[make_recording_mod(str(tmp_path / "sent"))])
     phases = [json.loads(line)["phase"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert phases == ["operator", "intermediate", "operator", "operator", "finetune-merge"]
+    assert phases == ["operator", *(["intermediate"] if share else []), "operator", "operator", "finetune-merge"]
+    global_keys = {key: list(value.shape) for key, value in reference_global_stage(config).state_dict().items()}
+    intermediate_keys = {key: list(value.shape) for key, value in reference_intermediate_state(config).items()}
+    sent = read_records(tmp_path / "sent")
+    by_type: dict[str, list] = {}
+    for record in sent:
+        by_type.setdefault(record["message_type"], []).append(record)
+    assert all(record["arrays"] == {"arrays": global_keys} for record in by_type["train"])
+    assert len(by_type["train"]) == 2 * 3
+    assert all(record["arrays"] == {} for record in by_type["train.finetune"]) and len(by_type["train.finetune"]) == 2
+    shared = by_type.get("train.intermediate", [])
+    assert sorted(record["party"] for record in shared) == ([0, 1] if share else [])
+    assert all(record["arrays"] == {"arrays": intermediate_keys} for record in shared)
     assert all((tmp_path / "parties" / f"party-{party}" / "grown" / "config.json").is_file() for party in range(2))
