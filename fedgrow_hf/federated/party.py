@@ -23,7 +23,13 @@ from .trainer import FedGrowTrainer
 SHARED_INTERMEDIATE = "shared_intermediate.safetensors"  # in a party's folder: the average it received
 
 
-@lru_cache(maxsize=4)
+# Parties kept built per process: the in-process engine runs every party in one process, and a party rebuilt
+# every round (its source reloaded, its data tokenised, its operator built) costs a second or more a round.
+# Sixteen covers the presets' ten parties; each holds its source, operator and data (a few hundred MB at most).
+PARTIES_KEPT = 16
+
+
+@lru_cache(maxsize=PARTIES_KEPT)
 def load_party(config_json: str, party_id: int, run_dir: str = "") -> tuple[Any, Any, Any]:
     """Model and data of a party, built once per process and run folder (all trainable state is reloaded
     each round; a model pinned to a run's shared intermediate is never handed to another run)."""
