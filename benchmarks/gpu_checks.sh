@@ -3,7 +3,7 @@
 #   1. the CUDA tests (tests/test_ligo_cuda.py; the two-GPU device_map test in test_ligo_torch_tooling.py,
 #      which skips where there is one GPU);
 #   2. the operator's training step against the plain target's, fp32, eager and compiled (bench_operator.py;
-#      the aim is LiGO / plain <= 1.5);
+#      the aim is LiGO / plain <= 1.5; the step's peak GPU memory, LiGO / plain, is reported beside it);
 #   3. gpu-small with every method of its comparison and --tune, seeds 0-2, for what is left of the time
 #      budget. It runs with --resume in WORK_DIR: bring WORK_DIR's kept runs back (gpu-small-kept.tgz holds
 #      every kept summary) and a later call continues where this one stopped.
