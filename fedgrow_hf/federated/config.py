@@ -15,13 +15,15 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
     round_retries = 1              # times a round with too few valid updates is run again
     max_update_bytes = 0           # size bound of one update; 0: exactly the Global-LiGO's size
     max_num_examples = 1000000     # a reply claiming more examples than this is dropped (it would own the mean)
-    update_norm_bound = 10.0       # drop an update farther (L2) from the current Global-LiGO than this
-                                   # times max(1, its norm); 0: no bound
+    update_norm_bound = 10.0       # drop an update farther (L2) from the round's centre (the current state;
+                                   # federated phase 2's round 1: the replies' median) than this times
+                                   # max(1, its norm); 0: no bound
     update_clip_factor = 1.0       # clip every update's distance to this times the round's median distance,
                                    # and its example count to this times the median count (robust to a
                                    # party that ratchets the bound up; see federated/clipping.py); 0: off
     aggregator = "fedavg"          # "fedavg" (example-weighted); robust: "fedmedian", "fedtrimmedavg"
-    trim_fraction = 0.2            # "fedtrimmedavg": fraction cut at each end per coordinate
+    trim_fraction = 0.2            # "fedtrimmedavg": fraction cut at each end per coordinate (refused where
+                                   # it cuts nothing: int(trim_fraction x parties) = 0)
     phase2 = "local"               # "local": each party merges and fine-tunes alone;
                                    # "federated": FedAvg of the merged grown models; "none"
     finetune_steps = 20            # phase 2 steps (per round, for "federated")

@@ -13,6 +13,7 @@ parties' final accuracy is within 2 points.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -21,7 +22,11 @@ from tests.federated.mods import make_ratchet_mod
 
 pytestmark = pytest.mark.slow
 
-ROUNDS, FINETUNE_ROUNDS, ATTACKER, HONEST = 40, 10, 0, ("1", "2")
+# The issue's 40 rounds (and 10 of federated phase 2) take ~20 min per run on an idle 2-core machine; these
+# variables run the same test shorter where that is all the time there is.
+ROUNDS = int(os.environ.get("FEDGROW_RATCHET_ROUNDS", "40"))
+FINETUNE_ROUNDS = int(os.environ.get("FEDGROW_RATCHET_FINETUNE_ROUNDS", "10"))
+ATTACKER, HONEST = 0, ("1", "2")
 
 
 def _run(shared_data_dir, run_dir, attack: bool, claimed_examples: int | None = None) -> dict:
@@ -58,7 +63,12 @@ def test_hostile_ratchet_is_bounded_in_both_phases(runs, attack):
     assert clean["norms"].keys() == attacked["norms"].keys()
     for step, norm in attacked["norms"].items():
         assert norm <= 2 * clean["norms"][step], (step, norm, clean["norms"][step])
+    ratios = {step: norm / clean["norms"][step] for step, norm in attacked["norms"].items()}
     for phase in ("operator", "finetune-federated"):
         final = [r for r in records if r["phase"] == phase][-1]
         reference = [r for r in clean["records"] if r["phase"] == phase][-1]
+        # what the README's threat model quotes (pytest -rA shows it)
+        print(f"{attack} {phase}: honest accuracy {_honest_accuracy(final):.4f} (no attack "
+              f"{_honest_accuracy(reference):.4f}); largest norm ratio to the no-attack run "
+              f"{max(r for (kind, _), r in ratios.items() if (kind == 'train') == (phase == 'operator')):.4f}")
         assert abs(_honest_accuracy(final) - _honest_accuracy(reference)) <= 0.02, (phase, final, reference)
