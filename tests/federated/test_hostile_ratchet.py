@@ -5,7 +5,7 @@ Party 0 trains, then sends the update that sits just inside a bound measured fro
 phase 2 (its round 1 included, where the server knows no starting state); in the second attacked run it also
 claims ``max_num_examples`` examples. Before median clipping (``federated/clipping.py``) this grew the
 Global-LiGO's norm 24 -> 5e38 and stopped the federation within a few rounds. With the default clipping,
-compared with the same seeds and no attack: no reply is dropped, the Global-LiGO's norm stays within 2x of
+compared with the same seeds and no attack: no honest reply is dropped, the Global-LiGO's norm stays within 2x of
 the no-attack run's every round, the grown model's within 2x in phase 2, the run completes, and the honest
 parties' final accuracy is within 2 points.
 """
@@ -58,8 +58,9 @@ def test_hostile_ratchet_is_bounded_in_both_phases(runs, attack):
     records = attacked["records"]
     assert [(r["phase"], r["round"]) for r in records] == [(r["phase"], r["round"]) for r in clean["records"]]
     assert len(records) == ROUNDS + FINETUNE_ROUNDS  # the run completed
-    assert all(set(r["parties"]) == {"0", "1", "2"} and not r["dropped"] for r in records)
-    assert all(str(ATTACKER) in r["clipped"] for r in records)  # the attack was there, and clipped
+    # no honest reply is dropped; the attacker's is clipped (or, beyond update_norm_bound, dropped) every round
+    assert all(set(r["parties"]) >= set(HONEST) and {d["party"] for d in r["dropped"]} <= {ATTACKER} for r in records)
+    assert all(str(ATTACKER) in r["clipped"] or r["dropped"] for r in records)
     assert clean["norms"].keys() == attacked["norms"].keys()
     for step, norm in attacked["norms"].items():
         assert norm <= 2 * clean["norms"][step], (step, norm, clean["norms"][step])
