@@ -99,6 +99,8 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from transformers import BertConfig, TrainingArguments, ViTConfig
 
+from ..tuners.ligo.config import LiGOConfig
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10: the same parser, from PyPI
@@ -381,12 +383,13 @@ def check_known_keys(raw: Mapping[str, Any], known: set[str], where: str) -> Non
 
 
 def _check_model_tables(config: FederationConfig) -> None:
-    """The model shapes are keyword arguments of the family's transformers config, and ``[training]`` those of
-    ``TrainingArguments``: a misspelt key would otherwise be ignored (a 12-layer default grown) or fail deep
+    """The model shapes are keyword arguments of the family's transformers config, ``[model].ligo`` those of
+    :class:`LiGOConfig` and ``[training]`` those of ``TrainingArguments``: a misspelt key would otherwise be ignored (a 12-layer default grown) or fail deep
     in a run; a ``[training]`` value must be of its default's kind (``learning_rate = "fast"``)."""
     model_keys = set((BertConfig if config.model.family == "bert" else ViTConfig)().to_dict())
     check_known_keys(config.model.target, model_keys, "keys in [model].target")
     check_known_keys(config.model.intermediate, model_keys, "keys in [model].intermediate")
+    check_known_keys(config.model.ligo, {spec.name for spec in fields(LiGOConfig) if spec.init}, "keys in [model].ligo")
     for i, party in enumerate(config.parties):
         if party.random is not None:
             check_known_keys(party.random, model_keys, f"keys in parties[{i}].random")
