@@ -91,3 +91,19 @@ def test_fault_an_error_inside_a_grown_weight_surfaces_as_itself():
     with pytest.raises(GrownWeightError, match="growing weight slot 0 failed: AttributeError: 'NoneType' object "
                                                "has no attribute 'shape'"):
         embedding(torch.tensor([0, 1]))
+
+
+def test_fault_merging_a_copy_leaves_the_original_grown_model_intact():
+    """``copy.deepcopy`` keeps PyTorch's per-module parametrized class, and removing a parametrization deletes
+    the weight's property from that class: merging a copy used to break the original (the in-process engine
+    merges a copy of each party's cached model in phase 2, and the next federation in that process failed with
+    "'ParametrizedEmbedding' object has no attribute 'weight'")."""
+    import copy
+
+    model = grow(random_bert(hidden=32, ffn=64), bert_config(layers=3, hidden=64, ffn=128), model_class=BertModel)
+    ids = torch.tensor([[1, 5, 7, 2]])
+    with torch.no_grad():
+        before = model(input_ids=ids).last_hidden_state
+        merged = copy.deepcopy(model).merge_and_unload(progressbar=False)
+        torch.testing.assert_close(merged(input_ids=ids).last_hidden_state, before)
+        torch.testing.assert_close(model(input_ids=ids).last_hidden_state, before)

@@ -15,13 +15,15 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
     round_retries = 1              # times a round with too few valid updates is run again
     max_update_bytes = 0           # size bound of one update; 0: exactly the Global-LiGO's size
     max_num_examples = 1000000     # a reply claiming more examples than this is dropped (it would own the mean)
-    update_norm_bound = 10.0       # drop an update farther (L2) from the current Global-LiGO than this
-                                   # times max(1, its norm); 0: no bound
+    update_norm_bound = 10.0       # drop an update farther (L2) from the round's centre (the current state;
+                                   # federated phase 2's round 1: the replies' median) than this times
+                                   # max(1, its norm); 0: no bound
     update_clip_factor = 1.0       # clip every update's distance to this times the round's median distance,
                                    # and its example count to this times the median count (robust to a
                                    # party that ratchets the bound up; see federated/clipping.py); 0: off
     aggregator = "fedavg"          # "fedavg" (example-weighted); robust: "fedmedian", "fedtrimmedavg"
-    trim_fraction = 0.2            # "fedtrimmedavg": fraction cut at each end per coordinate
+    trim_fraction = 0.2            # "fedtrimmedavg": fraction cut at each end per coordinate (refused where
+                                   # it cuts nothing: int(trim_fraction x parties) = 0)
     phase2 = "local"               # "local": each party merges and fine-tunes alone (LiGO's recipe: a short
                                    # operator phase, then the grown model is trained);
                                    # "federated": FedAvg of the merged grown models;
@@ -110,6 +112,8 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from transformers import BertConfig, TrainingArguments, ViTConfig
+
+from ..tuners.ligo.config import LiGOConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -401,12 +405,13 @@ def check_known_keys(raw: Mapping[str, Any], known: set[str], where: str) -> Non
 
 
 def _check_model_tables(config: FederationConfig) -> None:
-    """The model shapes are keyword arguments of the family's transformers config, and ``[training]`` those of
-    ``TrainingArguments``: a misspelt key would otherwise be ignored (a 12-layer default grown) or fail deep
+    """The model shapes are keyword arguments of the family's transformers config, ``[model].ligo`` those of
+    :class:`LiGOConfig` and ``[training]`` those of ``TrainingArguments``: a misspelt key would otherwise be ignored (a 12-layer default grown) or fail deep
     in a run; a ``[training]`` value must be of its default's kind (``learning_rate = "fast"``)."""
     model_keys = set((BertConfig if config.model.family == "bert" else ViTConfig)().to_dict())
     check_known_keys(config.model.target, model_keys, "keys in [model].target")
     check_known_keys(config.model.intermediate, model_keys, "keys in [model].intermediate")
+    check_known_keys(config.model.ligo, {spec.name for spec in fields(LiGOConfig) if spec.init}, "keys in [model].ligo")
     for i, party in enumerate(config.parties):
         if party.random is not None:
             check_known_keys(party.random, model_keys, f"keys in parties[{i}].random")

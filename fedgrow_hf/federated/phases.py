@@ -103,12 +103,12 @@ def party_reports(screen: ReplyScreen, replies: list[Message], down: int) -> dic
 
 def run_phase2(
     grid: Grid, config: FederationConfig, run_dir: Path, arrays: ArrayRecord, on_round: RoundCallback | None,
-    *, resume: bool = False, parties: dict[int, int] | None = None,
+    *, resume: bool = False, bindings: dict[int, int] | None = None,
 ) -> None:
     """Phase 2: local fine-tuning of every party's merged model, or FedAvg of the merged models.
 
     Replies go through the same screen as phase 1 (against the grown model's keys and shapes when they
-    carry a model), with phase 1's node -> party bindings (``parties``, updated in place); each federated
+    carry a model), with phase 1's node -> party ``bindings`` (updated in place); each federated
     round's average is clipped and checked (round 1's centre: the replies' coordinate-wise median, as the
     parties start from their own merged models), then checkpointed with the bindings, and ``resume``
     continues after the last checkpointed round."""
@@ -120,7 +120,7 @@ def run_phase2(
     screen = ReplyScreen(reference, metric_names, config.num_parties,
                          fed.max_update_bytes or _state_bytes(reference), fed.max_num_examples, fed.update_norm_bound,
                          curve_names=curve_names, curve_length=len(curve_steps), counts_examples=counts_examples,
-                         parties=parties if parties is not None else {})
+                         parties=bindings if bindings is not None else {})
     averager = ScreenedStrategy(build_strategy(config, with_dp=False), screen, fed.min_train_nodes,
                                 fed.update_clip_factor)
     current: dict[str, torch.Tensor] | None = None  # the averaged model the parties start from (round >= 2)

@@ -22,7 +22,7 @@ Record = dict[str, Any]
 
 def append_record(path: Path, record: Record) -> None:
     """Append ``record`` as one line, durably; a torn last line (an earlier kill) is first cut off."""
-    line = (json.dumps(_finite(record), allow_nan=False) + "\n").encode("utf-8")
+    line = _line(record)
     with open(path, "ab+") as handle:
         size = handle.seek(0, os.SEEK_END)
         if size:
@@ -61,11 +61,15 @@ def truncate_records(path: Path, keep: Callable[[Record], bool]) -> list[Record]
             seen.add(key)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
-        handle.write(b"".join((json.dumps(record) + "\n").encode("utf-8") for record in kept))
+        handle.write(b"".join(map(_line, kept)))
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
     return kept
+
+
+def _line(record: Record) -> bytes:
+    return (json.dumps(_finite(record), allow_nan=False) + "\n").encode("utf-8")
 
 
 def _whole_lines_size(path: Path) -> int:

@@ -109,7 +109,7 @@ def run_federation(
 
     save_file(state, str(run_dir / FINAL_OPERATOR), metadata={"format": "pt", "fedgrow": "global-ligo"})
     if config.federation.phase2 != "none":
-        run_phase2(grid, config, run_dir, ArrayRecord(state), on_round, resume=resume, parties=screen.parties)
+        run_phase2(grid, config, run_dir, ArrayRecord(state), on_round, resume=resume, bindings=screen.parties)
     return state
 
 

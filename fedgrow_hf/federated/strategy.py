@@ -4,7 +4,8 @@
 :class:`ScreenedStrategy` is a Flower ``Strategy`` wrapper, like Flower's own DP wrappers: its
 ``aggregate_train`` screens every reply before the wrapped strategy (or Flower's DP wrapper, which clips
 updates against the current state) touches it, so what reaches Flower is always a consistent set of
-valid updates, and checks the aggregate before anyone checkpoints or sends it (:func:`aggregate_problem`).
+valid updates, clipped towards the round's median (:mod:`.clipping`), and checks the aggregate before anyone
+checkpoints or sends it (:func:`aggregate_problem`).
 Like Flower's strategies it answers ``(None, None)`` when a round cannot be aggregated; what was
 dropped, and why, is in :attr:`ScreenedStrategy.last`.
 """

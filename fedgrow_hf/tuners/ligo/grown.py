@@ -134,7 +134,21 @@ def parametrize_grown(slots: Sequence[GrownSlot], grown: GrownWeights) -> None:
 
 
 def unparametrize_grown(slot: GrownSlot, param: nn.Parameter) -> None:
-    """Give ``slot``'s owners ``param`` as an ordinary parameter in place of the parametrization."""
+    """Give ``slot``'s owners ``param`` as an ordinary parameter in place of the parametrization.
+
+    PyTorch keeps a parametrized weight as a property of a class made for the module (``ParametrizedEmbedding``)
+    and removing the parametrization deletes that property from the class. ``copy.deepcopy`` of a model keeps
+    the class, so the copy and the original share it: merging a copy would remove the original's weights too
+    (its next forward fails with "'ParametrizedEmbedding' object has no attribute 'weight'"). Each owner
+    therefore gets a class of its own first."""
     for module, name in slot.owners:
+        _own_class(module)
         parametrize.remove_parametrizations(module, name, leave_parametrized=False)
         module.register_parameter(name, param)
+
+
+def _own_class(module: nn.Module) -> None:
+    """Give a parametrized ``module`` a copy of its class, so that changing the class changes no other module."""
+    shared = type(module)
+    namespace = {key: value for key, value in vars(shared).items() if key not in ("__dict__", "__weakref__")}
+    module.__class__ = type(shared.__name__, shared.__bases__, namespace)
