@@ -20,7 +20,7 @@ import numpy as np
 
 from ..federated.config import FederationConfig
 from ..federated.task import finetune_learning_rate, training_options
-from .methods import METHOD_LABELS, OWN_SOURCE, MethodRun
+from .methods import METHOD_LABELS, METHODS, OWN_SOURCE, MethodRun
 from .tuning import method_learning_rate
 
 RESULTS_FILE = "results.json"
@@ -412,7 +412,8 @@ def preset_section(results: dict[str, Any], results_dir: str) -> str:
               "half its accuracy predicts one class only).", ""]
     lines += _losses(methods)
     lines += _phase2_effects(methods)
-    skipped = [label for name, label in METHOD_LABELS.items() if name not in methods]
+    # the preset's own methods (a results.json from before presets had their own lists: the LiGO regime's)
+    skipped = [METHOD_LABELS[name] for name in results.get("preset_methods", METHODS) if name not in methods]
     if skipped:
         lines += [f"Not run for this preset (no figures): {', '.join(skipped)}; "
                   f"`fedgrow reproduce {results['preset']}` runs every method.", ""]

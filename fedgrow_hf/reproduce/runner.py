@@ -167,6 +167,7 @@ def _compare(
         "party_data": party_data(config),
         "test_examples": len(test_set),
         "majority_class": majority_class_reference(config, list(test_set.with_format(None)["labels"])),
+        "preset_methods": list(comparison.methods),
         "methods": measured,
         "paired_differences": paired_differences(measured),
         "targets": issue_targets(measured),
