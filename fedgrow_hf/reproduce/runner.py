@@ -251,6 +251,7 @@ def rewrite_report(output_dir: str | Path, report_path: str | Path | None = None
         raise FileNotFoundError(f"{results_file} does not exist: run the comparison first")
     results = json.loads(results_file.read_text(encoding="utf-8"))
     for folder, comparison in comparisons_of(results, output_dir):
+        folder.mkdir(parents=True, exist_ok=True)
         write_plots(folder, comparison)
     report = Path(report_path) if report_path else output_dir.resolve().parent.parent / "RESULTS.md"
     return write_report(output_dir.resolve().parent, report, pending=pending_commands())
