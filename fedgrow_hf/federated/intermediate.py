@@ -30,9 +30,10 @@ from .phases import (
     dropped_records,
     party_reports,
     record_round,
+    state_bytes,
     wait_for_nodes,
 )
-from .screening import CONFIG_KEY, ReplyScreen
+from .screening import CONFIG_KEY, ReplyScreen, payload_bytes
 from .strategy import ScreenedStrategy, build_strategy
 from .task import reference_intermediate_state
 
@@ -52,8 +53,7 @@ def shared_intermediate(
     fed = config.federation
     started = time.monotonic()
     reference = reference_intermediate_state(config)
-    size = sum(value.numel() * value.element_size() for value in reference.values()) + 1024 * len(reference)
-    screen = ReplyScreen(reference, (), config.num_parties, size, fed.max_num_examples, parties=bindings)
+    screen = ReplyScreen(reference, (), config.num_parties, state_bytes(reference), fed.max_num_examples, parties=bindings)
     averager = ScreenedStrategy(build_strategy(config, with_dp=False), screen, fed.min_train_nodes,
                                 fed.update_clip_factor)
     nodes = wait_for_nodes(grid, config, "the intermediate exchange")
@@ -83,4 +83,4 @@ def with_shared_intermediate(messages: list[Message], shared: dict[str, torch.Te
     record = ArrayRecord(shared)
     for message in messages:
         message.content[key] = record
-    return sum(len(array.data) for array in record.values())
+    return payload_bytes(record)

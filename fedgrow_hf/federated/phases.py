@@ -118,7 +118,7 @@ def run_phase2(
     metric_names, curve_names, counts_examples = finetune_reply_fields(config)
     curve_steps = finetune_eval_steps(config) if curve_names else []
     screen = ReplyScreen(reference, metric_names, config.num_parties,
-                         fed.max_update_bytes or _state_bytes(reference), fed.max_num_examples, fed.update_norm_bound,
+                         fed.max_update_bytes or state_bytes(reference), fed.max_num_examples, fed.update_norm_bound,
                          curve_names=curve_names, curve_length=len(curve_steps), counts_examples=counts_examples,
                          parties=bindings if bindings is not None else {})
     averager = ScreenedStrategy(build_strategy(config, with_dp=False), screen, fed.min_train_nodes,
@@ -205,7 +205,7 @@ def with_curve(metrics: dict[str, Any], steps: list[int]) -> dict[str, Any]:
                                for index, step in enumerate(steps)]}
 
 
-def _state_bytes(state: dict[str, torch.Tensor] | None) -> int:
+def state_bytes(state: dict[str, torch.Tensor] | None) -> int:
     return sum(value.numel() * value.element_size() for value in (state or {}).values()) + 1024 * len(state or {})
 
 
