@@ -6,6 +6,11 @@ accuracy on the common test set, and their example-weighted held-out loss after 
 
     python benchmarks/bench_clipping.py --preset tiny --data ../shared/data --seeds 0 1 2 --out clipping.json
     python benchmarks/bench_clipping.py --preset examples/configs/tiny.toml --data ../shared/data
+    python benchmarks/bench_clipping.py --preset text-small --data ../shared/data --phase2 merge
+
+``--phase2 merge`` stops each run where clipping stops acting in LiGO's regime: after the federated operator
+phase, each party's grown model merged and tested as the operator made it (no local fine-tuning after it,
+which clipping does not touch and which would only add noise and time).
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ from fedgrow_hf.reproduce.runner import load_comparison
 FACTORS = (1.0, 0.0)
 
 
-def measure(preset: str, data: Path, seeds: list[int], work_dir: Path) -> dict:
+def measure(preset: str, data: Path, seeds: list[int], work_dir: Path, phase2: str | None = None) -> dict:
     """Each seed's mean common-test accuracy over the parties, with and without clipping, and the paired
-    differences (clipped - unclipped)."""
+    differences (clipped - unclipped); ``phase2`` overrides the preset's ``[federation].phase2``."""
     base = load_comparison(preset, data).config
+    if phase2 is not None:
+        base.federation.phase2 = phase2
+        base.validate()
     test_set = common_test_set(base)
     accuracy: dict[float, list[float]] = {factor: [] for factor in FACTORS}
     losses: dict[float, list[dict[str, float]]] = {factor: [] for factor in FACTORS}
@@ -43,7 +51,7 @@ def measure(preset: str, data: Path, seeds: list[int], work_dir: Path) -> dict:
             if factor:
                 clipped_rounds.append(sum(bool(record.get("clipped")) for record in run.records))
     differences = [clipped - plain for clipped, plain in zip(accuracy[1.0], accuracy[0.0], strict=True)]
-    return {"preset": preset, "seeds": seeds, "accuracy_clipped": accuracy[1.0], "accuracy_unclipped": accuracy[0.0],
+    return {"preset": preset, "phase2": base.federation.phase2, "seeds": seeds, "accuracy_clipped": accuracy[1.0], "accuracy_unclipped": accuracy[0.0],
             "paired_difference": differences, "mean_difference": statistics.fmean(differences),
             "final_eval_loss_clipped": losses[1.0], "final_eval_loss_unclipped": losses[0.0],
             "rounds_with_a_clipped_update": clipped_rounds}
@@ -60,10 +68,12 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--data", type=Path, required=True, help="the folder holding sst2/ (and mnist/)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--phase2", choices=("local", "federated", "merge"),
+                        help="override the preset's phase 2 (merge: stop after the federated operator phase)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work_dir:
-        result = measure(args.preset, args.data, args.seeds, Path(work_dir))
+        result = measure(args.preset, args.data, args.seeds, Path(work_dir), args.phase2)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

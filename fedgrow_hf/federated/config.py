@@ -236,6 +236,13 @@ class DataSettings:
     source_cache: str = "~/.cache/fedgrow-hf/sources"
 
 
+# What a party's ``derive`` table may hold (fedgrow_hf.sources.derive_bert_source's shape and its parent),
+# and the settings of a ``pretrain`` table that are its training recipe rather than the source's shape.
+DERIVE_KEYS = {"from", "distill_steps", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads"}
+BERT_PRETRAIN_RECIPE = ("epochs", "batch_size", "learning_rate", "weight_decay", "max_grad_norm")
+VIT_PRETRAIN_SETTINGS = ("steps", "data")
+
+
 @dataclass
 class PartySettings:
     source: str = ""
@@ -412,9 +419,14 @@ def _check_model_tables(config: FederationConfig) -> None:
     check_known_keys(config.model.target, model_keys, "keys in [model].target")
     check_known_keys(config.model.intermediate, model_keys, "keys in [model].intermediate")
     check_known_keys(config.model.ligo, {spec.name for spec in fields(LiGOConfig) if spec.init}, "keys in [model].ligo")
+    party_tables = {"random": model_keys, "derive": DERIVE_KEYS,
+                    "pretrain": model_keys | set(BERT_PRETRAIN_RECIPE if config.model.family == "bert"
+                                                 else VIT_PRETRAIN_SETTINGS)}
     for i, party in enumerate(config.parties):
-        if party.random is not None:
-            check_known_keys(party.random, model_keys, f"keys in parties[{i}].random")
+        for kind, known in party_tables.items():
+            table = getattr(party, kind)
+            if table is not None:
+                check_known_keys(table, known, f"keys in parties[{i}].{kind}")
     arguments = {spec.name: spec for spec in fields(TrainingArguments) if spec.init}
     check_known_keys(config.training, set(arguments), "keys in [training]")
     for key, value in config.training.items():

@@ -40,7 +40,7 @@ from ..data import (
 from ..growth import grow
 from ..sources import derive_bert_source, distilled_bert_source, pretrain_bert_source, pretrain_vit_source
 from ..tuners.ligo import GrowthStage, LiGOConfig, TransformerWeights, initial_global_stage
-from .config import FederationConfig, PartySettings
+from .config import BERT_PRETRAIN_RECIPE, FederationConfig, PartySettings
 from .trainer import evaluation_steps
 
 MINILM = "minilm"
@@ -89,10 +89,6 @@ def load_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
             return _pretrained_bert_source(config, party_id)
         return _pretrained_vit_source(config, party_id)
     return AutoModel.from_pretrained(source_path(party))
-
-
-# ``pretrain`` settings of a BERT party that are its training recipe; the rest is its shape
-BERT_PRETRAIN_RECIPE = ("epochs", "batch_size", "learning_rate", "weight_decay", "max_grad_norm")
 
 
 def _pretrained_bert_source(config: FederationConfig, party_id: int) -> PreTrainedModel:

@@ -159,13 +159,19 @@ def test_flower_run_config_overrides_the_main_settings_flat(shared_data_dir):
      (lambda t: t.replace("learning_rate = 1e-2", "learning_rat = 1e-2"), r"\['learning_rat'\]; did you mean 'learning_rat' -> 'learning_rate'"),
      (lambda t: t.replace("local_steps = 5", "local_step = 5"), r"did you mean 'local_step' -> 'local_steps'\?"),
      (lambda t: t + "[[parties]]\nrandom = {num_hidden_layers = 1, hiden_size = 16}\n", r"parties\[3\].random: \['hiden_size'\]"),
+     (lambda t: t + "[[parties]]\nderive = {num_hidden_layers = 1, hidden_sise = 16}\n",
+      r"parties\[3\].derive: \['hidden_sise'\]; did you mean 'hidden_sise' -> 'hidden_size'\?"),
+     (lambda t: t + "[[parties]]\npretrain = {num_hidden_layers = 1, epoch = 2}\n",
+      r"parties\[3\].pretrain: \['epoch'\]; did you mean 'epoch' -> 'epochs'\?"),
+     (lambda t: t + "[[parties]]\nderive = 3\n", r"parties\[3\].derive=3 must be a table"),
      (lambda t: t.replace("[data]", "ligo = {init_noise_sd = 0.01}\n\n[data]"),
       r"\[model\].ligo: \['init_noise_sd'\]; did you mean 'init_noise_sd' -> 'init_noise_std'\?"),
      (lambda t: t + "deep = " + "[" * 100_000 + "]" * 100_000 + "\n", "nested too deeply"),
      (lambda t: t.replace('min_train_nodes = 2', 'min_train_nodes = 2\naggregator = "fedtrimmedavg"'),
       r"trim_fraction=0.2 with 3 parties trims int\(0.2 x 3\) = 0 values per side: fedtrimmedavg would be a plain mean; "
       r"trim_fraction >= 0.334 with 3 parties, or use aggregator = 'fedmedian'")],
-    ids=["target-typo", "learning-rate-fast", "training-typo", "federation-typo", "party-shape-typo", "ligo-typo", "deep-nesting",
+    ids=["target-typo", "learning-rate-fast", "training-typo", "federation-typo", "party-shape-typo",
+         "party-derive-typo", "party-pretrain-typo", "party-derive-not-a-table", "ligo-typo", "deep-nesting",
          "trimmed-mean-trims-nothing"],
 )
 def test_hostile_config_is_refused_in_one_line_before_anything_is_written(tmp_path, edit, message):
