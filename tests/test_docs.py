@@ -1,0 +1,145 @@
+"""The documentation cannot drift: its Python examples run, and the site builds with warnings as errors.
+
+Every ```` ```python ```` block of README.md, CONTRIBUTING.md and docs/*.md carries a marker on the line before
+it (CONTRIBUTING.md, "Documentation"): ``<!-- docs-test: fast -->`` runs it in the fast tier,
+``<!-- docs-test: slow -->`` in the slow one, ``<!-- docs-test: skip: REASON -->`` excludes it for that reason.
+Each runs as a script in a fresh Python process (the examples import what they use, as a reader's script would),
+in an empty folder beside a ``shared`` link to the data folder, so ``../shared/data`` means what it means beside a
+checkout; Hub ids of the bundled MiniLM resolve offline from a Hub cache that holds it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHARED_DATA_DIR
+from tests.dependencies import README_INSTALL
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC_FILES = (ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md")))
+MARKER = re.compile(r"<!-- docs-test: (?P<mode>fast|slow|skip)(?:: (?P<reason>\S.*?))? -->")
+# The Hub models the examples name, served from the bundled copy (huggingface_hub's cache layout).
+BUNDLED_HUB_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+CACHE_REVISION = "0" * 40
+TIMEOUT_S = {"fast": 180, "slow": 1800}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One ```` ```python ```` block: where it starts, its marker (``mode`` None: unmarked) and its code."""
+
+    path: Path
+    line: int
+    mode: str | None
+    reason: str | None
+    code: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+
+def python_examples(path: Path) -> list[Example]:
+    """The ```` ```python ```` blocks of one Markdown file, with the marker on the line before each."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    examples = []
+    for start, line in enumerate(lines):
+        if not line.startswith("```python"):
+            continue
+        end = next(index for index in range(start + 1, len(lines)) if lines[index].startswith("```"))
+        marker = MARKER.fullmatch(lines[start - 1].strip()) if start else None
+        examples.append(Example(
+            path, start + 1, marker and marker["mode"], marker and marker["reason"], "\n".join(lines[start + 1:end])
+        ))
+    return examples
+
+
+EXAMPLES = [example for path in DOC_FILES for example in python_examples(path)]
+
+
+def _param(example: Example):
+    if example.mode == "slow":
+        return pytest.param(example, marks=pytest.mark.slow, id=example.name)
+    if example.mode == "skip":
+        return pytest.param(example, marks=pytest.mark.skip(reason=f"{example.name}: {example.reason}"),
+                            id=example.name)
+    return pytest.param(example, id=example.name)
+
+
+def test_every_python_example_is_run_or_excluded_with_a_reason():
+    assert len(EXAMPLES) >= 7  # the parser found the pages' examples
+    unmarked = [example.name for example in EXAMPLES if example.mode is None]
+    assert unmarked == [], f"add <!-- docs-test: fast|slow|skip: REASON --> on the line before: {unmarked}"
+    unexplained = [example.name for example in EXAMPLES if example.mode == "skip" and not example.reason]
+    assert unexplained == [], f"a skipped example needs its reason: {unexplained}"
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory, minilm_path) -> Path:
+    """A Hub cache in which the bundled all-MiniLM-L6-v2 is the Hub's ``sentence-transformers/all-MiniLM-L6-v2``."""
+    cache = tmp_path_factory.mktemp("hub-cache")
+    repository = cache / f"models--{BUNDLED_HUB_MODEL.replace('/', '--')}"
+    snapshot = repository / "snapshots" / CACHE_REVISION
+    for file in minilm_path.rglob("*"):
+        if file.is_file():
+            link = snapshot / file.relative_to(minilm_path)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(file)
+    (repository / "refs").mkdir()
+    (repository / "refs" / "main").write_text(CACHE_REVISION)
+    return cache
+
+
+@pytest.mark.parametrize("example", [_param(example) for example in EXAMPLES if example.mode is not None])
+def test_doc_example_runs(example: Example, tmp_path, hub_cache, request):
+    work = tmp_path / "work"
+    work.mkdir()
+    if "../shared/" in example.code:
+        request.getfixturevalue("shared_data_dir")  # skips, saying why, where the data folder is missing
+        (tmp_path / "shared").symlink_to(SHARED_DATA_DIR.parent, target_is_directory=True)
+    script = work / "example.py"
+    script.write_text(example.code + "\n", encoding="utf-8")
+    env = {
+        **os.environ,
+        "HF_HUB_CACHE": str(hub_cache),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        # this checkout's package, ahead of whichever one the environment has installed
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    result = subprocess.run([sys.executable, str(script)], cwd=work, env=env, capture_output=True, text=True,
+                            timeout=TIMEOUT_S[example.mode])
+    assert result.returncode == 0, f"{example.name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-6000:]}"
+
+
+def test_the_docs_site_builds_with_warnings_as_errors(tmp_path):
+    if importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("material") is None:
+        pytest.skip("mkdocs-material is not installed (the dev extra brings it)")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"}, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "site" / "operator" / "index.html").is_file()
+
+
+def test_readme_development_commands_are_what_ci_runs():
+    """The README's Development section is CI's list: every command in it is a line of .ci/run, in its order."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    section = readme.split("## Development", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line.strip() for line in block.splitlines() if line.strip()]
+    assert README_INSTALL in commands and "python -m pytest -q" in commands and "python -m pytest -q -m slow" in commands
+    missing = [command for command in commands if command not in ci_lines]
+    assert missing == [], f"README's Development commands that .ci/run does not run: {missing}"
+    assert sorted(commands, key=ci_lines.index) == commands, "README lists .ci/run's commands in another order"
