@@ -35,8 +35,13 @@ def test_the_command_exits_zero_on_this_repository():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# The skeleton of a made-up fedgrow_hf: the packages the rules name, empty.
+SKELETON = {"__init__.py": "", "federated/__init__.py": "", "federated/config.py": "", "reproduce/__init__.py": ""}
+
+
 def _package(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
+    """A made-up ``fedgrow_hf`` under ``root``: :data:`SKELETON` plus ``files`` (path -> source)."""
+    for name, text in {**SKELETON, **files}.items():
         path = root / "fedgrow_hf" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -45,15 +50,11 @@ def _package(root: Path, files: dict[str, str]) -> Path:
 
 def test_the_checker_finds_cycles_cli_climbing_and_reproduce_reaching_into_federated(checker, tmp_path):
     root = _package(tmp_path, {
-        "__init__.py": "",
         "a.py": "from . import b\n",
         "b.py": "def f():\n    from .a import g  # lazy: still a cycle\n",
         "cli/__init__.py": "from ..a import b\n",
         "export.py": "from fedgrow_hf.cli import main\n",
-        "federated/__init__.py": "",
-        "federated/config.py": "",
         "federated/simulate.py": "",
-        "reproduce/__init__.py": "",
         "reproduce/runner.py": "from ..federated.simulate import simulate\nfrom ..federated.config import Config\n",
     })
     imports = checker.package_imports(root)
@@ -68,12 +69,6 @@ def test_the_checker_finds_cycles_cli_climbing_and_reproduce_reaching_into_feder
 
 
 def test_strict_makes_reproduce_reaching_into_federated_an_error(checker, tmp_path):
-    root = _package(tmp_path, {
-        "__init__.py": "",
-        "federated/__init__.py": "",
-        "federated/config.py": "",
-        "reproduce/__init__.py": "",
-        "reproduce/runner.py": "from fedgrow_hf.federated import config\n",
-    })
+    root = _package(tmp_path, {"reproduce/runner.py": "from fedgrow_hf.federated import config\n"})
     assert checker.main(["--root", str(root)]) == 0
     assert checker.main(["--root", str(root), "--strict"]) == 1

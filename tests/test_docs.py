@@ -10,9 +10,12 @@ checkout; Hub ids of the bundled MiniLM resolve offline from a Hub cache that ho
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import importlib.util
 import os
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -119,6 +122,39 @@ def test_doc_example_runs(example: Example, tmp_path, hub_cache, request):
     result = subprocess.run([sys.executable, str(script)], cwd=work, env=env, capture_output=True, text=True,
                             timeout=TIMEOUT_S[example.mode])
     assert result.returncode == 0, f"{example.name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-6000:]}"
+
+
+def fedgrow_commands(path: Path) -> list[str]:
+    """The ``fedgrow ...`` command lines of one Markdown file's ```` ```bash ```` blocks (continuations joined)."""
+    commands, in_bash = [], False
+    text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_bash = not in_bash and line.startswith("```bash")
+        elif in_bash and line.startswith("fedgrow "):
+            commands.append(line)
+    return commands
+
+
+FEDGROW_COMMANDS = [(path, command) for path in DOC_FILES for command in fedgrow_commands(path)]
+
+
+@pytest.mark.parametrize("command", [pytest.param(command, id=f"{path.relative_to(ROOT)}: {command[:60]}")
+                                     for path, command in FEDGROW_COMMANDS])
+def test_doc_fedgrow_command_parses(command: str):
+    """A command of the pages names a subcommand and options that exist, with values they accept (parsed, not run)."""
+    from fedgrow_hf.cli import build_parser
+
+    argv = shlex.split(command, comments=True)[1:]
+    args, rest = build_parser().parse_known_args(argv)
+    sub = argparse.ArgumentParser(prog=f"fedgrow {args.command}", exit_on_error=False)
+    importlib.import_module(f"fedgrow_hf.cli.{args.command}").add_arguments(sub)
+    sub.parse_args(rest)
+
+
+def test_the_pages_show_fedgrow_commands():
+    assert {command.split()[1] for _, command in FEDGROW_COMMANDS} >= {"grow", "simulate", "merge", "card",
+                                                                       "push", "reproduce"}
 
 
 def test_the_docs_site_builds_with_warnings_as_errors(tmp_path):
