@@ -2,7 +2,9 @@
 
 Every ```` ```python ```` block of README.md, CONTRIBUTING.md and docs/*.md carries a marker on the line before
 it (CONTRIBUTING.md, "Documentation"): ``<!-- docs-test: fast -->`` runs it in the fast tier,
-``<!-- docs-test: slow -->`` in the slow one, ``<!-- docs-test: skip: REASON -->`` excludes it for that reason.
+``<!-- docs-test: slow -->`` in the slow one, ``<!-- docs-test: skip: REASON -->`` excludes it for that reason;
+``; shrink: A => B | C => D`` after ``fast`` or ``slow`` runs it with those replacements (a reader's step counts
+and data sizes cut to a test's), each of which must still match.
 Each runs as a script in a fresh Python process (the examples import what they use, as a reader's script would),
 in an empty folder beside a ``shared`` link to the data folder, so ``../shared/data`` means what it means beside a
 checkout; Hub ids of the bundled MiniLM resolve offline from a Hub cache that holds it.
@@ -28,7 +30,7 @@ from tests.dependencies import README_INSTALL
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = (ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md")))
-MARKER = re.compile(r"<!-- docs-test: (?P<mode>fast|slow|skip)(?:: (?P<reason>\S.*?))? -->")
+MARKER = re.compile(r"<!-- docs-test: (?P<mode>fast|slow|skip)(?P<rest>.*?) -->")
 # The Hub models the examples name, served from the bundled copy (huggingface_hub's cache layout).
 BUNDLED_HUB_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 CACHE_REVISION = "0" * 40
@@ -37,17 +39,36 @@ TIMEOUT_S = {"fast": 180, "slow": 1800}
 
 @dataclass(frozen=True)
 class Example:
-    """One ```` ```python ```` block: where it starts, its marker (``mode`` None: unmarked) and its code."""
+    """One ```` ```python ```` block: where it starts, its marker (``mode`` None: none or a malformed one), the
+    reason it is skipped, the replacements that shrink it to a test's size, and its code."""
 
     path: Path
     line: int
     mode: str | None
     reason: str | None
+    shrink: tuple[tuple[str, str], ...]
     code: str
 
     @property
     def name(self) -> str:
         return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+
+def parse_marker(line: str) -> tuple[str | None, str | None, tuple[tuple[str, str], ...]]:
+    """(mode, skip reason, shrink replacements) of a marker line; mode None where it is not a valid marker."""
+    marker = MARKER.fullmatch(line.strip())
+    if marker is None:
+        return None, None, ()
+    mode, rest = marker["mode"], marker["rest"]
+    if mode == "skip":
+        reason = rest.removeprefix(": ").strip()
+        return (mode, reason, ()) if rest.startswith(": ") and reason else (None, None, ())
+    if not rest:
+        return mode, None, ()
+    pairs = [pair.split(" => ") for pair in rest.removeprefix("; shrink: ").split(" | ")]
+    if not rest.startswith("; shrink: ") or any(len(pair) != 2 or not pair[0] for pair in pairs):
+        return None, None, ()
+    return mode, None, tuple((old, new) for old, new in pairs)
 
 
 def python_examples(path: Path) -> list[Example]:
@@ -58,10 +79,8 @@ def python_examples(path: Path) -> list[Example]:
         if not line.startswith("```python"):
             continue
         end = next(index for index in range(start + 1, len(lines)) if lines[index].startswith("```"))
-        marker = MARKER.fullmatch(lines[start - 1].strip()) if start else None
-        examples.append(Example(
-            path, start + 1, marker and marker["mode"], marker and marker["reason"], "\n".join(lines[start + 1:end])
-        ))
+        mode, reason, shrink = parse_marker(lines[start - 1]) if start else (None, None, ())
+        examples.append(Example(path, start + 1, mode, reason, shrink, "\n".join(lines[start + 1:end])))
     return examples
 
 
@@ -80,9 +99,20 @@ def _param(example: Example):
 def test_every_python_example_is_run_or_excluded_with_a_reason():
     assert len(EXAMPLES) >= 7  # the parser found the pages' examples
     unmarked = [example.name for example in EXAMPLES if example.mode is None]
-    assert unmarked == [], f"add <!-- docs-test: fast|slow|skip: REASON --> on the line before: {unmarked}"
-    unexplained = [example.name for example in EXAMPLES if example.mode == "skip" and not example.reason]
-    assert unexplained == [], f"a skipped example needs its reason: {unexplained}"
+    assert unmarked == [], (
+        f"put <!-- docs-test: fast|slow[; shrink: A => B | ...] --> or <!-- docs-test: skip: REASON --> on the line "
+        f"before: {unmarked}"
+    )
+
+
+def test_markers_parse():
+    assert parse_marker("<!-- docs-test: fast -->") == ("fast", None, ())
+    assert parse_marker("<!-- docs-test: skip: needs the Hub -->") == ("skip", "needs the Hub", ())
+    assert parse_marker("<!-- docs-test: slow; shrink: steps=200 => steps=2 | limit=9 => limit=1 -->") == (
+        "slow", None, (("steps=200", "steps=2"), ("limit=9", "limit=1")))
+    for malformed in ("<!-- docs-test: skip -->", "<!-- docs-test: fast; shrink: a -->", "<!-- docs-test: later -->",
+                      "<!-- docs-test: slow, but -->"):
+        assert parse_marker(malformed)[0] is None, malformed
 
 
 @pytest.fixture(scope="session")
@@ -108,8 +138,12 @@ def test_doc_example_runs(example: Example, tmp_path, hub_cache, request):
     if "../shared/" in example.code:
         request.getfixturevalue("shared_data_dir")  # skips, saying why, where the data folder is missing
         (tmp_path / "shared").symlink_to(SHARED_DATA_DIR.parent, target_is_directory=True)
+    code = example.code
+    for old, new in example.shrink:
+        assert old in code, f"{example.name}: its shrink replaces {old!r}, no longer in the example"
+        code = code.replace(old, new)
     script = work / "example.py"
-    script.write_text(example.code + "\n", encoding="utf-8")
+    script.write_text(code + "\n", encoding="utf-8")
     env = {
         **os.environ,
         "HF_HUB_CACHE": str(hub_cache),
