@@ -136,7 +136,6 @@ def cycles(imports: list[Import]) -> list[list[str]]:
             if len(component) > 1:
                 components.append(sorted(component))
 
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10 * len(graph) + 100))
     for node in sorted(graph):
         if node not in index:
             visit(node)
