@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_DATA_DIR
 from tests.dependencies import README_INSTALL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,8 +135,8 @@ def test_doc_example_runs(example: Example, tmp_path, hub_cache, request):
     work = tmp_path / "work"
     work.mkdir()
     if "../shared/" in example.code:
-        request.getfixturevalue("shared_data_dir")  # skips, saying why, where the data folder is missing
-        (tmp_path / "shared").symlink_to(SHARED_DATA_DIR.parent, target_is_directory=True)
+        data = request.getfixturevalue("shared_data_dir")  # skips, saying why, where the data folder is missing
+        (tmp_path / "shared").symlink_to(data.parent, target_is_directory=True)
     code = example.code
     for old, new in example.shrink:
         assert old in code, f"{example.name}: its shrink replaces {old!r}, no longer in the example"
