@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .disk import WriteFailed, writing
+from .disk import durable_write
 
 STATE_FILES = {"operator": "state.json", "finetune": "phase2-state.json"}
 PREFIXES = {"operator": "global", "finetune": "grown"}
@@ -62,11 +60,11 @@ def save_checkpoint(run_dir: str | Path, checkpoint: ServerCheckpoint) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     prefix = PREFIXES[checkpoint.phase]
     weights = f"{prefix}-{checkpoint.round:04d}.safetensors"
-    _durable_write(directory / weights, lambda path: save_file(
+    durable_write(directory / weights, lambda path: save_file(
         {k: v.contiguous() for k, v in checkpoint.global_state.items()}, str(path)))
     state = {"round": checkpoint.round, "operator": weights, "sha256": _file_sha256(directory / weights),
              "run": checkpoint.run, "strategy_state": checkpoint.strategy_state}
-    _durable_write(directory / STATE_FILES[checkpoint.phase],
+    durable_write(directory / STATE_FILES[checkpoint.phase],
                    lambda path: path.write_text(json.dumps(state), encoding="utf-8"))
     for old in directory.glob(f"{prefix}-*.safetensors"):
         if old.name != weights:
@@ -118,25 +116,6 @@ def _file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _durable_write(path: Path, write: Callable[[Path], object]) -> None:
-    """``write(tmp)``, then fsync it, rename it to ``path`` and fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with writing(path):
-            write(tmp)
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-    except WriteFailed:
-        tmp.unlink(missing_ok=True)  # the previous checkpoint stays what the state file names
-        raise
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def numpy_rng_state() -> dict[str, Any]:

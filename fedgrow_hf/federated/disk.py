@@ -8,8 +8,9 @@
 from __future__ import annotations
 
 import errno
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,6 +35,26 @@ def writing(path: Path) -> Iterator[None]:
     except (OSError, RuntimeError) as error:
         raise WriteFailed(errno.ENOSPC if _full(path, error) else getattr(error, "errno", None) or errno.EIO,
                           _reason(path, error), str(path)) from error
+
+
+def durable_write(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)``, then fsync it, rename it to ``path`` and fsync the directory: ``path`` is either its
+    previous content or the whole new one, whenever the process or the machine stops."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with writing(path):
+            write(tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+    except WriteFailed:
+        tmp.unlink(missing_ok=True)  # the previous file stays whole
+        raise
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _full(path: Path, error: BaseException) -> bool:

@@ -8,12 +8,13 @@ costs can be measured against it. The replies go through the same screen as ever
 finite values, size, example count, the node's party binding) and the same clipping (each intermediate's
 distance from the replies' coordinate-wise median, as in federated phase 2's first round); the average is
 example-weighted like the Global-LiGO's, and kept durably in the run folder, so a resumed server sends the
-same one.
+same one. The file carries the exchange's record as metadata: a server killed after writing it but before
+appending the record appends it on resume, so the record is there exactly once.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,13 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from .config import FederationConfig
+from .disk import durable_write
 from .phases import (
+    METRICS_FILE,
     FederationAborted,
     RoundCallback,
     dropped_records,
@@ -33,12 +37,14 @@ from .phases import (
     state_bytes,
     wait_for_nodes,
 )
+from .records import read_records
 from .screening import CONFIG_KEY, ReplyScreen, payload_bytes
 from .strategy import ScreenedStrategy, build_strategy
 from .task import reference_intermediate_state
 
 INTERMEDIATE_MESSAGE = "train.intermediate"
 SHARED_INTERMEDIATE_FILE = "shared_intermediate.safetensors"
+RECORD_KEY = "fedgrow_record"  # the file's metadata entry holding the exchange's record
 
 
 def shared_intermediate(
@@ -49,7 +55,7 @@ def shared_intermediate(
     keeps the party it claimed in phase 1."""
     kept = run_dir / SHARED_INTERMEDIATE_FILE
     if kept.is_file():
-        return load_file(str(kept))
+        return _kept_average(kept, run_dir, on_round)
     fed = config.federation
     started = time.monotonic()
     reference = reference_intermediate_state(config)
@@ -63,9 +69,6 @@ def shared_intermediate(
     averager.aggregate_train(1, replies)
     if averager.last.state is None:
         raise FederationAborted(f"the intermediate exchange: {averager.last.problem}")
-    tmp = kept.with_name(kept.name + ".tmp")
-    save_file({key: value.contiguous() for key, value in averager.last.state.items()}, str(tmp))
-    os.replace(tmp, kept)
     report: dict[str, Any] = {
         "phase": "intermediate",
         "round": 1,
@@ -74,8 +77,20 @@ def shared_intermediate(
         "no_reply": len(messages) - len(replies),
         "seconds": round(time.monotonic() - started, 3),
     }
+    state = {key: value.contiguous() for key, value in averager.last.state.items()}
+    durable_write(kept, lambda tmp: save_file(state, str(tmp), metadata={RECORD_KEY: json.dumps(report)}))
     record_round(run_dir, report, on_round)
-    return averager.last.state
+    return state
+
+
+def _kept_average(kept: Path, run_dir: Path, on_round: RoundCallback | None) -> dict[str, torch.Tensor]:
+    """The average an earlier run of this server asked for; its record appended if the run stopped before."""
+    with safe_open(str(kept), framework="pt") as handle:
+        report = json.loads(handle.metadata()[RECORD_KEY])
+        state = {key: handle.get_tensor(key) for key in handle.keys()}
+    if not any(record.get("phase") == "intermediate" for record in read_records(run_dir / METRICS_FILE)):
+        record_round(run_dir, report, on_round)
+    return state
 
 
 def with_shared_intermediate(messages: list[Message], shared: dict[str, torch.Tensor], key: str) -> int:

@@ -182,7 +182,10 @@ class _Killed(RuntimeError):
 @pytest.mark.slow
 def test_a_killed_run_of_the_regime_resumes_to_the_same_result(shared_data_dir, cache, tmp_path):
     """The shared-intermediate variant killed in round 2 (after the intermediate exchange) and resumed ends with
-    the uninterrupted run's Global-LiGO and the same merged models."""
+    the uninterrupted run's Global-LiGO and the same merged models; had the kill come between the averaged
+    intermediate's file and its record, the resumed run appends that record, once."""
+    from fedgrow_hf.federated.phases import METRICS_FILE
+    from fedgrow_hf.federated.records import read_records, truncate_records
     from fedgrow_hf.federated.simulate import simulate
 
     config = paper_regime(shared_data_dir, cache, share_intermediate=True, local_ligo_rounds=1)
@@ -194,8 +197,12 @@ def test_a_killed_run_of_the_regime_resumes_to_the_same_result(shared_data_dir, 
 
     with pytest.raises(_Killed):
         simulate(config, tmp_path / "killed", engine="inprocess", on_round=die_in_round_two)
+    truncate_records(tmp_path / "killed" / METRICS_FILE, lambda record: record["phase"] != "intermediate")
     resumed = simulate(config, tmp_path / "killed", engine="inprocess", resume=True)
     assert all(torch.equal(whole[key], resumed[key]) for key in whole)
+    exchanges = [[{k: v for k, v in r.items() if k != "seconds"} for r in read_records(run / METRICS_FILE)
+                  if r["phase"] == "intermediate"] for run in (tmp_path / "whole", tmp_path / "killed")]
+    assert len(exchanges[1]) == 1 and exchanges[0] == exchanges[1]
     for party in range(2):
         merged = [load_file(str(run / "parties" / f"party-{party}" / "grown" / "model.safetensors"))
                   for run in (tmp_path / "whole", tmp_path / "killed")]
