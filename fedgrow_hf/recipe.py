@@ -23,9 +23,10 @@ import copy
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import datasets
 from accelerate import PartialState
@@ -52,10 +53,12 @@ __all__ = [
     "classification_model_class",
     "grow_and_train",
     "grow_classifier",
+    "operator_then_model",
     "save_adapter",
     "source_locations",
 ]
 
+T = TypeVar("T")
 ADAPTER_DIR = "ligo_adapter"
 EVAL_RESULTS_FILE = "eval_results.json"
 CARD_FILE = "README.md"
@@ -210,23 +213,21 @@ def grow_and_train(
             trainer.train()
             return eval_metrics(trainer.evaluate())
 
-        operator_metrics = train_and_evaluate(model, schedule.operator_phase)
-        main_process = PartialState().is_main_process  # Trainer has set up the processes by now
-        if main_process:
-            save_adapter(
-                model,
-                adapter_dir,
-                metrics=operator_metrics,
-                data_info=data_info,
-                training=facts(schedule.operator_phase),
-            )
-        result = GrowthResult(model, operator_metrics, operator_metrics)
-        if finetune:
-            merged = model.merge_and_unload()
-            merged.requires_grad_(True)  # this phase trains every weight, whatever the tuner left frozen
-            result = GrowthResult(
-                merged, train_and_evaluate(merged, schedule.finetune_phase), operator_metrics
-            )
+        def train_operator(operator_model: PeftModel) -> dict[str, float]:
+            metrics = train_and_evaluate(operator_model, schedule.operator_phase)
+            if PartialState().is_main_process:  # Trainer has set up the processes by now
+                save_adapter(operator_model, adapter_dir, metrics=metrics, data_info=data_info,
+                             training=facts(schedule.operator_phase))
+            return metrics
+
+        def train_merged(merged: PreTrainedModel) -> dict[str, float]:
+            return train_and_evaluate(merged, schedule.finetune_phase)
+
+        final, operator_metrics, metrics = operator_then_model(
+            model, train_operator, train_merged if finetune else None
+        )
+        result = GrowthResult(final, operator_metrics if metrics is None else metrics, operator_metrics)
+        main_process = PartialState().is_main_process
     if not main_process:
         return result
     if processor is not None:
@@ -245,6 +246,29 @@ def grow_and_train(
         )
         card.save(output / CARD_FILE)
     return result
+
+
+def operator_then_model(
+    model: PeftModel,
+    train_operator: Callable[[PeftModel], T],
+    train_model: Callable[[PreTrainedModel], T] | None,
+    *,
+    merge: bool = False,
+) -> tuple[PeftModel | PreTrainedModel, T, T | None]:
+    """LiGO's two phases on a grown model: ``train_operator`` trains its operator (and new head); the LiGO
+    model is then merged (``merge_and_unload``) into a plain transformers model, every weight of which
+    ``train_model`` trains. Without ``train_model`` it stops after the operator phase, and merges only with
+    ``merge``. Returns the final model and what each phase's training returned (``None``: no second phase).
+
+    :func:`grow_and_train` is this recipe with ``Trainer`` and a model card; the comparison
+    (``fedgrow_hf.reproduce``) calls it with its own step counts and learning curves.
+    """
+    operator_result = train_operator(model)
+    if train_model is None:
+        return (model.merge_and_unload() if merge else model), operator_result, None
+    merged = model.merge_and_unload()
+    merged.requires_grad_(True)  # this phase trains every weight, whatever the tuner left frozen
+    return merged, operator_result, train_model(merged)
 
 
 def _with_class_names(config: PretrainedConfig, names: list[str]) -> PretrainedConfig:
