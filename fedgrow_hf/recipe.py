@@ -23,6 +23,7 @@ import copy
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,13 @@ from typing import Any, TypeVar
 import datasets
 from accelerate import PartialState
 from peft import PeftModel
-from transformers import PretrainedConfig, PreTrainedModel, Trainer, TrainingArguments
+from transformers import (
+    AutoModelForImageClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+    Trainer,
+    TrainingArguments,
+)
 
 from .data import trim_padding_collator
 from .experiment.models import HEAD_MODULES, classification_model_class, grow_classifier
@@ -45,6 +52,7 @@ __all__ = [
     "EVAL_RESULTS_FILE",
     "HEAD_MODULES",
     "LABEL_COLUMN",
+    "LOGS_PER_PHASE",
     "DatasetInfo",
     "GrowthResult",
     "UNNAMED_DATA",
@@ -66,6 +74,14 @@ CARD_FILE = "README.md"
 LABEL_COLUMN = "labels"
 # Trainer logs the loss about this many times per phase.
 LOGS_PER_PHASE = 10
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CLASSIFICATION_MODELS":  # the lookup is classification_model_class now
+        warnings.warn("fedgrow_hf.recipe.CLASSIFICATION_MODELS is deprecated: use "
+                      "fedgrow_hf.experiment.models.classification_model_class", DeprecationWarning, stacklevel=2)
+        return {"vit": AutoModelForImageClassification}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

