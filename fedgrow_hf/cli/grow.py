@@ -17,8 +17,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import constants
-from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoConfig
 
 from ..experiment.recipe_data import EVAL_FRACTION, recipe_datasets
@@ -32,7 +30,7 @@ from ..recipe import (
     grow_classifier,
     save_adapter,
 )
-from ..sources import minilm_path
+from ..sources import check_source, minilm_path
 from ..tuners.ligo import LiGOConfig
 from ..tuners.ligo.config import DEPTH_INITS, WIDTH_STRUCTURES
 from . import CLIError
@@ -156,7 +154,10 @@ def run(args: argparse.Namespace) -> int:
     )
     source_paths = args.source or [_bundled_minilm()]
     for path in source_paths:
-        _check_source(path)
+        try:
+            check_source(path)
+        except FileNotFoundError as error:
+            raise CLIError(f"--source {error}") from None
     source_config = AutoConfig.from_pretrained(source_paths[0])
     target_config = resolve_target(args.target, source_config)
     growth: dict[str, Any] = {
@@ -219,18 +220,3 @@ def _bundled_minilm() -> str:
         return minilm_path()
     except ImportError as error:
         raise CLIError(f"no --source given and {error}") from None
-
-
-def _check_source(name: str) -> None:
-    """Fail in one line, before anything loads, on a ``--source`` that is no path and cannot be a Hub id."""
-    if Path(name).exists():
-        return
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        raise FileNotFoundError(f"--source {name}: the path does not exist") from None
-    if constants.HF_HUB_OFFLINE:
-        raise FileNotFoundError(
-            f"--source {name}: the path does not exist, and HF_HUB_OFFLINE is set, "
-            "so it cannot come from the Hub"
-        )
