@@ -22,7 +22,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from fedgrow_hf.federated.task import common_test_set
+from fedgrow_hf.experiment.data import common_test_set
 from fedgrow_hf.reproduce.methods import run_method
 from fedgrow_hf.reproduce.runner import load_comparison
 

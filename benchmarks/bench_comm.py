@@ -21,9 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedgrow_hf.federated.config import FederationConfig
+from fedgrow_hf.experiment.config import FederationConfig
+from fedgrow_hf.experiment.models import model_classes, target_config
+from fedgrow_hf.experiment.parties import build_party_model, reference_global_stage
 from fedgrow_hf.federated.strategy import payload_bytes, to_array_record
-from fedgrow_hf.federated.task import build_party_model, model_classes, reference_global_stage, target_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
 

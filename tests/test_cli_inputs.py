@@ -10,6 +10,7 @@ import pytest
 from fedgrow_hf import recipe
 from fedgrow_hf.cli import grow as grow_command
 from fedgrow_hf.cli import main
+from fedgrow_hf.experiment import models
 from fedgrow_hf.recipe import TrainingSchedule
 from tests.test_cli_grow import TARGET, write_tsv
 
@@ -21,7 +22,7 @@ def no_growth(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was built")
 
-    monkeypatch.setattr(recipe, "grow", refuse)
+    monkeypatch.setattr(models, "grow", refuse)
 
 
 @pytest.fixture

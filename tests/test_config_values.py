@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fedgrow_hf.federated.config import ConfigError, FederationConfig, check_values
+from fedgrow_hf.experiment.config import ConfigError, FederationConfig, check_values
 from fedgrow_hf.reproduce.presets import preset_config
 
 

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from fedgrow_hf.architectures import get_architecture_table
-from fedgrow_hf.federated.config import ConfigError, FederationConfig
+from fedgrow_hf.experiment.config import ConfigError, FederationConfig
+from fedgrow_hf.experiment.data import party_shares
 from fedgrow_hf.federated.engine import SimulationEngine
-from fedgrow_hf.federated.task import party_shares
 from fedgrow_hf.reproduce import METHODS, PRESETS, preset_config
 from fedgrow_hf.reproduce.methods import SHAPE_KEYS, method_config, same_source, scratch_rounds
 from fedgrow_hf.reproduce.report import preset_section
@@ -141,8 +141,9 @@ def test_paired_differences_and_targets_follow_from_the_per_seed_figures(tiny_ru
 def test_bytes_are_what_each_method_exchanges(tiny_run):
     from flwr.app import ArrayRecord
 
+    from fedgrow_hf.experiment.models import model_classes, target_config
+    from fedgrow_hf.experiment.parties import reference_global_stage
     from fedgrow_hf.federated.screening import payload_bytes
-    from fedgrow_hf.federated.task import model_classes, reference_global_stage, target_config
 
     config, methods = tiny_run["config"], tiny_run["results"]["methods"]
     global_ligo = payload_bytes(ArrayRecord(reference_global_stage(config).state_dict()))
@@ -295,7 +296,7 @@ def test_majority_reference_counts_the_training_majority_on_held_out_and_test_la
 
 def test_seeds_change_initialisation_not_the_data(shared_data_dir):
     """A comparison seed sets ``seed``; ``data_seed`` (partition, held-out shares, sources) stays."""
-    from fedgrow_hf.federated.task import load_source
+    from fedgrow_hf.experiment.parties import load_source
 
     config = _tiny(shared_data_dir)
     other = copy.deepcopy(config)
@@ -310,7 +311,7 @@ def test_seeds_change_initialisation_not_the_data(shared_data_dir):
 
 
 def test_common_test_split_is_unseen_and_whole(shared_data_dir, tmp_path):
-    from fedgrow_hf.federated.task import common_test_set
+    from fedgrow_hf.experiment.data import common_test_set
 
     config = _tiny(shared_data_dir)
     assert len(common_test_set(config)) == 872  # SST-2 test.tsv, not limited like the training split
@@ -326,7 +327,7 @@ def test_own_source_model_is_the_pretrained_encoder_under_a_fresh_head(tmp_path)
     """A ViT source pretrained on scikit-learn's digits keeps its encoder; its pretraining head is replaced."""
     import torch
 
-    from fedgrow_hf.federated.task import load_source
+    from fedgrow_hf.experiment.parties import load_source
     from fedgrow_hf.reproduce.methods import own_source_model
 
     raw = preset_config("vision-small", tmp_path)
@@ -555,7 +556,7 @@ def test_report_leaves_out_other_benchmarks_results(tmp_path):
 
 def test_report_learning_rates_follow_the_training_defaults():
     """A user's config without ``[training].learning_rate`` reports the rate its parties really used."""
-    from fedgrow_hf.federated.task import training_arguments
+    from fedgrow_hf.experiment.training import training_arguments
     from fedgrow_hf.reproduce.report import _learning_rates
 
     config = _tiny()

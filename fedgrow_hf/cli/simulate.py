@@ -1,6 +1,6 @@
 """``fedgrow simulate CONFIG``: a whole Fed-Grow federation on this machine (Flower simulation engine).
 
-CONFIG is a TOML or JSON federation config (schema: ``fedgrow_hf/federated/config.py``; examples in
+CONFIG is a TOML or JSON federation config (schema: ``fedgrow_hf/experiment/config.py``; examples in
 ``examples/configs/``). Writes ``RUN_DIR/metrics.jsonl`` (one line per round: loss, accuracy, bytes
 up/down per party), ``RUN_DIR/global_operator.safetensors`` (the final Global-LiGO) and a checkpoint
 after every round, from which ``--resume`` continues.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..federated.config import PHASE2_MODES
+from ..experiment.config import PHASE2_MODES
 from .engine import add_engine_arguments, engine_from_args
 
 
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..federated.config import FederationConfig
+    from ..experiment.config import FederationConfig
     from ..federated.simulate import simulate
 
     config = FederationConfig.load(args.config)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import datasets
 
 # Canonical Hub datasets written without an org whose "<name>/<config>" form users know from papers.
@@ -17,6 +19,13 @@ def parse_hub_name(source: str) -> tuple[str, str | None]:
     if head in LEGACY_CONFIG_DATASETS and tail:
         return head, tail
     return source, None
+
+
+def source_name(path: str) -> str:
+    """How something saved (an adapter, a model card) names a model or data source: a local path by its
+    last component, so that it does not reveal the file system, a Hub id as it is."""
+    local = Path(path).expanduser()
+    return local.resolve().name if local.is_absolute() or local.exists() else path
 
 
 def hub_dataset(source: str, split: str) -> datasets.Dataset:

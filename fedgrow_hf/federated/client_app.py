@@ -34,8 +34,12 @@ from flwr.clientapp.typing import Mod
 from transformers import Trainer
 
 from ..data import trim_padding_collator
+from ..experiment.config import FederationConfig
+from ..experiment.curves import EvaluateAt
+from ..experiment.models import model_classes, target_config
+from ..experiment.stream import StreamTrainer
+from ..experiment.training import final_model_dir, finetune_arguments, finetune_eval_steps, training_arguments
 from ..metrics import compute_classification_metrics
-from .config import FederationConfig, resolve_run
 from .disclosure import disclosed_finetune_metrics
 from .party import (
     keep_shared_intermediate,
@@ -46,6 +50,7 @@ from .party import (
     train_party_round,
 )
 from .party_errors import contain_party_errors
+from .run_config import resolve_run
 from .screening import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -56,15 +61,7 @@ from .screening import (
     WEIGHT_KEY,
 )
 from .secure_aggregation import route_secure_aggregation
-from .task import (
-    final_model_dir,
-    finetune_arguments,
-    finetune_eval_steps,
-    model_classes,
-    target_config,
-    training_arguments,
-)
-from .trainer import EvaluateAt, FedGrowTrainer, StreamTrainer
+from .trainer import FedGrowTrainer
 
 # the Trainer's evaluation key of each curve a party reports after local phase 2
 TRAINER_KEYS = {"curve_accuracy": "eval_accuracy", "curve_precision_macro": "eval_precision_macro",

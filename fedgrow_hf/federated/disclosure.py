@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import FederationConfig
+from ..experiment.config import FederationConfig
 from .screening import FINETUNE_CURVE, FINETUNE_METRICS, MERGE_METRICS, PARTY_KEY, WEIGHT_KEY
 
 # phase-2 modes whose replies carry figures only (no model): what ``party_metrics`` governs

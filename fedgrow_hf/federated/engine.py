@@ -1,6 +1,6 @@
 """How ``simulate`` runs a federation's parties on one machine: the engine and what each party gets.
 
-Kept apart from :class:`~fedgrow_hf.federated.config.FederationConfig` on purpose: the same federation,
+Kept apart from :class:`~fedgrow_hf.experiment.config.FederationConfig` on purpose: the same federation,
 with the same results, runs under either engine and any resource share, so none of this belongs in the
 config a run is keyed and reproduced by. Importing this module needs neither Flower nor Ray.
 """

@@ -25,7 +25,8 @@ from flwr.serverapp import Grid
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .config import FederationConfig
+from ..experiment.config import FederationConfig
+from ..experiment.parties import reference_intermediate_state
 from .disk import durable_write
 from .phases import (
     METRICS_FILE,
@@ -40,7 +41,6 @@ from .phases import (
 from .records import read_records
 from .screening import CONFIG_KEY, ReplyScreen, payload_bytes
 from .strategy import ScreenedStrategy, build_strategy
-from .task import reference_intermediate_state
 
 INTERMEDIATE_MESSAGE = "train.intermediate"
 SHARED_INTERMEDIATE_FILE = "shared_intermediate.safetensors"

@@ -14,10 +14,12 @@ from flwr.app import Context
 from safetensors.torch import load_file, save_file
 
 from ..data import trim_padding_collator
+from ..experiment.config import FederationConfig
+from ..experiment.data import party_datasets
+from ..experiment.parties import build_party_model
+from ..experiment.training import training_arguments
 from ..metrics import compute_classification_metrics
-from .config import FederationConfig
 from .screening import PARTY_KEY, WEIGHT_KEY
-from .task import build_party_model, party_datasets, training_arguments
 from .trainer import FedGrowTrainer
 
 SHARED_INTERMEDIATE = "shared_intermediate.safetensors"  # in a party's folder: the average it received

@@ -23,6 +23,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from safetensors.torch import save_file
 
+from ..experiment.config import FederationConfig
+from ..experiment.parties import reference_target_state
+from ..experiment.training import finetune_eval_steps
 from .checkpoint import (
     CheckpointError,
     ServerCheckpoint,
@@ -31,7 +34,6 @@ from .checkpoint import (
     run_identity,
     save_checkpoint,
 )
-from .config import FederationConfig
 from .disclosure import FIGURES_ONLY, finetune_disclosure, finetune_reply_fields
 from .records import append_record, truncate_records
 from .screening import (
@@ -45,7 +47,6 @@ from .screening import (
     payload_bytes,
 )
 from .strategy import ScreenedStrategy, aggregate_problem, build_strategy
-from .task import finetune_eval_steps, reference_target_state
 
 logger = logging.getLogger(__name__)
 

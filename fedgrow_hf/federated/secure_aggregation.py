@@ -40,9 +40,10 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid
 from safetensors.torch import save_file
 
+from ..experiment.config import FederationConfig
+from ..experiment.parties import reference_global_stage
 from ..tuners.ligo import GlobalStateError, validate_global_state
 from .checkpoint import load_checkpoint
-from .config import FederationConfig, resolve_run
 from .disclosure import disclosed_metrics
 from .party import party_id_of, train_party_round
 from .phases import (
@@ -54,8 +55,8 @@ from .phases import (
     start_run,
     weighted_means,
 )
+from .run_config import resolve_run
 from .screening import PARTY_KEY, WEIGHT_KEY
-from .task import reference_global_stage
 
 logger = logging.getLogger(__name__)
 

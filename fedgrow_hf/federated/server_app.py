@@ -24,6 +24,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from safetensors.torch import save_file
 
+from ..experiment.config import FederationConfig
+from ..experiment.parties import reference_global_stage
 from .checkpoint import (
     CheckpointError,
     ServerCheckpoint,
@@ -33,7 +35,6 @@ from .checkpoint import (
     save_checkpoint,
     set_numpy_rng_state,
 )
-from .config import FederationConfig, resolve_run
 from .intermediate import shared_intermediate, with_shared_intermediate
 from .phases import (
     CONFIG_FILE,
@@ -53,6 +54,7 @@ from .phases import (
     weighted_means,
 )
 from .records import truncate_records
+from .run_config import resolve_run
 from .screening import (
     INTERMEDIATE_KEY,
     OPERATOR_METRICS,
@@ -61,7 +63,6 @@ from .screening import (
 )
 from .secure_aggregation import run_secure_federation
 from .strategy import ScreenedStrategy, aggregate_problem, build_strategy
-from .task import reference_global_stage
 
 logger = logging.getLogger(__name__)
 

@@ -17,12 +17,16 @@ from flwr.clientapp.typing import Mod
 from flwr.simulation import run_simulation
 from safetensors.torch import load_file
 
+from ..experiment.config import FederationConfig
+from ..experiment.data import check_data
 from .client_app import make_client_app
-from .config import FederationConfig
 from .engine import SimulationEngine, as_engine
 from .inprocess import InProcessGrid
+from .phases import METRICS_FILE
 from .server_app import FINAL_OPERATOR, RoundCallback, make_server_app, run_federation
-from .task import check_data
+
+# what a run folder holds: its records (one JSON line per evaluation) and the final Global-LiGO
+__all__ = ["FINAL_OPERATOR", "METRICS_FILE", "simulate"]
 
 
 def simulate(
@@ -36,7 +40,7 @@ def simulate(
 ) -> dict[str, torch.Tensor]:
     """Run phase 1 (and phase 2 if configured); returns the final Global-LiGO.
 
-    ``run_dir`` receives ``metrics.jsonl``, ``global_operator.safetensors``, the server checkpoint
+    ``run_dir`` receives ``metrics.jsonl`` (:data:`METRICS_FILE`), ``global_operator.safetensors``, the server checkpoint
     and each party's private folder (``parties/party-<id>``, which in a real deployment would be on
     the party's own machine). ``client_mods`` are Flower mods wrapped around every party's app.
     ``engine`` is ``"ray"``, ``"inprocess"`` or a :class:`SimulationEngine` with Ray's CPU and GPU share per party.

@@ -26,9 +26,9 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
+from ..experiment.config import FederationConfig
 from ..tuners.ligo import GlobalStateError, check_state_dict
 from .clipping import clip_updates
-from .config import FederationConfig
 from .screening import (
     ARRAYS_KEY,
     CONFIG_KEY,

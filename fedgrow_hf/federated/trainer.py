@@ -7,11 +7,9 @@ Everything else -- the Local-LiGO, the task head, the optimizer and LR-scheduler
 party's own. It is kept in ``party_dir`` between rounds, so that a party process that is restarted
 (or, in Flower's simulation engine, a round that runs in another worker) continues where it was.
 
-Rounds also continue the party's *data*: a ``Trainer`` seeds its sampler from ``args.seed`` when it is
-built, so a new Trainer per round would draw the same first batches every round (a party with 10 steps
-of 16 examples a round would train on the same 160 examples for the whole federation). Round ``r``
-instead trains on steps ``(r - 1) * max_steps ...`` of one endless stream of seeded epoch permutations
-(:class:`StreamSampler`), exactly the batches one long training would have seen.
+Rounds also continue the party's *data*: round ``r`` trains on steps ``(r - 1) * max_steps ...`` of one
+stream of batches (:class:`~fedgrow_hf.experiment.stream.StreamTrainer`), exactly the batches one long
+training would have seen.
 """
 
 from __future__ import annotations
@@ -19,68 +17,34 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
-from torch.utils.data import Sampler
-from transformers import Trainer, TrainerCallback
 
+from ..experiment import curves, stream
+from ..experiment.stream import StreamTrainer
 from .disk import writing
 
 PRIVATE_WEIGHTS = "private_state.safetensors"
 OPTIMIZER_STATE = "optimizer.pt"
 SCHEDULER_STATE = "scheduler.pt"
 PARTY_STATE = "party_state.json"
+# names this module held before they moved to fedgrow_hf.experiment: still importable, with a warning
+MOVED = {"StreamSampler": stream, "evaluation_steps": curves, "EvaluateAt": curves}
 
 
-class StreamSampler(Sampler[int]):
-    """Positions ``first .. first + count - 1`` of an endless stream of example indices: epoch ``e`` of the
-    stream is a permutation of ``range(num_examples)`` seeded by ``(seed, e)``.
-
-    A training cut into pieces (federated rounds, each run by its own ``Trainer``) that takes consecutive
-    pieces of one stream sees the very examples, in the very order, of one uninterrupted training.
-    """
-
-    def __init__(self, num_examples: int, seed: int, first: int, count: int) -> None:
-        if num_examples < 1:
-            raise ValueError("a training stream needs at least one example")
-        self.num_examples, self.seed, self.first, self.count = num_examples, seed, first, count
-
-    def permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
-
-    def __iter__(self):
-        epoch, order = -1, None
-        for position in range(self.first, self.first + self.count):
-            if position // self.num_examples != epoch:
-                epoch = position // self.num_examples
-                order = self.permutation(epoch)
-            yield int(order[position % self.num_examples])
-
-    def __len__(self) -> int:
-        return self.count
-
-
-class StreamTrainer(Trainer):
-    """A ``Trainer`` whose ``max_steps`` steps are the ones starting at step ``first_step`` of a training on
-    :class:`StreamSampler`'s stream (seeded by ``args.seed``): what a round of a longer training trains on."""
-
-    def __init__(self, *args: Any, first_step: int = 0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.first_step = first_step
-
-    def examples_per_step(self) -> int:
-        return self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
-
-    def _get_train_sampler(self, train_dataset=None) -> Sampler[int]:
-        dataset = self.train_dataset if train_dataset is None else train_dataset
-        per_step = self.examples_per_step()
-        return StreamSampler(len(dataset), self.args.seed, self.first_step * per_step, self.args.max_steps * per_step)
+def __getattr__(name: str) -> Any:
+    if name in MOVED:
+        home = MOVED[name]
+        warnings.warn(f"fedgrow_hf.federated.trainer.{name} moved to {home.__name__}.{name}",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(home, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class FedGrowTrainer(StreamTrainer):
@@ -270,30 +234,6 @@ def load_named_optimizer_state(optimizer: torch.optim.Optimizer, model: torch.nn
             group.update(hyper)
     current["state"] = {index: saved["state"][name] for index, name in enumerate(order) if name in saved["state"]}
     optimizer.load_state_dict(current)
-
-
-def evaluation_steps(total: int, every: int) -> list[int]:
-    """Every ``every`` steps of a ``total``-step training, and its last step: a learning curve at the
-    resolution of a round. The one rule for where held-out figures are taken, so that the server knows
-    a party's curve points without being told them."""
-    return sorted({*range(every, total, every), total})
-
-
-class EvaluateAt(TrainerCallback):
-    """Evaluate after each of ``steps``, keeping the metrics of every evaluation (all evaluation datasets)
-    by step in ``history``."""
-
-    def __init__(self, steps: Iterable[int]) -> None:
-        self.steps = frozenset(steps)
-        self.history: dict[int, dict[str, float]] = {}
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step in self.steps:
-            control.should_evaluate = True
-        return control
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        self.history.setdefault(state.global_step, {}).update(metrics or {})
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -60,25 +60,21 @@ import torch
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from ..data import trim_padding_collator
-from ..federated.config import FederationConfig, FederationSettings
-from ..federated.engine import SimulationEngine
-from ..federated.task import (
-    NO_DROPOUT,
-    build_party_model,
+from ..experiment.config import FederationConfig, FederationSettings
+from ..experiment.curves import EvaluateAt, evaluation_steps
+from ..experiment.data import party_datasets, party_shares, tokenizer_path
+from ..experiment.models import NO_DROPOUT, grow_classifier, model_classes, target_config
+from ..experiment.parties import build_party_model, load_source
+from ..experiment.stream import StreamTrainer
+from ..experiment.training import (
     final_model_dir,
     finetune_learning_rate,
-    load_source,
-    model_classes,
-    party_datasets,
-    party_shares,
-    target_config,
-    tokenizer_path,
     training_arguments,
     training_options,
 )
-from ..federated.trainer import EvaluateAt, StreamTrainer, evaluation_steps
-from ..growth import grow
+from ..federated.engine import SimulationEngine
 from ..metrics import compute_classification_metrics
+from ..recipe import operator_then_model
 
 METHOD_LABELS = {
     "fed-grow": "Fed-Grow",
@@ -213,7 +209,7 @@ def _parameter_summary(phase1: list[int], phase2: int) -> dict[str, Any]:
 
 def test_scores(model: torch.nn.Module, config: FederationConfig, test_set: datasets.Dataset,
                 output_dir: Path) -> dict[str, float]:
-    """Accuracy and macro-F1 of ``model`` on the common test set (``task.common_test_set``)."""
+    """Accuracy and macro-F1 of ``model`` on the common test set (``experiment.data.common_test_set``)."""
     args = training_arguments(config, output_dir, 1)
     args.per_device_eval_batch_size = TEST_BATCH_SIZE
     trainer = Trainer(model, args, data_collator=trim_padding_collator, compute_metrics=compute_classification_metrics)
@@ -227,8 +223,7 @@ def run_federated(
 ) -> list[dict[str, Any]]:
     """Run the federation exactly as ``fedgrow simulate`` does; returns its ``metrics.jsonl`` records,
     each with the local steps per party it was measured after (``steps``)."""
-    from ..federated.phases import METRICS_FILE
-    from ..federated.simulate import simulate
+    from ..federated.simulate import METRICS_FILE, simulate  # needs Flower: imported when a federation runs
 
     simulate(config, run_dir, on_round=on_round, engine=engine)
     lines = (run_dir / METRICS_FILE).read_text(encoding="utf-8").splitlines()
@@ -334,18 +329,22 @@ def grow_and_train_alone(
     (a learning curve) or, without ``curve``, only at the end of each phase."""
     fed = config.federation
     every = fed.local_steps * scale if curve else None
-    _, model_class = model_classes(config)
-    torch.manual_seed(config.seed)  # the same task-head init as a Fed-Grow party
-    model = grow(source, target_config(config), model_class=model_class, modules_to_save=["classifier"],
-                 init_seed=config.seed, **config.model.ligo)
+    # seeded by the config: the same task-head init as a Fed-Grow party
+    model = grow_classifier(source, target_config(config), seed=config.seed, **config.model.ligo)
     trainable = count_parameters(model)
-    phase1 = train_alone(model, config, train_set, eval_sets, run_dir / "ligo", steps=fed.rounds * fed.local_steps * scale,
-                         learning_rate=training_options(config)["learning_rate"], every=every)
-    grown = model.merge_and_unload(progressbar=False)
-    phase2 = []
-    if trains_in_phase2(config):
-        phase2 = train_alone(grown, config, train_set, eval_sets, run_dir / "finetune",
-                             steps=fed.finetune_steps * scale, learning_rate=finetune_learning_rate(config), every=every)
+
+    def train_operator(operator_model: torch.nn.Module) -> list[tuple[int, dict[str, dict[str, float]]]]:
+        return train_alone(operator_model, config, train_set, eval_sets, run_dir / "ligo",
+                           steps=fed.rounds * fed.local_steps * scale,
+                           learning_rate=training_options(config)["learning_rate"], every=every)
+
+    def train_grown(grown_model: torch.nn.Module) -> list[tuple[int, dict[str, dict[str, float]]]]:
+        return train_alone(grown_model, config, train_set, eval_sets, run_dir / "finetune",
+                           steps=fed.finetune_steps * scale, learning_rate=finetune_learning_rate(config), every=every)
+
+    grown, phase1, phase2 = operator_then_model(
+        model, train_operator, train_grown if trains_in_phase2(config) else None, merge=True)
+    phase2 = phase2 or []
     records = [_record(phase, index, step // scale, parties) for index, (step, parties) in enumerate(phase1, start=1)]
     records += [_record("finetune-local", index, fed.rounds * fed.local_steps + step // scale, parties)
                 for index, (step, parties) in enumerate(phase2, start=1)]
@@ -526,7 +525,7 @@ def run_method(
 
 def _score_saved_models(config: FederationConfig, test_set: datasets.Dataset, run_dir: Path,
                         keep_models: bool) -> list[dict[str, float]]:
-    """Score the final model every party of a federated run saved (``task.final_model_dir``)."""
+    """Score the final model every party of a federated run saved (``experiment.training.final_model_dir``)."""
     _, model_class = model_classes(config)
     scores = []
     for party in range(config.num_parties):

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..federated.config import FederationConfig
-from ..federated.task import finetune_learning_rate, training_options
+from ..experiment.config import FederationConfig
+from ..experiment.training import finetune_learning_rate, training_options
 from .methods import METHOD_LABELS, METHODS, OWN_SOURCE, MethodRun
 from .tuning import method_learning_rate
 
@@ -602,7 +602,7 @@ Figures measured before 2026-12-05 carry a defect of the federated rounds, fixed
 `Trainer` re-seeded its data sampler, so each round of a party drew the same first batches of its share
 (Fed-Grow's operator phase and every round of Fed-Scratch trained on the first `local_steps` x batch size
 examples of each party, over and over). Rounds now continue one seeded stream of epoch permutations
-(`federated/trainer.py`, `StreamSampler`), the very batches one uninterrupted training sees, and the
+(`experiment/stream.py`, `StreamSampler`), the very batches one uninterrupted training sees, and the
 non-federated methods draw from the same stream. The LiGO-regime sections below are from before the fix:
 their Fed-Scratch figures (its whole training) and Fed-Grow's operator phase are affected until re-measured.
 

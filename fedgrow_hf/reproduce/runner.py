@@ -15,9 +15,9 @@ from typing import Any
 
 import datasets
 
-from ..federated.config import FederationConfig
+from ..experiment.config import FederationConfig
+from ..experiment.data import common_test_set
 from ..federated.engine import SimulationEngine, as_engine
-from ..federated.task import common_test_set
 from .claims import paper_claims
 from .methods import METHODS, majority_class_reference, party_data, run_method
 from .presets import COMPARISON_SEEDS, PRESETS, preset_config

@@ -39,8 +39,9 @@ from typing import Any
 import datasets
 import numpy as np
 
-from ..federated.config import FederationConfig
-from ..federated.task import load_source, party_datasets
+from ..experiment.config import FederationConfig
+from ..experiment.data import party_datasets
+from ..experiment.parties import load_source
 from .methods import OWN_SOURCE, fine_tune_own_source, grow_and_train_alone
 
 LEARNING_RATE_GRID = (3e-5, 1e-4, 3e-4)

@@ -66,7 +66,7 @@ TINY_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "configs" / "ti
 
 def tiny_federation(shared_data_dir: Path, **federation):
     """The shipped tiny text federation, on the real SST-2 beside the checkout, with overrides."""
-    from fedgrow_hf.federated.config import FederationConfig
+    from fedgrow_hf.experiment.config import FederationConfig
 
     config = FederationConfig.load(TINY_CONFIG)
     config.data.source = str(shared_data_dir / "sst2")

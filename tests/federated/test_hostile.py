@@ -26,6 +26,8 @@ pytest.importorskip("flwr")
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict  # noqa: E402
 from flwr.serverapp import Grid  # noqa: E402
 
+from fedgrow_hf.experiment.parties import reference_global_stage, reference_target_state  # noqa: E402
+from fedgrow_hf.experiment.training import finetune_eval_steps  # noqa: E402
 from fedgrow_hf.federated.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from fedgrow_hf.federated.clipping import state_norm  # noqa: E402
 from fedgrow_hf.federated.disclosure import disclosed_finetune_metrics  # noqa: E402
@@ -39,11 +41,6 @@ from fedgrow_hf.federated.screening import (  # noqa: E402
     WEIGHT_KEY,
 )
 from fedgrow_hf.federated.server_app import FederationAborted, run_federation  # noqa: E402
-from fedgrow_hf.federated.task import (  # noqa: E402
-    finetune_eval_steps,
-    reference_global_stage,
-    reference_target_state,
-)
 
 NODES = (101, 202, 303)  # node id of party 0, 1, 2
 EXAMPLES = (40, 60, 80)

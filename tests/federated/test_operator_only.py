@@ -10,9 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fedgrow_hf.federated.config import ConfigError, FederationConfig
-from fedgrow_hf.federated.task import common_test_set, load_source
-from fedgrow_hf.federated.trainer import StreamSampler
+from fedgrow_hf.experiment.config import ConfigError, FederationConfig
+from fedgrow_hf.experiment.data import common_test_set
+from fedgrow_hf.experiment.parties import load_source
+from fedgrow_hf.experiment.stream import StreamSampler
 from fedgrow_hf.reproduce.methods import run_method
 
 pytest.importorskip("flwr")
@@ -217,8 +218,8 @@ def test_under_ray_only_the_global_ligo_leaves_a_party(shared_data_dir, cache, t
     ``share_intermediate`` each party sends its intermediate once (one ``train.intermediate`` reply), and a
     round may run a party in another worker, which finds its shared intermediate in its folder."""
     pytest.importorskip("ray")
+    from fedgrow_hf.experiment.parties import reference_global_stage, reference_intermediate_state
     from fedgrow_hf.federated.simulate import simulate
-    from fedgrow_hf.federated.task import reference_global_stage, reference_intermediate_state
     from tests.federated.conftest import pickle_mods_by_value, read_records
     from tests.federated.mods import make_recording_mod
 

@@ -20,9 +20,9 @@ def test_federated_finetuning_of_the_grown_model(shared_data_dir, tmp_path):
     from flwr.app import ArrayRecord
     from transformers import BertForSequenceClassification
 
+    from fedgrow_hf.experiment.models import target_config
     from fedgrow_hf.federated.screening import payload_bytes
     from fedgrow_hf.federated.simulate import simulate
-    from fedgrow_hf.federated.task import target_config
 
     config = tiny_federation(shared_data_dir, rounds=1, local_steps=2, phase2="federated",
                              finetune_rounds=2, finetune_steps=2)

@@ -97,7 +97,7 @@ def test_abort_is_clean_and_checkpoint_intact(faulty_run):
 
 def test_dp_clipping_and_noise_are_applied(faulty_run):
     """Round 1's aggregate == init + weighted mean of the *clipped* valid updates + N(0, noise*clip/3)."""
-    from fedgrow_hf.federated.task import reference_global_stage
+    from fedgrow_hf.experiment.parties import reference_global_stage
 
     init = {k: v.numpy() for k, v in reference_global_stage(faulty_run["config"]).state_dict().items()}
     valid = [r for r in faulty_run["sent"] if r["server_round"] == 1 and r["party"] in (0, 1)]

@@ -159,8 +159,8 @@ def test_parties_send_only_masked_secagg_vectors(secure_run):
 
 @pytest.mark.slow
 def test_aggregate_is_the_weighted_mean_of_the_plain_updates(secure_run):
+    from fedgrow_hf.experiment.parties import reference_global_stage
     from fedgrow_hf.federated.secure_aggregation import global_keys
-    from fedgrow_hf.federated.task import reference_global_stage
 
     config, inner = secure_run["config"], secure_run["inner"]
     keys = global_keys(config)
@@ -218,7 +218,7 @@ def test_plain_client_app_hands_train_messages_to_secagg(shared_data_dir, tmp_pa
 
 
 def test_secure_aggregation_config_is_checked(shared_data_dir):
-    from fedgrow_hf.federated.config import ConfigError
+    from fedgrow_hf.experiment.config import ConfigError
 
     assert not tiny_federation(shared_data_dir).secure_aggregation.enabled
     with pytest.raises(ConfigError, match="secure_aggregation.*dp_noise_multiplier"):
@@ -255,9 +255,10 @@ def test_a_partys_local_phase2_reply_carries_only_its_id_under_party_metrics_non
     """The real party app: it fine-tunes and keeps its model, and tells the server nothing but who it is."""
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
+    from fedgrow_hf.experiment.parties import reference_global_stage
+    from fedgrow_hf.experiment.training import final_model_dir
     from fedgrow_hf.federated.client_app import make_client_app
     from fedgrow_hf.federated.screening import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY
-    from fedgrow_hf.federated.task import final_model_dir, reference_global_stage
 
     config = tiny_federation(shared_data_dir, phase2="local",
                              secure_aggregation={**SECAGG, "party_metrics": "none"})

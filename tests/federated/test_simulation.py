@@ -24,7 +24,7 @@ def _operator_rounds(run) -> list[dict]:
 
 
 def test_global_operator_changed(run):
-    from fedgrow_hf.federated.task import reference_global_stage
+    from fedgrow_hf.experiment.parties import reference_global_stage
 
     initial = reference_global_stage(run["config"]).state_dict()
     final = run["final"]
@@ -47,8 +47,8 @@ def test_every_party_loss_went_down(run):
 def test_bytes_per_round_equal_serialized_global_ligo(run):
     from flwr.app import ArrayRecord
 
+    from fedgrow_hf.experiment.parties import reference_global_stage
     from fedgrow_hf.federated.screening import payload_bytes
-    from fedgrow_hf.federated.task import reference_global_stage
 
     size = payload_bytes(ArrayRecord(reference_global_stage(run["config"]).state_dict()))
     for report in _operator_rounds(run):
@@ -71,7 +71,7 @@ def test_metrics_jsonl_and_checkpoint(run):
 def test_phase2_parties_merge_and_finetune_locally(run):
     from transformers import BertForSequenceClassification
 
-    from fedgrow_hf.federated.task import finetune_eval_steps
+    from fedgrow_hf.experiment.training import finetune_eval_steps
 
     finetune = [r for r in run["reports"] if r["phase"] == "finetune-local"]
     assert len(finetune) == 1 and set(finetune[0]["parties"]) == {"0", "1", "2"}
@@ -89,8 +89,8 @@ def test_phase2_parties_merge_and_finetune_locally(run):
 def test_only_global_ligo_leaves_a_party(run):
     """Privacy: every message a party sent carries exactly the Global-LiGO arrays and scalar metrics (after
     local phase 2 also its held-out learning curves)."""
+    from fedgrow_hf.experiment.parties import build_party_model
     from fedgrow_hf.federated.screening import FINETUNE_CURVE
-    from fedgrow_hf.federated.task import build_party_model
 
     global_keys = set(run["final"])
     model = build_party_model(run["config"], 0)

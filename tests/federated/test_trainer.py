@@ -108,7 +108,7 @@ def test_rejects_plain_ligo(tmp_path, sst2_train):
 
 
 def _vision_config(shared_data_dir, tmp_path):
-    from fedgrow_hf.federated.config import FederationConfig
+    from fedgrow_hf.experiment.config import FederationConfig
 
     config = FederationConfig.load(Path(__file__).resolve().parents[2] / "examples" / "configs" / "vision-small.toml")
     config.data.source, config.data.limit = str(shared_data_dir / "mnist"), 240
@@ -126,7 +126,7 @@ def _vision_config(shared_data_dir, tmp_path):
 
 def test_server_reference_is_every_partys_initial_global_state(shared_data_dir, tmp_path):
     """The server builds the initial Global-LiGO without sources; it must be what parties start from."""
-    from fedgrow_hf.federated.task import build_party_model, reference_global_stage
+    from fedgrow_hf.experiment.parties import build_party_model, reference_global_stage
     from tests.federated.conftest import tiny_federation
 
     for config in (tiny_federation(shared_data_dir), _vision_config(shared_data_dir, tmp_path)):
@@ -139,7 +139,9 @@ def test_server_reference_is_every_partys_initial_global_state(shared_data_dir, 
 
 def test_vision_party_from_config_trains_a_round(shared_data_dir, tmp_path):
     """A ViT party (tiny ViT source pretrained on its own MNIST share) through the config's helpers."""
-    from fedgrow_hf.federated.task import build_party_model, party_datasets, training_arguments
+    from fedgrow_hf.experiment.data import party_datasets
+    from fedgrow_hf.experiment.parties import build_party_model
+    from fedgrow_hf.experiment.training import training_arguments
 
     config = _vision_config(shared_data_dir, tmp_path)
     model = build_party_model(config, 1)
@@ -155,7 +157,7 @@ def test_vision_party_from_config_trains_a_round(shared_data_dir, tmp_path):
 
 def test_derived_party_source_is_distilled_on_its_own_sentences_and_cached(shared_data_dir, minilm_path, tmp_path):
     """``derive = {..., distill_steps}``: cut out of MiniLM, then distilled on the party's own train share."""
-    from fedgrow_hf.federated.task import load_source
+    from fedgrow_hf.experiment.parties import load_source
     from fedgrow_hf.sources import derive_bert_source
     from tests.federated.conftest import tiny_federation
 
@@ -179,7 +181,7 @@ def test_derived_party_source_is_distilled_on_its_own_sentences_and_cached(share
 
 def test_phase2_has_its_own_learning_rate(shared_data_dir, tmp_path):
     """``finetune_learning_rate`` sets phase 2's (full-model) rate; 0 keeps ``[training]``'s."""
-    from fedgrow_hf.federated.task import finetune_arguments, training_arguments
+    from fedgrow_hf.experiment.training import finetune_arguments, training_arguments
     from tests.federated.conftest import tiny_federation
 
     config = tiny_federation(shared_data_dir)

@@ -13,7 +13,7 @@ pytest.importorskip("flwr")
 
 @pytest.fixture(scope="module")
 def reference(shared_data_dir):
-    from fedgrow_hf.federated.task import reference_global_stage
+    from fedgrow_hf.experiment.parties import reference_global_stage
 
     return reference_global_stage(tiny_federation(shared_data_dir))
 
@@ -88,7 +88,7 @@ def test_dp_wrapper_is_built_only_when_configured(shared_data_dir):
 
 
 def test_config_errors_name_the_field(tmp_path):
-    from fedgrow_hf.federated.config import ConfigError, FederationConfig
+    from fedgrow_hf.experiment.config import ConfigError, FederationConfig
 
     text = TINY_CONFIG.read_text()
     for bad, field in [
@@ -106,7 +106,7 @@ def test_config_errors_name_the_field(tmp_path):
 
 
 def test_json_and_toml_configs_agree(tmp_path):
-    from fedgrow_hf.federated.config import FederationConfig
+    from fedgrow_hf.experiment.config import FederationConfig
 
     toml = FederationConfig.load(TINY_CONFIG)
     path = tmp_path / "tiny.json"
@@ -121,7 +121,8 @@ def test_federated_package_imports_without_flower():
 
     code = (
         "import sys; sys.modules['flwr'] = None; sys.modules['ray'] = None\n"
-        "import fedgrow_hf.federated as f; from fedgrow_hf.federated import config, task, checkpoint\n"
+        "import fedgrow_hf.federated as f; from fedgrow_hf.federated import checkpoint, trainer, run_config\n"
+        "from fedgrow_hf.experiment import config, data, models, parties, training\n"
         "print(f.FedGrowTrainer.__name__)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -134,7 +135,8 @@ def test_flower_run_config_overrides_the_main_settings_flat(shared_data_dir):
     import tomllib
     from flwr.common.config import flatten_dict
 
-    from fedgrow_hf.federated.config import ConfigError, FederationConfig, resolve_run
+    from fedgrow_hf.experiment.config import ConfigError, FederationConfig
+    from fedgrow_hf.federated.run_config import resolve_run
 
     app = TINY_CONFIG.parents[1] / "flower_app" / "pyproject.toml"
     run_config = flatten_dict(tomllib.loads(app.read_text())["tool"]["flwr"]["app"]["config"])
@@ -175,7 +177,7 @@ def test_flower_run_config_overrides_the_main_settings_flat(shared_data_dir):
          "trimmed-mean-trims-nothing"],
 )
 def test_hostile_config_is_refused_in_one_line_before_anything_is_written(tmp_path, edit, message):
-    from fedgrow_hf.federated.config import ConfigError, FederationConfig
+    from fedgrow_hf.experiment.config import ConfigError, FederationConfig
 
     path = tmp_path / "bad.toml"
     path.write_text(edit(TINY_CONFIG.read_text()))

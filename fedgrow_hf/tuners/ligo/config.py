@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from peft import PeftConfig
 from transformers import PretrainedConfig
 
+from ...data.common import source_name
 from .peft_type import LIGO_PEFT_TYPE
 from .shapes import SHAPE_FIELDS
+
+__all__ = ["DEPTH_INITS", "WIDTH_INITS", "WIDTH_STEPS", "WIDTH_STRUCTURES", "LiGOConfig", "source_name"]
 
 WIDTH_STRUCTURES = ("head_kronecker", "dense")
 WIDTH_STEPS = ("fan_in", "plain")
@@ -177,9 +179,3 @@ class LiGOConfig(PeftConfig):
     @property
     def is_dual(self) -> bool:
         return self.intermediate_config is not None
-
-
-def source_name(path: str) -> str:
-    """How a saved adapter names a source: a local directory by its name, a Hub id as it is."""
-    local = Path(path).expanduser()
-    return local.resolve().name if local.is_absolute() or local.exists() else path

@@ -1,0 +1,122 @@
+"""A party's models, built from the experiment config: its private source (loaded, derived, distilled,
+pretrained or random) and its Dual-LiGO model, and the reference shapes every party's updates have.
+
+Building is deterministic in ``(config, party)``: a party's source and its initial operator are the same
+in every process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from transformers import AutoModel, PreTrainedModel
+
+from ..architectures import get_architecture_table
+from ..data import load_image_classification, resize_images
+from ..sources import derive_bert_source, distilled_bert_source, pretrain_bert_source, pretrain_vit_source
+from ..tuners.ligo import GrowthStage, LiGOConfig, TransformerWeights, initial_global_stage
+from .config import BERT_PRETRAIN_RECIPE, FederationConfig
+from .data import party_datasets, party_shares
+from .models import grow_classifier, model_classes, parent_path, source_config, source_path, target_config
+
+
+def load_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
+    """The party's private source model: loaded, derived from another one, or randomly initialised."""
+    party = config.parties[party_id]
+    if party.random is not None:
+        # a random source of the given shape, otherwise like the target (vocabulary, positions ...)
+        torch.manual_seed(config.data_seed + 1000 + party_id)
+        return AutoModel.from_config(source_config(config, party.random))
+    if party.derive is not None:
+        return _derived_bert_source(config, party_id)
+    if party.pretrain is not None:
+        if config.model.family == "bert":
+            return _pretrained_bert_source(config, party_id)
+        return _pretrained_vit_source(config, party_id)
+    return AutoModel.from_pretrained(source_path(party))
+
+
+def _pretrained_bert_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
+    """A BERT trained from scratch as a classifier on the party's own training share (the Fed-Grow authors'
+    round 1); cached, so every round, method and seed of a comparison reuses it (its seed is the data seed)."""
+    settings = dict(config.parties[party_id].pretrain)
+    recipe = {name: settings.pop(name) for name in BERT_PRETRAIN_RECIPE if name in settings}
+    train, _ = party_datasets(config, party_id)
+    shape = source_config(config, settings)
+    shape.num_labels = config.model.num_labels
+    return pretrain_bert_source(shape, train, seed=config.data_seed + party_id,
+                                cache_dir=Path(config.data.source_cache).expanduser(), **recipe)
+
+
+def _derived_bert_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
+    """A BERT cut out of its parent (MiniLM unless ``from`` says otherwise); with ``distill_steps``, then
+    distilled from the parent on the party's own training sentences (cached, so every round reuses it)."""
+    shape = dict(config.parties[party_id].derive)
+    parent = parent_path(config.parties[party_id])
+    shape.pop("from", None)
+    steps = int(shape.pop("distill_steps", 0))
+    if not steps:
+        return derive_bert_source(parent, **shape)
+    train, _ = party_shares(config, party_id)
+    return distilled_bert_source(
+        parent, list(train["text"]), shape=shape, steps=steps, max_length=config.data.max_length,
+        seed=config.data_seed + party_id, cache_dir=Path(config.data.source_cache).expanduser(),
+    )
+
+
+def _pretrained_vit_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
+    """A tiny ViT pretrained on ``data`` (the ``train`` split of an image source, e.g. a public dataset
+    kept out of the evaluation) or, without it, on the party's own training share; cached, so every
+    round reuses it."""
+    settings = dict(config.parties[party_id].pretrain)
+    steps = int(settings.pop("steps", 100))
+    data = settings.pop("data", None)
+    if data is None:
+        images = party_datasets(config, party_id)[0].rename_column("labels", "label")
+    else:
+        images = resize_images(load_image_classification(data, "train"), config.data.image_size,
+                               config.data.num_channels)
+    return pretrain_vit_source(
+        source_config(config, settings), images, steps=steps, seed=config.data_seed + party_id,
+        cache_dir=Path(config.data.source_cache).expanduser(),
+    )
+
+
+def build_party_model(config: FederationConfig, party_id: int) -> PeftModel:
+    """The party's Dual-LiGO model: its source -> Local-LiGO -> (shared) Global-LiGO -> target."""
+    source = load_source(config, party_id)
+    # seeded by the config: the task head starts the same in every party
+    return grow_classifier(source, target_config(config), intermediate_config=dict(config.model.intermediate),
+                           seed=config.seed, **config.model.ligo)
+
+
+def reference_global_stage(config: FederationConfig) -> GrowthStage:
+    """The initial Global-LiGO stage every party starts from (each party grows one source), built by the
+    operator's own code without any source, so the server can validate updates against it."""
+    ligo = LiGOConfig(intermediate_config=dict(config.model.intermediate), init_seed=config.seed, **config.model.ligo)
+    return initial_global_stage(target_config(config), ligo)
+
+
+def reference_intermediate_state(config: FederationConfig) -> dict[str, torch.Tensor]:
+    """The keys, shapes and dtypes of a party's grown intermediate (``LiGOModel.intermediate_state_dict``), on
+    the meta device: what a shared intermediate must be (``share_intermediate``). Like the operator, it
+    holds the growable tensors of a model of the intermediate shape that a source of the target's family has."""
+    _, model_class = model_classes(config)
+    with torch.device("meta"):
+        base = model_class(source_config(config, dict(config.model.intermediate))).base_model
+    table = get_architecture_table(base.config)
+    names = {name for name, _ in base.named_parameters()}
+    block = {name for name, _ in base.get_submodule(table.layers_path)[0].named_parameters()}
+    weights = TransformerWeights.from_base_model(
+        base, table, [n for n in table.shared_axes if n in names], [n for n in table.layer_axes if n in block])
+    return weights.to_state_dict()
+
+
+def reference_target_state(config: FederationConfig) -> dict[str, torch.Tensor]:
+    """The grown model's state dict on the meta device: the keys, shapes and dtypes a phase-2 update of
+    a federated fine-tuning must have, without allocating the model."""
+    _, model_class = model_classes(config)
+    with torch.device("meta"):
+        return model_class(target_config(config)).state_dict()
