@@ -226,10 +226,12 @@ def space_layout(
     key_value = space in (Space.KEY, Space.VALUE)
     heads = (target.kv_heads, source.kv_heads) if key_value else (target.heads, source.heads)
     head_size = (target.head_dim, source.head_dim)
+    grouped = source.kv_heads != source.heads or target.kv_heads != target.heads
+    kind = "key/value" if key_value and grouped else "attention"
     obstacle = None
     if heads[0] < heads[1] or head_size[0] < head_size[1]:
         obstacle = (
-            f"the target has {heads[0]} {'key/value' if key_value else 'attention'} heads of {head_size[0]} where "
+            f"the target has {heads[0]} {kind} heads of {head_size[0]} where "
             f"the source has {heads[1]} of {head_size[1]}: fewer or narrower heads cannot compute the source's "
             "attention (every source head needs a target head at least as wide)"
         )
@@ -297,6 +299,12 @@ class GrowthStage(nn.Module):
         """Why this stage's shapes rule out computing the source's function exactly (empty: they don't)."""
         reasons = list(dict.fromkeys(layout.obstacle for layout in self.layouts.values() if layout.obstacle))
         source, target = self.source_shape, self.target_shape
+        if not reasons and len(set(self.layouts[Space.QUERY].group_sources)) < source.heads:
+            reasons.append(
+                f"{target.heads} query heads in {target.kv_heads} key/value groups cannot hold a copy of each of the "
+                f"source's {source.heads} query heads in {source.kv_heads} groups next to a copy of its key/value head "
+                "(give each source group at least as many target query heads as it has)"
+            )
         if target.hidden % source.hidden and not self.table.rms_normalised:
             reasons.append(
                 f"the residual stream grows {source.hidden} -> {target.hidden}, not a multiple: a LayerNorm over it "
@@ -307,13 +315,6 @@ class GrowthStage(nn.Module):
                 f"head_dim changes {source.head_dim} -> {target.head_dim} under rotary position embeddings: a head "
                 "is rotated at frequencies set by its size, so no target head attends like a source head (keep "
                 "head_dim, e.g. grow num_attention_heads with hidden_size, for an exact start)"
-            )
-        query = self.layouts[Space.QUERY]
-        if not query.obstacle and len(set(query.group_sources)) < source.heads:
-            reasons.append(
-                f"{target.heads} query heads in {target.kv_heads} key/value groups cannot hold a copy of each of the "
-                f"source's {source.heads} query heads in {source.kv_heads} groups next to a copy of its key/value head "
-                "(give each source group at least as many target query heads as it has)"
             )
         return reasons
 
