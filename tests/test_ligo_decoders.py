@@ -11,9 +11,10 @@ import warnings
 import pytest
 import torch
 from ligo_factories import DECODER_VOCAB, gpt2_config, llama_config, random_gpt2, random_llama
-from transformers import GPT2LMHeadModel, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, GPT2LMHeadModel, LlamaForCausalLM
 
 from fedgrow_hf import LosslessGrowthWarning, grow
+from fedgrow_hf.export import merge_adapter, write_merged
 from fedgrow_hf.tuners.ligo.initialization import grouped_query_heads, norm_preserving_expansion
 
 FAMILIES = {"llama": (random_llama, llama_config), "gpt2": (random_gpt2, gpt2_config)}
@@ -152,3 +153,21 @@ def test_decoder_sources_load_with_their_head(tmp_path, model_class):
     assert type(model.base_model.model) is model_class
     ids = decoder_batch()
     torch.testing.assert_close(logits(model, ids), logits(source, ids), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_decoder_adapter_merges_in_low_memory(tmp_path, family):
+    """fedgrow merge's two paths (built in place; streamed to disk) give the merged model's logits and class."""
+    make_source, make_config = FAMILIES[family]
+    source = make_source()
+    source.save_pretrained(tmp_path / "source")
+    model = grow(str(tmp_path / "source"), make_config(layers=3, hidden=64, heads=8), record_source_paths=True)
+    ids = decoder_batch()
+    expected = logits(model, ids)
+    model.save_pretrained(tmp_path / "adapter")
+    built = merge_adapter(tmp_path / "adapter")
+    assert type(built) is type(source)
+    torch.testing.assert_close(logits(built, ids), expected, atol=1e-6, rtol=0)
+    written = AutoModelForCausalLM.from_pretrained(write_merged(tmp_path / "adapter", tmp_path / "merged"))
+    assert type(written) is type(source)
+    torch.testing.assert_close(logits(written, ids), expected, atol=1e-6, rtol=0)
