@@ -44,6 +44,7 @@ from ...architectures import (
     Axis,
     AxisSpec,
     Fused,
+    Role,
     Side,
     Space,
     axes_in,
@@ -353,9 +354,7 @@ class GrowthStage(nn.Module):
         writers = set(self.table.layer_parameters_of(*RESIDUAL_WRITERS))
         norms = set(self.table.layer_parameters_of(*NORMS))
         post_ln = self.table.norm_placement == "post"
-        output_norm = set()
-        if post_ln:
-            output_norm = set(self.table.parameter_axes({self.table.block_output_norm: self.table.layer_roles[self.table.block_output_norm]}))
+        output_norm = set(self.table.parameter_axes({self.table.block_output_norm: Role.LAYER_NORM})) if post_ln else set()
         plan = identity_depth_plan(n_out, n_in)
         for target, (source, is_new) in enumerate(plan):
             last_of_run = target + 1 == n_out or not plan[target + 1][1]
