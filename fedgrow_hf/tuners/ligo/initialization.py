@@ -21,7 +21,10 @@ The residual stream. A LayerNorm over it keeps its statistics only if every unit
 of copies, so a LayerNorm-ed stream is exact for integer ratios only: the stream's map E must commute
 with the per-unit gains (so each row of E has one nonzero) and with mean-centring (so E maps the
 all-ones vector to a constant vector: every nonzero equal, every unit copied equally often). That holds
-for post-LN (BERT) and pre-LN (GPT-2) alike.
+for post-LN (BERT) and pre-LN (GPT-2) alike. (LEMON's average expansion for pre-LN appends copies of the
+stream's mean instead: the variance over ``D`` units is ``d/D`` times the source's, so it is exact only
+with the gains scaled by ``sqrt(d/D)`` and epsilon by ``d/D`` -- a config field the target shares with its
+source -- and is not used here.)
 
 An RMSNorm-ed stream (Llama) is exact for *any* width ``D >= d``, with norm-preserving copies
 (:func:`norm_preserving_expansion`). Claim: let unit ``i`` of the source stream have ``m_i`` copies,
