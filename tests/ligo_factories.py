@@ -10,6 +10,8 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
     ViTConfig,
     ViTModel,
 )
@@ -58,6 +60,22 @@ def llama_config(
     )
 
 
+def qwen2_config(
+    layers: int = 2, hidden: int = 32, heads: int = 4, kv_heads: int = 2, ffn: int | None = None, tied: bool = True,
+    **kwargs,
+) -> Qwen2Config:
+    """A tiny Qwen2 (biased query/key/value, grouped-query attention) with a tied head, as Qwen2.5-0.5B has."""
+    return Qwen2Config(
+        num_hidden_layers=layers,
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=ffn or 2 * hidden,
+        tie_word_embeddings=tied,
+        **{"vocab_size": DECODER_VOCAB, "max_position_embeddings": 64, "pad_token_id": 0, **kwargs},
+    )
+
+
 def gpt2_config(layers: int = 2, hidden: int = 32, heads: int = 4, ffn: int | None = None, **kwargs) -> GPT2Config:
     """A tiny GPT-2 (tied head); ``ffn=None`` keeps GPT-2's ``n_inner=None``: 4 x the hidden size."""
     return GPT2Config(
@@ -91,6 +109,11 @@ def random_vit(seed: int = 0, **shape) -> ViTModel:
 def random_llama(seed: int = 0, **shape) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     return perturbed(LlamaForCausalLM(llama_config(**shape)))
+
+
+def random_qwen2(seed: int = 0, **shape) -> Qwen2ForCausalLM:
+    torch.manual_seed(seed)
+    return perturbed(Qwen2ForCausalLM(qwen2_config(**shape)))
 
 
 def random_gpt2(seed: int = 0, **shape) -> GPT2LMHeadModel:

@@ -10,14 +10,26 @@ import warnings
 
 import pytest
 import torch
-from ligo_factories import DECODER_VOCAB, gpt2_config, llama_config, random_gpt2, random_llama
+from ligo_factories import (
+    DECODER_VOCAB,
+    gpt2_config,
+    llama_config,
+    qwen2_config,
+    random_gpt2,
+    random_llama,
+    random_qwen2,
+)
 from transformers import AutoModelForCausalLM, GPT2LMHeadModel, LlamaForCausalLM
 
 from fedgrow_hf import LosslessGrowthWarning, grow
 from fedgrow_hf.export import merge_adapter, write_merged
 from fedgrow_hf.tuners.ligo.initialization import grouped_query_heads, norm_preserving_expansion
 
-FAMILIES = {"llama": (random_llama, llama_config), "gpt2": (random_gpt2, gpt2_config)}
+FAMILIES = {
+    "llama": (random_llama, llama_config),
+    "qwen2": (random_qwen2, qwen2_config),
+    "gpt2": (random_gpt2, gpt2_config),
+}
 # (source shape, target shape) per family: every case is claimed exact
 EXACT = {
     "llama": [
@@ -30,6 +42,9 @@ EXACT = {
         ({"kv_heads": 4}, {"hidden": 64, "heads": 8, "kv_heads": 4}),  # multi-head -> 2 query heads per group
         ({"tied": True}, {"hidden": 48, "heads": 6, "kv_heads": 3, "tied": True}),  # tied head, x1.5
         ({"tied": True}, {"layers": 3, "hidden": 64, "heads": 8, "kv_heads": 4}),  # tied source -> untied target
+    ],
+    "qwen2": [  # Llama's table with biased q/k/v; tied head
+        ({}, {"layers": 3, "hidden": 48, "heads": 6, "kv_heads": 3, "ffn": 100}),
     ],
     "gpt2": [
         ({}, {}),
@@ -76,12 +91,18 @@ def test_dual_ligo_decoder_is_lossless_through_both_stages():
     torch.testing.assert_close(logits(model, ids), logits(source, ids), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_merged_decoder_keeps_the_function_and_its_tied_head(family):
+@pytest.mark.parametrize(
+    "family,source_shape,target_shape",
+    [
+        ("llama", {"tied": True}, {"layers": 3, "hidden": 64, "heads": 8, "tied": True}),
+        ("qwen2", {}, {"layers": 3, "hidden": 64, "heads": 8}),
+        ("gpt2", {}, {"layers": 3, "hidden": 64}),
+    ],
+)
+def test_merged_decoder_keeps_the_function_and_its_tied_head(family, source_shape, target_shape):
     make_source, make_config = FAMILIES[family]
-    source = make_source(tied=True) if family == "llama" else make_source()
-    target = make_config(layers=3, hidden=64, heads=8, tied=True) if family == "llama" else make_config(layers=3, hidden=64)
-    merged = grow(source, target).merge_and_unload()
+    source = make_source(**source_shape)
+    merged = grow(source, make_config(**target_shape)).merge_and_unload()
     assert type(merged) is type(source)
     assert merged.get_output_embeddings().weight is merged.get_input_embeddings().weight
     ids = decoder_batch()

@@ -6,7 +6,7 @@ from transformers import PretrainedConfig
 
 from .bert import BERT_TABLE
 from .gpt2 import GPT2_TABLE
-from .llama import LLAMA_TABLE
+from .llama import LLAMA_TABLE, QWEN2_TABLE
 from .table import (
     NORMS,
     RESIDUAL_WRITERS,
@@ -25,7 +25,7 @@ from .table import (
 from .vit import VIT_TABLE
 
 ARCHITECTURE_TABLES: dict[str, ArchitectureTable] = {
-    table.model_type: table for table in (BERT_TABLE, VIT_TABLE, LLAMA_TABLE, GPT2_TABLE)
+    table.model_type: table for table in (BERT_TABLE, VIT_TABLE, LLAMA_TABLE, QWEN2_TABLE, GPT2_TABLE)
 }
 
 

@@ -1,4 +1,5 @@
-"""The Llama family's role table (``LlamaForCausalLM``: Llama, SmolLM, TinyLlama checkpoints).
+"""The Llama family's role tables (``LlamaForCausalLM``: Llama, SmolLM, TinyLlama checkpoints; and
+``Qwen2ForCausalLM``: Qwen2 and Qwen2.5, the same blocks with biases on the query, key and value).
 
 RMSNorm before each sublayer, SwiGLU FFN (``gate_proj`` and ``up_proj`` are both FFN inputs: the
 gate's activation multiplies the up projection neuron by neuron, so copied neurons stay copies),
@@ -7,6 +8,8 @@ heads), rotary position embeddings, and an ``lm_head`` that may be tied to ``emb
 relative to the ``LlamaForCausalLM``: the head is grown from the source's head (a tied source's head is
 its embedding table).
 """
+
+from dataclasses import replace
 
 from transformers import AutoModelForCausalLM
 
@@ -36,4 +39,13 @@ LLAMA_TABLE = ArchitectureTable(
     root="model",
     auto_class=AutoModelForCausalLM,
     rotary=True,
+)
+
+# Qwen2's biases are fixed by the class (q/k/v have one, o_proj and the MLP none), and the table's bias
+# axes cover them. Sliding-window attention is a per-layer choice (``layer_types``) from a layer's depth:
+# a source and target must agree on using it.
+QWEN2_TABLE = replace(
+    LLAMA_TABLE,
+    model_type="qwen2",
+    fixed_fields=("vocab_size", "hidden_act", "rms_norm_eps", "rope_parameters", "use_sliding_window", "sliding_window"),
 )
