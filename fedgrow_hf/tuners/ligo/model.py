@@ -62,8 +62,8 @@ class LiGOModel(BaseTuner):
                             modules_to_save=["classifier"])
         model = get_peft_model(BertForSequenceClassification(target_config), config)
 
-    Sources are loaded with the table's ``auto_class`` (``AutoModel``; ``AutoModelForCausalLM`` for decoders). ``fedgrow_hf.grow`` can hand over source
-    models already in memory instead, and builds the target skeleton without allocating its weights.
+    Sources are loaded with the architecture's auto class (``AutoModel``; ``AutoModelForCausalLM`` for a
+    decoder, whose head is grown too). ``fedgrow_hf.grow`` can hand over source models already in memory instead, and builds the target skeleton without allocating its weights.
     One LiGO adapter per model: a second operator would have no weights of its own to act on.
     """
 
@@ -130,8 +130,8 @@ class LiGOModel(BaseTuner):
             config.width_step,
         )
         operator.reset_parameters(config.width_init, config.depth_init, config.init_noise_std, config.init_seed)
-        obstacles = [*operator.lossless_obstacles(config.width_init, config.depth_init), *_tying_obstacles(table, target_base, sources)]
-        for reason in obstacles:
+        obstacles = operator.lossless_obstacles(config.width_init, config.depth_init)
+        for reason in [*obstacles, *_tying_obstacles(table, target_base, sources)]:
             warnings.warn(f"LiGO growth is not lossless: {reason}", LosslessGrowthWarning, stacklevel=2)
         self.ligo_operator = nn.ModuleDict({adapter_name: operator.to(device)})
 
@@ -442,14 +442,17 @@ def _tying_obstacles(table: ArchitectureTable, target: nn.Module, sources: list[
     """Why tying makes growth lossy: the target ties a grown weight (``lm_head``) to another one that a source
     keeps separate, so the grown model uses the other weight where the source used its own."""
     own = {name for name, _ in target.named_parameters()}
-    tied = [name for name, _ in target.named_parameters(remove_duplicate=False) if name in table.shared_axes and name not in own]
+    every = [name for name, _ in target.named_parameters(remove_duplicate=False)]
+    tied = [name for name in every if name in table.shared_axes and name not in own]
     reasons = []
     for source in sources:
         untied = [name for name in tied if name in {n for n, _ in source.named_parameters()}]
         if untied:
             name = source.config.name_or_path or type(source).__name__
-            reasons.append(f"the target ties {untied} to other weights but source {name!r} does not (set tie_word_embeddings "
-                           "as the source has it)")
+            reasons.append(
+                f"the target ties {untied} to other weights but source {name!r} does not (set tie_word_embeddings "
+                "as the source has it)"
+            )
     return reasons
 
 
