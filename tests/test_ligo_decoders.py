@@ -53,6 +53,7 @@ EXACT = {
         ({}, {"hidden": 64, "heads": 8}),  # residual x2, more heads
         ({}, {"layers": 3, "hidden": 64, "heads": 4, "ffn": 150}),  # wider heads (8 -> 16): no rotary to break
         ({}, {"layers": 4, "hidden": 96, "heads": 8}),  # residual x3, more and wider heads
+        ({"scale_attn_by_inverse_layer_idx": True}, {"hidden": 64, "heads": 8, "scale_attn_by_inverse_layer_idx": True}),
     ],
 }
 EXACT_CASES = [(family, source, target) for family, cases in EXACT.items() for source, target in cases]
@@ -127,6 +128,8 @@ def test_new_decoder_blocks_start_with_zero_residual_writers():
         ("llama", {}, {"tied": True}, "ties .*lm_head.weight.* but source"),
         ("gpt2", {}, {"hidden": 48, "heads": 6}, "32 -> 48, not a multiple"),
         ("gpt2", {}, {"hidden": 64, "heads": 16}, "fewer or narrower heads"),
+        ("gpt2", {"scale_attn_by_inverse_layer_idx": True}, {"layers": 3, "scale_attn_by_inverse_layer_idx": True},
+         "depend on its index"),
     ],
 )
 def test_decoder_growth_that_cannot_start_exactly_warns(family, source_shape, target_shape, cause):

@@ -39,4 +39,5 @@ GPT2_TABLE = ArchitectureTable(
     fields=ConfigFields(num_layers="n_layer", hidden="n_embd", ffn="n_inner", heads="n_head", ffn_multiple_when_unset=4),
     root="model",
     auto_class=AutoModelForCausalLM,
+    index_dependent_fields=("scale_attn_by_inverse_layer_idx",),
 )

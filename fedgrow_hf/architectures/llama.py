@@ -42,10 +42,11 @@ LLAMA_TABLE = ArchitectureTable(
 )
 
 # Qwen2's biases are fixed by the class (q/k/v have one, o_proj and the MLP none), and the table's bias
-# axes cover them. Sliding-window attention is a per-layer choice (``layer_types``) from a layer's depth:
+# axes cover them. Sliding-window attention is a per-layer choice (``layer_types``) by a layer's index:
 # a source and target must agree on using it.
 QWEN2_TABLE = replace(
     LLAMA_TABLE,
     model_type="qwen2",
     fixed_fields=("vocab_size", "hidden_act", "rms_norm_eps", "rope_parameters", "use_sliding_window", "sliding_window"),
+    index_dependent_fields=("use_sliding_window",),  # layers from max_window_layers on slide
 )

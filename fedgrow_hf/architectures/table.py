@@ -205,6 +205,9 @@ class ArchitectureTable:
     # Rotary position embeddings rotate each query/key head at frequencies set by its size: a target
     # head of another size cannot attend like a source head.
     rotary: bool = False
+    # Config flags that, set, make a block's function depend on its index (GPT-2's
+    # scale_attn_by_inverse_layer_idx): a source block behind a new one then computes something else.
+    index_dependent_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.norm_placement not in ("pre", "post"):

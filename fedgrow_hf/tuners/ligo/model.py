@@ -131,7 +131,8 @@ class LiGOModel(BaseTuner):
         )
         operator.reset_parameters(config.width_init, config.depth_init, config.init_noise_std, config.init_seed)
         obstacles = operator.lossless_obstacles(config.width_init, config.depth_init)
-        for reason in [*obstacles, *_tying_obstacles(table, target_base, sources)]:
+        obstacles += _index_obstacles(table, model.config, operator) + _tying_obstacles(table, target_base, sources)
+        for reason in obstacles:
             warnings.warn(f"LiGO growth is not lossless: {reason}", LosslessGrowthWarning, stacklevel=2)
         self.ligo_operator = nn.ModuleDict({adapter_name: operator.to(device)})
 
@@ -436,6 +437,15 @@ def _table_root(table: ArchitectureTable, model: PreTrainedModel, what: str) -> 
             f"as {table.auto_class.__name__} loads them (with their head)"
         ) from None
     return root
+
+
+def _index_obstacles(table: ArchitectureTable, config: PretrainedConfig, operator: LiGOOperator) -> list[str]:
+    """Why a deeper target cannot start exactly when the config makes blocks depend on their index."""
+    flags = [name for name in table.index_dependent_fields if getattr(config, name, None)]
+    if not flags or all(stage.target_shape.num_layers == stage.source_shape.num_layers for stage in operator.stages()):
+        return []
+    return [f"{flags} make a block's function depend on its index: the source blocks behind a new one do not "
+            "compute what they did"]
 
 
 def _tying_obstacles(table: ArchitectureTable, target: nn.Module, sources: list[nn.Module]) -> list[str]:
