@@ -22,7 +22,7 @@ from ligo_factories import (
 from transformers import AutoModelForCausalLM, GPT2LMHeadModel, LlamaForCausalLM
 
 from fedgrow_hf import LosslessGrowthWarning, grow
-from fedgrow_hf.export import merge_adapter, write_merged
+from fedgrow_hf.export import load_grown, merge_adapter, write_merged
 from fedgrow_hf.tuners.ligo.initialization import grouped_query_heads, norm_preserving_expansion
 
 FAMILIES = {
@@ -195,3 +195,21 @@ def test_decoder_adapter_merges_in_low_memory(tmp_path, family):
     written = AutoModelForCausalLM.from_pretrained(write_merged(tmp_path / "adapter", tmp_path / "merged"))
     assert type(written) is type(source)
     torch.testing.assert_close(logits(written, ids), expected, atol=1e-6, rtol=0)
+
+
+def test_causal_lm_adapter_generates_and_reloads_as_one(tmp_path):
+    """task_type="CAUSAL_LM" gives PEFT's causal-LM wrapper: it generates before any merge, and the adapter
+    directory rebuilds as the same wrapper around a LlamaForCausalLM."""
+    source = random_llama()
+    source.save_pretrained(tmp_path / "source")
+    target = llama_config(layers=3, hidden=48, heads=6, kv_heads=3)
+    model = grow(str(tmp_path / "source"), target, task_type="CAUSAL_LM", record_source_paths=True)
+    prompt = decoder_batch()[:, :4]
+    generated = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=3,
+                               do_sample=False, pad_token_id=0)
+    assert torch.equal(generated, source.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=3,
+                                                  do_sample=False, pad_token_id=0))
+    model.save_pretrained(tmp_path / "adapter")
+    reloaded = load_grown(tmp_path / "adapter")
+    assert type(reloaded) is type(model) and type(reloaded.base_model.model) is LlamaForCausalLM
+    torch.testing.assert_close(logits(reloaded, prompt), logits(source, prompt), atol=1e-5, rtol=0)
