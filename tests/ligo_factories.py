@@ -49,15 +49,7 @@ def llama_config(
     **kwargs,
 ) -> LlamaConfig:
     """A tiny Llama with grouped-query attention (4 query heads on 2 key/value heads) and an untied head."""
-    return LlamaConfig(
-        num_hidden_layers=layers,
-        hidden_size=hidden,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        intermediate_size=ffn or 2 * hidden,
-        tie_word_embeddings=tied,
-        **{"vocab_size": DECODER_VOCAB, "max_position_embeddings": 64, "pad_token_id": 0, **kwargs},
-    )
+    return _grouped_decoder_config(LlamaConfig, layers, hidden, heads, kv_heads, ffn, tied, **kwargs)
 
 
 def qwen2_config(
@@ -65,7 +57,14 @@ def qwen2_config(
     **kwargs,
 ) -> Qwen2Config:
     """A tiny Qwen2 (biased query/key/value, grouped-query attention) with a tied head, as Qwen2.5-0.5B has."""
-    return Qwen2Config(
+    return _grouped_decoder_config(Qwen2Config, layers, hidden, heads, kv_heads, ffn, tied, **kwargs)
+
+
+def _grouped_decoder_config(
+    config_class: type[LlamaConfig | Qwen2Config], layers: int, hidden: int, heads: int, kv_heads: int,
+    ffn: int | None, tied: bool, **kwargs,
+) -> LlamaConfig | Qwen2Config:
+    return config_class(
         num_hidden_layers=layers,
         hidden_size=hidden,
         num_attention_heads=heads,
