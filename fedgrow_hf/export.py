@@ -36,6 +36,7 @@ from accelerate.utils import (
 )
 from huggingface_hub import constants, hf_hub_download
 from peft import (
+    AutoPeftModelForCausalLM,
     AutoPeftModelForFeatureExtraction,
     AutoPeftModelForQuestionAnswering,
     AutoPeftModelForSequenceClassification,
@@ -46,7 +47,7 @@ from peft import (
 )
 from peft.auto import MODEL_TYPE_TO_PEFT_MODEL_MAPPING, check_import_allowlist, get_default_import_allowlist
 from safetensors import safe_open
-from transformers import AutoConfig, AutoModel, AutoProcessor, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoProcessor, PretrainedConfig, PreTrainedModel
 from transformers.integrations.accelerate import expand_device_map
 from transformers.modeling_utils import remove_tied_weights_from_state_dict
 
@@ -141,9 +142,11 @@ def target_config_of(config: LiGOConfig) -> PretrainedConfig:
 
 
 def target_model_class(config: LiGOConfig) -> type:
-    """The class the adapter was created on, resolved the way ``peft.AutoPeftModel`` resolves it."""
+    """The class the adapter was created on, resolved the way ``peft.AutoPeftModel`` resolves it; the
+    architecture's auto class (``AutoModel``, ``AutoModelForCausalLM`` for a decoder) when nothing says."""
     if config.task_type is not None:
         for auto in (
+            AutoPeftModelForCausalLM,
             AutoPeftModelForSequenceClassification,
             AutoPeftModelForTokenClassification,
             AutoPeftModelForQuestionAnswering,
@@ -160,7 +163,7 @@ def target_model_class(config: LiGOConfig) -> type:
                 f"the adapter wants its target class from {library!r}, which is not a transformers module"
             )
         return getattr(importlib.import_module(library), mapping["base_model_class"])
-    return AutoModel
+    return get_architecture_table(target_config_of(config)).auto_class
 
 
 def load_grown(

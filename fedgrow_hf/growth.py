@@ -6,8 +6,9 @@ from typing import Any
 
 from accelerate import init_empty_weights
 from peft import PeftModel, get_peft_model
-from transformers import AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
+from .architectures import get_architecture_table
 from .tuners.ligo import LiGOConfig
 
 
@@ -15,19 +16,23 @@ def grow(
     source: str | PreTrainedModel | list[str | PreTrainedModel],
     target_config: PretrainedConfig,
     *,
-    model_class: type[PreTrainedModel] | Any = AutoModel,
+    model_class: type[PreTrainedModel] | Any | None = None,
     intermediate_config: PretrainedConfig | dict[str, int] | None = None,
     **ligo_kwargs: Any,
 ) -> PeftModel:
     """Grow ``source`` (a Hub id, a local path, a loaded model, or a list of them) into ``target_config``.
 
-    The target skeleton (``model_class``, e.g. ``BertForSequenceClassification``) is built on the meta
+    Paths and ids load with the architecture's auto class (``AutoModel``; ``AutoModelForCausalLM`` for a
+    decoder), which also builds the target unless ``model_class`` is given. The target skeleton
+    (``model_class``, e.g. ``BertForSequenceClassification``) is built on the meta
     device: its growable weights are never allocated, because the operator produces them; only the
     parts growth does not produce (task heads) are materialised and initialised. Remaining keyword
     arguments go to :class:`LiGOConfig` (``modules_to_save``, ``depth_init``, ``task_type`` ...).
     """
+    auto_class = get_architecture_table(target_config).auto_class
+    model_class = model_class or auto_class
     sources = source if isinstance(source, list) else [source]
-    models = [AutoModel.from_pretrained(item) if isinstance(item, str) else item for item in sources]
+    models = [auto_class.from_pretrained(item) if isinstance(item, str) else item for item in sources]
     config = LiGOConfig(
         source_model_name_or_path=[_name_or_path(m) for m in models] if len(models) > 1 else _name_or_path(models[0]),
         intermediate_config=intermediate_config,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ligo_factories import bert_config, random_bert, token_batch
+from ligo_factories import bert_config, llama_config, random_bert, random_llama, token_batch
 from transformers import BertForSequenceClassification
 
 from fedgrow_hf import GlobalStateError, grow
+from fedgrow_hf.tuners.ligo import initial_global_stage
 
 INTERMEDIATE = {"num_hidden_layers": 4, "hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 4}
 TARGET = bert_config(layers=6, hidden=192, heads=6, ffn=384, num_labels=2)
@@ -117,3 +118,18 @@ def test_several_sources_grow_through_one_intermediate():
     )
     assert len(model.base_model.operator.local_stages) == 2
     assert model(**token_batch()).logits.shape == (3, 2)
+
+
+def test_parties_with_different_llamas_share_one_global_stage():
+    """Decoders federate like encoders: sources of other depths, widths and key/value groups meet at one
+    intermediate, and every party's Global stage is the one a server builds without any source."""
+    intermediate = {"num_hidden_layers": 3, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 8,
+                    "num_key_value_heads": 4}
+    target = llama_config(layers=4, hidden=128, heads=16, kv_heads=8)
+    sources = [random_llama(seed=0), random_llama(seed=1, layers=3, hidden=48, heads=6, kv_heads=3, tied=True)]
+    parties = [grow(source, target, intermediate_config=intermediate) for source in sources]
+    states = [party.global_state_dict() for party in parties]
+    assert {k: v.shape for k, v in states[0].items()} == {k: v.shape for k, v in states[1].items()}
+    reference = initial_global_stage(target, parties[0].peft_config["default"]).state_dict()
+    for state in states:
+        assert state.keys() == reference.keys() and all(torch.equal(state[k], reference[k]) for k in reference)

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ligo_factories import bert_config, random_bert, random_vit, vit_config
+from ligo_factories import (
+    bert_config,
+    gpt2_config,
+    llama_config,
+    random_bert,
+    random_gpt2,
+    random_vit,
+    vit_config,
+)
 from torch import nn
-from transformers import BertModel, GPT2Config, GPT2Model, ViTModel
+from transformers import BertModel, GPT2Model, LlamaForCausalLM, OPTConfig, OPTModel, ViTModel
 
 from fedgrow_hf import (
     ArchitectureMismatchError,
@@ -29,6 +37,22 @@ def test_source_and_target_of_different_families():
         grow(random_vit(), bert_config(hidden=64), model_class=BertModel)
 
 
+def test_decoders_of_different_families():
+    with pytest.raises(ArchitectureMismatchError, match="'gpt2' model but the target is 'llama'"):
+        grow(random_gpt2(), llama_config(hidden=64))
+
+
+def test_decoder_without_its_head_names_the_class_to_load():
+    source = GPT2Model(gpt2_config())
+    with pytest.raises(ArchitectureMismatchError, match="GPT2Model has no 'transformer.h'.*AutoModelForCausalLM"):
+        grow(source, gpt2_config(hidden=64))
+
+
+def test_decoder_fixed_fields():
+    with pytest.raises(ArchitectureMismatchError, match="rms_norm_eps"):
+        grow(LlamaForCausalLM(llama_config()), llama_config(hidden=64, rms_norm_eps=1e-3))
+
+
 @pytest.mark.parametrize("shape, field", [({"hidden": 16, "heads": 4}, "hidden"), ({"layers": 1}, "num_layers"), ({"ffn": 32}, "ffn")])
 def test_target_smaller_than_source(shape, field):
     with pytest.raises(GrowthShapeError, match=f"smaller than its source.*{field}"):
@@ -49,9 +73,9 @@ def test_fields_growth_cannot_change():
 
 
 def test_unsupported_architecture():
-    config = GPT2Config(n_layer=1, n_embd=32, n_head=4, vocab_size=50)
-    with pytest.raises(UnsupportedArchitectureError, match="'gpt2'"):
-        grow(GPT2Model(config), config, model_class=GPT2Model)
+    config = OPTConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=4, ffn_dim=64, vocab_size=50)
+    with pytest.raises(UnsupportedArchitectureError, match="'opt'"):
+        grow(OPTModel(config), config, model_class=OPTModel)
 
 
 def test_target_must_be_a_transformers_model():

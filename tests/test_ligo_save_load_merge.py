@@ -7,25 +7,55 @@ import weakref
 
 import pytest
 import torch
-from ligo_factories import bert_config, pixel_batch, random_bert, random_vit, token_batch, vit_config
+from ligo_factories import (
+    DECODER_VOCAB,
+    bert_config,
+    gpt2_config,
+    llama_config,
+    pixel_batch,
+    random_bert,
+    random_gpt2,
+    random_llama,
+    random_vit,
+    token_batch,
+    vit_config,
+)
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import (
+    AutoModelForCausalLM,
     AutoModelForImageClassification,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     BertForMaskedLM,
     BertForSequenceClassification,
+    GPT2LMHeadModel,
+    LlamaForCausalLM,
     ViTForImageClassification,
 )
 
 from fedgrow_hf import grow
 from fedgrow_hf.tuners.ligo.layer import LiGOOperator
 
+
+def decoder_batch() -> dict[str, torch.Tensor]:
+    return {"input_ids": token_batch()["input_ids"] % DECODER_VOCAB}
+
+
+# case -> (source factory, target config, target class, auto class, batch factory, the config's hidden-size key)
 CASES = {
-    "bert-seq-cls": (random_bert, bert_config, BertForSequenceClassification, AutoModelForSequenceClassification, token_batch),
-    "bert-mlm": (random_bert, bert_config, BertForMaskedLM, AutoModelForMaskedLM, token_batch),
-    "vit": (random_vit, vit_config, ViTForImageClassification, AutoModelForImageClassification, pixel_batch),
+    "bert-seq-cls": (random_bert, bert_config(layers=3, hidden=64, num_labels=3), BertForSequenceClassification,
+                     AutoModelForSequenceClassification, token_batch, "hidden_size"),
+    "bert-mlm": (random_bert, bert_config(layers=3, hidden=64), BertForMaskedLM, AutoModelForMaskedLM, token_batch,
+                 "hidden_size"),
+    "vit": (random_vit, vit_config(layers=3, hidden=64, num_labels=3), ViTForImageClassification,
+            AutoModelForImageClassification, pixel_batch, "hidden_size"),
+    "llama": (random_llama, llama_config(layers=3, hidden=64, heads=8, kv_heads=4), LlamaForCausalLM,
+              AutoModelForCausalLM, decoder_batch, "hidden_size"),
+    "llama-tied": (lambda: random_llama(tied=True), llama_config(layers=3, hidden=48, heads=6, kv_heads=3, tied=True),
+                   LlamaForCausalLM, AutoModelForCausalLM, decoder_batch, "hidden_size"),
+    "gpt2": (random_gpt2, gpt2_config(layers=3, hidden=64, heads=8), GPT2LMHeadModel, AutoModelForCausalLM,
+             decoder_batch, "n_embd"),
 }
 
 
@@ -37,10 +67,9 @@ def logits(model, batch):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_adapter_round_trip_and_merge(tmp_path, case):
-    make_source, make_config, target_class, auto_class, make_batch = CASES[case]
+    make_source, target_config, target_class, auto_class, make_batch, hidden_key = CASES[case]
     source = make_source()
     source.save_pretrained(tmp_path / "source")
-    target_config = make_config(layers=3, hidden=64, num_labels=3)
     model = grow(  # the adapter records the source's path, so PEFT reloads it from the directory alone
         str(tmp_path / "source"), target_config, model_class=target_class, modules_to_save=None, record_source_paths=True
     )
@@ -58,7 +87,7 @@ def test_adapter_round_trip_and_merge(tmp_path, case):
     ), "a source weight was written into the adapter"
     assert all(".ligo_operator." in key or ".model." in key for key in saved)
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
-    assert config["peft_type"] == "LIGO" and config["target_config"]["hidden_size"] == 64
+    assert config["peft_type"] == "LIGO" and config["target_config"][hidden_key] == target_config.to_dict()[hidden_key]
 
     reloaded = PeftModel.from_pretrained(target_class(target_config), tmp_path / "adapter")
     assert torch.equal(logits(reloaded, batch), expected)
@@ -68,7 +97,19 @@ def test_adapter_round_trip_and_merge(tmp_path, case):
     torch.testing.assert_close(logits(merged, batch), expected, atol=1e-6, rtol=0)
     merged.save_pretrained(tmp_path / "merged")
     plain = auto_class.from_pretrained(tmp_path / "merged")
+    assert type(plain) is target_class
     torch.testing.assert_close(logits(plain, batch), expected, atol=1e-6, rtol=0)
+    head = plain.get_output_embeddings()
+    if head is not None and target_config.tie_word_embeddings:
+        assert head.weight is plain.get_input_embeddings().weight
+    if auto_class is AutoModelForCausalLM:
+        prompt = batch["input_ids"][:, :4]
+        generated = plain.generate(
+            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=3, do_sample=False, pad_token_id=0
+        )
+        assert generated.shape == (prompt.shape[0], 7) and torch.equal(generated[:, :4], prompt)
+        # greedy decoding continues with the merged model's own next-token choice
+        assert torch.equal(generated[:, 4], logits(merged, {"input_ids": prompt})[:, -1].argmax(-1))
 
 
 def test_merged_model_keeps_tied_embeddings():

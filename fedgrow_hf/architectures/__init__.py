@@ -5,10 +5,28 @@ from __future__ import annotations
 from transformers import PretrainedConfig
 
 from .bert import BERT_TABLE
-from .table import ROLE_AXES, ArchitectureTable, Axis, ConfigFields, Role, Side, Space
+from .gpt2 import GPT2_TABLE
+from .llama import LLAMA_TABLE, QWEN2_TABLE
+from .table import (
+    NORMS,
+    RESIDUAL_WRITERS,
+    ROLE_AXES,
+    ArchitectureTable,
+    Axis,
+    AxisSpec,
+    ConfigFields,
+    Fused,
+    Role,
+    Side,
+    Space,
+    Transposed,
+    axes_in,
+)
 from .vit import VIT_TABLE
 
-ARCHITECTURE_TABLES: dict[str, ArchitectureTable] = {table.model_type: table for table in (BERT_TABLE, VIT_TABLE)}
+ARCHITECTURE_TABLES: dict[str, ArchitectureTable] = {
+    table.model_type: table for table in (BERT_TABLE, VIT_TABLE, LLAMA_TABLE, QWEN2_TABLE, GPT2_TABLE)
+}
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -29,13 +47,19 @@ def get_architecture_table(config: PretrainedConfig | str) -> ArchitectureTable:
 
 __all__ = [
     "ARCHITECTURE_TABLES",
+    "NORMS",
+    "RESIDUAL_WRITERS",
     "ROLE_AXES",
     "ArchitectureTable",
     "Axis",
+    "AxisSpec",
     "ConfigFields",
+    "Fused",
     "Role",
     "Side",
     "Space",
+    "Transposed",
     "UnsupportedArchitectureError",
+    "axes_in",
     "get_architecture_table",
 ]

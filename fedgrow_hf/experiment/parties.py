@@ -105,8 +105,9 @@ def reference_intermediate_state(config: FederationConfig) -> dict[str, torch.Te
     holds the growable tensors of a model of the intermediate shape that a source of the target's family has."""
     _, model_class = model_classes(config)
     with torch.device("meta"):
-        base = model_class(source_config(config, dict(config.model.intermediate))).base_model
-    table = get_architecture_table(base.config)
+        model = model_class(source_config(config, dict(config.model.intermediate)))
+    table = get_architecture_table(model.config)
+    base = table.root_of(model)
     names = {name for name, _ in base.named_parameters()}
     block = {name for name, _ in base.get_submodule(table.layers_path)[0].named_parameters()}
     weights = TransformerWeights.from_base_model(

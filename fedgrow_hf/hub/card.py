@@ -18,9 +18,10 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import AutoConfig
 
+from ..architectures import get_architecture_table
 from ..export import read_ligo_config, saved_shapes, target_config_of, target_model_class
 from ..tuners.ligo import LiGOConfig
-from ..tuners.ligo.shapes import SHAPE_FIELDS
+from ..tuners.ligo.shapes import ModelShape
 
 TEMPLATE = Path(__file__).parent / "model_cards" / "grown_model.md"
 TAGS = ["fedgrow", "ligo", "federated-learning"]
@@ -132,7 +133,7 @@ def _source_facts(config: LiGOConfig, locations: Sequence[str] | None) -> list[d
     for name, location in zip(config.source_paths, locations or config.source_paths):
         try:
             source = AutoConfig.from_pretrained(location, revision=config.source_revision)
-            shape = {field: getattr(source, field) for field in SHAPE_FIELDS}
+            shape = ModelShape.from_config(source, get_architecture_table(source)).to_config_dict()
         except OSError:  # a Hub source not in the local cache: the card names it without its shape
             shape = {}
         facts.append({"name": name, "shape": shape})

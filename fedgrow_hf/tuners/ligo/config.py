@@ -9,9 +9,10 @@ from typing import Any
 from peft import PeftConfig
 from transformers import PretrainedConfig
 
+from ...architectures import get_architecture_table
 from ...data.common import source_name
 from .peft_type import LIGO_PEFT_TYPE
-from .shapes import SHAPE_FIELDS
+from .shapes import OPTIONAL_SHAPE_FIELDS, SHAPE_FIELDS, ModelShape
 
 __all__ = ["DEPTH_INITS", "WIDTH_INITS", "WIDTH_STEPS", "WIDTH_STRUCTURES", "LiGOConfig", "source_name"]
 
@@ -40,7 +41,8 @@ class LiGOConfig(PeftConfig):
         default=None,
         metadata={
             "help": "Shape of Dual-LiGO's common intermediate model: num_hidden_layers, hidden_size, "
-            "intermediate_size, num_attention_heads. A PretrainedConfig is accepted and reduced to these."
+            "intermediate_size, num_attention_heads, and num_key_value_heads and head_dim where they are not "
+            "their defaults (heads, hidden_size // heads). A PretrainedConfig is accepted and reduced to these."
         },
     )
     width_structure: str = field(
@@ -110,16 +112,21 @@ class LiGOConfig(PeftConfig):
         super().__post_init__()
         self.peft_type = LIGO_PEFT_TYPE
         if isinstance(self.intermediate_config, PretrainedConfig):
-            self.intermediate_config = {name: getattr(self.intermediate_config, name) for name in SHAPE_FIELDS}
+            table = get_architecture_table(self.intermediate_config)
+            self.intermediate_config = ModelShape.from_config(self.intermediate_config, table).to_config_dict()
         if self.intermediate_config is not None:
-            unknown = set(self.intermediate_config) - set(SHAPE_FIELDS)
+            unknown = set(self.intermediate_config) - set(SHAPE_FIELDS) - set(OPTIONAL_SHAPE_FIELDS)
             missing = set(SHAPE_FIELDS) - set(self.intermediate_config)
             if unknown or missing:
                 raise ValueError(
-                    f"intermediate_config must have exactly the keys {SHAPE_FIELDS}; "
+                    f"intermediate_config must have the keys {SHAPE_FIELDS} (and may have {OPTIONAL_SHAPE_FIELDS}); "
                     f"unknown {sorted(unknown)}, missing {sorted(missing)}"
                 )
-            self.intermediate_config = {name: int(self.intermediate_config[name]) for name in SHAPE_FIELDS}
+            self.intermediate_config = {
+                name: int(self.intermediate_config[name])
+                for name in (*SHAPE_FIELDS, *OPTIONAL_SHAPE_FIELDS)
+                if name in self.intermediate_config
+            }
         for name, value, allowed in (
             ("width_structure", self.width_structure, WIDTH_STRUCTURES),
             ("width_step", self.width_step, WIDTH_STEPS),

@@ -37,9 +37,29 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ...architectures import ArchitectureTable, Axis, Role, Side, Space
+from ...architectures import (
+    NORMS,
+    RESIDUAL_WRITERS,
+    ArchitectureTable,
+    Axis,
+    AxisSpec,
+    Fused,
+    Role,
+    Side,
+    Space,
+    axes_in,
+)
 from .config import WIDTH_STEPS, WIDTH_STRUCTURES
-from .initialization import contraction, expansion, identity_depth_plan, repeat_depth
+from .initialization import (
+    contraction,
+    copy_matrix,
+    expansion,
+    grouped_query_heads,
+    identity_depth_plan,
+    norm_preserving_expansion,
+    repeat_depth,
+    split,
+)
 from .shapes import ModelShape, TransformerWeights
 
 ROWS_PER_SLICE = 2048  # rows of an embedding table grown at once by a merge (see GrowthStage.grow_shared_by_rows)
@@ -143,17 +163,22 @@ def factor_key(axis: Axis) -> str:
 class SpaceLayout:
     """How one space is grown: its natural groups and units, and how its factors are stored.
 
-    Natural groups are attention heads for query/key/value (units: head dimensions), ``g`` blocks of
-    neurons for the FFN and one group for the residual stream. Storage is ``group (x) unit`` over the
-    natural groups when that cannot cap the expansion's rank below the source size (``min(groups) *
-    min(units) >= source size``); otherwise -- fewer or narrower target heads, or ``dense`` -- one full
-    matrix. Initial values are always defined over the natural groups (:meth:`lossless_factors`).
+    Natural groups are attention heads for query/key/value (units: head dimensions; key/value heads for
+    key and value), ``g`` blocks of neurons for the FFN and one group for the residual stream. Storage is
+    ``group (x) unit`` over the natural groups when that cannot cap the expansion's rank below the source
+    size (``min(groups) * min(units) >= source size``); otherwise -- fewer or narrower target heads, or
+    ``dense`` -- one full matrix. Initial values are always defined over the natural groups
+    (:meth:`lossless_factors`).
     """
 
     groups: tuple[int, int]  # natural (target, source) group counts
     units: tuple[int, int]  # natural (target, source) units per group
     kronecker: bool
     obstacle: str | None = None
+    # The source group each target group copies at the lossless start (default: ``i mod source groups``);
+    # query heads under grouped-query attention follow their key/value heads (:func:`grouped_query_heads`).
+    group_sources: tuple[int, ...] | None = None
+    norm_preserving: bool = False  # the residual stream of an RMSNorm-ed model (:func:`norm_preserving_expansion`)
 
     @property
     def stored_groups(self) -> tuple[int, int]:
@@ -168,15 +193,20 @@ class SpaceLayout:
     def lossless_factors(self, space: Space, side: Side, asymmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Group and unit factors of the lossless start (:mod:`.initialization`), in storage form."""
         (g_out, g_in), (u_out, u_in) = self.groups, self.units
+        if self.norm_preserving:
+            producer, consumer = norm_preserving_expansion(g_out * u_out, g_in * u_in, asymmetric)
+            return torch.ones(1, 1), consumer if side is Side.IN else producer
         scale = math.sqrt(u_out / u_in)  # the target divides attention logits by sqrt(its head size)
+        group_copies = expansion(g_out, g_in) if self.group_sources is None else copy_matrix(self.group_sources, g_in)
         if self.obstacle:  # no head-to-head map exists: copy every source unit (heads merge, none is lost)
             (g_out, g_in), (u_out, u_in) = (1, 1), self.stored_units
+            group_copies = expansion(1, 1)
         if side is Side.IN:
-            group, unit = contraction(g_out, g_in, asymmetric), contraction(u_out, u_in, asymmetric)
+            group, unit = split(group_copies, asymmetric), contraction(u_out, u_in, asymmetric)
         elif space is Space.KEY:  # logits q'.k' = q.k: the key side contracts what the query side copies
-            group, unit = expansion(g_out, g_in), contraction(u_out, u_in, asymmetric)
+            group, unit = group_copies, contraction(u_out, u_in, asymmetric)
         else:
-            group, unit = expansion(g_out, g_in), expansion(u_out, u_in)
+            group, unit = group_copies, expansion(u_out, u_in)
         if space is Space.QUERY:
             unit = unit * scale
         if self.kronecker:
@@ -184,23 +214,32 @@ class SpaceLayout:
         return torch.ones(1, 1), torch.kron(group, unit)
 
 
-def space_layout(space: Space, source: ModelShape, target: ModelShape, width_structure: str) -> SpaceLayout:
+def space_layout(
+    space: Space, source: ModelShape, target: ModelShape, width_structure: str, table: ArchitectureTable
+) -> SpaceLayout:
     """The :class:`SpaceLayout` of ``space`` for a stage from ``source`` to ``target``."""
     kronecker = width_structure == "head_kronecker"
     if space is Space.RESIDUAL:
-        return SpaceLayout((1, 1), (target.hidden, source.hidden), kronecker=False)
+        return SpaceLayout((1, 1), (target.hidden, source.hidden), kronecker=False, norm_preserving=table.rms_normalised)
     if space is Space.FFN:
         groups = _ffn_groups(source.ffn, target.ffn)
         return SpaceLayout((groups, groups), (target.ffn // groups, source.ffn // groups), kronecker)
-    heads, head_size = (target.heads, source.heads), (target.hidden // target.heads, source.hidden // source.heads)
+    key_value = space in (Space.KEY, Space.VALUE)
+    heads = (target.kv_heads, source.kv_heads) if key_value else (target.heads, source.heads)
+    head_size = (target.head_dim, source.head_dim)
+    grouped = source.kv_heads != source.heads or target.kv_heads != target.heads
+    kind = "key/value" if key_value and grouped else "attention"
     obstacle = None
     if heads[0] < heads[1] or head_size[0] < head_size[1]:
         obstacle = (
-            f"the target has {heads[0]} attention heads of {head_size[0]} where the source has {heads[1]} of "
-            f"{head_size[1]}: fewer or narrower heads cannot compute the source's attention (every source "
-            "head needs a target head at least as wide)"
+            f"the target has {heads[0]} {kind} heads of {head_size[0]} where "
+            f"the source has {heads[1]} of {head_size[1]}: fewer or narrower heads cannot compute the source's "
+            "attention (every source head needs a target head at least as wide)"
         )
-    return SpaceLayout(heads, head_size, kronecker and obstacle is None, obstacle)
+    group_sources = None
+    if not key_value:
+        group_sources = tuple(grouped_query_heads(target.heads, target.kv_heads, source.heads, source.kv_heads))
+    return SpaceLayout(heads, head_size, kronecker and obstacle is None, obstacle, group_sources)
 
 
 def _ffn_groups(source: int, target: int) -> int:
@@ -238,11 +277,18 @@ class GrowthStage(nn.Module):
         self.shared_axes = table.shared_axes
         self.layer_axes = table.layer_axes
         self.layer_names = list(self.layer_axes)
-        self.norm_gains = [name for name in table.layer_parameters_of(Role.LAYER_NORM) if name.endswith("weight")]
+        self.norm_gains = [name for name in table.layer_parameters_of(*NORMS) if name.endswith("weight")]
         self.depth = nn.Parameter(torch.empty(len(self.layer_names), target.num_layers, source.num_layers))
         self.norm_offset = nn.Parameter(torch.empty(len(self.norm_gains), target.num_layers))
-        axes = {axis for spec in (*self.shared_axes.values(), *self.layer_axes.values()) for axis in spec.values()}
-        self.layouts = {space: space_layout(space, source, target, width_structure) for space in {a.space for a in axes}}
+        axes = {
+            axis
+            for tensor_axes in (*self.shared_axes.values(), *self.layer_axes.values())
+            for spec in tensor_axes.values()
+            for axis in axes_in(spec)
+        }
+        self.layouts = {
+            space: space_layout(space, source, target, width_structure, table) for space in {a.space for a in axes}
+        }
         self.width = nn.ModuleDict()
         for axis in sorted(axes, key=factor_key):
             layout = self.layouts[axis.space]
@@ -253,11 +299,23 @@ class GrowthStage(nn.Module):
     def lossless_obstacles(self) -> list[str]:
         """Why this stage's shapes rule out computing the source's function exactly (empty: they don't)."""
         reasons = list(dict.fromkeys(layout.obstacle for layout in self.layouts.values() if layout.obstacle))
-        source, target = self.source_shape.hidden, self.target_shape.hidden
-        if target % source:
+        source, target = self.source_shape, self.target_shape
+        if not reasons and len(set(self.layouts[Space.QUERY].group_sources)) < source.heads:
             reasons.append(
-                f"the residual stream grows {source} -> {target}, not a multiple: a LayerNorm over it cannot "
-                "keep its statistics (use a multiple of the source width for an exact start)"
+                f"{target.heads} query heads in {target.kv_heads} key/value groups cannot hold a copy of each of the "
+                f"source's {source.heads} query heads in {source.kv_heads} groups next to a copy of its key/value head "
+                "(give each source group at least as many target query heads as it has)"
+            )
+        if target.hidden % source.hidden and not self.table.rms_normalised:
+            reasons.append(
+                f"the residual stream grows {source.hidden} -> {target.hidden}, not a multiple: a LayerNorm over it "
+                "cannot keep its statistics (use a multiple of the source width for an exact start)"
+            )
+        if self.table.rotary and target.head_dim != source.head_dim:
+            reasons.append(
+                f"head_dim changes {source.head_dim} -> {target.head_dim} under rotary position embeddings: a head "
+                "is rotated at frequencies set by its size, so no target head attends like a source head (keep "
+                "head_dim, e.g. grow num_attention_heads with hidden_size, for an exact start)"
             )
         return reasons
 
@@ -293,8 +351,8 @@ class GrowthStage(nn.Module):
             self.depth.copy_(repeat_depth(n_out, n_in, method).expand_as(self.depth))
             return
         self.depth.zero_()
-        writers = set(self.table.layer_parameters_of(Role.ATTENTION_OUTPUT, Role.FFN_OUT))
-        norms = set(self.table.layer_parameters_of(Role.LAYER_NORM))
+        writers = set(self.table.layer_parameters_of(*RESIDUAL_WRITERS))
+        norms = set(self.table.layer_parameters_of(*NORMS))
         post_ln = self.table.norm_placement == "post"
         output_norm = set(self.table.parameter_axes({self.table.block_output_norm: Role.LAYER_NORM})) if post_ln else set()
         plan = identity_depth_plan(n_out, n_in)
@@ -380,22 +438,36 @@ class GrowthStage(nn.Module):
             grown[start : start + rows] = self.grow_shared(name, tensor[start : start + rows], factors)
         return grown
 
-    def _factors_of(self, axes: Mapping[int, Axis]) -> dict[str, tuple[torch.Tensor | None, torch.Tensor]]:
+    def _factors_of(self, axes: Mapping[int, AxisSpec]) -> dict[str, tuple[torch.Tensor | None, torch.Tensor]]:
         """The factors that one tensor's ``axes`` use, and no other (a merge grows a table with these alone)."""
-        return self.factors(keys=dict.fromkeys(factor_key(axis) for axis in axes.values()))
+        return self.factors(keys=dict.fromkeys(factor_key(axis) for spec in axes.values() for axis in axes_in(spec)))
 
     def _expand(
-        self, tensor: torch.Tensor, axes: Mapping[int, Axis], factors: Mapping[str, tuple[torch.Tensor | None, torch.Tensor]]
+        self,
+        tensor: torch.Tensor,
+        axes: Mapping[int, AxisSpec],
+        factors: Mapping[str, tuple[torch.Tensor | None, torch.Tensor]],
     ) -> torch.Tensor:
-        """Apply the width factors of ``axes``; per-layer ones must be those of ``tensor``'s blocks."""
-        for axis_index, axis in axes.items():
+        """Apply the width factors of ``axes``; per-layer ones must be those of ``tensor``'s blocks. A
+        :class:`Fused` axis is cut into its equal parts, each grown by its own space's factor."""
+        for axis_index, spec in axes.items():
             dim = axis_index + 1 if axis_index >= 0 else tensor.dim() + axis_index
-            group, unit = (None if value is None else value.to(tensor.dtype) for value in factors[factor_key(axis)])
-            tensor = apply_kronecker(tensor, dim, group, unit)
+            if isinstance(spec, Fused):
+                parts = tensor.chunk(len(spec.parts), dim)
+                tensor = torch.cat([_expand_axis(part, dim, axis, factors) for part, axis in zip(parts, spec.parts)], dim)
+            else:
+                tensor = _expand_axis(tensor, dim, spec, factors)
         return tensor
 
     def extra_repr(self) -> str:
         return f"{self.source_shape} -> {self.target_shape}, width_structure={self.width_structure!r}"
+
+
+def _expand_axis(
+    tensor: torch.Tensor, dim: int, axis: Axis, factors: Mapping[str, tuple[torch.Tensor | None, torch.Tensor]]
+) -> torch.Tensor:
+    group, unit = (None if value is None else value.to(tensor.dtype) for value in factors[factor_key(axis)])
+    return apply_kronecker(tensor, dim, group, unit)
 
 
 class SourceWeights(nn.Module):

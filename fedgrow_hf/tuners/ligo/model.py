@@ -23,7 +23,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, _is_key_under_prefixes
 from peft.utils.other import AuxiliaryTrainingWrapper, set_additional_trainable_modules
 from torch import nn
-from transformers import AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 from ...architectures import ArchitectureTable, get_architecture_table
 from .config import LiGOConfig
@@ -62,8 +62,8 @@ class LiGOModel(BaseTuner):
                             modules_to_save=["classifier"])
         model = get_peft_model(BertForSequenceClassification(target_config), config)
 
-    Sources are loaded with ``AutoModel.from_pretrained``. ``fedgrow_hf.grow`` can hand over source
-    models already in memory instead, and builds the target skeleton without allocating its weights.
+    Sources are loaded with the architecture's auto class (``AutoModel``; ``AutoModelForCausalLM`` for a
+    decoder, whose head is grown too). ``fedgrow_hf.grow`` can hand over source models already in memory instead, and builds the target skeleton without allocating its weights.
     One LiGO adapter per model: a second operator would have no weights of its own to act on.
     """
 
@@ -105,10 +105,12 @@ class LiGOModel(BaseTuner):
         if config.target_config is None:
             config.target_config = model.config.to_diff_dict()
         config.source_model_name_or_path = _absolute_if_local(config.source_model_name_or_path)
-        target_base = model.base_model
-        sources = [source.base_model for source in self._load_sources(config)]
-        for source in sources:
+        loaded = self._load_sources(config, table)
+        for source in loaded:
             _check_same_family(source, model, table)
+        model.tie_weights()  # a skeleton built on the meta device is not tied yet; grown tensors must be shared
+        target_base = _table_root(table, model, "target")
+        sources = [_table_root(table, source, "source") for source in loaded]
 
         shared_names, layer_names = _growable_names(table, target_base, sources)
         device = _first_real_device(model)
@@ -128,11 +130,12 @@ class LiGOModel(BaseTuner):
             config.width_step,
         )
         operator.reset_parameters(config.width_init, config.depth_init, config.init_noise_std, config.init_seed)
-        for reason in operator.lossless_obstacles(config.width_init, config.depth_init):
+        obstacles = operator.lossless_obstacles(config.width_init, config.depth_init)
+        obstacles += _index_obstacles(table, model.config, operator) + _tying_obstacles(table, target_base, sources)
+        for reason in obstacles:
             warnings.warn(f"LiGO growth is not lossless: {reason}", LosslessGrowthWarning, stacklevel=2)
         self.ligo_operator = nn.ModuleDict({adapter_name: operator.to(device)})
 
-        model.tie_weights()  # a skeleton built on the meta device is not tied yet; grown tensors must be shared
         self._slots = _take_grown_slots(model, target_base, table, shared_names, layer_names, device)
         # Heads left on the meta device are initialised while the grown weights are storage-free stand-ins,
         # so that an initialiser can never write into a grown (possibly tied) tensor.
@@ -157,7 +160,7 @@ class LiGOModel(BaseTuner):
             stage.requires_grad_(config.train_local and not config.inference_mode)
         operator.global_stage.requires_grad_(config.train_global and not config.inference_mode)
 
-    def _load_sources(self, config: LiGOConfig) -> list[PreTrainedModel]:
+    def _load_sources(self, config: LiGOConfig, table: ArchitectureTable) -> list[PreTrainedModel]:
         handed_over = config.take_source_models()
         if handed_over is not None:
             return handed_over
@@ -166,7 +169,7 @@ class LiGOModel(BaseTuner):
         models = []
         for path in config.source_paths:
             try:
-                models.append(AutoModel.from_pretrained(path, revision=config.source_revision))
+                models.append(table.auto_class.from_pretrained(path, revision=config.source_revision))
             except (OSError, ValueError) as error:
                 reason = (str(error).splitlines() or [type(error).__name__])[0]
                 raise OSError(
@@ -423,17 +426,58 @@ def _check_same_family(source: PreTrainedModel, target: PreTrainedModel, table: 
         )
 
 
+def _table_root(table: ArchitectureTable, model: PreTrainedModel, what: str) -> nn.Module:
+    """The module ``table``'s paths are relative to in ``model``; an error naming the class the table needs."""
+    root = table.root_of(model)
+    try:
+        root.get_submodule(table.layers_path)
+    except AttributeError:
+        raise ArchitectureMismatchError(
+            f"the {what} {type(model).__name__} has no {table.layers_path!r}: LiGO grows {table.model_type!r} models "
+            f"as {table.auto_class.__name__} loads them (with their head)"
+        ) from None
+    return root
+
+
+def _index_obstacles(table: ArchitectureTable, config: PretrainedConfig, operator: LiGOOperator) -> list[str]:
+    """Why a deeper target cannot start exactly when the config makes blocks depend on their index."""
+    flags = [name for name in table.index_dependent_fields if getattr(config, name, None)]
+    if not flags or all(stage.target_shape.num_layers == stage.source_shape.num_layers for stage in operator.stages()):
+        return []
+    return [f"{flags} make a block's function depend on its index: the source blocks behind a new one do not "
+            "compute what they did"]
+
+
+def _tying_obstacles(table: ArchitectureTable, target: nn.Module, sources: list[nn.Module]) -> list[str]:
+    """Why tying makes growth lossy: the target ties a grown weight (``lm_head``) to another one that a source
+    keeps separate, so the grown model uses the other weight where the source used its own."""
+    own = {name for name, _ in target.named_parameters()}
+    every = [name for name, _ in target.named_parameters(remove_duplicate=False)]
+    tied = [name for name in every if name in table.shared_axes and name not in own]
+    reasons = []
+    for source in sources:
+        untied = [name for name in tied if name in {n for n, _ in source.named_parameters()}]
+        if untied:
+            name = source.config.name_or_path or type(source).__name__
+            reasons.append(
+                f"the target ties {untied} to other weights but source {name!r} does not (set tie_word_embeddings "
+                "as the source has it)"
+            )
+    return reasons
+
+
 def _growable_names(
     table: ArchitectureTable, target: nn.Module, sources: list[nn.Module]
 ) -> tuple[list[str], list[str]]:
-    """The table's parameters to grow: those the target has.
+    """The table's parameters to grow: those the target has (a tied head is grown as the weight it is tied to).
 
     Every source must have the target's block parameters. A tensor outside the blocks that a source
-    lacks (a pooler dropped with ``add_pooling_layer=False``) stays the target's own, like a task head.
+    lacks (a pooler dropped with ``add_pooling_layer=False``) stays the target's own, like a task head. A
+    source's tied head counts as its own tensor: an untied target's head grows from it.
     """
 
-    def present(module: nn.Module, candidates: Iterable[str]) -> list[str]:
-        names = {name for name, _ in module.named_parameters()}
+    def present(module: nn.Module, candidates: Iterable[str], remove_duplicate: bool = True) -> list[str]:
+        names = {name for name, _ in module.named_parameters(remove_duplicate=remove_duplicate)}
         return [name for name in candidates if name in names]
 
     def first_block(module: nn.Module) -> nn.Module:
@@ -446,7 +490,7 @@ def _growable_names(
         lacking = sorted(set(layers) - set(present(first_block(source), layers)))
         if lacking:
             raise ArchitectureMismatchError(f"source {name!r} lacks block parameters the target grows: {lacking}")
-        kept = [path for path in shared if path not in present(source, shared)]
+        kept = [path for path in shared if path not in present(source, shared, remove_duplicate=False)]
         if kept:
             logger.warning("source %r has no %s: the target keeps its own (trainable via modules_to_save)", name, kept)
             shared = [path for path in shared if path not in kept]

@@ -12,6 +12,9 @@ from transformers import PretrainedConfig
 from ...architectures import ArchitectureTable
 
 SHAPE_FIELDS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
+# Written (and required) only where they differ from their default: one key/value head per query head,
+# heads of hidden // heads.
+OPTIONAL_SHAPE_FIELDS = ("num_key_value_heads", "head_dim")
 
 
 class GrowthShapeError(ValueError):
@@ -20,37 +23,62 @@ class GrowthShapeError(ValueError):
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The four numbers that fix a BERT/ViT-style transformer's parameter shapes."""
+    """The numbers that fix a transformer's parameter shapes.
+
+    ``kv_heads`` (key/value heads of grouped-query attention) defaults to ``heads``, ``head_dim`` to
+    ``hidden // heads``: a BERT/ViT/GPT-2 shape is the first four numbers.
+    """
 
     num_layers: int
     hidden: int
     ffn: int
     heads: int
+    kv_heads: int | None = None
+    head_dim: int | None = None
 
     def __post_init__(self) -> None:
-        if min(self.num_layers, self.hidden, self.ffn, self.heads) < 1:
+        if self.kv_heads is None:
+            object.__setattr__(self, "kv_heads", self.heads)
+        if self.head_dim is None:
+            if self.heads > 0 and self.hidden % self.heads:
+                raise GrowthShapeError(f"hidden size {self.hidden} is not divisible by {self.heads} attention heads")
+            object.__setattr__(self, "head_dim", self.hidden // max(self.heads, 1))
+        if min(self.num_layers, self.hidden, self.ffn, self.heads, self.kv_heads, self.head_dim) < 1:
             raise GrowthShapeError(f"every size must be positive, got {self}")
-        if self.hidden % self.heads:
-            raise GrowthShapeError(f"hidden size {self.hidden} is not divisible by {self.heads} attention heads")
+        if self.heads % self.kv_heads:
+            raise GrowthShapeError(f"{self.heads} attention heads do not form groups of {self.kv_heads} key/value heads")
 
     @classmethod
     def from_config(cls, config: PretrainedConfig | Mapping[str, int], table: ArchitectureTable) -> ModelShape:
-        get = config.get if isinstance(config, Mapping) else lambda name: getattr(config, name, None)
+        """The shape of a model config, or of a config dict in its own field names (``target_config``) or in
+        :data:`SHAPE_FIELDS` (``intermediate_config``: the same names for every architecture)."""
         fields = table.fields
-        values = {
-            "num_layers": get(fields.num_layers),
-            "hidden": get(fields.hidden),
-            "ffn": get(fields.ffn),
-            "heads": get(fields.heads),
-        }
+        names = (fields.num_layers, fields.hidden, fields.ffn, fields.heads, fields.kv_heads, fields.head_dim)
+        if isinstance(config, Mapping) and all(name in config for name in SHAPE_FIELDS):
+            names = (*SHAPE_FIELDS, *OPTIONAL_SHAPE_FIELDS)
+
+        def get(name: str) -> int | None:
+            return config.get(name) if isinstance(config, Mapping) else getattr(config, name, None)
+
+        num_layers, hidden, ffn, heads, kv_heads, head_dim = (None if name is None else get(name) for name in names)
+        if ffn is None and fields.ffn_multiple_when_unset and hidden is not None:
+            ffn = fields.ffn_multiple_when_unset * hidden
+        values = {"num_layers": num_layers, "hidden": hidden, "ffn": ffn, "heads": heads}
         missing = [name for name, value in values.items() if value is None]
         if missing:
             raise GrowthShapeError(f"config lacks the shape fields {missing} ({fields})")
-        return cls(**{name: int(value) for name, value in values.items()})
+        optional = {"kv_heads": kv_heads, "head_dim": head_dim}
+        return cls(**{name: int(value) for name, value in {**values, **optional}.items() if value is not None})
 
     def to_config_dict(self) -> dict[str, int]:
-        """The shape as config fields (the form ``LiGOConfig.intermediate_config`` stores)."""
-        return dict(zip(SHAPE_FIELDS, (self.num_layers, self.hidden, self.ffn, self.heads)))
+        """The shape as config fields (the form ``LiGOConfig.intermediate_config`` stores); the optional
+        fields only where they are not their defaults."""
+        shape = dict(zip(SHAPE_FIELDS, (self.num_layers, self.hidden, self.ffn, self.heads)))
+        if self.kv_heads != self.heads:
+            shape["num_key_value_heads"] = self.kv_heads
+        if self.head_dim * self.heads != self.hidden:
+            shape["head_dim"] = self.head_dim
+        return shape
 
     def check_can_grow_to(self, target: ModelShape, what: str = "target") -> None:
         """Raise unless ``target`` is at least as deep, as wide and as wide in its FFN as ``self``.
@@ -94,7 +122,7 @@ class TransformerWeights:
         """Copies of ``base_model``'s growable weights (block parameters stacked), sharing no storage with it:
         the operator's source stays fixed whatever later happens to the model handed in, and a source
         loaded from a memory-mapped checkpoint releases its file once the model is dropped."""
-        params = dict(base_model.named_parameters())
+        params = dict(base_model.named_parameters(remove_duplicate=False))  # a tied head is its own path too
         blocks = base_model.get_submodule(table.layers_path)
         shared = {name: params[name].detach().clone() for name in shared_names}
         layers = {}
