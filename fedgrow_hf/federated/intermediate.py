@@ -5,9 +5,10 @@ holds the party's grown intermediate model (its Local-LiGO applied to its source
 trains the Global-LiGO over that one averaged intermediate. The paper says no model is shared; this
 variant does share one, once, so that what strict Fed-Grow (only the Global-LiGO ever leaves a party)
 costs can be measured against it. The replies go through the same screen as every other (keys, shapes,
-finite values, size, example count, the node's party binding) and the same clipping (each intermediate's
-distance from the replies' coordinate-wise median, as in federated phase 2's first round); the average is
-example-weighted like the Global-LiGO's, and kept durably in the run folder, so a resumed server sends the
+finite values, size, example count, the node's party binding); with clipping on (``update_clip_factor``)
+the aggregate is their coordinate-wise median, as in federated phase 2's first round (the intermediates are
+different models, not steps from one state), otherwise the example-weighted mean as in the authors' code; it is
+kept durably in the run folder, so a resumed server sends the
 same one. The file carries the exchange's record as metadata: a server killed after writing it but before
 appending the record appends it on resume, so the record is there exactly once.
 """
@@ -74,6 +75,7 @@ def shared_intermediate(
         "round": 1,
         "parties": party_reports(screen, averager.last.valid, 0),
         "dropped": dropped_records(averager.last.dropped, attempt=1),
+        **({"aggregate": averager.last.aggregate} if averager.last.aggregate else {}),
         "no_reply": len(messages) - len(replies),
         "seconds": round(time.monotonic() - started, 3),
     }

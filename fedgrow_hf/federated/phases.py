@@ -110,8 +110,8 @@ def run_phase2(
 
     Replies go through the same screen as phase 1 (against the grown model's keys and shapes when they
     carry a model), with phase 1's node -> party ``bindings`` (updated in place); each federated
-    round's average is clipped and checked (round 1's centre: the replies' coordinate-wise median, as the
-    parties start from their own merged models), then checkpointed with the bindings, and ``resume``
+    round's average is clipped and checked (round 1, where the parties start from their own merged models, is
+    their coordinate-wise median: :class:`.strategy.ScreenedStrategy`), then checkpointed with the bindings, and ``resume``
     continues after the last checkpointed round."""
     fed = config.federation
     federated = fed.phase2 == "federated"
@@ -162,6 +162,7 @@ def run_phase2(
             "parties": parties,
             "dropped": dropped_records(averager.last.dropped, attempt=1),
             "clipped": averager.last.clipped,
+            **({"aggregate": averager.last.aggregate} if averager.last.aggregate else {}),
             "no_reply": len(messages) - len(replies),
             "seconds": round(time.monotonic() - started, 3),
         }

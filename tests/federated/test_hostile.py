@@ -41,6 +41,7 @@ from fedgrow_hf.federated.screening import (  # noqa: E402
     WEIGHT_KEY,
 )
 from fedgrow_hf.federated.server_app import FederationAborted, run_federation  # noqa: E402
+from fedgrow_hf.federated.strategy import MEDIAN_AGGREGATE  # noqa: E402
 
 NODES = (101, 202, 303)  # node id of party 0, 1, 2
 EXAMPLES = (40, 60, 80)
@@ -524,9 +525,9 @@ def test_hostile_ratchet_is_bounded_by_median_clipping(fresh, reference, tmp_pat
 @pytest.mark.parametrize("value", [1e30, 3e38], ids=["1e30", "3e38"])
 def test_hostile_phase2_first_round_is_bounded_by_the_replies_median(fresh, tmp_path, value, norm_bound):
     """Federated phase 2's round 1 has no state the parties started from (each merges its own model): the
-    round's centre is the replies' coordinate-wise median. 1e30s are beyond the norm bound measured from it
-    (dropped) or, without that bound, clipped to an honest party's distance from it; either way round 2
-    starts from an honest-sized average."""
+    round's aggregate is the replies' coordinate-wise median. 1e30s are beyond the norm bound measured from it
+    (dropped) or, without that bound, outvoted coordinate by coordinate; either way round 2 starts from an
+    honest-sized model."""
     REFERENCE_TARGET.update({k: torch.empty(tuple(v.shape), dtype=v.dtype) for k, v in reference_target_state(fresh).items()})
 
     def huge_model(message: Message, party: int) -> Message:
@@ -541,9 +542,10 @@ def test_hostile_phase2_first_round_is_bounded_by_the_replies_median(fresh, tmp_
     if norm_bound:
         assert set(phase2[0]["parties"]) == {"0", "1"} and "beyond the bound" in phase2[0]["dropped"][0]["reason"]
     else:
-        assert set(phase2[0]["parties"]) == {"0", "1", "2"} and not phase2[0]["dropped"] and "2" in phase2[0]["clipped"]
+        assert set(phase2[0]["parties"]) == {"0", "1", "2"} and not phase2[0]["dropped"] and not phase2[0]["clipped"]
+    assert phase2[0]["aggregate"] == MEDIAN_AGGREGATE and "aggregate" not in phase2[1]
     model = load_checkpoint(tmp_path, "finetune").global_state
-    # every honest model is 0.01 or 0.02 everywhere: so is their average, clipped 1e30s included
+    # every honest model is 0.01 or 0.02 everywhere: so is the median, and round 2's clipped average
     assert all(float(v.abs().max()) <= 0.05 for v in model.values() if v.is_floating_point())
 
 

@@ -23,6 +23,8 @@ def _broken_adapter(bert_adapter_dir, tmp_path, problem: str):
     if problem == "unknown_model_type":
         config["target_config"]["model_type"] = "no_such_architecture"
     elif problem == "unsupported_architecture":
+        config["target_config"]["model_type"] = "roberta"
+    elif problem == "mixed_architectures":
         config["target_config"]["model_type"] = "gpt2"
     elif problem == "incompatible_shapes":
         config["target_config"]["num_hidden_layers"] = 5  # the saved operator grows 3 layers
@@ -50,7 +52,8 @@ MERGE_PROBLEMS = {
     "hostile_tensor_one_element_short": "has shape [95]: it needs at least 2 dimensions",
     "hostile_extra_key": "holds 1 tensors the adapter's model does not have (first: 'base_model.model.extra.weight')",
     "unknown_model_type": "unknown architecture",
-    "unsupported_architecture": "LiGO has no role table for model_type 'gpt2'",
+    "unsupported_architecture": "LiGO has no role table for model_type 'roberta'",
+    "mixed_architectures": "is a 'bert' model but the target is 'gpt2'; LiGO grows a model within its own architecture family",
     "incompatible_shapes": "does not fit",
     "missing_weights": "adapter_model.safetensors",
     "missing_source": "cannot load the LiGO source model",
