@@ -48,9 +48,19 @@ def state_norm(state: State) -> float:
     return math.sqrt(sum(float(value.double().square().sum()) for value in state.values()))
 
 
-def median_state(states: Sequence[State]) -> dict[str, torch.Tensor]:
-    """The coordinate-wise (lower) median of ``states``: a centre no single party can move far."""
-    return {key: torch.stack([state[key] for state in states]).median(dim=0).values for key in states[0]}
+def median_state(states: Sequence[State], lower: bool = True) -> dict[str, torch.Tensor]:
+    """The coordinate-wise median of ``states``: a centre no single party can move far. ``lower``: of an even
+    number, the lower middle value (an element of the coordinate's values); otherwise the mean of the two
+    middle values, so that two replies give their mean rather than their element-wise minimum."""
+    median = {}
+    for key in states[0]:
+        ordered = torch.stack([state[key] for state in states]).sort(dim=0).values
+        middle = (len(states) - 1) // 2
+        if lower or len(states) % 2 or not ordered.is_floating_point():
+            median[key] = ordered[middle]
+        else:
+            median[key] = (ordered[middle] + ordered[middle + 1]) / 2
+    return median
 
 
 @dataclass(frozen=True)

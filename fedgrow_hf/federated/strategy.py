@@ -139,7 +139,7 @@ class ScreenedStrategy(Strategy):
         if reference is None:  # the replies carry metrics only (phase 2's local fine-tuning): nothing to average
             return None, None
         if self.clip_factor > 0 and self.current is None:
-            arrays, metrics = ArrayRecord(median_state(screened.states)), None
+            arrays, metrics = ArrayRecord(median_state(screened.states, lower=False)), None
             self.last.aggregate = MEDIAN_AGGREGATE
         else:
             if self.clip_factor > 0:

@@ -765,3 +765,16 @@ def test_hostile_a_party_moves_to_a_new_node_only_when_its_node_is_gone(config):
     valid, dropped = screen.screen([reply(909, 0), reply(808, 1)])
     assert [screen.party_of(message) for message in valid] == [0]
     assert screen.parties == {202: 1, 909: 0} and "party=1 belongs to node 202" in dropped[0].reason
+
+
+def test_hostile_value_cannot_leave_the_honest_range_of_a_median_aggregate():
+    """The aggregate of a round without a common start: per coordinate the middle value of three (an honest
+    one while two are honest), the mean of the two middle values of an even number (two replies: their mean,
+    not their element-wise minimum)."""
+    from fedgrow_hf.federated.clipping import median_state
+
+    honest = [{"w": torch.tensor([0.01, -0.02, 0.03])}, {"w": torch.tensor([0.02, -0.01, 0.01])}]
+    hostile = {"w": torch.tensor([3e38, -3e38, 3e38])}
+    torch.testing.assert_close(median_state([*honest, hostile], lower=False)["w"], torch.tensor([0.02, -0.01, 0.03]))
+    torch.testing.assert_close(median_state(honest, lower=False)["w"], torch.tensor([0.015, -0.015, 0.02]))
+    torch.testing.assert_close(median_state(honest)["w"], torch.tensor([0.01, -0.02, 0.01]))  # the clipping centre
