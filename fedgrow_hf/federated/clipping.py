@@ -97,6 +97,18 @@ def clip_updates(
     return clipped_states, clipped_weights, report
 
 
+def clip_norms(states: Sequence[State], factor: float) -> tuple[list[dict[str, torch.Tensor]], Clipped]:
+    """``states`` whose floating-point tensors are scaled down so that each state's norm is at most ``factor
+    x`` the round's lower median norm: for replies that are models rather than steps from one state, where a
+    model's size is what the honest majority sets (integer tensors, such as position ids, are left alone)."""
+    norms = [state_norm({key: value for key, value in state.items() if value.is_floating_point()}) for state in states]
+    bound = factor * lower_median(norms)
+    clipped = [{key: (value.double() * (bound / norm)).to(value.dtype) if value.is_floating_point() else value
+                for key, value in state.items()} if norm > bound else dict(state)
+               for state, norm in zip(states, norms, strict=True)]
+    return clipped, Clipped(bound, None, tuple(norms), None)
+
+
 def _towards(state: State, centre: State, scale: float) -> dict[str, torch.Tensor]:
     """``centre + scale x (state - centre)``, computed in float64 and cast back to each tensor's dtype."""
     return {key: (centre[key].double() + scale * (value.double() - centre[key].double())).to(value.dtype)

@@ -28,7 +28,7 @@ from flwr.serverapp.strategy import (
 
 from ..experiment.config import FederationConfig
 from ..tuners.ligo import GlobalStateError, check_state_dict
-from .clipping import clip_updates, median_state
+from .clipping import Clipped, clip_norms, clip_updates, median_state
 from .screening import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -40,7 +40,7 @@ from .screening import (
 )
 
 # What a round's record says under "aggregate" when no common starting state let the server clip towards it.
-MEDIAN_AGGREGATE = "coordinate-wise median (the replies start from different models)"
+MEDIAN_AGGREGATE = "coordinate-wise median of the replies, each clipped to the median norm (they start from different models)"
 
 
 def aggregate_problem(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> str | None:
@@ -109,8 +109,11 @@ class ScreenedStrategy(Strategy):
     different models, not steps from one: their distance from the median is the size of the models
     themselves, so a reply clipped to it still moved the mean by a third of a model in the direction its
     party chose (measured: the grown model's norm 2.24x the no-attack run's after federated phase 2's
-    first round, ``tests/federated/test_hostile_ratchet.py`` at 40 + 10 rounds). Each coordinate of the
-    median lies between two honest values while honest parties are a majority.
+    first round, ``tests/federated/test_hostile_ratchet.py`` at 40 + 10 rounds). Each reply is first
+    scaled down to ``clip_factor`` x the replies' median norm (a model's size, which the honest majority
+    sets: without it the median took, coordinate by coordinate, the honest value on the side of a reply
+    scaled 11-fold, 2.05x the no-attack norm), then each coordinate of the median lies between two honest
+    values while honest parties are a majority.
     """
 
     def __init__(self, strategy: Strategy, screen: ReplyScreen, min_valid: int, clip_factor: float = 0.0) -> None:
@@ -139,7 +142,9 @@ class ScreenedStrategy(Strategy):
         if reference is None:  # the replies carry metrics only (phase 2's local fine-tuning): nothing to average
             return None, None
         if self.clip_factor > 0 and self.current is None:
-            arrays, metrics = ArrayRecord(median_state(screened.states, lower=False)), None
+            states, clipped = clip_norms(screened.states, self.clip_factor)
+            self._record_clipped(screened, clipped)
+            arrays, metrics = ArrayRecord(median_state(states, lower=False)), None
             self.last.aggregate = MEDIAN_AGGREGATE
         else:
             if self.clip_factor > 0:
@@ -163,15 +168,20 @@ class ScreenedStrategy(Strategy):
         metrics = [dict(message.content[METRICS_KEY]) for message in screened.valid]
         weights = [int(m[WEIGHT_KEY]) for m in metrics] if self.screen.counts_examples else None
         states, clipped_weights, clipped = clip_updates(screened.states, weights, screened.centre, self.clip_factor)
+        self._record_clipped(screened, clipped)
         for index, message in enumerate(screened.valid):
-            record = clipped.record(index)
-            if not record:
+            if not clipped.record(index):
                 continue
-            self.last.clipped[str(self.screen.party_of(message))] = record
             if clipped_weights is not None:
                 metrics[index][WEIGHT_KEY] = clipped_weights[index]
             message.content = RecordDict({ARRAYS_KEY: ArrayRecord(states[index]),
                                           METRICS_KEY: MetricRecord(metrics[index])})
+
+    def _record_clipped(self, screened: ScreenedReplies, clipped: Clipped) -> None:
+        """Name each party clipped in the round's record, with what it sent and the bound."""
+        for index, message in enumerate(screened.valid):
+            if record := clipped.record(index):
+                self.last.clipped[str(self.screen.party_of(message))] = record
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         return self.strategy.configure_evaluate(server_round, arrays, config, grid)
