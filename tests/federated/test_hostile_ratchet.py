@@ -23,8 +23,8 @@ from tests.federated.mods import make_ratchet_mod
 
 pytestmark = pytest.mark.slow
 
-# The 40 rounds (and 10 of federated phase 2) take ~20 min per run on an idle 2-core machine; these
-# variables run the same test shorter where that is all the time there is.
+# The 40 rounds (and 10 of federated phase 2): the three federations take ~8 min on 2 cores; these
+# variables run the same test shorter.
 ROUNDS = int(os.environ.get("FEDGROW_RATCHET_ROUNDS", "40"))
 FINETUNE_ROUNDS = int(os.environ.get("FEDGROW_RATCHET_FINETUNE_ROUNDS", "10"))
 ATTACKER, HONEST = 0, ("1", "2")
