@@ -6,10 +6,10 @@ trains the Global-LiGO over that one averaged intermediate. The paper says no mo
 variant does share one, once, so that what strict Fed-Grow (only the Global-LiGO ever leaves a party)
 costs can be measured against it. The replies go through the same screen as every other (keys, shapes,
 finite values, size, example count, the node's party binding); with clipping on (``update_clip_factor``)
-the aggregate is their coordinate-wise median, as in federated phase 2's first round (the intermediates are
-different models, not steps from one state), otherwise the example-weighted mean as in the authors' code; it is
-kept durably in the run folder, so a resumed server sends the
-same one. The file carries the exchange's record as metadata: a server killed after writing it but before
+each is clipped to the replies' median norm and the aggregate is their coordinate-wise median, as in
+federated phase 2's first round (the intermediates are different models, not steps from one state), otherwise
+the example-weighted mean as in the authors' code; it is kept durably in the run folder, so a resumed server
+sends the same one. The file carries the exchange's record as metadata: a server killed after writing it but before
 appending the record appends it on resume, so the record is there exactly once.
 """
 
