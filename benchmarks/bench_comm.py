@@ -1,6 +1,6 @@
 """Communication and round time of Fed-Grow (``fedgrow_hf.federated``).
 
-1. Bytes per round per party for the text config (``examples/configs/text-small.toml``: the real
+1. Bytes per round per party for the text config (``examples/configs/demo-text.toml``: the real
    all-MiniLM-L6-v2 and two sources derived from it, grown into BERT L8/H512): Fed-Grow sends the
    Global-LiGO up and down; FedAvg of the full target sends the whole grown model; FedAvg of the
    whole Dual-LiGO would send Global + the party's Local-LiGO. Sizes are the serialised Flower
@@ -53,7 +53,7 @@ def communication(config: FederationConfig) -> list[dict]:
 def round_seconds(data: str, parties: int, rounds: int) -> float:
     from fedgrow_hf.federated.simulate import simulate
 
-    config = FederationConfig.load(CONFIGS / "tiny.toml")
+    config = FederationConfig.load(CONFIGS / "demo-tiny.toml")
     config.data.source = data
     config.data.limit = 100 * parties
     config.parties = [config.parties[i % len(config.parties)] for i in range(parties)]
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--output", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
-    text = FederationConfig.load(CONFIGS / "text-small.toml")
+    text = FederationConfig.load(CONFIGS / "demo-text.toml")
     rows = communication(text)
     print("| party | source | Fed-Grow | FedAvg full target | FedAvg whole Dual-LiGO | Fed-Grow / full |")
     print("|---|---|---|---|---|---|")

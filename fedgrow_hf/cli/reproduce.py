@@ -1,8 +1,9 @@
 """``fedgrow reproduce PRESET``: Fed-Grow vs Fed-Scratch, Independent growth, own-source fine-tuning, central
 LiGO on pooled data and a same-source reference, over several seeds.
 
-PRESET is ``tiny``, ``vision-small``, ``text-small``, ``gpu-small``, ``paper``, ``paper-agnews``, ``paper-agnews-full`` (see
-``fedgrow_hf/reproduce/presets.py``) or the path of a federation config (the schema of ``fedgrow simulate``).
+PRESET is the name of a preset (a file of ``fedgrow_hf/reproduce/presets/``: ``tiny``, ``vision-small``,
+``text-small``, ``gpu-small``, ``paper``, ``paper-agnews``, ``paper-agnews-full``) or the path of a federation config (the
+schema of ``fedgrow simulate``, optionally with a ``[reproduce]`` table as the presets have).
 Writes ``OUTPUT_DIR/results.json`` and PNG plots, and regenerates ``RESULTS.md`` from every preset's results.
 """
 

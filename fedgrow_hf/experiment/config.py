@@ -130,6 +130,10 @@ AGGREGATORS = ("fedavg", "fedmedian", "fedtrimmedavg")
 PARTY_METRICS = ("exact", "coarse", "none")
 
 
+# The table of a config file that ``fedgrow reproduce`` reads (its seeds, methods ...: fedgrow_hf.reproduce.presets)
+# and a federation ignores.
+COMPARISON_TABLE = "reproduce"
+
 # Largest seed every seeded library takes (numpy's seeds are 32-bit).
 MAX_SEED = 2**32 - 1
 RANGE = "range"
@@ -279,19 +283,12 @@ class FederationConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> FederationConfig:
-        """Read a ``.toml`` or ``.json`` config, resolving relative paths against its folder."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"federation config {path} does not exist")
-        text = path.read_text(encoding="utf-8")
-        try:
-            raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
-            raise ConfigError(f"cannot parse {path}: {error}") from error
-        except RecursionError as error:
-            raise ConfigError(f"cannot parse {path}: its tables or arrays are nested too deeply") from error
+        """Read a ``.toml`` or ``.json`` config, resolving relative paths against its folder; a
+        ``[reproduce]`` table (``COMPARISON_TABLE``) is ``fedgrow reproduce``'s, not the federation's."""
+        raw = read_config_file(path)
+        raw.pop(COMPARISON_TABLE, None)
         config = cls.from_dict(raw)
-        config.resolve_paths(path.parent)
+        config.resolve_paths(Path(path).parent)
         return config
 
     @classmethod
@@ -393,6 +390,23 @@ class FederationConfig:
                 party.derive["from"] = _resolve(party.derive["from"], base)
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The tables of a ``.toml`` or ``.json`` config file as written: nothing checked, no path resolved."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"federation config {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"cannot parse {path}: {error}") from error
+    except RecursionError as error:
+        raise ConfigError(f"cannot parse {path}: its tables or arrays are nested too deeply") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a table of settings, got {type(raw).__name__}")
+    return raw
+
+
 def _section(kind: type, raw: dict[str, Any], name: str) -> Any:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"[{name}] must be a table of settings, got {raw!r}")
@@ -478,6 +492,12 @@ def _is_of_type(value: Any, hint: Any) -> bool:
     if origin is list:
         (item_type,) = get_args(hint) or (Any,)
         return isinstance(value, list) and all(_is_of_type(item, item_type) for item in value)
+    if origin is tuple:  # tuple[X, ...] or tuple[X, Y]
+        item_types = get_args(hint)
+        if len(item_types) == 2 and item_types[1] is Ellipsis:
+            item_types = (item_types[0],) * len(value) if isinstance(value, tuple) else ()
+        return (isinstance(value, tuple) and len(value) == len(item_types)
+                and all(_is_of_type(item, item_type) for item, item_type in zip(value, item_types)))
     return isinstance(value, hint)
 
 
@@ -492,6 +512,10 @@ def _type_name(hint: Any) -> str:
         return "a table" + (f" of {_type_name(get_args(hint)[1])} values" if get_args(hint) else "")
     if origin is list:
         return "a list"
+    if origin is tuple:
+        item_types = get_args(hint)
+        count = "" if len(item_types) == 2 and item_types[1] is Ellipsis else f" of {len(item_types)}"
+        return f"a list{count}"
     if is_dataclass(hint):
         return "a table of settings"
     return names.get(hint, getattr(hint, "__name__", str(hint)))

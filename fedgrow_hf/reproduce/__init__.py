@@ -1,8 +1,8 @@
 """Reproduce Fed-Grow's comparison against its baselines on real data (``fedgrow reproduce PRESET``).
 
-Methods live in :mod:`.methods`, presets in :mod:`.presets`, the optional choice of the full-model learning
-rate in :mod:`.tuning`, the write-up (``results.json``, seed statistics, the issue's targets, plots,
-``RESULTS.md``) in :mod:`.report`, and :func:`reproduce` runs it all, once per seed. Needs the
+Methods live in :mod:`.methods`, presets (one TOML file each) in :mod:`.presets`, the optional choice of the
+full-model learning rate in :mod:`.tuning`, the write-up (``results.json``, seed statistics, the issue's targets,
+plots, ``RESULTS.md``) in :mod:`.report`, and :func:`reproduce` runs it all, once per seed. Needs the
 ``federated`` extra (Flower, Ray) and matplotlib; importing :mod:`fedgrow_hf` does not import this package.
 """
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import datasets
 
-from ..experiment.config import FederationConfig
+from ..experiment.config import COMPARISON_TABLE, FederationConfig, read_config_file
 from ..experiment.data import common_test_set
 from ..federated.engine import SimulationEngine, as_engine
 from .claims import paper_claims
-from .methods import METHODS, majority_class_reference, party_data, run_method
-from .presets import COMPARISON_SEEDS, PRESETS, preset_config
+from .methods import majority_class_reference, party_data, run_method
+from .presets import COMPARISON_SEEDS, PRESET_FOLDER, PRESETS, ComparisonSettings, preset_config
 from .report import (
     PARTITIONED_KIND,
     RESULTS_FILE,
@@ -41,32 +41,28 @@ from .tuning import at_learning_rate, method_learning_rate, procedure, run_searc
 
 @dataclass
 class Comparison:
-    """What a comparison starts from: the config, its summary, its default seeds and methods, where its
-    full-model learning rate comes from, and the data settings of each partition it is run under (none: the
-    config's own partition)."""
+    """What a comparison starts from: the config and its ``[reproduce]`` settings (its summary, seeds and methods,
+    where its full-model learning rate comes from, the data settings of each partition it is run under)."""
 
     config: FederationConfig
-    summary: str
-    seeds: tuple[int, ...]
-    learning_rate_origin: str
-    methods: tuple[str, ...] = METHODS
-    partitions: dict[str, dict[str, Any]] | None = None
-    scaling: dict[str, tuple[Any, Any]] | None = None
+    settings: ComparisonSettings
 
 
 def load_comparison(preset: str, data_dir: str | Path) -> Comparison:
-    """A preset (its data under ``data_dir``) or a federation config file (seeds: its own seed and the next
-    two; its data seed stays fixed)."""
+    """A preset (its data under ``data_dir``) or a federation config file, whose paths are its folder's and whose
+    ``[reproduce]`` table is optional (seeds: its own seed and the next two; its data seed stays fixed)."""
+    path = Path(preset)
+    if preset not in PRESETS and path.is_file() and path.resolve().parent == PRESET_FOLDER.resolve():
+        preset = path.stem  # a preset's file: its data folder is data_dir's, not the file's
     if preset in PRESETS:
-        settings = PRESETS[preset]
-        return Comparison(FederationConfig.from_dict(preset_config(preset, data_dir)), settings.summary,
-                          settings.seeds, settings.learning_rate_origin, settings.methods, settings.partitions,
-                          settings.scaling)
-    if Path(preset).is_file():
-        config = FederationConfig.load(preset)
-        seeds = tuple(config.seed + offset for offset in range(len(COMPARISON_SEEDS)))
-        return Comparison(config, f"federation config `{preset}` ({config.num_parties} parties)", seeds,
-                          "as set in the config file")
+        return Comparison(FederationConfig.from_dict(preset_config(preset, data_dir)), PRESETS[preset].settings)
+    if path.is_file():
+        config = FederationConfig.load(path)
+        defaults = {"summary": f"federation config `{preset}` ({config.num_parties} parties)",
+                    "seeds": tuple(config.seed + offset for offset in range(len(COMPARISON_SEEDS))),
+                    "learning_rate_origin": "as set in the config file"}
+        table = read_config_file(path).get(COMPARISON_TABLE, {})
+        return Comparison(config, ComparisonSettings.from_table(table, preset, defaults))
     raise ValueError(f"{preset!r} is neither a preset ({', '.join(PRESETS)}) nor a federation config file")
 
 
@@ -102,24 +98,26 @@ def reproduce(
     measured with the same config is not repeated (so a long comparison that stopped half-way continues).
     """
     comparison = load_comparison(preset, data_dir)
-    seeds, methods = list(seeds or comparison.seeds), list(methods or comparison.methods)
+    seeds, methods = list(seeds or comparison.settings.seeds), list(methods or comparison.settings.methods)
     work_dir, output_dir = Path(work_dir).resolve(), Path(output_dir)
     compare = partial(_compare, comparison, methods=methods, seeds=seeds, tune=tune, keep_models=keep_models,
                       command=command, engine=engine, resume=resume, log=log)
-    if comparison.partitions is None:
+    partitions = comparison.settings.partitions
+    if partitions is None:
         results = compare(comparison.config, work_dir)
         results.update(_kept_notes(output_dir / RESULTS_FILE))
     else:
         started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         by_partition = {}
-        for name, data in comparison.partitions.items():
+        for name, data in partitions.items():
             config = copy.deepcopy(comparison.config)
             for key, value in data.items():
                 setattr(config.data, key, value)
             config.validate()
             by_partition[name] = compare(config, work_dir / name)
-        results = {"kind": PARTITIONED_KIND, "preset": comparison.config.name, "summary": comparison.summary,
-                   "command": command, "started": started, "scaling": comparison.scaling, "partitions": by_partition,
+        results = {"kind": PARTITIONED_KIND, "preset": comparison.config.name, "summary": comparison.settings.summary,
+                   "command": command, "started": started, "scaling": comparison.settings.scaling,
+                   "partitions": by_partition,
                    "claims": paper_claims(by_partition), **_kept_notes(output_dir / RESULTS_FILE)}
     write_results(output_dir, results)
     report = rewrite_report(output_dir, report_path)
@@ -154,20 +152,20 @@ def _compare(
     results = {
         "kind": RESULTS_KIND,
         "preset": config.name,
-        "summary": comparison.summary,
+        "summary": comparison.settings.summary,
         "command": command,
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),
         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_seconds": round(time.monotonic() - wall, 1),
         "config": config.to_dict(),
         "seeds": seeds,
-        "learning_rate_origin": comparison.learning_rate_origin,
+        "learning_rate_origin": comparison.settings.learning_rate_origin,
         "learning_rate_tuning": tuning,
         "environment": environment(),
         "party_data": party_data(config),
         "test_examples": len(test_set),
         "majority_class": majority_class_reference(config, list(test_set.with_format(None)["labels"])),
-        "preset_methods": list(comparison.methods),
+        "preset_methods": list(comparison.settings.methods),
         "methods": measured,
         "paired_differences": paired_differences(measured),
         "targets": issue_targets(measured),
@@ -260,6 +258,6 @@ def rewrite_report(output_dir: str | Path, report_path: str | Path | None = None
 def pending_commands() -> dict[str, str]:
     """How to measure each preset (listed in RESULTS.md while a preset has no results)."""
     return {
-        name: f"`fedgrow reproduce {name}` from the repository root (expected: {preset.budget})"
+        name: f"`fedgrow reproduce {name}` from the repository root (expected: {preset.settings.budget})"
         for name, preset in PRESETS.items() if name != "tiny"
     }

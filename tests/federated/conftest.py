@@ -61,7 +61,7 @@ def flower_task_identity() -> Iterator[None]:
         TaskIdentity.task_id = TaskIdentity.run_id = TaskIdentity.node_id = None
 
 
-TINY_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "configs" / "tiny.toml"
+TINY_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "configs" / "demo-tiny.toml"
 
 
 def tiny_federation(shared_data_dir: Path, **federation):

@@ -148,10 +148,12 @@ def test_a_partitioned_comparison_reports_the_claims(shared_data_dir, cache, tmp
     each partition's comparison and the claims, paired by seed, and a RESULTS.md section rendered from it."""
     from fedgrow_hf.reproduce import presets, runner
 
-    raw = paper_regime(shared_data_dir, cache).to_dict()
-    preset = presets.Preset("tiny-paper", "tiny paper protocol", "seconds", lambda data_dir: raw, seeds=(0, 1),
-                            methods=("fed-grow", "fed-grow-dense", "fed-grow-shared-intermediate", "independent",
-                                     "fed-scratch"), partitions=presets.PAPER_PARTITIONS)
+    raw = paper_regime(shared_data_dir, cache).to_dict()  # an absolute data source: the data folder changes nothing
+    settings = presets.ComparisonSettings(
+        "tiny paper protocol", "seconds", seeds=(0, 1),
+        methods=("fed-grow", "fed-grow-dense", "fed-grow-shared-intermediate", "independent", "fed-scratch"),
+        partitions=presets.PRESETS["paper-agnews"].settings.partitions)
+    preset = presets.Preset("tiny-paper", raw, settings)
     monkeypatch.setitem(presets.PRESETS, "tiny-paper", preset)
     output = tmp_path / "results" / "tiny-paper"
     results = runner.reproduce("tiny-paper", data_dir=shared_data_dir, output_dir=output, work_dir=tmp_path / "work",

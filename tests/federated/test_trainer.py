@@ -110,7 +110,7 @@ def test_rejects_plain_ligo(tmp_path, sst2_train):
 def _vision_config(shared_data_dir, tmp_path):
     from fedgrow_hf.experiment.config import FederationConfig
 
-    config = FederationConfig.load(Path(__file__).resolve().parents[2] / "examples" / "configs" / "vision-small.toml")
+    config = FederationConfig.load(Path(__file__).resolve().parents[2] / "examples" / "configs" / "demo-vision.toml")
     config.data.source, config.data.limit = str(shared_data_dir / "mnist"), 240
     config.data.source_cache = str(tmp_path / "sources")
     config.model.target = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2,
