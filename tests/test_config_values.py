@@ -35,7 +35,7 @@ def _raw(**federation) -> dict:
         ("federation", "finetune_rounds", 0, "federation.finetune_rounds=0 must be >= 1"),
         ("federation", "aggregator", 3, "federation.aggregator=3 must be a string"),
         ("model", "num_labels", 0, "model.num_labels=0 must be >= 2"),
-        ("model", "intermediate", {"hidden_size": "32"}, "model.intermediate=.* must be a table of an integer values"),
+        ("model", "intermediate", {"hidden_size": "32"}, r"model.intermediate=.* must be a table \(each value an integer\)"),
         ("data", "limit", 0, "data.limit=0 must be >= 1"),
         ("data", "limit", 2.0, "data.limit=2.0 must be an integer or absent"),
         ("data", "alpha", 0, "data.alpha=0 must be > 0"),

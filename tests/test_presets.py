@@ -96,7 +96,7 @@ def test_a_preset_file_is_its_preset():
     ("seeds = [-1]", "none repeated"),
     ('seeds = ["0"]', "reproduce.seeds=.* must be a list"),
     ('partitions = {iid = {partiton = "iid"}}', "'partiton' -> 'partition'"),
-    ('scaling = {rounds = [99]}', "reproduce.scaling=.* must be a table of a list of 2 values"),
+    ('scaling = {rounds = [99]}', r"reproduce.scaling=.* must be a table \(each value a list of 2 values\)"),
 ])
 def test_a_wrong_comparison_setting_is_refused_by_name(tmp_path, table, expected):
     with pytest.raises(ConfigError, match=expected):

@@ -1,9 +1,9 @@
 """``fedgrow simulate CONFIG``: a whole Fed-Grow federation on this machine (Flower simulation engine).
 
-CONFIG is a TOML or JSON federation config (schema: ``fedgrow_hf/experiment/config.py``; examples in
-``examples/configs/``). Writes ``RUN_DIR/metrics.jsonl`` (one line per round: loss, accuracy, bytes
-up/down per party), ``RUN_DIR/global_operator.safetensors`` (the final Global-LiGO) and a checkpoint
-after every round, from which ``--resume`` continues.
+CONFIG is a TOML or JSON federation config (schema: docs/config.md; examples in ``examples/configs/``).
+Writes ``RUN_DIR/metrics.jsonl`` (one line per round: loss, accuracy, bytes up/down per party),
+``RUN_DIR/global_operator.safetensors`` (the final Global-LiGO) and a checkpoint after every round, from
+which ``--resume`` continues.
 """
 
 from __future__ import annotations

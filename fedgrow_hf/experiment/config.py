@@ -1,101 +1,14 @@
 """The federation config: one TOML or JSON file describing a whole Fed-Grow run.
 
-Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)::
-
-    name = "text-small"            # label of the run
-    seed = 0                       # seeds initialisation (operators, task heads) and training (batch order)
-    data_seed = 0                  # seeds the data: subset, partition, held-out splits, and the parties'
-                                   # source preparation (random, distilled or pretrained); default: seed
-
-    [federation]
-    rounds = 5                     # phase 1: federated Global-LiGO training rounds (0: skip phase 1)
-    local_steps = 20               # optimizer steps per party per round
-    min_train_nodes = 2            # a round needs at least this many valid updates
-    round_timeout = 600            # seconds the server waits for replies
-    round_retries = 1              # times a round with too few valid updates is run again
-    max_update_bytes = 0           # size bound of one update; 0: exactly the Global-LiGO's size
-    max_num_examples = 1000000     # a reply claiming more examples than this is dropped (it would own the mean)
-    update_norm_bound = 10.0       # drop an update farther (L2) from the round's centre (the current state;
-                                   # federated phase 2's round 1: the replies' median) than this times
-                                   # max(1, its norm); 0: no bound
-    update_clip_factor = 1.0       # clip every update's distance to this times the round's median distance,
-                                   # and its example count to this times the median count (robust to a
-                                   # party that ratchets the bound up; see federated/clipping.py); 0: off
-    aggregator = "fedavg"          # "fedavg" (example-weighted); robust: "fedmedian", "fedtrimmedavg"
-    trim_fraction = 0.2            # "fedtrimmedavg": fraction cut at each end per coordinate (refused where
-                                   # it cuts nothing: int(trim_fraction x parties) = 0)
-    phase2 = "local"               # "local": each party merges and fine-tunes alone (LiGO's recipe: a short
-                                   # operator phase, then the grown model is trained);
-                                   # "federated": FedAvg of the merged grown models;
-                                   # "merge": no fine-tuning: the operator-only regime of the Fed-Grow paper
-                                   # (many operator rounds; each party merges its final operator once and
-                                   # keeps that model); "none": phase 1 only
-    local_ligo_rounds = 0          # phase-1 rounds in which a party's Local-LiGO trains (0: every round;
-                                   # 1: the first only, then it stays fixed, as in the authors' code)
-    share_intermediate = false     # true: after round 1 every party sends its grown intermediate model once,
-                                   # the server averages them and every party then grows from that average
-                                   # (what the authors' code does; it shares a model)
-    finetune_steps = 20            # phase 2 steps (per round, for "federated")
-    finetune_learning_rate = 0.0   # phase 2's learning rate (full-model training, Fed-Scratch included);
-                                   # 0: [training].learning_rate, the operator's
-    finetune_rounds = 2            # phase 2 rounds for "federated"
-    finetune_init = "grown"        # phase 2 starts from the merged grown model; "random": from a seeded
-                                   # random target (Fed-Scratch baseline; allows rounds = 0)
-    dp_noise_multiplier = 0.0      # > 0: Flower's server-side fixed-clipping DP on the Global-LiGO
-    dp_clipping_norm = 1.0
-    # opt-in Flower SecAgg+ on phase 1: the server sees only the sum of the masked, quantised updates
-    # (so it can validate only the aggregate); not combinable with dp_noise_multiplier > 0, nor --resume
-    secure_aggregation = {enabled = false, num_shares = 3, reconstruction_threshold = 2, max_weight = 1000.0,
-                          clipping_range = 8.0, quantization_range = 4194304}
-    # max_weight bounds a party's example count; clipping_range bounds |weight/max_weight * value|;
-    # party_metrics: what each party reveals in clear beside its masked update and after local phase 2:
-    # "exact" (its example count and metrics), "coarse" (count to 2 significant digits, metrics to 2
-    # decimals; the count also weights the average), "none" (nothing; an unweighted average; phase 2: its id)
-
-    [model]
-    family = "bert"                # "bert" (sequence classification) or "vit" (image classification)
-    num_labels = 2
-    target = {num_hidden_layers = 8, hidden_size = 512, num_attention_heads = 8, intermediate_size = 2048}
-    intermediate = {num_hidden_layers = 6, hidden_size = 384, num_attention_heads = 12, intermediate_size = 1536}
-    ligo = {init_noise_std = 0.0}  # any other LiGOConfig fields
-
-    [data]
-    source = "../shared/data/sst2" # a local file/dir, an MNIST IDX dir, or a Hub dataset id
-    split = "train"                # the split shared out among the parties
-    limit = 2000                   # keep a seeded random subset of this many examples
-    test_split = "test"            # the common split `fedgrow reproduce` scores every final model on
-    test_limit = 0                 # > 0: score on a seeded random subset of that many test examples
-    eval_fraction = 0.2            # each party holds out this fraction of its share for evaluation
-    partition = "dirichlet"        # or "iid"
-    alpha = 0.5                    # Dirichlet concentration (small: strongly non-IID)
-    min_size = 10                  # Dirichlet: redraw until every party holds this many examples
-    min_class_size = 0             # ... and this many of every class (a one-class party has nothing to learn)
-    max_length = 64                # text: tokens
-    tokenizer = ""                 # text: defaults to the first party's source
-    image_size = 32                # vision
-    num_channels = 1
-    source_cache = "~/.cache/fedgrow-hf/sources"   # pretrained ViT / distilled BERT sources are cached here
-
-    [training]                     # keyword arguments of every party's transformers.TrainingArguments
-    learning_rate = 1e-3
-    per_device_train_batch_size = 16
-
-    [[parties]]                    # one table per party: where its private source model comes from
-    source = "minilm"              # a path or Hub id; "minilm": the bundled all-MiniLM-L6-v2
-    [[parties]]
-    derive = {num_hidden_layers = 3, hidden_size = 192}   # fedgrow_hf.sources: smaller model derived
-                                   # from `from` (default: minilm); add distill_steps = N to distil it
-                                   # from its parent on the party's own training sentences
-    [[parties]]
-    random = {num_hidden_layers = 2, hidden_size = 32, num_attention_heads = 4, intermediate_size = 64}
-    [[parties]]                    # a source trained from scratch on the party's own training share (the
-                                   # Fed-Grow authors' round 1; BERT: a classifier; ViT: see pretrain_vit_source)
-    pretrain = {num_hidden_layers = 2, hidden_size = 256, num_attention_heads = 8, intermediate_size = 256,
-                epochs = 10, batch_size = 32, learning_rate = 1e-4, weight_decay = 0.05}
-
-Relative paths are resolved against the config file's directory. Every value is checked against
-the type its field declares (an integer field takes no ``1.5``, ``"3"`` or ``true``; a number field
-no NaN) and against its range (``bounded`` in the field declarations) before anything runs.
+Its tables are the dataclasses below (``[federation]``: :class:`FederationSettings`, ``[model]``,
+``[data]``, ``[[parties]]``, ``[training]``: ``TrainingArguments``). Each setting carries its own ``help``
+(and, where it has them, its range and choices) in its field's metadata: they are the one description of the
+schema, rendered into docs/config.md by scripts/config_reference.py (a test keeps the page current) and
+enforced by :meth:`FederationConfig.validate`. Every value is checked against the type its field declares
+(an integer field takes no ``1.5``, ``"3"`` or ``true``; a number field no NaN), its range and its choices
+before anything runs; an unknown key is refused with the closest valid name. Relative paths are resolved
+against the config file's folder. A ``[reproduce]`` table is ``fedgrow reproduce``'s
+(:mod:`fedgrow_hf.reproduce.presets`), not the federation's.
 """
 
 from __future__ import annotations
@@ -107,7 +20,7 @@ import math
 import sys
 import types
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -126,6 +39,7 @@ PHASE2_MODES = ("local", "federated", "merge", "none")
 FINETUNE_INITS = ("grown", "random")
 FAMILIES = ("bert", "vit")
 AGGREGATORS = ("fedavg", "fedmedian", "fedtrimmedavg")
+PARTITIONS = ("iid", "dirichlet")
 # What a party discloses in clear under SecAgg+, in phase 1 and local phase 2 (see disclosure.py).
 PARTY_METRICS = ("exact", "coarse", "none")
 
@@ -137,6 +51,8 @@ COMPARISON_TABLE = "reproduce"
 # Largest seed every seeded library takes (numpy's seeds are 32-bit).
 MAX_SEED = 2**32 - 1
 RANGE = "range"
+HELP = "help"  # what docs/config.md says of a setting (scripts/config_reference.py renders it)
+CHOICES = "choices"
 
 
 class ConfigError(ValueError):
@@ -163,81 +79,143 @@ class Range:
         return f"in {'[' if self.low_inclusive else '('}{self.low}, {self.high}{']' if self.high_inclusive else ')'}"
 
 
-def bounded(default: Any, low: float | None = None, high: float | None = None, **inclusive: bool) -> Any:
-    """A dataclass field whose value must lie in ``Range(low, high, **inclusive)``; checked by ``validate``."""
-    return field(default=default, metadata={RANGE: Range(low, high, **inclusive)})
+def bounded(default: Any, low: float | None = None, high: float | None = None, *, help: str = "",
+            **inclusive: bool) -> Any:
+    """A setting whose value must lie in ``Range(low, high, **inclusive)`` (checked by ``validate``), with its
+    ``help``: what the schema page (docs/config.md) says of it."""
+    return field(default=default, metadata={RANGE: Range(low, high, **inclusive), HELP: help})
+
+
+def setting(default: Any = MISSING, *, help: str, choices: tuple[str, ...] = (), factory: Any = MISSING) -> Any:
+    """A setting with its ``help`` and, for a string, the ``choices`` it must be one of (checked by ``validate``);
+    ``factory`` makes a mutable default."""
+    metadata = {HELP: help, **({CHOICES: choices} if choices else {})}
+    return field(default=default, default_factory=factory, metadata=metadata)
 
 
 @dataclass
 class FederationSettings:
-    rounds: int = bounded(3, 0)
-    local_steps: int = bounded(10, 1)
-    min_train_nodes: int = bounded(2, 1)
-    round_timeout: float = bounded(600.0, 0, low_inclusive=False)
-    round_retries: int = bounded(1, 0)
-    max_update_bytes: int = bounded(0, 0)
-    max_num_examples: int = bounded(1_000_000, 1)
-    update_norm_bound: float = bounded(10.0, 0)
-    update_clip_factor: float = bounded(1.0, 0)
-    aggregator: str = "fedavg"
-    trim_fraction: float = bounded(0.2, 0, 0.5, high_inclusive=False)
-    phase2: str = "local"
-    finetune_steps: int = bounded(10, 1)
-    finetune_learning_rate: float = bounded(0.0, 0)
-    finetune_rounds: int = bounded(2, 1)
-    finetune_init: str = "grown"
-    local_ligo_rounds: int = bounded(0, 0)
-    share_intermediate: bool = False
-    dp_noise_multiplier: float = bounded(0.0, 0)
-    dp_clipping_norm: float = bounded(1.0, 0, low_inclusive=False)
-    secure_aggregation: dict[str, Any] = field(default_factory=dict)
+    """``[federation]``: the rounds of both phases, how the server aggregates the replies and what it checks."""
+
+    rounds: int = bounded(3, 0, help="phase 1: federated Global-LiGO training rounds (0 only with "
+                                     'finetune_init = "random")')
+    local_steps: int = bounded(10, 1, help="optimizer steps per party per phase-1 round")
+    min_train_nodes: int = bounded(2, 1, help="a round needs at least this many valid updates (at most the number "
+                                              "of parties)")
+    round_timeout: float = bounded(600.0, 0, low_inclusive=False, help="seconds the server waits for a round's "
+                                                                       "replies")
+    round_retries: int = bounded(1, 0, help="times a round with too few valid updates is run again")
+    max_update_bytes: int = bounded(0, 0, help="size bound of one update; 0: exactly the Global-LiGO's size")
+    max_num_examples: int = bounded(1_000_000, 1, help="a reply claiming more examples than this is dropped (it "
+                                                       "would own the weighted mean)")
+    update_norm_bound: float = bounded(10.0, 0, help=(
+        "drop an update farther (L2) from the round's centre (the current state; federated phase 2's first round: "
+        "the replies' median) than this times max(1, its norm); 0: no bound"))
+    update_clip_factor: float = bounded(1.0, 0, help=(
+        "clip every update's distance to this times the round's median distance, and its example count to this "
+        "times the median count (robust to a party that ratchets the bound up; federated/clipping.py); 0: off"))
+    aggregator: str = setting("fedavg", choices=AGGREGATORS, help=(
+        '"fedavg": the example-weighted mean; robust: "fedmedian", "fedtrimmedavg"'))
+    trim_fraction: float = bounded(0.2, 0, 0.5, high_inclusive=False, help=(
+        '"fedtrimmedavg": the fraction cut at each end of every coordinate (refused where it cuts nothing: '
+        "int(trim_fraction x parties) = 0)"))
+    phase2: str = setting("local", choices=PHASE2_MODES, help=(
+        'after phase 1: "local": each party merges its grown model and fine-tunes it alone (LiGO\'s recipe); '
+        '"federated": FedAvg of the merged grown models; "merge": no fine-tuning, each party merges its final '
+        'operator once (the Fed-Grow paper\'s operator-only regime); "none": phase 1 only'))
+    finetune_steps: int = bounded(10, 1, help='phase-2 optimizer steps per party (per round with "federated")')
+    finetune_learning_rate: float = bounded(0.0, 0, help=(
+        "phase 2's learning rate (full-model training, Fed-Scratch's included); 0: [training].learning_rate, "
+        "the operator's"))
+    finetune_rounds: int = bounded(2, 1, help='phase-2 rounds with "federated"')
+    finetune_init: str = setting("grown", choices=FINETUNE_INITS, help=(
+        'what phase 2 starts from: "grown", the merged grown model; "random", a seeded random target (the '
+        'Fed-Scratch baseline: needs phase2 = "federated", allows rounds = 0)'))
+    local_ligo_rounds: int = bounded(0, 0, help=(
+        "phase-1 rounds in which a party's Local-LiGO trains (0: every round; 1: the first only, then it stays "
+        "fixed, as in the Fed-Grow authors' code)"))
+    share_intermediate: bool = setting(False, help=(
+        "after round 1 every party sends its grown intermediate model once, the server averages them and every "
+        "party grows from that average (what the Fed-Grow authors' code does; it shares a model; needs rounds >= 2 "
+        "and no secure aggregation)"))
+    dp_noise_multiplier: float = bounded(0.0, 0, help=(
+        "> 0: Flower's server-side fixed-clipping differential privacy on the Global-LiGO (not with secure "
+        "aggregation)"))
+    dp_clipping_norm: float = bounded(1.0, 0, low_inclusive=False, help="that differential privacy's clipping norm")
+    secure_aggregation: dict[str, Any] = setting(factory=dict, help=(
+        "opt-in Flower SecAgg+ on phase 1: a table of the settings of [federation].secure_aggregation"))
 
 
 @dataclass
 class SecureAggregationSettings:
-    """``[federation].secure_aggregation``: the parameters of Flower's ``SecAggPlusWorkflow``.
+    """``[federation].secure_aggregation``: the parameters of Flower's ``SecAggPlusWorkflow``. Under it the server
+    sees only the sum of the masked, quantised updates, so it can validate only the aggregate."""
 
-    ``num_shares`` and ``reconstruction_threshold`` are counts (ints) or shares (floats in (0, 1]),
-    as Flower takes them; :meth:`FederationConfig.validate` checks which.
-    """
-
-    enabled: bool = False
-    num_shares: int | float = bounded(3, 0, low_inclusive=False)
-    reconstruction_threshold: int | float = bounded(2, 0, low_inclusive=False)
-    max_weight: float = bounded(1000.0, 0, low_inclusive=False)
-    clipping_range: float = bounded(8.0, 0, low_inclusive=False)
-    quantization_range: int = bounded(4194304, 1)
-    party_metrics: str = "coarse"
+    enabled: bool = setting(False, help=(
+        "run phase 1 under SecAgg+ (not with dp_noise_multiplier > 0, nor with --resume)"))
+    num_shares: int | float = bounded(3, 0, low_inclusive=False, help=(
+        "shares of each party's secret: an integer counts parties (1: all of them, else > 2), a float in (0, 1] is "
+        "a share of them"))
+    reconstruction_threshold: int | float = bounded(2, 0, low_inclusive=False, help=(
+        "shares needed to reconstruct a secret: a count less than num_shares, or a share in (0, 1]"))
+    max_weight: float = bounded(1000.0, 0, low_inclusive=False, help="bounds a party's example count (its weight)")
+    clipping_range: float = bounded(8.0, 0, low_inclusive=False, help=(
+        "bounds |weight / max_weight x value| before quantisation"))
+    quantization_range: int = bounded(4194304, 1, help="the integer range the clipped values are quantised to")
+    party_metrics: str = setting("coarse", choices=PARTY_METRICS, help=(
+        'what a party reveals in clear beside its masked update and after local phase 2: "exact" (its example '
+        'count and metrics), "coarse" (the count to 2 significant digits, metrics to 2 decimals; the count also '
+        'weights the average), "none" (nothing: an unweighted average; in phase 2 its id)'))
 
 
 @dataclass
 class ModelSettings:
-    family: str = "bert"
-    num_labels: int = bounded(2, 2)  # a classifier; transformers would build a regression head for 1
-    target: dict[str, Any] = field(default_factory=dict)
-    intermediate: dict[str, int] = field(default_factory=dict)
-    ligo: dict[str, Any] = field(default_factory=dict)
+    """``[model]``: the task, the grown model's shape and Dual-LiGO's intermediate shape."""
+
+    family: str = setting("bert", choices=FAMILIES, help=(
+        '"bert" (sequence classification) or "vit" (image classification)'))
+    num_labels: int = bounded(2, 2, help=(
+        "classes of the task (a classifier: transformers would build a regression head for 1)"))
+    target: dict[str, Any] = setting(factory=dict, help=(
+        "required: the grown model's shape, keyword arguments of the family's transformers config (BertConfig, "
+        "ViTConfig), e.g. {num_hidden_layers = 8, hidden_size = 384, num_attention_heads = 12, "
+        "intermediate_size = 1536}"))
+    intermediate: dict[str, int] = setting(factory=dict, help=(
+        "required: Dual-LiGO's common shape, which every party's source grows into first (the same keys)"))
+    ligo: dict[str, Any] = setting(factory=dict, help="any other LiGOConfig fields, e.g. {init_noise_std = 0.0}")
 
 
 @dataclass
 class DataSettings:
-    source: str = ""
-    split: str = "train"
-    test_split: str = "test"
-    test_limit: int = bounded(0, 0)
-    limit: int | None = bounded(None, 1)
-    eval_fraction: float = bounded(0.2, 0, 1, low_inclusive=False, high_inclusive=False)
-    partition: str = "iid"
-    alpha: float = bounded(0.5, 0, low_inclusive=False)
-    min_size: int = bounded(10, 1)
-    min_class_size: int = bounded(0, 0)
-    text_column: str = "sentence"
-    label_column: str = "label"
-    max_length: int = bounded(64, 1)
-    tokenizer: str = ""
-    image_size: int = bounded(32, 1)
-    num_channels: int = bounded(1, 1)
-    source_cache: str = "~/.cache/fedgrow-hf/sources"
+    """``[data]``: the data shared out among the parties, and the common split the comparison scores on."""
+
+    source: str = setting("", help=(
+        'required: a local file or folder, an MNIST IDX folder, "sklearn-digits" or a Hub dataset id ("name" or '
+        '"name:config"); a relative path is the config file\'s folder\'s (a preset\'s: the data folder\'s)'))
+    split: str = setting("train", help="the split shared out among the parties")
+    test_split: str = setting("test", help=(
+        "the common split `fedgrow reproduce` scores every final model on (never shared out)"))
+    test_limit: int = bounded(0, 0, help="> 0: score on a seeded random subset of that many test examples")
+    limit: int | None = bounded(None, 1, help=(
+        "keep a seeded random subset of this many examples of the split; absent: all of them"))
+    eval_fraction: float = bounded(0.2, 0, 1, low_inclusive=False, high_inclusive=False, help=(
+        "each party holds out this fraction of its share for evaluation"))
+    partition: str = setting("iid", choices=PARTITIONS, help=(
+        'how the split is shared out: "iid", or "dirichlet" (label skew)'))
+    alpha: float = bounded(0.5, 0, low_inclusive=False, help=(
+        '"dirichlet": the concentration (small: strongly non-IID)'))
+    min_size: int = bounded(10, 1, help='"dirichlet": redraw until every party holds this many examples')
+    min_class_size: int = bounded(0, 0, help=(
+        '"dirichlet": ... and this many of every class (a one-class party has nothing to learn)'))
+    text_column: str = setting("sentence", help="text: the column holding the text")
+    label_column: str = setting("label", help="the column holding the labels")
+    max_length: int = bounded(64, 1, help="text: tokens per example")
+    tokenizer: str = setting("", help=(
+        'text: a tokenizer\'s path or Hub id, or "minilm"; empty: the first party\'s source\'s'))
+    image_size: int = bounded(32, 1, help="vision: pixels a side, images resized to it")
+    num_channels: int = bounded(1, 1, help="vision: colour channels")
+    source_cache: str = setting("~/.cache/fedgrow-hf/sources", help=(
+        "where prepared sources (derived, distilled, pretrained) are kept, so a rerun reuses them"))
 
 
 # What a party's ``derive`` table may hold (fedgrow_hf.sources.derive_bert_source's shape and its parent),
@@ -249,24 +227,39 @@ VIT_PRETRAIN_SETTINGS = ("steps", "data")
 
 @dataclass
 class PartySettings:
-    source: str = ""
-    derive: dict[str, Any] | None = None
-    random: dict[str, Any] | None = None
-    pretrain: dict[str, Any] | None = None
+    """``[[parties]]``, one table per party: where its private source model comes from (exactly one of these)."""
+
+    source: str = setting("", help='a model\'s path or Hub id; "minilm": the bundled all-MiniLM-L6-v2')
+    derive: dict[str, Any] | None = setting(None, help=(
+        "a smaller BERT cut out of `from` (default: minilm) by layer dropping and width pruning: "
+        "{num_hidden_layers = 3, hidden_size = 192}, optionally intermediate_size and num_attention_heads; "
+        "distill_steps = N then distils it from its parent on the party's own training sentences (cached)"))
+    random: dict[str, Any] | None = setting(None, help=(
+        "a randomly initialised model of this shape (tests): keyword arguments of the family's config"))
+    pretrain: dict[str, Any] | None = setting(None, help=(
+        "a model of this shape trained from scratch (cached): a BERT as a classifier on the party's own "
+        "training share (the Fed-Grow authors' round 1; recipe: epochs, batch_size, learning_rate, weight_decay, "
+        "max_grad_norm); a ViT for `steps` steps (default 100) on `data` (the train split of an image source, e.g. "
+        '"sklearn-digits"; default: the party\'s own share)'))
 
 
 @dataclass
 class FederationConfig:
-    """A whole Fed-Grow run; see the module docstring for the file schema."""
+    """A whole Fed-Grow run: a config file's top-level settings, and its tables."""
 
-    name: str = "fedgrow"
-    seed: int = bounded(0, 0, MAX_SEED)
-    data_seed: int | None = bounded(None, 0, MAX_SEED)
-    federation: FederationSettings = field(default_factory=FederationSettings)
-    model: ModelSettings = field(default_factory=ModelSettings)
-    data: DataSettings = field(default_factory=DataSettings)
-    training: dict[str, Any] = field(default_factory=dict)
-    parties: list[PartySettings] = field(default_factory=list)
+    name: str = setting("fedgrow", help="the run's label: its folder (runs/NAME) and its reports")
+    seed: int = bounded(0, 0, MAX_SEED, help=(
+        "seeds initialisation (operators, task heads) and training (batch order)"))
+    data_seed: int | None = bounded(None, 0, MAX_SEED, help=(
+        "seeds the data (its subset, partition and held-out shares) and the parties' source preparation "
+        "(derived, distilled, pretrained or random); absent: seed"))
+    federation: FederationSettings = setting(factory=FederationSettings, help="[federation], below")
+    model: ModelSettings = setting(factory=ModelSettings, help="[model], below; required")
+    data: DataSettings = setting(factory=DataSettings, help="[data], below; required")
+    training: dict[str, Any] = setting(factory=dict, help=(
+        "keyword arguments of every party's transformers.TrainingArguments (learning_rate, "
+        "per_device_train_batch_size ...): the operator phase's, each of its default's kind"))
+    parties: list[PartySettings] = setting(factory=list, help="[[parties]], below: at least one")
 
     def __post_init__(self) -> None:
         # A fixed int from the start: a comparison that varies ``seed`` keeps the data and sources.
@@ -332,17 +325,9 @@ class FederationConfig:
 
     def _validate_combinations(self) -> None:
         fed, model = self.federation, self.model
-        if model.family not in FAMILIES:
-            raise ConfigError(f"model.family={model.family!r} is not one of {FAMILIES}")
         _check_model_tables(self)
         if not model.target or not model.intermediate:
             raise ConfigError("model.target and model.intermediate (Dual-LiGO's common shape) are required")
-        if fed.phase2 not in PHASE2_MODES:
-            raise ConfigError(f"federation.phase2={fed.phase2!r} is not one of {PHASE2_MODES}")
-        if fed.aggregator not in AGGREGATORS:
-            raise ConfigError(f"federation.aggregator={fed.aggregator!r} is not one of {AGGREGATORS}")
-        if fed.finetune_init not in FINETUNE_INITS:
-            raise ConfigError(f"federation.finetune_init={fed.finetune_init!r} is not one of {FINETUNE_INITS}")
         if fed.finetune_init == "random" and fed.phase2 != "federated":
             raise ConfigError("federation.finetune_init='random' (Fed-Scratch) needs federation.phase2='federated'")
         scratch = fed.finetune_init == "random"
@@ -365,14 +350,7 @@ class FederationConfig:
                 "federation.secure_aggregation cannot be combined with federation.dp_noise_multiplier > 0: "
                 "Flower's server-side DP clips each update, which the server cannot see under SecAgg+"
             )
-        if self.secure_aggregation.party_metrics not in PARTY_METRICS:
-            raise ConfigError(
-                f"federation.secure_aggregation.party_metrics={self.secure_aggregation.party_metrics!r} "
-                f"is not one of {PARTY_METRICS}"
-            )
         _check_secure_aggregation_counts(self.secure_aggregation)
-        if self.data.partition not in ("iid", "dirichlet"):
-            raise ConfigError(f"data.partition={self.data.partition!r} is not 'iid' or 'dirichlet'")
         if not self.data.source:
             raise ConfigError("data.source (a data path or a Hub dataset id) is required")
         for i, party in enumerate(self.parties):
@@ -447,11 +425,12 @@ def _check_model_tables(config: FederationConfig) -> None:
         default = arguments[key].default
         kind = float if isinstance(default, float) else type(default)
         if kind in (bool, int, float, str) and not _is_of_type(value, kind):
-            raise ConfigError(f"training.{key}={value!r} must be {_type_name(kind)}")
+            raise ConfigError(f"training.{key}={value!r} must be {type_name(kind)}")
 
 
 def check_values(settings: Any, section: str = "") -> None:
-    """Check every field of the dataclass ``settings`` against its annotation and its ``bounded`` range.
+    """Check every field of the dataclass ``settings`` against its annotation, its ``bounded`` range and its
+    ``choices``.
 
     TOML and JSON give ints, floats, strings and booleans as written, and a wrong one would fail
     deep in a run, or silently (``1.5`` steps, ``"3"`` rounds): each must be of the declared type.
@@ -461,10 +440,13 @@ def check_values(settings: Any, section: str = "") -> None:
         name = f"{section}.{spec.name}" if section else spec.name
         value = getattr(settings, spec.name)
         if not _is_of_type(value, hints[spec.name]):
-            raise ConfigError(f"{name}={value!r} must be {_type_name(hints[spec.name])}")
+            raise ConfigError(f"{name}={value!r} must be {type_name(hints[spec.name])}")
         bounds = spec.metadata.get(RANGE)
         if bounds is not None and value is not None and value not in bounds:
             raise ConfigError(f"{name}={value!r} must be {bounds}")
+        choices = spec.metadata.get(CHOICES)
+        if choices and value not in choices:
+            raise ConfigError(f"{name}={value!r} is not one of {choices}")
 
 
 def _is_of_type(value: Any, hint: Any) -> bool:
@@ -501,21 +483,24 @@ def _is_of_type(value: Any, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
-def _type_name(hint: Any) -> str:
-    """How an error names a type: ``an int``, ``a finite number``, ``an int or None`` ..."""
+def type_name(hint: Any) -> str:
+    """How an error and docs/config.md name a type: ``an integer``, ``a finite number``, ``an integer or absent
+    (null)`` ..."""
     names = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
              type(None): "absent (null)"}
     origin = get_origin(hint)
     if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(option) for option in get_args(hint))
+        return " or ".join(type_name(option) for option in get_args(hint))
     if origin is dict:
-        return "a table" + (f" of {_type_name(get_args(hint)[1])} values" if get_args(hint) else "")
+        value_type = get_args(hint)[1] if get_args(hint) else Any
+        return "a table" + ("" if value_type is Any else f" (each value {type_name(value_type)})")
     if origin is list:
-        return "a list"
+        return "a list" + (f" (each item {type_name(get_args(hint)[0])})" if get_args(hint) else "")
     if origin is tuple:
         item_types = get_args(hint)
-        count = "" if len(item_types) == 2 and item_types[1] is Ellipsis else f" of {len(item_types)}"
-        return f"a list{count}"
+        if len(item_types) == 2 and item_types[1] is Ellipsis:
+            return f"a list (each item {type_name(item_types[0])})"
+        return f"a list of {len(item_types)} values"
     if is_dataclass(hint):
         return "a table of settings"
     return names.get(hint, getattr(hint, "__name__", str(hint)))

@@ -12,7 +12,15 @@ from ..experiment.config import ConfigError, FederationConfig
 RUN_CONFIG_PATH_KEY = "config"
 RUN_CONFIG_RUN_DIR_KEY = "run-dir"
 RUN_CONFIG_RESUME_KEY = "resume"
-RUN_CONFIG_APP_KEYS = (RUN_CONFIG_PATH_KEY, RUN_CONFIG_RUN_DIR_KEY, RUN_CONFIG_RESUME_KEY)
+# The keys of Flower's run config that the app reads itself, with what each means (docs/config.md renders them);
+# every other key overrides one setting of the federation config.
+RUN_CONFIG_APP_HELP = {
+    RUN_CONFIG_PATH_KEY: "required: the federation config file, best an absolute path (the apps run in processes "
+                         "that the SuperLink and the SuperNodes start, not in the app's folder)",
+    RUN_CONFIG_RUN_DIR_KEY: "the run folder (default: runs/NAME, NAME the config's)",
+    RUN_CONFIG_RESUME_KEY: "true: continue from the run folder's last checkpoint",
+}
+RUN_CONFIG_APP_KEYS = tuple(RUN_CONFIG_APP_HELP)
 
 
 def resolve_run(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from ...experiment.config import (
     check_known_keys,
     check_values,
     read_config_file,
+    setting,
 )
 from ..methods import ALL_METHODS, METHODS
 
@@ -38,19 +39,19 @@ class ComparisonSettings:
     """A config file's ``[reproduce]`` table: what ``fedgrow reproduce`` runs on the config, and what its report
     says about it."""
 
-    summary: str = field(default="", metadata={"help": "one line saying what is compared (RESULTS.md)"})
-    budget: str = field(default="", metadata={"help": "how long the comparison takes, and on what"})
-    seeds: tuple[int, ...] = field(default=COMPARISON_SEEDS, metadata={
-        "help": "the comparison's seeds: each changes initialisation and batch order, not the data or the sources "
-                "(the config's `data_seed`); a config file without the table: its `seed` and the next two"})
-    learning_rate_origin: str = field(default="", metadata={
-        "help": "where the full-model learning rate comes from (RESULTS.md)"})
-    methods: tuple[str, ...] = field(default=METHODS, metadata={
-        "help": "the methods compared (`fedgrow reproduce --help` lists them); default: the LiGO regime's"})
-    partitions: dict[str, dict[str, Any]] | None = field(default=None, metadata={
-        "help": "name = {[data] settings}: the whole comparison once per partition, into one results.json"})
-    scaling: dict[str, tuple[Any, Any]] | None = field(default=None, metadata={
-        "help": "setting = [the original's value, this config's]: what the comparison scales down (RESULTS.md)"})
+    summary: str = setting("", help="one line saying what is compared (RESULTS.md)")
+    budget: str = setting("", help="how long the comparison takes, and on what")
+    seeds: tuple[int, ...] = setting(COMPARISON_SEEDS, help=(
+        "the comparison's seeds, each in [0, 2^32 - 1], none repeated: each changes initialisation and batch "
+        "order, not the data or the sources (the config's `data_seed`); a config file without the table: its "
+        "`seed` and the next two"))
+    learning_rate_origin: str = setting("", help="where the full-model learning rate comes from (RESULTS.md)")
+    methods: tuple[str, ...] = setting(METHODS, help=(
+        "the methods compared (`fedgrow reproduce --help` lists them); default: the LiGO regime's"))
+    partitions: dict[str, dict[str, Any]] | None = setting(None, help=(
+        "name = {[data] settings}: the whole comparison once per partition, into one results.json"))
+    scaling: dict[str, tuple[Any, Any]] | None = setting(None, help=(
+        "setting = [the original's value, this config's]: what the comparison scales down (RESULTS.md)"))
 
     @classmethod
     def from_table(cls, table: Any, where: str, defaults: Mapping[str, Any] | None = None) -> ComparisonSettings:
