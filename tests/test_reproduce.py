@@ -22,7 +22,7 @@ from fedgrow_hf.experiment.data import party_shares
 from fedgrow_hf.federated.engine import SimulationEngine
 from fedgrow_hf.reproduce import METHODS, PRESETS, preset_config
 from fedgrow_hf.reproduce.methods import SHAPE_KEYS, method_config, same_source, scratch_rounds
-from fedgrow_hf.reproduce.report import preset_section
+from fedgrow_hf.reproduce.results_markdown import preset_section
 from fedgrow_hf.reproduce.tuning import LEARNING_RATE_GRID
 from fedgrow_hf.tuners.ligo import GrowthStage, ModelShape
 
@@ -124,7 +124,7 @@ def test_paired_differences_and_targets_follow_from_the_per_seed_figures(tiny_ru
         assert difference["per_seed"] == pytest.approx(expected)
         assert difference["mean"] == pytest.approx(np.mean(expected))
         assert difference["std"] == pytest.approx(_sample_std(expected))
-        assert difference["fed_grow_better"] == sum(value > 0 for value in expected)
+        assert difference["better_on"] == sum(value > 0 for value in expected)
     targets = {target["key"]: target for target in results["targets"]}
     assert set(targets) == {"test-accuracy-vs-own-source", "test-accuracy-vs-independent",
                             "party-spread-vs-independent", "steps-to-fed-scratch"}
@@ -486,13 +486,34 @@ def test_fed_scratch_settings_are_validated():
 
 def _method(test: list[list[float]], curve: list[tuple[int, float]]) -> dict:
     """A method summary with only what the targets read: common-test figures and a held-out curve."""
-    from fedgrow_hf.reproduce.report import seed_statistics
+    from fedgrow_hf.reproduce.stats import seed_statistics
 
     return {"test_accuracy": seed_statistics(test), "curve": [{"steps": s, "accuracy": a} for s, a in curve]}
 
 
+def test_the_claims_and_the_comparison_pair_seeds_with_one_statistic():
+    """The paper's claims (points) and ``paired_differences`` (fractions) are the same per-seed differences;
+    a report of a results.json written before they were shared still reads its ``fed_grow_better``."""
+    from fedgrow_hf.reproduce.claims import _paired_points
+    from fedgrow_hf.reproduce.results_markdown import _paired_table
+    from fedgrow_hf.reproduce.stats import paired_differences
+
+    methods = {"fed-grow": _method([[0.80, 0.80], [0.70, 0.70], [0.90, 0.90]], []),
+               "independent": _method([[0.75, 0.75], [0.72, 0.72], [0.85, 0.85]], [])}
+    difference = paired_differences(methods)["independent"]
+    points = _paired_points(methods, "fed-grow", "independent", "test_accuracy")
+    assert points["per_seed"] == pytest.approx([100 * value for value in difference["per_seed"]])
+    assert points["better_on"] == difference["better_on"] == 2
+    assert difference["std"] == pytest.approx(float(np.std([0.05, -0.02, 0.05], ddof=1)))
+    assert _paired_points(methods, "fed-grow", "fed-scratch", "test_accuracy") is None
+    methods["independent"]["label"] = "Independent growth"
+    old = {key: value for key, value in difference.items() if key != "better_on"} | {"fed_grow_better": 2}
+    assert _paired_table({"independent": old}, methods) == _paired_table({"independent": difference}, methods)
+
+
 def test_targets_say_which_is_missed_and_by_how_much_with_the_human_reason():
-    from fedgrow_hf.reproduce.report import _targets_section, issue_targets
+    from fedgrow_hf.reproduce.results_markdown import _targets_section
+    from fedgrow_hf.reproduce.targets import issue_targets
 
     methods = {
         "fed-grow": _method([[0.80, 0.70], [0.82, 0.72]], [(10, 0.60), (20, 0.70), (50, 0.76)]),
@@ -524,7 +545,7 @@ def test_targets_say_which_is_missed_and_by_how_much_with_the_human_reason():
 def test_a_rerun_keeps_the_human_notes_and_the_report_flags_them_until_rewritten(tmp_path):
     """``fedgrow reproduce`` replaces results.json: the reasons a human wrote survive, marked as written
     for the earlier measurement until ``notes_written_for`` names the new one."""
-    from fedgrow_hf.reproduce.report import _stale_notes_warning, _targets_section
+    from fedgrow_hf.reproduce.results_markdown import _stale_notes_warning, _targets_section
     from fedgrow_hf.reproduce.runner import _kept_notes
 
     previous = tmp_path / "results.json"
@@ -547,7 +568,7 @@ def test_a_rerun_keeps_the_human_notes_and_the_report_flags_them_until_rewritten
 
 def test_report_leaves_out_other_benchmarks_results(tmp_path):
     """``benchmarks/results/`` also holds other benchmarks' ``results.json``: they are not comparisons."""
-    from fedgrow_hf.reproduce.report import write_report
+    from fedgrow_hf.reproduce.results_markdown import write_report
 
     (tmp_path / "results" / "growth_quality").mkdir(parents=True)
     (tmp_path / "results" / "growth_quality" / "results.json").write_text(json.dumps({"rows": []}))
@@ -559,7 +580,7 @@ def test_report_leaves_out_other_benchmarks_results(tmp_path):
 def test_report_learning_rates_follow_the_training_defaults():
     """A user's config without ``[training].learning_rate`` reports the rate its parties really used."""
     from fedgrow_hf.experiment.training import training_arguments
-    from fedgrow_hf.reproduce.report import _learning_rates
+    from fedgrow_hf.reproduce.results_markdown import _learning_rates
 
     config = _tiny()
     config.training = {}

@@ -1,7 +1,7 @@
 """The Fed-Grow paper's claims beside what ``fedgrow reproduce paper-agnews`` measured, each against the baseline
 the paper measures it against (its ``noagg``: independent growth; its ``only_large``: Fed-Scratch).
 
-Every figure is read from the comparison's own summaries (:mod:`.report`'s ``summarise``): accuracies are
+Every figure is read from the comparison's own summaries (:mod:`.stats`' ``summarise``): accuracies are
 paired by seed, costs are counted. A claim that does not hold is reported with by how much.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+from .stats import paired
 
 # The paper's figures (IEEE TPDS 2026 / arXiv 2406.13450): Fed-Grow trains 59.25% fewer parameters per party and
 # sends 73.01% fewer bytes than federated training of the large model (Fed-Scratch).
@@ -21,14 +21,12 @@ BASELINES = ("independent", "fed-scratch")
 GROWTH = ("fed-grow", "fed-grow-dense")
 
 
-def paired(methods: dict[str, dict[str, Any]], ours: str, other: str, metric: str) -> dict[str, Any] | None:
-    """``ours`` minus ``other`` in ``metric``'s per-seed mean across parties, in points, seed by seed."""
+def _paired_points(methods: dict[str, dict[str, Any]], ours: str, other: str, metric: str) -> dict[str, Any] | None:
+    """``ours`` minus ``other`` in ``metric``'s per-seed mean across parties, in points, seed by seed (None: one of
+    them was not run)."""
     if ours not in methods or other not in methods:
         return None
-    differences = [100 * (a - b) for a, b in zip(methods[ours][metric]["per_seed"], methods[other][metric]["per_seed"],
-                                                  strict=True)]
-    return {"mean": float(np.mean(differences)), "std": float(np.std(differences, ddof=1)) if len(differences) > 1 else None,
-            "per_seed": differences, "better_on": sum(value > 0 for value in differences)}
+    return paired(methods[ours][metric]["per_seed"], methods[other][metric]["per_seed"], scale=100)
 
 
 def _share(methods: dict[str, dict[str, Any]], ours: str, key: str) -> float | None:
@@ -62,7 +60,7 @@ def paper_claims(partitions: dict[str, dict[str, Any]]) -> dict[str, Any]:
             for other in (*BASELINES, "fed-grow-shared-intermediate"):
                 if ours == other:
                     continue
-                figures = {metric: paired(methods, ours, other, metric)
+                figures = {metric: _paired_points(methods, ours, other, metric)
                            for metric in ("test_accuracy", "test_precision_macro", "accuracy", "precision_macro")}
                 if figures["test_accuracy"] is not None:
                     rows[f"{ours} - {other}"] = figures
@@ -79,7 +77,7 @@ def paper_claims(partitions: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def _targets(partitions: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     methods = partitions.get(NON_IID, {}).get("methods", {})
     targets = []
-    gain = paired(methods, "fed-grow", "independent", "test_accuracy")
+    gain = _paired_points(methods, "fed-grow", "independent", "test_accuracy")
     targets.append(_target(
         f"Fed-Grow's mean common-test accuracy >= {TARGET_POINTS_OVER_INDEPENDENT:g} point above independent growth's, "
         "paired over seeds, non-IID",
@@ -95,7 +93,7 @@ def _targets(partitions: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             None if share is None else share <= paper + 0.0001,
             "not measured" if share is None else f"dense operator (the paper's) {share:.2%}; head-Kronecker "
             f"(ours) {'n/a' if ours is None else f'{ours:.2%}'}"))
-    gap = paired(methods, "fed-grow", "fed-grow-shared-intermediate", "test_accuracy")
+    gap = _paired_points(methods, "fed-grow", "fed-grow-shared-intermediate", "test_accuracy")
     targets.append(_target("What not sharing a model costs (strict Fed-Grow minus the shared-intermediate variant), "
                            "measured", None if gap is None else True,
                            "not measured" if gap is None else f"{gap['mean']:+.2f} points (per seed "

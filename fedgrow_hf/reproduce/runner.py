@@ -19,23 +19,14 @@ from ..experiment.config import COMPARISON_TABLE, FederationConfig, read_config_
 from ..experiment.data import common_test_set
 from ..federated.engine import SimulationEngine, as_engine
 from .claims import paper_claims
+from .environment import environment
 from .methods import majority_class_reference, party_data, run_method
+from .plots import write_plots
 from .presets import COMPARISON_SEEDS, PRESET_FOLDER, PRESETS, ComparisonSettings, preset_config
-from .report import (
-    PARTITIONED_KIND,
-    RESULTS_FILE,
-    RESULTS_KIND,
-    comparisons_of,
-    environment,
-    headline,
-    issue_targets,
-    paired_differences,
-    seed_summary,
-    summarise,
-    write_plots,
-    write_report,
-    write_results,
-)
+from .results import PARTITIONED_KIND, RESULTS_FILE, RESULTS_KIND, comparisons_of, write_results
+from .results_markdown import write_report
+from .stats import headline, paired_differences, seed_summary, summarise
+from .targets import issue_targets
 from .tuning import at_learning_rate, method_learning_rate, procedure, run_search, searches_for, tuning_record
 
 

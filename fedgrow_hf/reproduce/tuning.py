@@ -4,15 +4,11 @@
 *training* share is split again (``DEV_FRACTION`` held out as a development split, seeded by the config's
 ``data_seed``), a method is run for its usual step budget at every rate of ``LEARNING_RATE_GRID`` on the
 rest, and the rate with the best mean development accuracy across parties wins (ties: the smaller rate).
-A best rate at an edge of what was tried is not a choice but a sign that the search stopped too soon
-(vision-small's first tuning picked its grid's largest rate), so the search then steps on along
-``LEARNING_RATE_LADDER`` in that direction until the best rate has a worse neighbour on both sides or the
-ladder ends. The ladder reaches 3e-2 because vision-small's own-source search ended on 3e-3, the end of an
-earlier ladder, so the user's alternative there might have been measured below its best rate.
+A best rate at an edge of what was tried is not a choice but a sign that the search stopped too soon, so the
+search then steps on along ``LEARNING_RATE_LADDER`` in that direction until the best rate has a worse
+neighbour on both sides or the ladder ends.
 
 Two rates are searched because two shapes of model are trained, and the best rate depends on the shape:
-on vision-small, own-source fine-tuning of the small sources is best at 3e-3, a rate at which the grown
-ViT L6/H256 models lose 12 points of test accuracy against 3e-4 (``notes`` of its results.json). So
 - the **target's** rate (``finetune_learning_rate``: phase 2 of every growth method and all of
   Fed-Scratch, every method that trains the target's shape) is chosen with independent growth, the
   growth recipe without the federation;
@@ -21,11 +17,10 @@ ViT L6/H256 models lose 12 points of test accuracy against 3e-4 (``notes`` of it
 Neither the parties' held-out shares nor the common test split are touched, and no method is tuned for
 itself beyond the shape of model it trains.
 
-A search reads only each run's final development accuracy, so its runs evaluate only at the end:
-evaluating along the way (a learning curve every ``local_steps``) changes nothing in training, and its time
-is measured by ``benchmarks/bench_tuning.py``. A search runs only when a method that trains at its rate is
-run: the target's search alone costs text-small about 45 minutes on 2 cores, wasted on
-``--methods own-source``.
+A search reads only each run's final development accuracy, so its runs evaluate only at the end
+(evaluating along the way changes nothing in training; ``benchmarks/bench_tuning.py`` measures its time),
+and a search runs only when a method that trains at its rate is run. What made the search what it is, as
+measured: docs/reproduction.md, "Learning-rate search".
 """
 
 from __future__ import annotations
