@@ -12,8 +12,13 @@ from __future__ import annotations
 import argparse
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from .console import add_verbose_argument, run_console
 from .engine import add_engine_arguments, engine_from_args
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,36 +54,72 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "same config; run the others")
     parser.add_argument("--report-only", action="store_true",
                         help="only redraw the plots and regenerate RESULTS.md from OUTPUT_DIR/results.json")
+    add_verbose_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from ..reproduce import reproduce
-    from ..reproduce.runner import rewrite_report
+    from ..reproduce.runner import load_comparison, rewrite_report
 
     name = Path(args.preset).stem if Path(args.preset).is_file() else args.preset
     output_dir = args.output_dir or f"benchmarks/results/{name}"
-    console = Console(stderr=True)
     if args.report_only:
-        console.log(f"wrote {rewrite_report(output_dir, args.report)}")
+        Console(stderr=True).log(f"wrote {rewrite_report(output_dir, args.report)}")
         return 0
-    reproduce(
-        args.preset,
-        data_dir=args.data_dir,
-        output_dir=output_dir,
-        work_dir=args.work_dir or f"runs/reproduce/{name}",
-        report_path=args.report,
-        methods=args.methods,
-        seeds=args.seeds,
-        tune=args.tune,
-        keep_models=args.keep_models,
-        command=_command(args),
-        engine=engine_from_args(args),
-        resume=args.resume,
-        log=console.log,
-    )
+    comparison = load_comparison(args.preset, args.data_dir)  # a wrong name or config stops before anything is written
+    work_dir = args.work_dir or f"runs/reproduce/{name}"
+    with run_console(work_dir, args.verbose) as console, Progress(
+        SpinnerColumn(), TimeElapsedColumn(), TextColumn("{task.description}"), console=console,
+        redirect_stdout=args.verbose, redirect_stderr=args.verbose,
+    ) as progress:
+        task = progress.add_task(f"{comparison.config.name}: starting ...")
+
+        def log(message: str) -> None:
+            progress.update(task, description=message)
+            print(message, flush=True)  # above the progress display with --verbose, else into the log
+
+        results = reproduce(
+            comparison,
+            data_dir=args.data_dir,
+            output_dir=output_dir,
+            work_dir=work_dir,
+            report_path=args.report,
+            methods=args.methods,
+            seeds=args.seeds,
+            tune=args.tune,
+            keep_models=args.keep_models,
+            command=_command(args),
+            engine=engine_from_args(args),
+            resume=args.resume,
+            log=log,
+        )
+        console.print(_accuracy_table(results, output_dir))
     return 0
+
+
+def _accuracy_table(results: dict[str, Any], output_dir: str) -> Table:
+    """Every method's mean common-test accuracy over seeds, per partition: the comparison's results at a glance
+    (every figure: ``results.json``, RESULTS.md)."""
+    from rich.table import Table
+
+    from ..reproduce.results import comparisons_of
+
+    comparisons = comparisons_of(results, Path(output_dir))
+    table = Table(title=f"{results['preset']}: mean common-test accuracy over seeds")
+    table.add_column("method")
+    for folder, _ in comparisons:
+        table.add_column(folder.name if len(comparisons) > 1 else "accuracy", justify="right")
+    for method, summary in comparisons[0][1]["methods"].items():
+        cells = [_mean_std(comparison["methods"][method]["test_accuracy"]) for _, comparison in comparisons]
+        table.add_row(summary["label"], *cells)
+    return table
+
+
+def _mean_std(figures: dict[str, Any]) -> str:
+    return f"{figures['mean']:.4f}" + ("" if figures["std"] is None else f" ± {figures['std']:.4f}")
 
 
 def _command(args: argparse.Namespace) -> str:

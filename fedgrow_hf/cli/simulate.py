@@ -12,6 +12,7 @@ import argparse
 from typing import Any
 
 from ..experiment.config import PHASE2_MODES
+from .console import add_verbose_argument, run_console
 from .engine import add_engine_arguments, engine_from_args
 
 
@@ -26,10 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "regime: no fine-tuning, every party merges its final operator once), 'federated', 'none'")
     add_engine_arguments(parser, "Flower's simulation engine (Ray, default) or every party in this process, one after "
                                  "another, on its device (a GPU if there is one); no secure aggregation")
+    add_verbose_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..experiment.config import FederationConfig
@@ -41,11 +42,11 @@ def run(args: argparse.Namespace) -> int:
         config.federation.phase2 = args.phase2 or config.federation.phase2
         config.validate()
     run_dir = args.run_dir or f"runs/{config.name}"
-    console = Console(stderr=True)
     fed = config.federation
-    with Progress(
+    with run_console(run_dir, args.verbose) as console, Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"), console=console,
+        TextColumn("{task.fields[status]}"), console=console, redirect_stdout=args.verbose,
+        redirect_stderr=args.verbose,
     ) as progress:
         task = progress.add_task(
             f"{config.num_parties} parties x {fed.local_steps} local steps", total=fed.rounds, status=f"starting ({args.engine}) ..."
@@ -62,10 +63,10 @@ def run(args: argparse.Namespace) -> int:
                 progress.update(task, completed=report["round"], status=status)
             else:
                 progress.update(task, status=status)
-            console.log(status)
+            print(status, flush=True)  # above the progress display with --verbose, else into the log
 
         simulate(config, run_dir, resume=args.resume, on_round=on_round, engine=engine_from_args(args))
-    console.print(f"metrics: {run_dir}/metrics.jsonl  final Global-LiGO: {run_dir}/global_operator.safetensors")
+        console.print(f"metrics: {run_dir}/metrics.jsonl  final Global-LiGO: {run_dir}/global_operator.safetensors")
     return 0
 
 

@@ -58,7 +58,7 @@ def load_comparison(preset: str, data_dir: str | Path) -> Comparison:
 
 
 def reproduce(
-    preset: str,
+    preset: str | Comparison,
     *,
     data_dir: str | Path,
     output_dir: str | Path,
@@ -73,9 +73,9 @@ def reproduce(
     resume: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run ``methods`` (default: the preset's) on ``preset`` with every seed (default: the preset's); write
-    ``results.json`` and plots to ``output_dir`` and regenerate ``report_path`` (default: ``RESULTS.md``
-    beside the folder holding ``output_dir``). A preset with partitions (``paper-agnews``) runs the whole
+    """Run ``methods`` (default: the preset's) on ``preset`` (a name or a config file, :func:`load_comparison`, or
+    what it loaded) with every seed (default: the preset's); write ``results.json`` and plots to ``output_dir`` and
+    regenerate ``report_path`` (default: ``RESULTS.md`` beside the folder holding ``output_dir``). A preset with partitions (``paper-agnews``) runs the whole
     comparison under each, in ``work_dir/<partition>``, into one ``results.json`` (``partitions``).
 
     Each seed sets the config's ``seed`` (initialisation, batch order); its ``data_seed`` (partition,
@@ -88,7 +88,7 @@ def reproduce(
     (a search's in ``work_dir/tuning-<search>.json``); with ``resume``, a run whose kept summary was
     measured with the same config is not repeated (so a long comparison that stopped half-way continues).
     """
-    comparison = load_comparison(preset, data_dir)
+    comparison = preset if isinstance(preset, Comparison) else load_comparison(preset, data_dir)
     seeds, methods = list(seeds or comparison.settings.seeds), list(methods or comparison.settings.methods)
     work_dir, output_dir = Path(work_dir).resolve(), Path(output_dir)
     compare = partial(_compare, comparison, methods=methods, seeds=seeds, tune=tune, keep_models=keep_models,
