@@ -11,7 +11,8 @@ import pytest
 
 from fedgrow_hf.cli import main
 from fedgrow_hf.cli.console import LOG_FILE, run_console
-from tests.federated.conftest import tiny_federation
+from fedgrow_hf.reproduce.results import RESULTS_KIND
+from tests.federated.conftest import TINY_CONFIG
 
 pytest.importorskip("rich")
 
@@ -59,26 +60,45 @@ def test_an_error_restores_the_console_and_keeps_its_details_in_the_log(tmp_path
     assert "what led to it" in (tmp_path / LOG_FILE).read_text() and "after the error" in shown.out
 
 
-def test_simulate_shows_its_progress_and_logs_the_parties(shared_data_dir, tmp_path, capfd):
-    """A whole (in-process, one-round) federation of the demo config: the console holds the progress display
-    and where the results are; the parties' Trainer dicts and the data's progress bars are in the log."""
-    path = tmp_path / "demo.json"
-    path.write_text(tiny_federation(shared_data_dir, local_steps=2, finetune_steps=2).to_json())
+def _a_round(phase: str, round_number: int) -> dict:
+    return {"phase": phase, "round": round_number, "loss": 0.65, "accuracy": 0.68,
+            "parties": {"0": {"bytes_up": 1024, "bytes_down": 1024}}}
+
+
+def test_simulate_shows_its_progress_and_logs_the_parties(tmp_path, capfd, monkeypatch):
+    """The command around a federation (stood in for by one that prints as the parties do): the console holds the
+    progress display and where the results are; the parties' output, and each round's line, is in the log."""
+    from fedgrow_hf.federated import simulate as federation
+
+    def federate(config, run_dir, *, on_round, **options):
+        _print_like_a_library()
+        on_round(_a_round("operator", 1))
+        on_round(_a_round("finetune-local", 1))
+
+    monkeypatch.setattr(federation, "simulate", federate)
     run_dir = tmp_path / "run"
-    assert main(["simulate", str(path), "--run-dir", str(run_dir), "--engine", "inprocess", "--rounds", "1"]) == 0
+    assert main(["simulate", str(TINY_CONFIG), "--run-dir", str(run_dir), "--rounds", "1"]) == 0
     shown = capfd.readouterr()
-    assert "metrics.jsonl" in shown.err.replace("\n", "") and "round 1: loss" in shown.err
-    assert "eval_loss" not in shown.out + shown.err and "Map" not in shown.out + shown.err
+    assert "metrics.jsonl" in shown.err.replace("\n", "") and "finetune-local round 1: loss 0.6500" in shown.err
+    assert "eval_loss" not in shown.out + shown.err and "child line" not in shown.out + shown.err
     log = (run_dir / LOG_FILE).read_text()
-    assert "eval_loss" in log and "operator round 1" in log
+    assert "eval_loss" in log and "child line" in log and "operator round 1: loss 0.6500 acc 0.680" in log
 
 
-def test_reproduce_shows_its_progress_and_the_accuracy_of_every_method(shared_data_dir, tmp_path, capfd):
+def test_reproduce_shows_its_progress_and_the_accuracy_of_every_method(shared_data_dir, tmp_path, capfd, monkeypatch):
+    import fedgrow_hf.reproduce
+
+    def compare(comparison, *, log, **options):
+        _print_like_a_library()
+        log(f"{comparison.config.name}/own-source/seed 0: running")
+        accuracy = {"mean": 0.5, "std": 0.01}
+        return {"kind": RESULTS_KIND, "preset": comparison.config.name,
+                "methods": {"own-source": {"label": "Own source, fine-tuned", "test_accuracy": accuracy}}}
+
+    monkeypatch.setattr(fedgrow_hf.reproduce, "reproduce", compare)
     work = tmp_path / "work"
-    assert main(["reproduce", "tiny", "--data-dir", str(shared_data_dir), "--methods", "own-source", "--seeds", "0",
-                 "--engine", "inprocess", "--output-dir", str(tmp_path / "results" / "tiny"), "--work-dir", str(work),
-                 "--report", str(tmp_path / "RESULTS.md")]) == 0
+    assert main(["reproduce", "tiny", "--data-dir", str(shared_data_dir), "--work-dir", str(work)]) == 0
     shown = capfd.readouterr()
-    assert "Own source, fine-tuned" in shown.err and "mean common-test accuracy" in shown.err
+    assert "Own source, fine-tuned" in shown.err and "0.5000 ± 0.0100" in shown.err
     assert "eval_loss" not in shown.out + shown.err
     assert "tiny/own-source/seed 0: running" in (work / LOG_FILE).read_text()
