@@ -3,7 +3,8 @@
 CONFIG is a TOML or JSON federation config (schema: docs/config.md; examples in ``examples/configs/``).
 Writes ``RUN_DIR/metrics.jsonl`` (one line per round: loss, accuracy, bytes up/down per party),
 ``RUN_DIR/global_operator.safetensors`` (the final Global-LiGO) and a checkpoint after every round, from
-which ``--resume`` continues.
+which ``--resume`` continues; the console shows one progress display, and what the parties and libraries print
+goes to ``RUN_DIR/fedgrow.log`` (``--verbose``: to the console).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The comparison presets: one TOML file each in this folder, named after the experiment it describes.
 
-A preset file is a federation config (the schema of ``fedgrow simulate``, docs/federation.md) with a
+A preset file is a federation config (the schema of ``fedgrow simulate``, docs/config.md) with a
 ``[reproduce]`` table (:class:`ComparisonSettings`): the seeds and methods the comparison runs, the data
 partitions it repeats itself under, and what the report says of it. Its ``[data].source`` is a folder of the
 data folder that ``fedgrow reproduce --data-dir`` names, so no preset holds a location of its own. Every
