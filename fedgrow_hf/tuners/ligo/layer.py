@@ -143,12 +143,23 @@ class WidthFactor(nn.Module):
         ``index`` (target block numbers) restricts a per-layer factor to those blocks before anything is
         computed, so growing one block (a merge) computes that block's factors only, not every block's.
         """
-        pairs = ((self.group, self.group_anchor), (self.unit, self.unit_anchor))
-        if index is not None and self.group.dim() == 3:
-            pairs = tuple((param.index_select(0, index), anchor.index_select(0, index)) for param, anchor in pairs)
+        def blocks(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.index_select(0, index) if index is not None and tensor.dim() == 3 else tensor
+
+        params = (blocks(self.group), blocks(self.unit))
         if self.width_step == "plain":
-            return tuple(param for param, _ in pairs)
-        return tuple(torch.add(anchor, param, alpha=1 / param.shape[-1]) for param, anchor in pairs)
+            return params
+        anchors = (blocks(self.group_anchor), blocks(self.unit_anchor))
+        return tuple(torch.add(anchor, param, alpha=1 / param.shape[-1]) for param, anchor in zip(params, anchors))
+
+    @torch.no_grad()
+    def bake(self) -> None:
+        """Store the factors themselves in the parameters (``width_step`` becomes ``plain``) and drop the
+        anchors: the same factors, at half the memory, for an operator that will not train again (a merge)."""
+        for param, value in zip((self.group, self.unit), self.factors(), strict=True):
+            param.copy_(value)
+        self.width_step = "plain"
+        self.group_anchor = self.unit_anchor = None
 
     def matrix(self) -> torch.Tensor:
         """The full expansion matrix (for inspection and tests; the forward pass never forms it)."""
@@ -674,19 +685,30 @@ class LiGOOperator(nn.Module):
         grown by rows straight into ``dtype`` (:meth:`GrowthStage.grow_shared_by_rows`).
 
         ``consume`` is for a caller that discards the operator afterwards (``merge_and_unload``): the
-        operator gives up its sources at the start, so each source tensor is freed once nothing is left
-        to grow from it -- the source's embedding tables as soon as the shared tensors are grown, not
-        when the whole target is. The operator cannot grow again.
+        operator gives up its sources and its width factors' anchors (:meth:`WidthFactor.bake`) at the
+        start, so each source tensor is freed once nothing is left
+        to grow from it -- the source's embedding tables as soon as the shared tensors are grown, each
+        stacked block tensor (all source blocks of one parameter) as soon as every target block's copy of
+        it is. Blocks then come one parameter at a time, parameter by parameter (each yield holds one
+        tensor of one block): grown block by block, every source stack would live until the last block,
+        beside the nearly complete target. The operator cannot grow again.
         """
         intermediate = self.intermediate_weights()
+        stage = self.global_stage
         if consume:
             self.sources = nn.ModuleList()
-        stage = self.global_stage
+            for factor in stage.width.values():
+                factor.bake()
         shared = {name: stage.grow_shared_by_rows(name, tensor, dtype) for name, tensor in intermediate.shared.items()}
-        layers = TransformerWeights({}, intermediate.layers)
+        stacks = dict(intermediate.layers)
         del intermediate  # the last reference to a consumed source's shared tensors
         yield None, TransformerWeights(shared, {})
         del shared
-        for layer in tqdm(range(stage.target_shape.num_layers), disable=not progressbar, desc="Growing target layers"):
-            block = stage(layers, layers=[layer])
+        blocks = range(stage.target_shape.num_layers)
+        pieces = [(layer, [*stacks]) for layer in blocks] if not consume else [
+            (layer, [name]) for name in [*stacks] for layer in blocks]
+        for layer, names in tqdm(pieces, disable=not progressbar, desc="Growing target layers"):
+            block = stage(TransformerWeights({}, {name: stacks[name] for name in names}), layers=[layer])
+            if consume and layer == blocks[-1]:
+                del stacks[names[0]]  # every target block of this parameter is grown: its source stack goes
             yield layer, block if dtype is None else block.to(dtype)

@@ -331,14 +331,15 @@ class LiGOModel(BaseTuner):
         self._grown.clear()
 
     def _materialize(self, weights: TransformerWeights, layer: int | None, safe_merge: bool) -> None:
-        """Give one block's (or the shared) grown tensors back to the target as its parameters.
+        """Give one block's (or the shared) grown tensors, all or some of them, back to the target as its
+        parameters.
 
         The grown tensor's own storage becomes the parameter's (no copy): the merged model is the only
         thing a merge allocates, and the operator's output is gone once the caller drops ``weights``.
         """
         blocks = weights.unbind_layers()
         for slot in self._slots:
-            if slot.layer != layer:
+            if slot.layer != layer or slot.path not in (weights.shared if slot.kind == "shared" else weights.layers):
                 continue
             tensor = slot.select(weights, blocks, first_layer=layer or 0)
             if safe_merge and not torch.isfinite(tensor).all():
