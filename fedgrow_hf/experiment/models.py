@@ -20,6 +20,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
 )
 
+from ..architectures import ARCHITECTURE_TABLES, get_architecture_table
 from ..growth import grow
 from ..sources import minilm_path
 from .config import FederationConfig, PartySettings
@@ -29,6 +30,8 @@ MINILM = "minilm"
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 # The head a growth does not produce: trained and saved in full with the operator.
 HEAD_MODULES = ["classifier"]
+# PEFT's task type of a decoder's LiGO model: PeftModelForCausalLM, which generates.
+CAUSAL_LM_TASK = "CAUSAL_LM"
 # model types whose classification model classifies images; every other one classifies text
 IMAGE_MODEL_TYPES = ("vit",)
 # [model].family -> its transformers config class
@@ -37,6 +40,24 @@ FAMILY_CONFIGS: dict[str, type[PretrainedConfig]] = {"bert": BertConfig, "vit": 
 
 def is_image_model(config: PretrainedConfig) -> bool:
     return config.model_type in IMAGE_MODEL_TYPES
+
+
+class TaskMismatchError(ValueError):
+    """A model that cannot do the task asked of it: a classifier's encoder as a language model, or the reverse."""
+
+
+def check_task(config: PretrainedConfig, causal_lm: bool) -> None:
+    """Refuse a source whose architecture is not the task's: a decoder for a causal language model, an
+    encoder for a classifier (a decoder's role table grows its output embedding, which a classifier lacks)."""
+    table = get_architecture_table(config)
+    if table.causal_lm == causal_lm:
+        return
+    decoders = sorted(name for name, other in ARCHITECTURE_TABLES.items() if other.causal_lm)
+    if causal_lm:
+        raise TaskMismatchError(f"model_type {config.model_type!r} is no decoder language model: a causal-LM growth "
+                                f"needs one of {decoders}")
+    raise TaskMismatchError(f"model_type {config.model_type!r} is a decoder language model: grow it as a causal "
+                            "language model (fedgrow grow --task causal-lm), not as a classifier")
 
 
 def classification_model_class(config: PretrainedConfig) -> Any:
@@ -62,15 +83,31 @@ def grow_classifier(
 
     ``seed`` seeds the head's initialisation (torch's generator) and any random part of the operator's.
     """
+    return _seeded_grow(source, config, seed, model_class=classification_model_class(config),
+                        intermediate_config=intermediate_config, modules_to_save=HEAD_MODULES, **ligo_kwargs)
+
+
+def grow_causal_lm(
+    source: str | PreTrainedModel | list[str | PreTrainedModel],
+    config: PretrainedConfig,
+    *,
+    intermediate_config: PretrainedConfig | dict[str, int] | None = None,
+    seed: int = 0,
+    **ligo_kwargs: Any,
+) -> PeftModel:
+    """The LiGO model of the decoder ``config`` (its architecture's ``*ForCausalLM``) as PEFT's causal-LM
+    wrapper, which can ``generate``; a decoder has no new head, its output embedding is grown.
+
+    ``seed`` seeds any random part of the operator's initialisation."""
+    return _seeded_grow(source, config, seed, intermediate_config=intermediate_config, task_type=CAUSAL_LM_TASK,
+                        **ligo_kwargs)
+
+
+def _seeded_grow(source: str | PreTrainedModel | list[str | PreTrainedModel], config: PretrainedConfig, seed: int,
+                 **grow_kwargs: Any) -> PeftModel:
+    """``grow`` with torch's generator seeded by ``seed`` (new heads) and the operator's ``init_seed`` too."""
     torch.manual_seed(seed)
-    return grow(
-        source,
-        config,
-        model_class=classification_model_class(config),
-        intermediate_config=intermediate_config,
-        modules_to_save=HEAD_MODULES,
-        **{"init_seed": seed, **ligo_kwargs},
-    )
+    return grow(source, config, **{"init_seed": seed, **grow_kwargs})
 
 
 def model_classes(config: FederationConfig) -> tuple[type[PretrainedConfig], type[PreTrainedModel]]:
