@@ -41,19 +41,12 @@ from transformers import (
     PreTrainedTokenizerBase,
     Trainer,
     TrainingArguments,
-    default_data_collator,
 )
 
-from .data import trim_padding_collator
 from .experiment.models import HEAD_MODULES, classification_model_class, grow_causal_lm, grow_classifier
 from .experiment.recipe_data import UNNAMED_DATA, DatasetInfo
-from .hub import TrainingFacts, TrainingPhase, build_model_card, eval_metrics
-from .metrics import (
-    compute_causal_lm_metrics,
-    compute_classification_metrics,
-    next_token_predictions,
-    perplexity,
-)
+from .experiment.tasks import CAUSAL_LM, CLASSIFICATION, Task
+from .hub import TrainingFacts, TrainingPhase, build_model_card
 
 __all__ = [
     "ADAPTER_DIR",
@@ -64,10 +57,8 @@ __all__ = [
     "LOGS_PER_PHASE",
     "DatasetInfo",
     "GrowthResult",
-    "RecipeTask",
     "UNNAMED_DATA",
     "TrainingSchedule",
-    "causal_lm_figures",
     "class_names",
     "classification_model_class",
     "grow_and_train",
@@ -160,41 +151,6 @@ class GrowthResult:
     operator_metrics: dict[str, float]
 
 
-def causal_lm_figures(evaluation: dict[str, float]) -> dict[str, float]:
-    """A decoder's figures from ``Trainer.evaluate``: its validation ``cross_entropy`` (the loss, nats per
-    token), the ``perplexity`` it implies, and its ``next_token_accuracy``."""
-    return {
-        "cross_entropy": float(evaluation["eval_loss"]),
-        "perplexity": perplexity(float(evaluation["eval_loss"])),
-        "next_token_accuracy": float(evaluation["eval_accuracy"]),
-    }
-
-
-@dataclass(frozen=True)
-class RecipeTask:
-    """What the recipe does differently for a classifier and a decoder: what the operator phase trains
-    beside the operator, how ``Trainer`` batches and scores, and which figures an evaluation reports."""
-
-    operator_trains: str
-    data_collator: Callable[[list[dict[str, Any]]], dict[str, Any]]
-    compute_metrics: Callable[[Any], dict[str, float]]
-    figures: Callable[[dict[str, float]], dict[str, float]] = eval_metrics
-    preprocess_logits_for_metrics: Callable[[Any, Any], Any] | None = None
-    rows: Callable[[datasets.Dataset], str] = lambda dataset: "examples"  # what the cards count
-
-
-def _blocks(dataset: datasets.Dataset) -> str:
-    return f"blocks of {len(dataset[0]['input_ids'])} tokens"
-
-
-# Padding columns no row of a batch uses are cut; the scores are accuracy, macro precision and macro F1.
-CLASSIFICATION = RecipeTask("the LiGO operator and the new classifier", trim_padding_collator,
-                            compute_classification_metrics)
-# Packed blocks have no padding to cut; Trainer keeps each position's predicted token, not its logits.
-CAUSAL_LM = RecipeTask("the LiGO operator", default_data_collator, compute_causal_lm_metrics, causal_lm_figures,
-                       next_token_predictions, _blocks)
-
-
 def class_names(train_dataset: datasets.Dataset, eval_dataset: datasets.Dataset) -> list[str]:
     """The class names of both splits' shared ``ClassLabel``; refuses what cannot train a classifier."""
     for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
@@ -272,7 +228,7 @@ def grow_and_train_causal_lm(
     ``train_dataset``/``eval_dataset`` are blocks of token ids with their ``labels``
     (:func:`fedgrow_hf.data.pack_causal_lm`, :func:`fedgrow_hf.experiment.recipe_data.causal_lm_datasets`)
     made by ``tokenizer``, which is saved with the final model so that it generates text as it is. After
-    each phase the model is scored by :func:`causal_lm_figures` (cross-entropy, perplexity, next-token
+    each phase the model is scored by :func:`~fedgrow_hf.experiment.tasks.causal_lm_figures` (cross-entropy, perplexity, next-token
     accuracy). The grown model is PEFT's causal-LM wrapper, so it can ``generate`` before it is merged too;
     the result's ``model`` after a full-model phase is the plain ``*ForCausalLM``.
     """
@@ -288,7 +244,7 @@ def grow_and_train_causal_lm(
 
 def _train_both_phases(
     model: PeftModel,
-    task: RecipeTask,
+    task: Task,
     train_dataset: datasets.Dataset,
     eval_dataset: datasets.Dataset,
     *,
@@ -328,9 +284,7 @@ def _train_both_phases(
                 args=_training_arguments(scratch, schedule, phase),
                 train_dataset=train_dataset,
                 eval_dataset=eval_dataset,
-                data_collator=task.data_collator,
-                compute_metrics=task.compute_metrics,
-                preprocess_logits_for_metrics=task.preprocess_logits_for_metrics,
+                **task.trainer_options(),
             )
             trainer.train()
             return task.figures(trainer.evaluate())

@@ -10,12 +10,11 @@ from peft import PeftModel
 from transformers import (
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
-    BertConfig,
     PretrainedConfig,
     PreTrainedModel,
-    ViTConfig,
 )
 from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING,
     MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING,
     MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
 )
@@ -23,19 +22,18 @@ from transformers.models.auto.modeling_auto import (
 from ..architectures import ARCHITECTURE_TABLES, get_architecture_table
 from ..growth import grow
 from ..sources import minilm_path
-from .config import FederationConfig, PartySettings
+from .config import IMAGES, FederationConfig, PartySettings
+from .config import NO_DROPOUT as NO_DROPOUT  # where fedgrow_hf.reproduce and federated.task import it from
+from .tasks import Task, task_of
 
 # a party's ``source``/``derive.from`` (and ``[data].tokenizer``) naming the bundled all-MiniLM-L6-v2
 MINILM = "minilm"
-NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 # The head a growth does not produce: trained and saved in full with the operator.
 HEAD_MODULES = ["classifier"]
 # PEFT's task type of a decoder's LiGO model: PeftModelForCausalLM, which generates.
 CAUSAL_LM_TASK = "CAUSAL_LM"
 # model types whose classification model classifies images; every other one classifies text
 IMAGE_MODEL_TYPES = ("vit",)
-# [model].family -> its transformers config class
-FAMILY_CONFIGS: dict[str, type[PretrainedConfig]] = {"bert": BertConfig, "vit": ViTConfig}
 
 
 def is_image_model(config: PretrainedConfig) -> bool:
@@ -110,19 +108,40 @@ def _seeded_grow(source: str | PreTrainedModel | list[str | PreTrainedModel], co
     return grow(source, config, **{"init_seed": seed, **grow_kwargs})
 
 
+def task_model_class(config: PretrainedConfig) -> type[PreTrainedModel]:
+    """The model a growth of ``config`` builds: a decoder's ``*ForCausalLM``, else its classification model."""
+    if get_architecture_table(config).causal_lm:
+        return MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    return classification_model_class(config)
+
+
 def model_classes(config: FederationConfig) -> tuple[type[PretrainedConfig], type[PreTrainedModel]]:
-    """The config class of ``[model].family`` and its classification model."""
-    config_class = FAMILY_CONFIGS[config.model.family]
-    return config_class, classification_model_class(config_class())
+    """The config class of ``[model].family`` and its model: a classifier, or a causal language model."""
+    config_class = config.family.config_class
+    return config_class, task_model_class(config_class())
 
 
 def target_config(config: FederationConfig) -> PretrainedConfig:
-    """The grown model's config: ``[model].target`` + the task's label count (+ image geometry for ViT)."""
+    """The grown model's config: ``[model].target`` + a classifier's label count (+ image geometry for ViT)."""
     config_class, _ = model_classes(config)
-    extra: dict[str, Any] = {}
-    if config.model.family == "vit":
-        extra = {"image_size": config.data.image_size, "num_channels": config.data.num_channels}
-    return config_class(**{**NO_DROPOUT, **extra, **config.model.target, "num_labels": config.model.num_labels})
+    geometry: dict[str, Any] = {}
+    if config.family.data == IMAGES:
+        geometry = {"image_size": config.data.image_size, "num_channels": config.data.num_channels}
+    labels = {"num_labels": config.model.num_labels} if config.family.classifies else {}
+    return config_class(**{**config.family.defaults, **geometry, **config.model.target, **labels})
+
+
+def experiment_task(config: FederationConfig) -> Task:
+    """What the experiment's parties train and score their models for (:func:`~.tasks.task_of` its target)."""
+    return task_of(target_config(config))
+
+
+def grow_party_model(config: FederationConfig, source: PreTrainedModel) -> PeftModel:
+    """A party's Dual-LiGO model of ``source`` into the target: a classifier whose head is seeded by the config
+    (the same in every party), or a causal language model."""
+    grow_task = grow_classifier if config.family.classifies else grow_causal_lm
+    return grow_task(source, target_config(config), intermediate_config=dict(config.model.intermediate),
+                     seed=config.seed, **config.model.ligo)
 
 
 def source_config(config: FederationConfig, shape: dict[str, Any]) -> PretrainedConfig:
