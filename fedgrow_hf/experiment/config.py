@@ -53,8 +53,9 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
     # decimals; the count also weights the average), "none" (nothing; an unweighted average; phase 2: its id)
 
     [model]
-    family = "bert"                # "bert" (sequence classification) or "vit" (image classification)
-    num_labels = 2
+    family = "bert"                # "bert" (sequence classification), "vit" (image classification) or
+                                   # "llama" (a causal language model of [data]'s text: LlamaForCausalLM)
+    num_labels = 2                 # a classifier's classes (a language model has none)
     target = {num_hidden_layers = 8, hidden_size = 512, num_attention_heads = 8, intermediate_size = 2048}
     intermediate = {num_hidden_layers = 6, hidden_size = 384, num_attention_heads = 12, intermediate_size = 1536}
     ligo = {init_noise_std = 0.0}  # any other LiGOConfig fields
@@ -70,8 +71,8 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
     alpha = 0.5                    # Dirichlet concentration (small: strongly non-IID)
     min_size = 10                  # Dirichlet: redraw until every party holds this many examples
     min_class_size = 0             # ... and this many of every class (a one-class party has nothing to learn)
-    max_length = 64                # text: tokens
-    tokenizer = ""                 # text: defaults to the first party's source
+    max_length = 64                # text: tokens (llama: tokens per block of the packed text)
+    tokenizer = ""                 # text: defaults to the first party's source; "minilm": the bundled one
     image_size = 32                # vision
     num_channels = 1
     source_cache = "~/.cache/fedgrow-hf/sources"   # pretrained ViT / distilled BERT sources are cached here
@@ -89,9 +90,15 @@ Schema (every table but ``[model]``, ``[data]`` and ``[[parties]]`` is optional)
     [[parties]]
     random = {num_hidden_layers = 2, hidden_size = 32, num_attention_heads = 4, intermediate_size = 64}
     [[parties]]                    # a source trained from scratch on the party's own training share (the
-                                   # Fed-Grow authors' round 1; BERT: a classifier; ViT: see pretrain_vit_source)
+                                   # Fed-Grow authors' round 1; BERT: a classifier; llama: a causal language
+                                   # model of its text, same recipe keys; ViT: see pretrain_vit_source)
     pretrain = {num_hidden_layers = 2, hidden_size = 256, num_attention_heads = 8, intermediate_size = 256,
                 epochs = 10, batch_size = 32, learning_rate = 1e-4, weight_decay = 0.05}
+
+A ``llama`` federation's data is text without labels (:func:`fedgrow_hf.data.load_text_corpus`: a text
+file, a folder, a table's ``text_column``, a Hub dataset), shared out ``iid`` and packed into blocks of
+``max_length`` tokens by ``[data].tokenizer``; ``[model].target`` names its ``vocab_size`` (the
+tokenizer's at least) and ``num_key_value_heads`` like any Llama config.
 
 Relative paths are resolved against the config file's directory. Every value is checked against
 the type its field declares (an integer field takes no ``1.5``, ``"3"`` or ``true``; a number field
@@ -111,7 +118,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from transformers import BertConfig, TrainingArguments, ViTConfig
+from transformers import BertConfig, LlamaConfig, PretrainedConfig, TrainingArguments, ViTConfig
 
 from ..tuners.ligo.config import LiGOConfig
 
@@ -124,7 +131,6 @@ logger = logging.getLogger(__name__)
 
 PHASE2_MODES = ("local", "federated", "merge", "none")
 FINETUNE_INITS = ("grown", "random")
-FAMILIES = ("bert", "vit")
 AGGREGATORS = ("fedavg", "fedmedian", "fedtrimmedavg")
 # What a party discloses in clear under SecAgg+, in phase 1 and local phase 2 (see disclosure.py).
 PARTY_METRICS = ("exact", "coarse", "none")
@@ -237,10 +243,37 @@ class DataSettings:
 
 
 # What a party's ``derive`` table may hold (fedgrow_hf.sources.derive_bert_source's shape and its parent),
-# and the settings of a ``pretrain`` table that are its training recipe rather than the source's shape.
+# and the settings of a ``pretrain`` table that are its training recipe rather than the source's shape: a
+# BERT's or a decoder's (fedgrow_hf.sources.scratch_recipe), a ViT's.
 DERIVE_KEYS = {"from", "distill_steps", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads"}
 BERT_PRETRAIN_RECIPE = ("epochs", "batch_size", "learning_rate", "weight_decay", "max_grad_norm")
 VIT_PRETRAIN_SETTINGS = ("steps", "data")
+# What a party's data is: labelled sentences, labelled images, or running text for a language model.
+TEXT, IMAGES, CORPUS = "text", "images", "corpus"
+
+
+@dataclass(frozen=True)
+class Family:
+    """What ``[model].family`` stands for: the transformers config of its models, what its parties' data is,
+    the settings of its ``pretrain`` tables that are their recipe, and what every model of it is built with."""
+
+    config_class: type[PretrainedConfig]
+    data: str
+    pretrain_settings: tuple[str, ...]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def classifies(self) -> bool:
+        """Whether its models are classifiers (with labels and ``num_labels``), not language models."""
+        return self.data != CORPUS
+
+
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+FAMILIES: dict[str, Family] = {
+    "bert": Family(BertConfig, TEXT, BERT_PRETRAIN_RECIPE, NO_DROPOUT),
+    "vit": Family(ViTConfig, IMAGES, VIT_PRETRAIN_SETTINGS, NO_DROPOUT),
+    "llama": Family(LlamaConfig, CORPUS, BERT_PRETRAIN_RECIPE),
+}
 
 
 @dataclass
@@ -272,6 +305,11 @@ class FederationConfig:
     @property
     def num_parties(self) -> int:
         return len(self.parties)
+
+    @property
+    def family(self) -> Family:
+        """What ``[model].family`` stands for (checked by :meth:`validate`)."""
+        return FAMILIES[self.model.family]
 
     @property
     def secure_aggregation(self) -> SecureAggregationSettings:
@@ -336,7 +374,7 @@ class FederationConfig:
     def _validate_combinations(self) -> None:
         fed, model = self.federation, self.model
         if model.family not in FAMILIES:
-            raise ConfigError(f"model.family={model.family!r} is not one of {FAMILIES}")
+            raise ConfigError(f"model.family={model.family!r} is not one of {tuple(FAMILIES)}")
         _check_model_tables(self)
         if not model.target or not model.intermediate:
             raise ConfigError("model.target and model.intermediate (Dual-LiGO's common shape) are required")
@@ -376,6 +414,9 @@ class FederationConfig:
         _check_secure_aggregation_counts(self.secure_aggregation)
         if self.data.partition not in ("iid", "dirichlet"):
             raise ConfigError(f"data.partition={self.data.partition!r} is not 'iid' or 'dirichlet'")
+        if self.data.partition == "dirichlet" and not self.family.classifies:
+            raise ConfigError(f"data.partition='dirichlet' shares out examples by their label, and a "
+                              f"{model.family!r} federation's text has none: use partition = 'iid'")
         if not self.data.source:
             raise ConfigError("data.source (a data path or a Hub dataset id) is required")
         for i, party in enumerate(self.parties):
@@ -415,13 +456,12 @@ def _check_model_tables(config: FederationConfig) -> None:
     """The model shapes are keyword arguments of the family's transformers config, ``[model].ligo`` those of
     :class:`LiGOConfig` and ``[training]`` those of ``TrainingArguments``: a misspelt key would otherwise be ignored (a 12-layer default grown) or fail deep
     in a run; a ``[training]`` value must be of its default's kind (``learning_rate = "fast"``)."""
-    model_keys = set((BertConfig if config.model.family == "bert" else ViTConfig)().to_dict())
+    model_keys = set(config.family.config_class().to_dict())
     check_known_keys(config.model.target, model_keys, "keys in [model].target")
     check_known_keys(config.model.intermediate, model_keys, "keys in [model].intermediate")
     check_known_keys(config.model.ligo, {spec.name for spec in fields(LiGOConfig) if spec.init}, "keys in [model].ligo")
     party_tables = {"random": model_keys, "derive": DERIVE_KEYS,
-                    "pretrain": model_keys | set(BERT_PRETRAIN_RECIPE if config.model.family == "bert"
-                                                 else VIT_PRETRAIN_SETTINGS)}
+                    "pretrain": model_keys | set(config.family.pretrain_settings)}
     for i, party in enumerate(config.parties):
         for kind, known in party_tables.items():
             table = getattr(party, kind)
