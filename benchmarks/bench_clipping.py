@@ -6,7 +6,11 @@ accuracy on the common test set, and their example-weighted held-out loss after 
 
     python benchmarks/bench_clipping.py --preset tiny --data ../shared/data --seeds 0 1 2 --out clipping.json
     python benchmarks/bench_clipping.py --preset examples/configs/tiny.toml --data ../shared/data
-    python benchmarks/bench_clipping.py --preset text-small --data ../shared/data --phase2 merge
+    python benchmarks/bench_clipping.py --preset text-small --data ../shared/data --phase2 merge \
+        --work-dir runs/bench-clipping/text-small
+
+With ``--work-dir``, each (factor, seed) run's figures are kept in that folder and a rerun of the same command
+skips the runs already there, so a measurement can span several sittings.
 
 ``--phase2 merge`` stops each run where clipping stops acting in LiGO's regime: after the federated operator
 phase, each party's grown model merged and tested as the operator made it (no local fine-tuning after it,
@@ -22,6 +26,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from datasets import Dataset
+
+from fedgrow_hf.experiment.config import FederationConfig
 from fedgrow_hf.experiment.data import common_test_set
 from fedgrow_hf.reproduce.methods import run_method
 from fedgrow_hf.reproduce.runner import load_comparison
@@ -42,19 +49,33 @@ def measure(preset: str, data: Path, seeds: list[int], work_dir: Path, phase2: s
     clipped_rounds: list[int] = []
     for seed in seeds:
         for factor in FACTORS:
-            config = copy.deepcopy(base)
-            config.seed, config.federation.update_clip_factor = seed, factor
-            run = run_method(config, "fed-grow", work_dir / f"clip-{factor:g}" / f"seed-{seed}", test_set,
-                             engine="inprocess")
-            accuracy[factor].append(statistics.fmean(party["accuracy"] for party in run.test))
-            losses[factor].append({record["phase"]: _weighted_loss(record) for record in run.records})
+            figures = _run_figures(base, seed, factor, work_dir / f"clip-{factor:g}" / f"seed-{seed}", test_set)
+            accuracy[factor].append(figures["accuracy"])
+            losses[factor].append(figures["final_eval_loss"])
             if factor:
-                clipped_rounds.append(sum(bool(record.get("clipped")) for record in run.records))
+                clipped_rounds.append(figures["rounds_with_a_clipped_update"])
     differences = [clipped - plain for clipped, plain in zip(accuracy[1.0], accuracy[0.0], strict=True)]
     return {"preset": preset, "phase2": base.federation.phase2, "seeds": seeds, "accuracy_clipped": accuracy[1.0], "accuracy_unclipped": accuracy[0.0],
             "paired_difference": differences, "mean_difference": statistics.fmean(differences),
             "final_eval_loss_clipped": losses[1.0], "final_eval_loss_unclipped": losses[0.0],
             "rounds_with_a_clipped_update": clipped_rounds}
+
+
+def _run_figures(base: FederationConfig, seed: int, factor: float, run_dir: Path, test_set: Dataset) -> dict:
+    """One run's figures, read back from ``run_dir/figures.json`` when an earlier sitting finished it: a
+    run is recorded only once it is complete, so an interrupted one is simply run again."""
+    kept = run_dir / "figures.json"
+    if kept.is_file():
+        return json.loads(kept.read_text(encoding="utf-8"))
+    config = copy.deepcopy(base)
+    config.seed, config.federation.update_clip_factor = seed, factor
+    run = run_method(config, "fed-grow", run_dir, test_set, engine="inprocess")
+    figures = {"accuracy": statistics.fmean(party["accuracy"] for party in run.test),
+               "final_eval_loss": {record["phase"]: _weighted_loss(record) for record in run.records},
+               "rounds_with_a_clipped_update": sum(bool(record.get("clipped")) for record in run.records),
+               "wall_seconds": run.wall_seconds}
+    kept.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    return figures
 
 
 def _weighted_loss(record: dict) -> float:
@@ -71,9 +92,14 @@ def main() -> None:
     parser.add_argument("--phase2", choices=("local", "federated", "merge"),
                         help="override the preset's phase 2 (merge: stop after the federated operator phase)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--work-dir", type=Path,
+                        help="keep each run's figures here and skip the runs already done (default: a temporary folder)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as work_dir:
-        result = measure(args.preset, args.data, args.seeds, Path(work_dir), args.phase2)
+    if args.work_dir is not None:
+        result = measure(args.preset, args.data, args.seeds, args.work_dir, args.phase2)
+    else:
+        with tempfile.TemporaryDirectory() as work_dir:
+            result = measure(args.preset, args.data, args.seeds, Path(work_dir), args.phase2)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -22,7 +22,8 @@ heads, FFN 2048); batch 32 x 128 tokens; CPU.
 ``--compile`` times both models under ``torch.compile`` (each compiled alike, warm-up steps not timed):
 on a GPU the steps are short enough that kernel launches, not arithmetic, set the operator's cost.
 ``--count-ops`` adds what sets that cost on any machine: the PyTorch operators one training step runs
-(forward and backward, views and other metadata-only operators left out), for each model.
+(forward and backward, views and other metadata-only operators left out) and its floating-point
+operations (``torch.utils.flop_counter``: matrix products, which are almost all of them), for each model.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from collections.abc import Iterable
 import torch
 from rss import PeakRSS, current_memory_bytes, current_rss_bytes
 from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModel, BertConfig, BertForSequenceClassification
 
 from fedgrow_hf.sources import minilm_path
@@ -95,14 +97,16 @@ METADATA_OPS = frozenset(
 )
 
 
-def ops_per_step(model: torch.nn.Module, batch: dict) -> int:
-    """PyTorch operators one training step (forward + backward) runs, metadata-only ones left out."""
+def ops_per_step(model: torch.nn.Module, batch: dict) -> tuple[int, int]:
+    """PyTorch operators one training step (forward + backward) runs, metadata-only ones left out, and its
+    floating-point operations."""
     model.train()
-    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+    with profile(activities=[ProfilerActivity.CPU]) as profiler, FlopCounterMode(display=False) as flops:
         model(**batch).loss.backward()
     model.zero_grad(set_to_none=True)
-    return sum(event.count for event in profiler.key_averages()
-               if event.key.startswith("aten::") and event.key not in METADATA_OPS)
+    operators = sum(event.count for event in profiler.key_averages()
+                    if event.key.startswith("aten::") and event.key not in METADATA_OPS)
+    return operators, flops.get_total_flops()
 
 
 def setup(args: argparse.Namespace, read_source: bool = True) -> tuple[torch.nn.Module, BertConfig, dict]:
@@ -129,8 +133,11 @@ def build(kind: str, source: torch.nn.Module, config: BertConfig, device: str) -
 def bench_step(args: argparse.Namespace) -> dict:
     source, config, batch = setup(args)
     plain, ligo = build("plain", source, config, args.device), build("ligo", source, config, args.device)
-    counts = {"plain_ops_per_step": ops_per_step(plain, batch), "ligo_ops_per_step": ops_per_step(ligo, batch)} \
-        if args.count_ops else {}
+    counts = {}
+    if args.count_ops:
+        (plain_ops, plain_flops), (ligo_ops, ligo_flops) = ops_per_step(plain, batch), ops_per_step(ligo, batch)
+        counts = {"plain_ops_per_step": plain_ops, "ligo_ops_per_step": ligo_ops, "plain_flops_per_step": plain_flops,
+                  "ligo_flops_per_step": ligo_flops, "flops_ratio": round(ligo_flops / plain_flops, 3)}
     if args.compile:
         plain, ligo = torch.compile(plain), torch.compile(ligo)
     plain_step, ligo_step = TrainingStep(plain, batch, args.bf16), TrainingStep(ligo, batch, args.bf16)

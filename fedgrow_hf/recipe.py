@@ -2,19 +2,21 @@
 
 LiGO (Wang et al., ICLR 2023) trains only the growth operator for a short while -- it learns how to
 map the small model's weights into the large one -- and then trains the grown model as usual; the
-operator alone is not the end product. :func:`grow_and_train` runs both phases with
-``transformers.Trainer``:
+operator alone is not the end product. :func:`grow_and_train` (a classifier) and
+:func:`grow_and_train_causal_lm` (a decoder language model) run both phases with ``transformers.Trainer``:
 
-1. the operator phase: the LiGO operator (and the target's new classifier) for
+1. the operator phase: the LiGO operator (and a classifier's new head) for
    ``schedule.operator_steps`` steps at ``schedule.operator_learning_rate``;
 2. the full-model phase: the LiGO model is merged (``merge_and_unload``) into a plain transformers
    model, all of whose weights train for ``schedule.finetune_steps`` steps at
    ``schedule.finetune_learning_rate`` (``finetune_steps=0`` stops after phase 1).
 
-Both phases are evaluated on ``eval_dataset`` (accuracy, macro precision, macro F1 from the local
-metric modules). ``output_dir`` then holds the final model with its processor, ``eval_results.json``
-and the project's model card as ``README.md``; after a full-model phase the operator-phase adapter
-sits in ``output_dir/ligo_adapter`` with its own results and card. ``fedgrow grow`` is this function.
+Both phases are evaluated on ``eval_dataset``: a classifier by accuracy, macro precision and macro F1
+(the local metric modules), a decoder by its validation cross-entropy, perplexity and next-token accuracy.
+``output_dir`` then holds the final model with its processor, ``eval_results.json`` and the project's
+model card as ``README.md`` (each phase's figures in its training table); after a full-model phase the
+operator-phase adapter sits in ``output_dir/ligo_adapter`` with its own results and card. ``fedgrow grow``
+is these functions.
 """
 
 from __future__ import annotations
@@ -36,15 +38,15 @@ from transformers import (
     AutoModelForImageClassification,
     PretrainedConfig,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
     Trainer,
     TrainingArguments,
 )
 
-from .data import trim_padding_collator
-from .experiment.models import HEAD_MODULES, classification_model_class, grow_classifier
+from .experiment.models import HEAD_MODULES, classification_model_class, grow_causal_lm, grow_classifier
 from .experiment.recipe_data import UNNAMED_DATA, DatasetInfo
-from .hub import TrainingFacts, TrainingPhase, build_model_card, eval_metrics
-from .metrics import compute_classification_metrics
+from .experiment.tasks import CAUSAL_LM, CLASSIFICATION, Task
+from .hub import TrainingFacts, TrainingPhase, build_model_card
 
 __all__ = [
     "ADAPTER_DIR",
@@ -60,6 +62,8 @@ __all__ = [
     "class_names",
     "classification_model_class",
     "grow_and_train",
+    "grow_and_train_causal_lm",
+    "grow_causal_lm",
     "grow_classifier",
     "operator_then_model",
     "save_adapter",
@@ -116,20 +120,26 @@ class TrainingSchedule:
 
     @property
     def operator_phase(self) -> TrainingPhase:
-        return TrainingPhase(
-            "the LiGO operator and the new classifier", self.operator_steps, self.operator_learning_rate
-        )
+        return self.operator_phase_of(CLASSIFICATION.operator_trains)
+
+    def operator_phase_of(self, trained: str, figures: dict[str, float] | None = None) -> TrainingPhase:
+        """The operator phase as a card states it: ``trained`` (the operator, and what else the task adds),
+        with the ``figures`` measured after it."""
+        return TrainingPhase(trained, self.operator_steps, self.operator_learning_rate, figures)
 
     @property
     def finetune_phase(self) -> TrainingPhase:
+        return self.finetune_phase_with()
+
+    def finetune_phase_with(self, figures: dict[str, float] | None = None) -> TrainingPhase:
         return TrainingPhase(
-            "every weight of the merged grown model", self.finetune_steps, self.finetune_learning_rate
+            "every weight of the merged grown model", self.finetune_steps, self.finetune_learning_rate, figures
         )
 
 
 @dataclass(frozen=True)
 class GrowthResult:
-    """What :func:`grow_and_train` returns.
+    """What :func:`grow_and_train` and :func:`grow_and_train_causal_lm` return.
 
     ``model`` is the fine-tuned plain transformers model (the LiGO ``PeftModel`` when
     ``finetune_steps`` is 0); ``metrics`` are its evaluation results and ``operator_metrics`` those
@@ -179,7 +189,7 @@ def grow_and_train(
     data_info: DatasetInfo | None = None,
     **ligo_kwargs: Any,
 ) -> GrowthResult:
-    """Grow ``source`` into ``target_config``, train the operator, then the whole model; evaluate, save.
+    """Grow ``source`` into ``target_config``'s classifier, train the operator, then the whole model; evaluate, save.
 
     ``train_dataset``/``eval_dataset`` are preprocessed rows (``input_ids``/``pixel_values`` ...) with a
     ``labels`` ``ClassLabel`` column shared by both; its names become the target's ``id2label``
@@ -191,11 +201,61 @@ def grow_and_train(
     model, and only the main process writes to ``output_dir``.
     """
     schedule = schedule or TrainingSchedule()
-    data_info = data_info or DatasetInfo()
     config = _with_class_names(target_config, class_names(train_dataset, eval_dataset))
     model = grow_classifier(
         source, config, intermediate_config=intermediate_config, seed=schedule.seed, **ligo_kwargs
     )
+    return _train_both_phases(model, CLASSIFICATION, train_dataset, eval_dataset, output_dir=output_dir,
+                              schedule=schedule, processor=processor, data_info=data_info)
+
+
+def grow_and_train_causal_lm(
+    source: str | PreTrainedModel | list[str | PreTrainedModel],
+    target_config: PretrainedConfig,
+    train_dataset: datasets.Dataset,
+    eval_dataset: datasets.Dataset,
+    *,
+    output_dir: str | os.PathLike,
+    tokenizer: PreTrainedTokenizerBase,
+    schedule: TrainingSchedule | None = None,
+    intermediate_config: PretrainedConfig | dict[str, int] | None = None,
+    data_info: DatasetInfo | None = None,
+    **ligo_kwargs: Any,
+) -> GrowthResult:
+    """Grow the decoder ``source`` (``LlamaForCausalLM``, ``GPT2LMHeadModel`` ...) into ``target_config``,
+    train the operator, then the whole merged model on the causal-LM loss; evaluate, save.
+
+    ``train_dataset``/``eval_dataset`` are blocks of token ids with their ``labels``
+    (:func:`fedgrow_hf.data.pack_causal_lm`, :func:`fedgrow_hf.experiment.recipe_data.causal_lm_datasets`)
+    made by ``tokenizer``, which is saved with the final model so that it generates text as it is. After
+    each phase the model is scored by :func:`~fedgrow_hf.experiment.tasks.causal_lm_figures` (cross-entropy, perplexity, next-token
+    accuracy). The grown model is PEFT's causal-LM wrapper, so it can ``generate`` before it is merged too;
+    the result's ``model`` after a full-model phase is the plain ``*ForCausalLM``.
+    """
+    schedule = schedule or TrainingSchedule()
+    if len(tokenizer) > target_config.vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer):,} tokens, more than the target's vocab_size "
+                         f"{target_config.vocab_size:,}: its ids would index past the embedding table")
+    model = grow_causal_lm(source, target_config, intermediate_config=intermediate_config, seed=schedule.seed,
+                           **ligo_kwargs)
+    return _train_both_phases(model, CAUSAL_LM, train_dataset, eval_dataset, output_dir=output_dir,
+                              schedule=schedule, processor=tokenizer, data_info=data_info)
+
+
+def _train_both_phases(
+    model: PeftModel,
+    task: Task,
+    train_dataset: datasets.Dataset,
+    eval_dataset: datasets.Dataset,
+    *,
+    output_dir: str | os.PathLike,
+    schedule: TrainingSchedule,
+    processor: Any,
+    data_info: DatasetInfo | None,
+) -> GrowthResult:
+    """LiGO's two phases on the grown ``model`` with ``Trainer`` as ``task`` says, each evaluated; the
+    operator-phase adapter, the final model, their results and cards written (main process only)."""
+    data_info = data_info or DatasetInfo()
     model.print_trainable_parameters()
     sources = source_locations(model)
     output = Path(output_dir)
@@ -210,6 +270,7 @@ def grow_and_train(
             len(train_dataset),
             len(eval_dataset),
             data_info.train_split,
+            task.rows(train_dataset),
         )
 
     # Trainer needs a directory, but saves no checkpoint (save_strategy="no"): a scratch one will do.
@@ -223,17 +284,16 @@ def grow_and_train(
                 args=_training_arguments(scratch, schedule, phase),
                 train_dataset=train_dataset,
                 eval_dataset=eval_dataset,
-                data_collator=trim_padding_collator,
-                compute_metrics=compute_classification_metrics,
+                **task.trainer_options(),
             )
             trainer.train()
-            return eval_metrics(trainer.evaluate())
+            return task.figures(trainer.evaluate())
 
         def train_operator(operator_model: PeftModel) -> dict[str, float]:
-            metrics = train_and_evaluate(operator_model, schedule.operator_phase)
+            metrics = train_and_evaluate(operator_model, schedule.operator_phase_of(task.operator_trains))
             if PartialState().is_main_process:  # Trainer has set up the processes by now
                 save_adapter(operator_model, adapter_dir, metrics=metrics, data_info=data_info,
-                             training=facts(schedule.operator_phase))
+                             training=facts(schedule.operator_phase_of(task.operator_trains, metrics)))
             return metrics
 
         def train_merged(merged: PreTrainedModel) -> dict[str, float]:
@@ -256,7 +316,8 @@ def grow_and_train(
             repo_id=output.resolve().name,
             merged=True,
             metrics=result.metrics,
-            training=facts(schedule.operator_phase, schedule.finetune_phase),
+            training=facts(schedule.operator_phase_of(task.operator_trains, operator_metrics),
+                           schedule.finetune_phase_with(result.metrics)),
             sources=sources,
             **data_info.card_fields(),
         )

@@ -382,7 +382,7 @@ def distilled_bert_source(
         batch_size=batch_size, max_length=max_length, lr=lr, seed=seed,
     )
     if cached is not None:
-        _save_atomically(student, recipe, cached)
+        save_atomically(student, recipe, cached)
     return student
 
 
@@ -393,7 +393,8 @@ def source_cache_key(config: PretrainedConfig, recipe: dict, data_digest: str) -
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _dataset_digest(dataset, columns: Sequence[str] = ("pixel_values", "label")) -> str:
+def dataset_digest(dataset, columns: Sequence[str] = ("pixel_values", "label")) -> str:
+    """A digest of ``columns`` of every row: what a cache key says about the data a source was trained on."""
     digest = hashlib.sha256()
     for column in columns:
         for row in dataset.with_format("numpy")[column]:
@@ -416,29 +417,49 @@ def pretrain_bert_source(
     """A BERT of ``config``'s shape trained from scratch as a classifier on ``train_dataset`` (tokenised:
     ``input_ids``, ``attention_mask``, ``labels``) for ``epochs`` epochs; its encoder, in eval mode. Reloaded
     from ``cache_dir/<key>`` if that recipe ran on the same data before (key: :func:`source_cache_key`)."""
-    recipe = {"epochs": epochs, "batch_size": batch_size, "lr": learning_rate, "weight_decay": weight_decay,
-              "max_grad_norm": max_grad_norm, "seed": seed, "optimizer": "adamw", "schedule": "linear",
-              "objective": "classification"}
-    cached = None
-    if cache_dir is not None:
-        digest = _dataset_digest(train_dataset, ("input_ids", "labels"))
-        cached = Path(cache_dir) / source_cache_key(config, recipe, digest)
-        if (cached / "config.json").is_file():
-            return BertModel.from_pretrained(cached).eval()
+    recipe = scratch_recipe(epochs, batch_size, learning_rate, weight_decay, max_grad_norm, seed, "classification")
+    cached = cache_entry(cache_dir, config, recipe, train_dataset)
+    if is_cached(cached):
+        return BertModel.from_pretrained(cached).eval()
     torch.manual_seed(seed)
     classifier = BertForSequenceClassification(config)
-    with tempfile.TemporaryDirectory() as scratch:
-        args = TrainingArguments(
-            output_dir=scratch, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-            learning_rate=learning_rate, weight_decay=weight_decay, max_grad_norm=max_grad_norm, seed=seed,
-            save_strategy="no", eval_strategy="no", logging_strategy="no", report_to=[], disable_tqdm=True,
-            use_cpu=not torch.cuda.is_available(),
-        )
-        Trainer(classifier, args, train_dataset=train_dataset, data_collator=trim_padding_collator).train()
+    train_from_scratch(classifier, train_dataset, recipe, trim_padding_collator)
     source = classifier.bert.cpu().eval()
     if cached is not None:
-        _save_atomically(source, recipe, cached)
+        save_atomically(source, recipe, cached)
     return source
+
+
+def scratch_recipe(epochs: int, batch_size: int, learning_rate: float, weight_decay: float, max_grad_norm: float,
+                   seed: int, objective: str) -> dict:
+    """The recipe of a source trained from scratch by :func:`train_from_scratch`: what its cache key holds."""
+    return {"epochs": epochs, "batch_size": batch_size, "lr": learning_rate, "weight_decay": weight_decay,
+            "max_grad_norm": max_grad_norm, "seed": seed, "optimizer": "adamw", "schedule": "linear",
+            "objective": objective}
+
+
+def cache_entry(cache_dir: str | Path | None, config: PretrainedConfig, recipe: dict, train_dataset) -> Path | None:
+    """Where a source of ``config`` trained by ``recipe`` on the tokenised ``train_dataset`` is cached (None: no cache)."""
+    if cache_dir is None:
+        return None
+    return Path(cache_dir) / source_cache_key(config, recipe, dataset_digest(train_dataset, ("input_ids", "labels")))
+
+
+def is_cached(entry: Path | None) -> bool:
+    return entry is not None and (entry / "config.json").is_file()
+
+
+def train_from_scratch(model: PreTrainedModel, train_dataset, recipe: dict, data_collator) -> None:
+    """Train ``model`` in place with ``transformers.Trainer`` as :func:`scratch_recipe` says (AdamW, weight decay,
+    gradient clipping, linear decay, whole epochs), saving and logging nothing."""
+    with tempfile.TemporaryDirectory() as scratch:
+        args = TrainingArguments(
+            output_dir=scratch, num_train_epochs=recipe["epochs"], per_device_train_batch_size=recipe["batch_size"],
+            learning_rate=recipe["lr"], weight_decay=recipe["weight_decay"], max_grad_norm=recipe["max_grad_norm"],
+            seed=recipe["seed"], save_strategy="no", eval_strategy="no", logging_strategy="no", report_to=[],
+            disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+        )
+        Trainer(model, args, train_dataset=train_dataset, data_collator=data_collator).train()
 
 
 def _label_names(dataset) -> list[str]:
@@ -451,7 +472,7 @@ def _label_names(dataset) -> list[str]:
 
 def vit_cache_key(config: ViTConfig, train_dataset, recipe: dict) -> str:
     """Hash of the ViT config (without version fields), the training recipe and the training data."""
-    return source_cache_key(config, recipe, _dataset_digest(train_dataset))
+    return source_cache_key(config, recipe, dataset_digest(train_dataset))
 
 
 def pretrain_vit_source(
@@ -500,17 +521,20 @@ def pretrain_vit_source(
         optimizer.step()
     model.eval()
     if cached is not None:
-        _save_atomically(model, recipe, cached)
+        save_atomically(model, recipe, cached)
     return model
 
 
-def _save_atomically(model: PreTrainedModel, recipe: dict, directory: Path) -> None:
-    """Write to a sibling temp dir, then rename: an interrupted run never leaves a half-written cache."""
+def save_atomically(model: PreTrainedModel, recipe: dict, directory: Path, *, tokenizer=None) -> None:
+    """Write to a sibling temp dir, then rename: an interrupted run never leaves a half-written cache. A source
+    saved with its ``tokenizer`` is a checkpoint ``fedgrow grow --source`` takes as it is."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(
         dir=directory.parent, prefix=f".{directory.name}-", ignore_cleanup_errors=True
     ) as scratch:
         model.save_pretrained(scratch)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(scratch)
         (Path(scratch) / "fedgrow_recipe.json").write_text(json.dumps(recipe, indent=2))
         if not directory.exists():  # a concurrent run may have finished first: keep its identical result
             os.replace(scratch, directory)

@@ -92,3 +92,24 @@ def tiny_source(tmp_path, minilm_path, tiny_bert_config) -> Path:
     BertModel(tiny_bert_config(layers=2, hidden=32, heads=4, max_position_embeddings=512)).save_pretrained(directory)
     AutoTokenizer.from_pretrained(minilm_path).save_pretrained(directory)
     return directory
+
+
+@pytest.fixture
+def tiny_llama_source(tmp_path, minilm_path) -> Path:
+    """A tiny random LlamaForCausalLM (L2-H32, 4 query heads on 2 key/value heads, tied head: SmolLM2-135M's
+    class and layout) saved with MiniLM's tokenizer, whose [SEP] ends its documents: a user's decoder source."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from tests.ligo_factories import llama_config
+
+    # a decoder's tokenizer gives no token_type_ids, which generate() would refuse
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path, model_input_names=["input_ids", "attention_mask"])
+    config = llama_config(tied=True, vocab_size=len(tokenizer), max_position_embeddings=128,
+                          pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
+                          eos_token_id=tokenizer.sep_token_id)
+    torch.manual_seed(0)
+    directory = tmp_path / "tiny-llama"
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

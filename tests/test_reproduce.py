@@ -25,6 +25,7 @@ from fedgrow_hf.reproduce.methods import SHAPE_KEYS, method_config, same_source,
 from fedgrow_hf.reproduce.results_markdown import preset_section
 from fedgrow_hf.reproduce.tuning import LEARNING_RATE_GRID
 from fedgrow_hf.tuners.ligo import GrowthStage, ModelShape
+from fedgrow_hf.tuners.ligo.shapes import OPTIONAL_SHAPE_FIELDS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -357,7 +358,8 @@ def _source_shape(party) -> dict[str, int]:
         hidden = party.derive["hidden_size"]
         return {"num_hidden_layers": party.derive["num_hidden_layers"], "hidden_size": hidden,
                 "num_attention_heads": hidden // 32, "intermediate_size": 4 * hidden}
-    return {key: (party.random or party.pretrain)[key] for key in SHAPE_KEYS}
+    table = party.random or party.pretrain  # with a decoder's key/value heads where it names them
+    return {key: table[key] for key in (*SHAPE_KEYS, *OPTIONAL_SHAPE_FIELDS) if key in table}
 
 
 def _assert_lossless(config: FederationConfig, name: str) -> None:

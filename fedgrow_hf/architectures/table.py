@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from torch import nn
-from transformers import AutoModel
+from transformers import AutoModel, AutoModelForCausalLM
 
 
 class Space(str, enum.Enum):
@@ -216,6 +216,11 @@ class ArchitectureTable:
             raise ValueError(f"a post-LN table needs block_output_norm naming a LayerNorm, got {self.block_output_norm!r}")
         if self.root not in ("base_model", "model"):
             raise ValueError(f"root must be 'base_model' or 'model', got {self.root!r}")
+
+    @property
+    def causal_lm(self) -> bool:
+        """Whether its models are decoder language models (``*ForCausalLM``), grown with their output head."""
+        return self.auto_class is AutoModelForCausalLM
 
     def root_of(self, model: nn.Module) -> nn.Module:
         """The module the table's paths are relative to."""

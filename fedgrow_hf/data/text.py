@@ -17,7 +17,7 @@ from .common import hub_dataset, hub_split_names, subsample
 LOCAL_SUFFIXES = (".tsv", ".csv", ".parquet", ".json", ".jsonl")
 
 
-def _read_table(path: Path) -> datasets.Dataset:
+def read_table(path: Path) -> datasets.Dataset:
     """One local file as a Dataset; TSVs are read without quote handling, like GLUE's own files."""
     import pandas as pd
 
@@ -55,7 +55,7 @@ def text_split_names(source: str) -> list[str]:
     return hub_split_names(source)
 
 
-def _split_file(directory: Path, split: str) -> Path:
+def split_file(directory: Path, split: str) -> Path:
     for suffix in LOCAL_SUFFIXES:
         candidate = directory / f"{split}{suffix}"
         if candidate.is_file():
@@ -110,9 +110,9 @@ def load_text_classification(
     """
     path = Path(source).expanduser()
     if path.is_file():
-        dataset = _read_table(path)
+        dataset = read_table(path)
     elif path.is_dir():
-        dataset = _read_table(_split_file(path, split))
+        dataset = read_table(split_file(path, split))
     else:
         dataset = hub_dataset(source, split)
     return subsample(_normalise(dataset, text_column, label_column, source), limit, seed)

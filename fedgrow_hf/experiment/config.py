@@ -9,6 +9,11 @@ enforced by :meth:`FederationConfig.validate`. Every value is checked against th
 before anything runs; an unknown key is refused with the closest valid name. Relative paths are resolved
 against the config file's folder. A ``[reproduce]`` table is ``fedgrow reproduce``'s
 (:mod:`fedgrow_hf.reproduce.presets`), not the federation's.
+
+A ``llama`` federation's data is text without labels (:func:`fedgrow_hf.data.load_text_corpus`: a text
+file, a folder, a table's ``text_column``, a Hub dataset), shared out ``iid`` and packed into blocks of
+``max_length`` tokens by ``[data].tokenizer``; ``[model].target`` names its ``vocab_size`` (the
+tokenizer's at least) and ``num_key_value_heads`` like any Llama config.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from transformers import BertConfig, TrainingArguments, ViTConfig
+from transformers import BertConfig, LlamaConfig, PretrainedConfig, TrainingArguments, ViTConfig
 
 from ..tuners.ligo.config import LiGOConfig
 
@@ -37,7 +42,6 @@ logger = logging.getLogger(__name__)
 
 PHASE2_MODES = ("local", "federated", "merge", "none")
 FINETUNE_INITS = ("grown", "random")
-FAMILIES = ("bert", "vit")
 AGGREGATORS = ("fedavg", "fedmedian", "fedtrimmedavg")
 PARTITIONS = ("iid", "dirichlet")
 # What a party discloses in clear under SecAgg+, in phase 1 and local phase 2 (see disclosure.py).
@@ -91,6 +95,40 @@ def setting(default: Any = MISSING, *, help: str, choices: tuple[str, ...] = (),
     ``factory`` makes a mutable default."""
     metadata = {HELP: help, **({CHOICES: choices} if choices else {})}
     return field(default=default, default_factory=factory, metadata=metadata)
+
+
+# What a party's ``derive`` table may hold (fedgrow_hf.sources.derive_bert_source's shape and its parent),
+# and the settings of a ``pretrain`` table that are its training recipe rather than the source's shape: a
+# BERT's or a decoder's (fedgrow_hf.sources.scratch_recipe), a ViT's.
+DERIVE_KEYS = {"from", "distill_steps", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads"}
+BERT_PRETRAIN_RECIPE = ("epochs", "batch_size", "learning_rate", "weight_decay", "max_grad_norm")
+VIT_PRETRAIN_SETTINGS = ("steps", "data")
+# What a party's data is: labelled sentences, labelled images, or running text for a language model.
+TEXT, IMAGES, CORPUS = "text", "images", "corpus"
+
+
+@dataclass(frozen=True)
+class Family:
+    """What ``[model].family`` stands for: the transformers config of its models, what its parties' data is,
+    the settings of its ``pretrain`` tables that are their recipe, and what every model of it is built with."""
+
+    config_class: type[PretrainedConfig]
+    data: str
+    pretrain_settings: tuple[str, ...]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def classifies(self) -> bool:
+        """Whether its models are classifiers (with labels and ``num_labels``), not language models."""
+        return self.data != CORPUS
+
+
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+FAMILIES: dict[str, Family] = {
+    "bert": Family(BertConfig, TEXT, BERT_PRETRAIN_RECIPE, NO_DROPOUT),
+    "vit": Family(ViTConfig, IMAGES, VIT_PRETRAIN_SETTINGS, NO_DROPOUT),
+    "llama": Family(LlamaConfig, CORPUS, BERT_PRETRAIN_RECIPE),
+}
 
 
 @dataclass
@@ -172,14 +210,15 @@ class SecureAggregationSettings:
 class ModelSettings:
     """``[model]``: the task, the grown model's shape and Dual-LiGO's intermediate shape."""
 
-    family: str = setting("bert", choices=FAMILIES, help=(
-        '"bert" (sequence classification) or "vit" (image classification)'))
+    family: str = setting("bert", choices=tuple(FAMILIES), help=(
+        '"bert" (sequence classification), "vit" (image classification) or "llama" (a causal language model of '
+        "[data]'s text: LlamaForCausalLM)"))
     num_labels: int = bounded(2, 2, help=(
-        "classes of the task (a classifier: transformers would build a regression head for 1)"))
+        "a classifier's classes (transformers would build a regression head for 1; a language model has none)"))
     target: dict[str, Any] = setting(factory=dict, help=(
         "required: the grown model's shape, keyword arguments of the family's transformers config (BertConfig, "
-        "ViTConfig), e.g. {num_hidden_layers = 8, hidden_size = 384, num_attention_heads = 12, "
-        "intermediate_size = 1536}"))
+        "ViTConfig, LlamaConfig: with its vocab_size, the tokenizer's at least, and num_key_value_heads), e.g. "
+        "{num_hidden_layers = 8, hidden_size = 384, num_attention_heads = 12, intermediate_size = 1536}"))
     intermediate: dict[str, int] = setting(factory=dict, help=(
         "required: Dual-LiGO's common shape, which every party's source grows into first (the same keys)"))
     ligo: dict[str, Any] = setting(factory=dict, help="any other LiGOConfig fields, e.g. {init_noise_std = 0.0}")
@@ -191,7 +230,8 @@ class DataSettings:
 
     source: str = setting("", help=(
         'required: a local file or folder, an MNIST IDX folder, "sklearn-digits" or a Hub dataset id ("name" or '
-        '"name:config"); a relative path is the config file\'s folder\'s (a preset\'s: the data folder\'s)'))
+        '"name:config"); llama: running text (a text file, a folder, a table\'s text_column, a Hub dataset); a '
+        "relative path is the config file's folder's (a preset's: the data folder's)"))
     split: str = setting("train", help="the split shared out among the parties")
     test_split: str = setting("test", help=(
         "the common split `fedgrow reproduce` scores every final model on (never shared out)"))
@@ -201,7 +241,7 @@ class DataSettings:
     eval_fraction: float = bounded(0.2, 0, 1, low_inclusive=False, high_inclusive=False, help=(
         "each party holds out this fraction of its share for evaluation"))
     partition: str = setting("iid", choices=PARTITIONS, help=(
-        'how the split is shared out: "iid", or "dirichlet" (label skew)'))
+        'how the split is shared out: "iid", or "dirichlet" (label skew; not for llama\'s unlabelled text)'))
     alpha: float = bounded(0.5, 0, low_inclusive=False, help=(
         '"dirichlet": the concentration (small: strongly non-IID)'))
     min_size: int = bounded(10, 1, help='"dirichlet": redraw until every party holds this many examples')
@@ -209,20 +249,13 @@ class DataSettings:
         '"dirichlet": ... and this many of every class (a one-class party has nothing to learn)'))
     text_column: str = setting("sentence", help="text: the column holding the text")
     label_column: str = setting("label", help="the column holding the labels")
-    max_length: int = bounded(64, 1, help="text: tokens per example")
+    max_length: int = bounded(64, 1, help="text: tokens per example (llama: per block of the packed text)")
     tokenizer: str = setting("", help=(
-        'text: a tokenizer\'s path or Hub id, or "minilm"; empty: the first party\'s source\'s'))
+        'text: a tokenizer\'s path or Hub id, or "minilm" (the bundled one); empty: the first party\'s source\'s'))
     image_size: int = bounded(32, 1, help="vision: pixels a side, images resized to it")
     num_channels: int = bounded(1, 1, help="vision: colour channels")
     source_cache: str = setting("~/.cache/fedgrow-hf/sources", help=(
         "where prepared sources (derived, distilled, pretrained) are kept, so a rerun reuses them"))
-
-
-# What a party's ``derive`` table may hold (fedgrow_hf.sources.derive_bert_source's shape and its parent),
-# and the settings of a ``pretrain`` table that are its training recipe rather than the source's shape.
-DERIVE_KEYS = {"from", "distill_steps", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads"}
-BERT_PRETRAIN_RECIPE = ("epochs", "batch_size", "learning_rate", "weight_decay", "max_grad_norm")
-VIT_PRETRAIN_SETTINGS = ("steps", "data")
 
 
 @dataclass
@@ -239,8 +272,9 @@ class PartySettings:
     pretrain: dict[str, Any] | None = setting(None, help=(
         "a model of this shape trained from scratch (cached): a BERT as a classifier on the party's own "
         "training share (the Fed-Grow authors' round 1; recipe: epochs, batch_size, learning_rate, weight_decay, "
-        "max_grad_norm); a ViT for `steps` steps (default 100) on `data` (the train split of an image source, e.g. "
-        '"sklearn-digits"; default: the party\'s own share)'))
+        "max_grad_norm); a Llama as a causal language model of its text (the same recipe keys); a ViT for `steps` "
+        'steps (default 100) on `data` (the train split of an image source, e.g. "sklearn-digits"; default: the '
+        "party's own share)"))
 
 
 @dataclass
@@ -269,6 +303,11 @@ class FederationConfig:
     @property
     def num_parties(self) -> int:
         return len(self.parties)
+
+    @property
+    def family(self) -> Family:
+        """What ``[model].family`` stands for (checked by :meth:`validate`)."""
+        return FAMILIES[self.model.family]
 
     @property
     def secure_aggregation(self) -> SecureAggregationSettings:
@@ -351,6 +390,9 @@ class FederationConfig:
                 "Flower's server-side DP clips each update, which the server cannot see under SecAgg+"
             )
         _check_secure_aggregation_counts(self.secure_aggregation)
+        if self.data.partition == "dirichlet" and not self.family.classifies:
+            raise ConfigError(f"data.partition='dirichlet' shares out examples by their label, and a "
+                              f"{model.family!r} federation's text has none: use partition = 'iid'")
         if not self.data.source:
             raise ConfigError("data.source (a data path or a Hub dataset id) is required")
         for i, party in enumerate(self.parties):
@@ -407,13 +449,12 @@ def _check_model_tables(config: FederationConfig) -> None:
     """The model shapes are keyword arguments of the family's transformers config, ``[model].ligo`` those of
     :class:`LiGOConfig` and ``[training]`` those of ``TrainingArguments``: a misspelt key would otherwise be ignored (a 12-layer default grown) or fail deep
     in a run; a ``[training]`` value must be of its default's kind (``learning_rate = "fast"``)."""
-    model_keys = set((BertConfig if config.model.family == "bert" else ViTConfig)().to_dict())
+    model_keys = set(config.family.config_class().to_dict())
     check_known_keys(config.model.target, model_keys, "keys in [model].target")
     check_known_keys(config.model.intermediate, model_keys, "keys in [model].intermediate")
     check_known_keys(config.model.ligo, {spec.name for spec in fields(LiGOConfig) if spec.init}, "keys in [model].ligo")
     party_tables = {"random": model_keys, "derive": DERIVE_KEYS,
-                    "pretrain": model_keys | set(BERT_PRETRAIN_RECIPE if config.model.family == "bert"
-                                                 else VIT_PRETRAIN_SETTINGS)}
+                    "pretrain": model_keys | set(config.family.pretrain_settings)}
     for i, party in enumerate(config.parties):
         for kind, known in party_tables.items():
             table = getattr(party, kind)

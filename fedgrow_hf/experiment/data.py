@@ -1,5 +1,6 @@
 """A party's data, built from the experiment config: its share of ``[data].split`` (partitioned among the
-parties, deterministic in the config), its held-out share, and the common test set, ready for ``Trainer``."""
+parties, deterministic in the config), its held-out share, and the common test set, ready for ``Trainer``:
+labelled sentences or images for a classifier, blocks of text for a language model."""
 
 from __future__ import annotations
 
@@ -16,18 +17,23 @@ from ..data import (
     iid_partition,
     load_image_classification,
     load_text_classification,
+    load_text_corpus,
+    pack_causal_lm,
     resize_images,
     tokenize_text,
 )
 from ..sources import minilm_path
-from .config import FederationConfig
-from .models import MINILM, parent_path, source_path
+from .config import CORPUS, IMAGES, TEXT, FederationConfig
+from .models import MINILM, parent_path, source_path, target_config
 
 
 def _load_split(config: FederationConfig, split: str, limit: int | None) -> datasets.Dataset:
-    """Raw ``text``/``pixel_values`` + ``label`` rows of ``split`` of ``[data].source``."""
-    data = config.data
-    if config.model.family == "bert":
+    """Raw ``text``/``pixel_values`` + ``label`` rows of ``split`` of ``[data].source``; a language model's
+    documents (``text`` only)."""
+    data, kind = config.data, config.family.data
+    if kind == CORPUS:
+        return load_text_corpus(data.source, split, text_column=data.text_column, limit=limit, seed=config.data_seed)
+    if kind == TEXT:
         dataset = load_text_classification(
             data.source, split, text_column=data.text_column, label_column=data.label_column, limit=limit,
             seed=config.data_seed,
@@ -95,11 +101,19 @@ def common_test_set(config: FederationConfig) -> datasets.Dataset:
 
 
 def model_inputs(config: FederationConfig, rows: datasets.Dataset) -> datasets.Dataset:
-    """Raw rows -> what the model takes: tokenised text, or images at the target's size; ``labels``."""
-    if config.model.family == "bert":
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path(config))
+    """Raw rows -> what the model takes: tokenised text, or images at the target's size, with their
+    ``labels``; a language model's documents packed into blocks of ``max_length`` tokens."""
+    kind = config.family.data
+    if kind == IMAGES:
+        return resize_images(rows, config.data.image_size, config.data.num_channels).rename_column("label", "labels")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path(config))
+    if kind == TEXT:
         return tokenize_text(rows, tokenizer, config.data.max_length)
-    return resize_images(rows, config.data.image_size, config.data.num_channels).rename_column("label", "labels")
+    vocab_size = target_config(config).vocab_size
+    if len(tokenizer) > vocab_size:
+        raise ValueError(f"the tokenizer {tokenizer_path(config)} has {len(tokenizer):,} tokens, more than "
+                         f"[model].target's vocab_size {vocab_size:,}: set vocab_size = {len(tokenizer)}")
+    return pack_causal_lm(rows, tokenizer, config.data.max_length)
 
 
 def tokenizer_path(config: FederationConfig) -> str:

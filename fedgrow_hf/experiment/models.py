@@ -10,33 +10,52 @@ from peft import PeftModel
 from transformers import (
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
-    BertConfig,
     PretrainedConfig,
     PreTrainedModel,
-    ViTConfig,
 )
 from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING,
     MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING,
     MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
 )
 
+from ..architectures import ARCHITECTURE_TABLES, get_architecture_table
 from ..growth import grow
 from ..sources import minilm_path
-from .config import FederationConfig, PartySettings
+from .config import IMAGES, FederationConfig, PartySettings
+from .config import NO_DROPOUT as NO_DROPOUT  # where fedgrow_hf.reproduce and federated.task import it from
+from .tasks import Task, task_of
 
 # a party's ``source``/``derive.from`` (and ``[data].tokenizer``) naming the bundled all-MiniLM-L6-v2
 MINILM = "minilm"
-NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 # The head a growth does not produce: trained and saved in full with the operator.
 HEAD_MODULES = ["classifier"]
+# PEFT's task type of a decoder's LiGO model: PeftModelForCausalLM, which generates.
+CAUSAL_LM_TASK = "CAUSAL_LM"
 # model types whose classification model classifies images; every other one classifies text
 IMAGE_MODEL_TYPES = ("vit",)
-# [model].family -> its transformers config class
-FAMILY_CONFIGS: dict[str, type[PretrainedConfig]] = {"bert": BertConfig, "vit": ViTConfig}
 
 
 def is_image_model(config: PretrainedConfig) -> bool:
     return config.model_type in IMAGE_MODEL_TYPES
+
+
+class TaskMismatchError(ValueError):
+    """A model that cannot do the task asked of it: a classifier's encoder as a language model, or the reverse."""
+
+
+def check_task(config: PretrainedConfig, causal_lm: bool) -> None:
+    """Refuse a source whose architecture is not the task's: a decoder for a causal language model, an
+    encoder for a classifier (a decoder's role table grows its output embedding, which a classifier lacks)."""
+    table = get_architecture_table(config)
+    if table.causal_lm == causal_lm:
+        return
+    decoders = sorted(name for name, other in ARCHITECTURE_TABLES.items() if other.causal_lm)
+    if causal_lm:
+        raise TaskMismatchError(f"model_type {config.model_type!r} is no decoder language model: a causal-LM growth "
+                                f"needs one of {decoders}")
+    raise TaskMismatchError(f"model_type {config.model_type!r} is a decoder language model: grow it as a causal "
+                            "language model (fedgrow grow --task causal-lm), not as a classifier")
 
 
 def classification_model_class(config: PretrainedConfig) -> Any:
@@ -62,30 +81,67 @@ def grow_classifier(
 
     ``seed`` seeds the head's initialisation (torch's generator) and any random part of the operator's.
     """
+    return _seeded_grow(source, config, seed, model_class=classification_model_class(config),
+                        intermediate_config=intermediate_config, modules_to_save=HEAD_MODULES, **ligo_kwargs)
+
+
+def grow_causal_lm(
+    source: str | PreTrainedModel | list[str | PreTrainedModel],
+    config: PretrainedConfig,
+    *,
+    intermediate_config: PretrainedConfig | dict[str, int] | None = None,
+    seed: int = 0,
+    **ligo_kwargs: Any,
+) -> PeftModel:
+    """The LiGO model of the decoder ``config`` (its architecture's ``*ForCausalLM``) as PEFT's causal-LM
+    wrapper, which can ``generate``; a decoder has no new head, its output embedding is grown.
+
+    ``seed`` seeds any random part of the operator's initialisation."""
+    return _seeded_grow(source, config, seed, intermediate_config=intermediate_config, task_type=CAUSAL_LM_TASK,
+                        **ligo_kwargs)
+
+
+def _seeded_grow(source: str | PreTrainedModel | list[str | PreTrainedModel], config: PretrainedConfig, seed: int,
+                 **grow_kwargs: Any) -> PeftModel:
+    """``grow`` with torch's generator seeded by ``seed`` (new heads) and the operator's ``init_seed`` too."""
     torch.manual_seed(seed)
-    return grow(
-        source,
-        config,
-        model_class=classification_model_class(config),
-        intermediate_config=intermediate_config,
-        modules_to_save=HEAD_MODULES,
-        **{"init_seed": seed, **ligo_kwargs},
-    )
+    return grow(source, config, **{"init_seed": seed, **grow_kwargs})
+
+
+def task_model_class(config: PretrainedConfig) -> type[PreTrainedModel]:
+    """The model a growth of ``config`` builds: a decoder's ``*ForCausalLM``, else its classification model."""
+    if get_architecture_table(config).causal_lm:
+        return MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    return classification_model_class(config)
 
 
 def model_classes(config: FederationConfig) -> tuple[type[PretrainedConfig], type[PreTrainedModel]]:
-    """The config class of ``[model].family`` and its classification model."""
-    config_class = FAMILY_CONFIGS[config.model.family]
-    return config_class, classification_model_class(config_class())
+    """The config class of ``[model].family`` and its model: a classifier, or a causal language model."""
+    config_class = config.family.config_class
+    return config_class, task_model_class(config_class())
 
 
 def target_config(config: FederationConfig) -> PretrainedConfig:
-    """The grown model's config: ``[model].target`` + the task's label count (+ image geometry for ViT)."""
+    """The grown model's config: ``[model].target`` + a classifier's label count (+ image geometry for ViT)."""
     config_class, _ = model_classes(config)
-    extra: dict[str, Any] = {}
-    if config.model.family == "vit":
-        extra = {"image_size": config.data.image_size, "num_channels": config.data.num_channels}
-    return config_class(**{**NO_DROPOUT, **extra, **config.model.target, "num_labels": config.model.num_labels})
+    geometry: dict[str, Any] = {}
+    if config.family.data == IMAGES:
+        geometry = {"image_size": config.data.image_size, "num_channels": config.data.num_channels}
+    labels = {"num_labels": config.model.num_labels} if config.family.classifies else {}
+    return config_class(**{**config.family.defaults, **geometry, **config.model.target, **labels})
+
+
+def experiment_task(config: FederationConfig) -> Task:
+    """What the experiment's parties train and score their models for (:func:`~.tasks.task_of` its target)."""
+    return task_of(target_config(config))
+
+
+def grow_party_model(config: FederationConfig, source: PreTrainedModel) -> PeftModel:
+    """A party's Dual-LiGO model of ``source`` into the target: a classifier whose head is seeded by the config
+    (the same in every party), or a causal language model."""
+    grow_task = grow_classifier if config.family.classifies else grow_causal_lm
+    return grow_task(source, target_config(config), intermediate_config=dict(config.model.intermediate),
+                     seed=config.seed, **config.model.ligo)
 
 
 def source_config(config: FederationConfig, shape: dict[str, Any]) -> PretrainedConfig:

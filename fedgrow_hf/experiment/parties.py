@@ -11,43 +11,49 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
-from transformers import AutoModel, PreTrainedModel
+from transformers import PreTrainedModel
 
 from ..architectures import get_architecture_table
 from ..data import load_image_classification, resize_images
+from ..decoder_sources import pretrain_causal_lm_source
 from ..sources import derive_bert_source, distilled_bert_source, pretrain_bert_source, pretrain_vit_source
 from ..tuners.ligo import GrowthStage, LiGOConfig, TransformerWeights, initial_global_stage
-from .config import BERT_PRETRAIN_RECIPE, FederationConfig
+from .config import BERT_PRETRAIN_RECIPE, IMAGES, FederationConfig
 from .data import party_datasets, party_shares
-from .models import grow_classifier, model_classes, parent_path, source_config, source_path, target_config
+from .models import grow_party_model, model_classes, parent_path, source_config, source_path, target_config
 
 
 def load_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
-    """The party's private source model: loaded, derived from another one, or randomly initialised."""
+    """The party's private source model: loaded, derived from another one, pretrained, or randomly initialised
+    (as its architecture loads: an encoder, or a decoder with its output embedding)."""
     party = config.parties[party_id]
+    auto_class = get_architecture_table(target_config(config)).auto_class
     if party.random is not None:
         # a random source of the given shape, otherwise like the target (vocabulary, positions ...)
         torch.manual_seed(config.data_seed + 1000 + party_id)
-        return AutoModel.from_config(source_config(config, party.random))
+        return auto_class.from_config(source_config(config, party.random))
     if party.derive is not None:
         return _derived_bert_source(config, party_id)
     if party.pretrain is not None:
-        if config.model.family == "bert":
-            return _pretrained_bert_source(config, party_id)
-        return _pretrained_vit_source(config, party_id)
-    return AutoModel.from_pretrained(source_path(party))
+        if config.family.data == IMAGES:
+            return _pretrained_vit_source(config, party_id)
+        return _pretrained_text_source(config, party_id)
+    return auto_class.from_pretrained(source_path(party))
 
 
-def _pretrained_bert_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
-    """A BERT trained from scratch as a classifier on the party's own training share (the Fed-Grow authors'
-    round 1); cached, so every round, method and seed of a comparison reuses it (its seed is the data seed)."""
+def _pretrained_text_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
+    """A source trained from scratch on the party's own training share (the Fed-Grow authors' round 1): a BERT
+    as a classifier, a decoder as a language model of its text; cached, so every round, method and seed of a
+    comparison reuses it (its seed is the data seed)."""
     settings = dict(config.parties[party_id].pretrain)
     recipe = {name: settings.pop(name) for name in BERT_PRETRAIN_RECIPE if name in settings}
     train, _ = party_datasets(config, party_id)
     shape = source_config(config, settings)
+    cache = Path(config.data.source_cache).expanduser()
+    if not config.family.classifies:
+        return pretrain_causal_lm_source(shape, train, seed=config.data_seed + party_id, cache_dir=cache, **recipe)
     shape.num_labels = config.model.num_labels
-    return pretrain_bert_source(shape, train, seed=config.data_seed + party_id,
-                                cache_dir=Path(config.data.source_cache).expanduser(), **recipe)
+    return pretrain_bert_source(shape, train, seed=config.data_seed + party_id, cache_dir=cache, **recipe)
 
 
 def _derived_bert_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
@@ -86,10 +92,7 @@ def _pretrained_vit_source(config: FederationConfig, party_id: int) -> PreTraine
 
 def build_party_model(config: FederationConfig, party_id: int) -> PeftModel:
     """The party's Dual-LiGO model: its source -> Local-LiGO -> (shared) Global-LiGO -> target."""
-    source = load_source(config, party_id)
-    # seeded by the config: the task head starts the same in every party
-    return grow_classifier(source, target_config(config), intermediate_config=dict(config.model.intermediate),
-                           seed=config.seed, **config.model.ligo)
+    return grow_party_model(config, load_source(config, party_id))
 
 
 def reference_global_stage(config: FederationConfig) -> GrowthStage:

@@ -33,13 +33,11 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from transformers import Trainer
 
-from ..data import trim_padding_collator
 from ..experiment.config import FederationConfig
 from ..experiment.curves import EvaluateAt
-from ..experiment.models import model_classes, target_config
+from ..experiment.models import experiment_task, model_classes, target_config
 from ..experiment.stream import StreamTrainer
 from ..experiment.training import final_model_dir, finetune_arguments, finetune_eval_steps, training_arguments
-from ..metrics import compute_classification_metrics
 from .disclosure import disclosed_finetune_metrics
 from .party import (
     keep_shared_intermediate,
@@ -122,8 +120,7 @@ def make_client_app(
         first_step = (int(settings["finetune-round"]) - 1) * cfg.federation.finetune_steps
         trainer = StreamTrainer(
             grown, finetune_arguments(cfg, party_dir / "finetune"), train_dataset=train_set, eval_dataset=eval_set,
-            data_collator=trim_padding_collator, compute_metrics=compute_classification_metrics, callbacks=[evaluations],
-            first_step=first_step,
+            callbacks=[evaluations], first_step=first_step, **experiment_task(cfg).trainer_options(),
         )
         output = trainer.train()
         result = evaluations.history[max(evaluations.history)]
@@ -154,7 +151,7 @@ def _merged_reply(cfg: FederationConfig, root: Path, party: int, grown: torch.nn
     """``mode="merge"``: the party keeps its merged model as it is and reports its held-out figures (the same
     function its LiGO model computed in the last round)."""
     trainer = Trainer(grown, training_arguments(cfg, party_dir_of(root, party) / "merged", 1),
-                      data_collator=trim_padding_collator, compute_metrics=compute_classification_metrics)
+                      **experiment_task(cfg).trainer_options())
     result = trainer.evaluate(eval_set)
     grown.save_pretrained(final_model_dir(root, party))
     metrics = {PARTY_KEY: party, WEIGHT_KEY: num_examples, "eval_loss": float(result["eval_loss"]),

@@ -13,12 +13,11 @@ import torch
 from flwr.app import Context
 from safetensors.torch import load_file, save_file
 
-from ..data import trim_padding_collator
 from ..experiment.config import FederationConfig
 from ..experiment.data import party_datasets
+from ..experiment.models import experiment_task
 from ..experiment.parties import build_party_model
 from ..experiment.training import training_arguments
-from ..metrics import compute_classification_metrics
 from .screening import PARTY_KEY, WEIGHT_KEY
 from .trainer import FedGrowTrainer
 
@@ -83,9 +82,8 @@ def train_party_round(
         party_dir=party_dir,
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=trim_padding_collator,
-        compute_metrics=compute_classification_metrics,
         schedule_steps=cfg.federation.rounds * cfg.federation.local_steps,
+        **experiment_task(cfg).trainer_options(),
     )
     trainer.begin_round(server_round)
     trainer.set_global_state(global_state)

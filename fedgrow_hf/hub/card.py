@@ -57,11 +57,13 @@ class FederationFacts:
 
 @dataclass(frozen=True)
 class TrainingPhase:
-    """One phase of the training recipe as the card states it: what it trained, how long, how fast."""
+    """One phase of the training recipe as the card states it: what it trained, how long, how fast, and
+    (``figures``) how the model it left scored on the evaluation data."""
 
     trained: str
     steps: int
     learning_rate: float
+    figures: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -74,10 +76,13 @@ class TrainingFacts:
     train_examples: int
     eval_examples: int
     train_split: str | None = None
+    rows: str = "examples"  # what the counts count: a decoder trains on "blocks of 64 tokens"
 
 
 # transformers class suffix -> (Hub pipeline tag, auto class that loads it)
 TASKS: dict[str, tuple[str, str]] = {
+    "ForCausalLM": ("text-generation", "AutoModelForCausalLM"),
+    "LMHeadModel": ("text-generation", "AutoModelForCausalLM"),  # GPT2LMHeadModel
     "ForSequenceClassification": ("text-classification", "AutoModelForSequenceClassification"),
     "ForImageClassification": ("image-classification", "AutoModelForImageClassification"),
     "ForTokenClassification": ("token-classification", "AutoModelForTokenClassification"),

@@ -61,15 +61,18 @@ def flower_task_identity() -> Iterator[None]:
         TaskIdentity.task_id = TaskIdentity.run_id = TaskIdentity.node_id = None
 
 
-TINY_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "configs" / "demo-tiny.toml"
+CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
+TINY_CONFIG = CONFIGS / "demo-tiny.toml"
+TINY_LLAMA_CONFIG = CONFIGS / "tiny-llama.toml"
 
 
-def tiny_federation(shared_data_dir: Path, **federation):
-    """The shipped tiny text federation, on the real SST-2 beside the checkout, with overrides."""
+def tiny_federation(shared_data_dir: Path, config_file: Path = TINY_CONFIG, data: str = "sst2", **federation):
+    """A shipped tiny federation (the text one unless ``config_file``), on the real ``data`` beside the
+    checkout, with overrides of ``[federation]``."""
     from fedgrow_hf.experiment.config import FederationConfig
 
-    config = FederationConfig.load(TINY_CONFIG)
-    config.data.source = str(shared_data_dir / "sst2")
+    config = FederationConfig.load(config_file)
+    config.data.source = str(shared_data_dir / data)
     for name, value in federation.items():
         setattr(config.federation, name, value)
     config.validate()
@@ -122,3 +125,54 @@ def tiny_run(shared_data_dir, tmp_path_factory):
     )
     return {"config": config, "dir": run_dir, "final": final, "reports": reports,
             "sent": read_records(run_dir / "sent")}
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_run(shared_data_dir, tmp_path_factory):
+    """The shipped decoder federation (examples/configs/tiny-llama.toml), run in this process: two parties
+    pretrain their own small Llamas on their shares of 200 AG News articles (into a fresh source cache) and grow one Llama
+    L4/H64 for 2 rounds of 3 steps, then fine-tune it locally for 4 steps (evaluated after steps 3 and 4).
+    A client mod records every message that leaves a party."""
+    from fedgrow_hf.federated.simulate import simulate
+    from tests.federated.mods import make_recording_mod
+
+    config = tiny_federation(shared_data_dir, TINY_LLAMA_CONFIG, "agnews", local_steps=3, finetune_steps=4)
+    run_dir = tmp_path_factory.mktemp("decoder-federation")
+    config.data.limit, config.data.source_cache = 200, str(run_dir / "sources")
+    reports = []
+    final = simulate(config, run_dir / "run", on_round=reports.append, engine="inprocess",
+                     client_mods=[make_recording_mod(str(run_dir / "sent"))])
+    return {"config": config, "dir": run_dir / "run", "final": final, "reports": reports,
+            "sent": read_records(run_dir / "sent")}
+
+
+def check_only_global_ligo_left(run: dict) -> None:
+    """Privacy: every message a party sent carries exactly the Global-LiGO arrays and scalar metrics (after
+    local phase 2 also its held-out learning curves) -- no source, Local-LiGO, head or data."""
+    from fedgrow_hf.experiment.parties import build_party_model
+    from fedgrow_hf.experiment.training import finetune_eval_steps
+    from fedgrow_hf.federated.screening import FINETUNE_CURVE
+
+    config = run["config"]
+    global_keys = set(run["final"])
+    model = build_party_model(config, 0)
+    private = set(model.local_state_dict()) | {n for n, _ in model.named_parameters() if "classifier" in n}
+    train_sent = [r for r in run["sent"] if r["message_type"] == "train"]
+    assert len(train_sent) == config.num_parties * config.federation.rounds
+    for record in run["sent"]:
+        types = set(record["record_types"].values())
+        assert types <= {"ArrayRecord", "MetricRecord"}, record["record_types"]  # no config/data records
+        for metrics in record["metrics"].values():
+            curves = {name: metrics.pop(name) for name in FINETUNE_CURVE if name in metrics}
+            assert all(isinstance(v, int | float) for v in metrics.values())
+            points = len(finetune_eval_steps(config))
+            assert all(len(curve) == points and all(isinstance(v, float) for v in curve) for curve in curves.values())
+            assert set(curves) == (set() if record["message_type"] == "train" else set(FINETUNE_CURVE))
+        if record["message_type"] == "train":
+            assert set(record["arrays"]) == {"arrays"}
+            sent_keys = set(record["arrays"]["arrays"])
+            assert sent_keys == global_keys
+            assert not sent_keys & private
+            assert not any("sources" in k or "local_stages" in k or "classifier" in k for k in sent_keys)
+        else:  # phase 2 (local): metrics only
+            assert record["arrays"] == {}

@@ -84,32 +84,3 @@ def test_phase2_parties_merge_and_finetune_locally(run):
             key: metrics[key] for key in ("accuracy", "precision_macro", "eval_loss")}, party
     grown = BertForSequenceClassification.from_pretrained(run["dir"] / "parties" / "party-1" / "grown")
     assert grown.config.num_hidden_layers == 4 and grown.config.hidden_size == 64
-
-
-def test_only_global_ligo_leaves_a_party(run):
-    """Privacy: every message a party sent carries exactly the Global-LiGO arrays and scalar metrics (after
-    local phase 2 also its held-out learning curves)."""
-    from fedgrow_hf.experiment.parties import build_party_model
-    from fedgrow_hf.federated.screening import FINETUNE_CURVE
-
-    global_keys = set(run["final"])
-    model = build_party_model(run["config"], 0)
-    private = set(model.local_state_dict()) | {n for n, _ in model.named_parameters() if "classifier" in n}
-    train_sent = [r for r in run["sent"] if r["message_type"] == "train"]
-    assert len(train_sent) == 3 * 2  # 3 parties x 2 rounds
-    for record in run["sent"]:
-        types = set(record["record_types"].values())
-        assert types <= {"ArrayRecord", "MetricRecord"}, record["record_types"]  # no config/data records
-        for metrics in record["metrics"].values():
-            curves = {name: metrics.pop(name) for name in FINETUNE_CURVE if name in metrics}
-            assert all(isinstance(v, int | float) for v in metrics.values())
-            assert all(len(curve) == 2 and all(isinstance(v, float) for v in curve) for curve in curves.values())
-            assert set(curves) == (set() if record["message_type"] == "train" else set(FINETUNE_CURVE))
-        if record["message_type"] == "train":
-            assert set(record["arrays"]) == {"arrays"}
-            sent_keys = set(record["arrays"]["arrays"])
-            assert sent_keys == global_keys
-            assert not sent_keys & private
-            assert not any("sources" in k or "local_stages" in k or "classifier" in k for k in sent_keys)
-        else:  # phase 2 (local): metrics only
-            assert record["arrays"] == {}

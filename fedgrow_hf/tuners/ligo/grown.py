@@ -55,30 +55,56 @@ class GrownWeights:
     the operator again under every grown weight of the target.
     """
 
-    def __init__(self, slots: Sequence[GrownSlot], grow: Callable[[], TransformerWeights]) -> None:
+    def __init__(
+        self, slots: Sequence[GrownSlot], grow: Callable[[Mapping[str, torch.Tensor]], TransformerWeights]
+    ) -> None:
         self._slots = tuple(slots)
         self._grow = grow
         self._tensors: list[torch.Tensor] | None = None
+        self._partial: frozenset[int] = frozenset()  # slots grown for some rows only (see refresh)
+        self._stale: frozenset[int] = frozenset()
 
-    def refresh(self) -> None:
+    def refresh(self, rows: Mapping[str, torch.Tensor] | None = None) -> None:
         """Run the operator and keep its output until the next refresh.
 
         The last pass's tensors are dropped first: kept while the operator runs, they would make every
         training step hold two grown copies of the target at its start (a graph that still needs them,
         e.g. two forwards before one backward, keeps them itself).
+
+        ``rows`` (shared tensor path -> row numbers) grows only those rows of a lookup table, the rest
+        left zero: a forward pass reads only its tokens' rows of the word embeddings. Such a slot is valid
+        for this pass alone: after :meth:`end_pass`, reading it grows the whole target again.
         """
+        rows = rows or {}
         self._tensors = None
-        weights = self._grow()
+        weights = self._grow(rows)
         blocks = weights.unbind_layers()
-        self._tensors = [slot.select(weights, blocks) for slot in self._slots]
+        self._tensors = [
+            self._scatter(slot, tensor, rows[slot.path]) if slot.kind == "shared" and slot.path in rows else tensor
+            for slot, tensor in ((slot, slot.select(weights, blocks)) for slot in self._slots)
+        ]
+        self._partial = frozenset(i for i, slot in enumerate(self._slots) if slot.kind == "shared" and slot.path in rows)
+        self._stale = frozenset()
+
+    @staticmethod
+    def _scatter(slot: GrownSlot, grown_rows: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The full-size table with ``grown_rows`` at ``rows`` and zeros elsewhere (out of place, so the
+        gradient reaches ``grown_rows``: the lookup's gradient rows at ``rows``)."""
+        return grown_rows.new_zeros(slot.shape).index_copy(0, rows, grown_rows)
+
+    def end_pass(self) -> None:
+        """The forward pass that the last refresh served is over: its row-restricted tables no longer hold
+        the rows a reader may ask for (its graph keeps what its backward needs)."""
+        self._stale = self._partial
 
     def clear(self) -> None:
         """Drop the grown tensors (and their graph); the next read runs the operator again."""
         self._tensors = None
 
     def tensor(self, index: int) -> torch.Tensor:
-        """Slot ``index``'s grown tensor; a weight read before any forward pass runs the operator."""
-        if self._tensors is None:
+        """Slot ``index``'s grown tensor; a weight read before any forward pass, or a row-restricted one read
+        after its pass, runs the operator (for the whole target)."""
+        if self._tensors is None or index in self._stale:
             self.refresh()
         return self._tensors[index]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -77,6 +77,7 @@ class LiGOModel(BaseTuner):
         self._grown: GrownWeights | None = None
         self._hook_handles: list[torch.utils.hooks.RemovableHandle] = []
         self._forward_depth = 0
+        self._lookup_table: str | None = None
         self._cached_key: tuple | None = None
         self._cached_weights: TransformerWeights | None = None
 
@@ -142,6 +143,7 @@ class LiGOModel(BaseTuner):
         _materialize_meta_parameters(model, device)
         self._check_grown_shapes()
         self._grown = GrownWeights(self._slots, self._grown_weights)
+        self._lookup_table = _input_lookup_table(model, self._slots, operator.global_stage)
         parametrize_grown(self._slots, self._grown)
         self._hook_handles = [
             model.register_forward_pre_hook(self._before_forward, with_kwargs=True),
@@ -186,11 +188,12 @@ class LiGOModel(BaseTuner):
     def operator(self) -> LiGOOperator:
         return self.ligo_operator[self.active_adapters[0]]
 
-    def _grown_weights(self) -> TransformerWeights:
-        """Run the operator; in no-grad mode reuse the last result while the operator is unchanged."""
+    def _grown_weights(self, rows: Mapping[str, torch.Tensor]) -> TransformerWeights:
+        """Run the operator (only ``rows`` of the lookup tables it names); in no-grad mode reuse the last
+        whole result while the operator is unchanged (``rows`` is then empty: see :meth:`_before_forward`)."""
         if torch.is_grad_enabled():
             self._cached_key = self._cached_weights = None
-            return self.operator()
+            return self.operator(rows=rows)
         params = list(self.operator.parameters())
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         if key != self._cached_key:
@@ -217,12 +220,24 @@ class LiGOModel(BaseTuner):
                 )
 
     def _before_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """Grow the target once for the outermost forward pass. With gradients on, the word-embedding table
+        is grown only at the batch's token ids (:meth:`LiGOOperator.forward`); without them the whole
+        result is cached across passes instead (:meth:`_grown_weights`)."""
         self._forward_depth += 1
         if self._forward_depth == 1:
-            self._grown.refresh()
+            self._grown.refresh(self._lookup_rows(args, kwargs) if torch.is_grad_enabled() else None)
+
+    def _lookup_rows(self, args: tuple, kwargs: dict) -> dict[str, torch.Tensor]:
+        """The rows of the input-embedding table this pass reads: its ``input_ids``, once each."""
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if self._lookup_table is None or not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point():
+            return {}
+        return {self._lookup_table: input_ids.unique().to(self.operator.global_stage.depth.device)}
 
     def _after_forward(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
         self._forward_depth -= 1
+        if self._forward_depth == 0:
+            self._grown.end_pass()
 
     # ----------------------------------------------------------------------------------------------
     # Dual-LiGO state exchange (Fed-Grow)
@@ -316,14 +331,15 @@ class LiGOModel(BaseTuner):
         self._grown.clear()
 
     def _materialize(self, weights: TransformerWeights, layer: int | None, safe_merge: bool) -> None:
-        """Give one block's (or the shared) grown tensors back to the target as its parameters.
+        """Give one block's (or the shared) grown tensors, all or some of them, back to the target as its
+        parameters.
 
         The grown tensor's own storage becomes the parameter's (no copy): the merged model is the only
         thing a merge allocates, and the operator's output is gone once the caller drops ``weights``.
         """
         blocks = weights.unbind_layers()
         for slot in self._slots:
-            if slot.layer != layer:
+            if slot.layer != layer or slot.path not in (weights.shared if slot.kind == "shared" else weights.layers):
                 continue
             tensor = slot.select(weights, blocks, first_layer=layer or 0)
             if safe_merge and not torch.isfinite(tensor).all():
@@ -464,6 +480,17 @@ def _tying_obstacles(table: ArchitectureTable, target: nn.Module, sources: list[
                 "as the source has it)"
             )
     return reasons
+
+
+def _input_lookup_table(model: PreTrainedModel, slots: Sequence[GrownSlot], stage: GrowthStage) -> str | None:
+    """The grown shared tensor that only the input embedding reads, by row (``input_ids``), if growth keeps
+    its rows apart: a pass can grow just its tokens' rows. A table tied to an output head (an LM head
+    reads every row) or read by any other module is grown whole."""
+    embedding = model.get_input_embeddings()
+    for slot in slots:
+        if slot.kind == "shared" and all(owner is embedding and name == "weight" for owner, name in slot.owners):
+            return slot.path if stage.keeps_rows(slot.path, len(slot.shape)) else None
+    return None
 
 
 def _growable_names(

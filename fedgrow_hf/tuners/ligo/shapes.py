@@ -110,6 +110,11 @@ class TransformerWeights:
     def unbind_layers(self) -> dict[str, tuple[torch.Tensor, ...]]:
         return {name: stacked.unbind(0) for name, stacked in self.layers.items()}
 
+    def take_rows(self, rows: Mapping[str, torch.Tensor]) -> TransformerWeights:
+        """The same weights with only ``rows[name]`` (row numbers) of each shared tensor named in ``rows``."""
+        shared = {name: tensor.index_select(0, rows[name]) if name in rows else tensor for name, tensor in self.shared.items()}
+        return TransformerWeights(shared, self.layers)
+
     def to(self, dtype: torch.dtype) -> TransformerWeights:
         return TransformerWeights(
             {k: v.to(dtype) for k, v in self.shared.items()}, {k: v.to(dtype) for k, v in self.layers.items()}
