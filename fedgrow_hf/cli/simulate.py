@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..experiment.config import FederationConfig
+    from ..experiment.data import check_data
     from ..federated.simulate import simulate
 
     config = FederationConfig.load(args.config)
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         config.federation.phase2 = args.phase2 or config.federation.phase2
         config.validate()
     run_dir = args.run_dir or f"runs/{config.name}"
+    check_data(config)  # bad data stops here, before the console's log creates the run folder (simulate reuses it)
     fed = config.federation
     with run_console(run_dir, args.verbose) as console, Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

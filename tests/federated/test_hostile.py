@@ -707,6 +707,22 @@ def test_hostile_labels_outside_num_labels_stop_before_the_run_folder_exists(sha
     assert "\n" not in str(refused.value) and not (tmp_path / "run").exists()
 
 
+def test_hostile_labels_outside_num_labels_stop_the_cli_before_its_log_makes_the_run_folder(
+    shared_data_dir, tmp_path, capsys
+):
+    """``fedgrow simulate`` logs into the run folder: its data check comes before that log is opened."""
+    from fedgrow_hf.cli import main
+
+    rows = ["sentence\tlabel"] + [f"a fine sentence number {i}\t{8969 if i == 7 else i % 2}" for i in range(60)]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.tsv").write_text("\n".join(rows) + "\n")
+    config = tiny_federation(shared_data_dir)
+    config.data.source, config.data.limit = str(tmp_path / "data"), None
+    (tmp_path / "bad.json").write_text(config.to_json())
+    assert main(["simulate", str(tmp_path / "bad.json"), "--run-dir", str(tmp_path / "run"), "--engine", "inprocess"]) == 1
+    assert "label 8969 (row" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
 def test_fault_full_disk_names_the_file(tmp_path, monkeypatch):
     """torch.save on a full disk says only "[enforce fail at inline_container.cc:672] . unexpected pos": the
     error names the file and the cause."""
