@@ -93,12 +93,20 @@ def apply_kronecker(tensor: torch.Tensor, dim: int, group: torch.Tensor | None, 
 
 
 def _contract(operand: torch.Tensor, factor: torch.Tensor, position: int) -> torch.Tensor:
-    """Multiply axis ``position`` of ``operand`` (leading layer axis) by ``factor`` (Z x A, or L x Z x A per layer)."""
-    letters = [chr(ord("a") + i) for i in range(operand.dim())]
-    batch = letters[0] if factor.dim() == 3 else ""
-    result = letters.copy()
-    result[position] = "z"
-    return torch.einsum(f"{''.join(letters)},{batch}z{letters[position]}->{''.join(result)}", operand, factor)
+    """Multiply axis ``position`` of ``operand`` (leading layer axis) by ``factor`` (Z x A, or L x Z x A per layer).
+
+    As matrix products over views of ``operand`` (never a permuted copy of it, which an ``einsum`` over a
+    middle axis makes, forward and backward): the axes before ``position`` are a batch, those after it the
+    columns the factor multiplies; a last axis is contracted as ``rows @ factor^T``.
+    """
+    shape = operand.shape
+    rows, size, columns = math.prod(shape[1:position]), shape[position], math.prod(shape[position + 1 :])
+    if columns == 1:
+        grown = operand.reshape(shape[0], rows, size) @ factor.transpose(-1, -2)
+    else:
+        per_layer = factor if factor.dim() == 2 else factor.unsqueeze(1)
+        grown = per_layer @ operand.reshape(shape[0], rows, size, columns)
+    return grown.reshape(*shape[:position], factor.shape[-2], *shape[position + 1 :])
 
 
 class WidthFactor(nn.Module):
