@@ -68,6 +68,7 @@ def mean_pooled(model, tokenizer, texts: list[str]) -> torch.Tensor:
     return (states * mask).sum(1) / mask.sum(1)
 
 
+@pytest.mark.slow  # ~30 s on 2 cores: a tenth of the fast tier's budget
 def test_linear_probe_on_grown_states_matches_minilm(minilm, shared_data_dir):
     """A linear probe (the issue's measure of what growth forgets) scores the grown model's states, folded
     back to MiniLM's coordinates, as it scores MiniLM's own: nothing is forgotten at initialisation."""
