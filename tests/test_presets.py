@@ -108,3 +108,10 @@ def test_comparison_settings_round_trip_through_their_table():
         table = json.loads(json.dumps({name: value for name, value in vars(preset.settings).items()
                                        if value is not None}))
         assert ComparisonSettings.from_table(table, preset.name) == preset.settings
+
+
+def test_a_decoder_federation_is_refused_by_the_comparison_with_what_to_run_instead():
+    """fedgrow reproduce scores classifiers on a labelled test split; a language-model config says so at once."""
+    with pytest.raises(ValueError, match=r"grows llama language models: fedgrow reproduce compares classifiers .* "
+                                         r"fedgrow simulate"):
+        load_comparison(str(Path(__file__).parents[1] / "examples" / "configs" / "tiny-llama.toml"), "unused")

@@ -42,6 +42,14 @@ class Comparison:
 def load_comparison(preset: str, data_dir: str | Path) -> Comparison:
     """A preset (its data under ``data_dir``) or a federation config file, whose paths are its folder's and whose
     ``[reproduce]`` table is optional (seeds: its own seed and the next two; its data seed stays fixed)."""
+    comparison = _load_comparison(preset, data_dir)
+    if not comparison.config.family.classifies:
+        raise ValueError(f"{preset!r} grows {comparison.config.model.family} language models: fedgrow reproduce compares "
+                         "classifiers (test accuracy on labelled data); run a decoder federation with fedgrow simulate")
+    return comparison
+
+
+def _load_comparison(preset: str, data_dir: str | Path) -> Comparison:
     path = Path(preset)
     if preset not in PRESETS and path.is_file() and path.resolve().parent == PRESET_FOLDER.resolve():
         preset = path.stem  # a preset's file: its data folder is data_dir's, not the file's
