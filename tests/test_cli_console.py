@@ -102,3 +102,19 @@ def test_reproduce_shows_its_progress_and_the_accuracy_of_every_method(shared_da
     assert "Own source, fine-tuned" in shown.err and "0.5000 ± 0.0100" in shown.err
     assert "eval_loss" not in shown.out + shown.err
     assert "tiny/own-source/seed 0: running" in (work / LOG_FILE).read_text()
+
+
+def test_the_check_runs_before_the_run_folder_exists_and_its_output_reaches_the_log(tmp_path, capfd):
+    """A run refused by its check (bad data) leaves no folder; a passing check's output is logged, not shown."""
+    def refuse() -> None:
+        print("loading the data")
+        raise ValueError("label 7 is not a class id")
+
+    with pytest.raises(ValueError, match="label 7"), run_console(tmp_path / "refused", verbose=False, check=refuse):
+        pass
+    assert not (tmp_path / "refused").exists()
+    with run_console(tmp_path / "run", verbose=False, check=lambda: print("loading the data")) as console:
+        assert (tmp_path / "run").is_dir()
+        console.print("progress")
+    assert "loading the data" in (tmp_path / "run" / LOG_FILE).read_text()
+    assert "loading the data" not in capfd.readouterr().out

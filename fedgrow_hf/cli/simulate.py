@@ -44,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
         config.federation.phase2 = args.phase2 or config.federation.phase2
         config.validate()
     run_dir = args.run_dir or f"runs/{config.name}"
-    check_data(config)  # bad data stops here, before the console's log creates the run folder (simulate reuses it)
     fed = config.federation
-    with run_console(run_dir, args.verbose) as console, Progress(
+    # bad data stops the run in check_data, before the console's log makes the run folder (simulate reuses it)
+    with run_console(run_dir, args.verbose, check=lambda: check_data(config)) as console, Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"), console=console, redirect_stdout=args.verbose,
         redirect_stderr=args.verbose,
