@@ -79,12 +79,12 @@ class GrownWeights:
         self._tensors = None
         weights = self._grow(rows)
         blocks = weights.unbind_layers()
-        self._tensors = [
-            self._scatter(slot, tensor, rows[slot.path]) if slot.kind == "shared" and slot.path in rows else tensor
-            for slot, tensor in ((slot, slot.select(weights, blocks)) for slot in self._slots)
-        ]
         self._partial = frozenset(i for i, slot in enumerate(self._slots) if slot.kind == "shared" and slot.path in rows)
         self._stale = frozenset()
+        self._tensors = [slot.select(weights, blocks) for slot in self._slots]
+        for index in self._partial:
+            slot = self._slots[index]
+            self._tensors[index] = self._scatter(slot, self._tensors[index], rows[slot.path])
 
     @staticmethod
     def _scatter(slot: GrownSlot, grown_rows: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -85,11 +85,18 @@ def apply_kronecker(tensor: torch.Tensor, dim: int, group: torch.Tensor | None, 
     shape = tensor.shape
     (g_out, g_in), (u_out, u_in) = group.shape[-2:], unit.shape[-2:]
     blocks = tensor.reshape(*shape[:dim], g_in, u_in, *shape[dim + 1 :])
-    if g_out * u_in <= g_in * u_out:
+    if _group_first(group.shape[-2:], unit.shape[-2:]):
         blocks = _contract(_contract(blocks, group, dim), unit, dim + 1)
     else:
         blocks = _contract(_contract(blocks, unit, dim + 1), group, dim)
     return blocks.reshape(*shape[:dim], g_out * u_out, *shape[dim + 1 :])
+
+
+def _group_first(group: tuple[int, int], unit: tuple[int, int]) -> bool:
+    """Whether :func:`apply_kronecker` applies the group factor before the unit factor: the order whose
+    intermediate result (``g_out x u_in`` against ``g_in x u_out`` per element of the other axes) is smaller."""
+    (g_out, g_in), (u_out, u_in) = group, unit
+    return g_out * u_in <= g_in * u_out
 
 
 def _contract(operand: torch.Tensor, factor: torch.Tensor, position: int) -> torch.Tensor:
@@ -528,8 +535,8 @@ def expansion_order(
 
 
 def _contraction_cost(spec: AxisSpec, factors: Mapping[str, tuple[torch.Tensor | None, torch.Tensor]]) -> tuple[int, int]:
-    """Multiply-adds per element of the other axes to expand one axis (as :func:`apply_kronecker` does, every
-    part of a :class:`Fused` axis by its own factor), and the axis's size afterwards."""
+    """Multiply-adds per element of the other axes to expand one axis (in the order :func:`apply_kronecker`
+    takes, every part of a :class:`Fused` axis by its own factor), and the axis's size afterwards."""
     cost, grown = 0, 0
     for axis in axes_in(spec):
         group, unit = factors[factor_key(axis)]
@@ -538,7 +545,10 @@ def _contraction_cost(spec: AxisSpec, factors: Mapping[str, tuple[torch.Tensor |
             cost, grown = cost + u_out * u_in, grown + u_out
             continue
         g_out, g_in = group.shape[-2:]
-        cost += min(g_out * g_in * u_in + g_out * u_out * u_in, g_in * u_in * u_out + g_out * g_in * u_out)
+        if _group_first((g_out, g_in), (u_out, u_in)):
+            cost += g_out * g_in * u_in + g_out * u_out * u_in
+        else:
+            cost += g_in * u_in * u_out + g_out * g_in * u_out
         grown += g_out * u_out
     return cost, grown
 
