@@ -45,7 +45,6 @@ follow the preset's ``phase2`` too):
 from __future__ import annotations
 
 import copy
-import json
 import math
 import shutil
 import time
@@ -73,6 +72,7 @@ from ..experiment.training import (
     training_options,
 )
 from ..federated.engine import SimulationEngine
+from ..federated.records import read_records
 from ..metrics import compute_classification_metrics
 from ..recipe import operator_then_model
 
@@ -219,16 +219,24 @@ def test_scores(model: torch.nn.Module, config: FederationConfig, test_set: data
 
 def run_federated(
     config: FederationConfig, run_dir: Path, *, engine: str | SimulationEngine = "ray",
-    on_round: Callable[[dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Run the federation exactly as ``fedgrow simulate`` does; returns its ``metrics.jsonl`` records,
-    each with the local steps per party it was measured after (``steps``)."""
-    from ..federated.simulate import METRICS_FILE, simulate  # needs Flower: imported when a federation runs
+    on_round: Callable[[dict[str, Any]], None] | None = None, resume: bool = False,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Run the federation exactly as ``fedgrow simulate`` does, in a fresh ``run_dir`` or, with ``resume``,
+    from the checkpoint an interrupted run of the same config left there (a federation of the paper's
+    protocol takes a quarter of an hour on 2 cores: a kill should cost one round, not the run).
 
-    simulate(config, run_dir, on_round=on_round, engine=engine)
-    lines = (run_dir / METRICS_FILE).read_text(encoding="utf-8").splitlines()
-    return [point for record in _with_exchanges_folded(list(map(json.loads, filter(str.strip, lines))))
-            for point in _evaluation_points(record, config.federation)]
+    Returns its ``metrics.jsonl`` records, each with the local steps per party it was measured after
+    (``steps``), and the round it resumed after (None for a fresh run)."""
+    # needs Flower: imported when a federation runs
+    from ..federated.server_app import resumable_round
+    from ..federated.simulate import METRICS_FILE, simulate
+
+    resumed = resumable_round(run_dir, config) if resume else None
+    if resumed is None and run_dir.exists():
+        shutil.rmtree(run_dir)
+    simulate(config, run_dir, on_round=on_round, engine=engine, resume=resumed is not None)
+    records = _with_exchanges_folded(read_records(run_dir / METRICS_FILE))
+    return [point for record in records for point in _evaluation_points(record, config.federation)], resumed
 
 
 def _with_exchanges_folded(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -489,35 +497,42 @@ IN_PROCESS: dict[str, Callable[..., tuple[list[dict[str, Any]], list[torch.nn.Mo
 def run_method(
     base: FederationConfig, method: str, work_dir: Path, test_set: datasets.Dataset, *,
     keep_models: bool = False, engine: str | SimulationEngine = "ray",
-    on_round: Callable[[dict[str, Any]], None] | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None, resume: bool = False,
 ) -> MethodRun:
-    """Run ``method`` with ``base.seed`` in ``work_dir/<method>`` (a fresh folder each time), score every
-    party's final model on ``test_set`` and collect the figures.
+    """Run ``method`` with ``base.seed`` in ``work_dir/<method>`` (a fresh folder, or with ``resume`` a
+    federation's interrupted run of the same config continued: ``run_federated``), score every party's final
+    model on ``test_set`` and collect the figures.
 
     With ``keep_models``, each party's final model stays in ``work_dir/<method>/parties/party-<id>/grown``;
     otherwise it is deleted once scored (a BERT-Base target is 0.4 GB per party and seed).
     """
     config = method_config(base, method, work_dir)
     run_dir = (work_dir / method).resolve()
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
     steps, shared, notes = steps_per_party(base), 0, []
     started, cpu_started = time.monotonic(), time.process_time()
+    earlier = 0.0
     if method in IN_PROCESS:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
         records, models, trainable = IN_PROCESS[method](config, run_dir, on_round)
         test = _score_models(models, config, test_set, run_dir, keep_models)
     else:
-        records = run_federated(config, run_dir, engine=engine, on_round=on_round)
+        records, resumed = run_federated(config, run_dir, engine=engine, on_round=on_round, resume=resume)
+        if resumed is not None:
+            earlier = sum(record["seconds"] for record in records
+                          if record["phase"] == "operator" and record["round"] <= resumed)
+            notes.append(f"resumed after round {resumed} of an interrupted run: its wall time adds those rounds' "
+                         f"recorded {earlier:.0f} s; its CPU time is the resumed sitting's only")
         test = _score_saved_models(config, test_set, run_dir, keep_models)
-    wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
+    wall, cpu = time.monotonic() - started + earlier, time.process_time() - cpu_started
     if method == "central-ligo":
-        notes = [CENTRAL_NOTE]
+        notes.append(CENTRAL_NOTE)
     elif method == "fed-scratch":
         full = target_parameters(config)
         trainable, shared = _parameter_summary([full] * config.num_parties, full), full
         steps = config.federation.finetune_rounds * config.federation.local_steps
-        notes = ["round 1 also sends the initial Global-LiGO down (the federation's phase-2 message); the "
-                 "random initial target is not sent: every party builds it from the shared seed"]
+        notes += ["round 1 also sends the initial Global-LiGO down (the federation's phase-2 message); the "
+                  "random initial target is not sent: every party builds it from the shared seed"]
     elif method.startswith("fed-grow") or method == "operator-fedavg":
         trainable, shared = dual_ligo_parameters(config)
     return MethodRun(method, base.seed, records, test, wall, cpu, trainable, shared, steps, notes)

@@ -141,7 +141,7 @@ def _compare(
     measured = {}
     for method in methods:
         measure = partial(_measure, method=method, work_dir=work_dir, test_set=test_set, keep_models=keep_models,
-                          engine=as_engine(engine), log=log)
+                          engine=as_engine(engine), resume=resume, log=log)
         base = at_learning_rate(config, method_learning_rate(tuning, method)) if tuning else config
         per_seed = [_kept_or_run(work_dir / f"seed-{seed}" / f"{method}.json", _seeded(base, seed), resume, log,
                                  f"{method}/seed {seed}", measure) for seed in seeds]
@@ -201,15 +201,16 @@ def _kept_notes(previous: Path) -> dict[str, Any]:
 
 def _measure(
     seeded: FederationConfig, *, method: str, work_dir: Path, test_set: datasets.Dataset, keep_models: bool,
-    engine: SimulationEngine, log: Callable[[str], None],
+    engine: SimulationEngine, resume: bool, log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Run ``method`` with ``seeded.seed`` in ``work_dir/seed-<seed>`` and summarise it, logging every round."""
+    """Run ``method`` with ``seeded.seed`` in ``work_dir/seed-<seed>`` (with ``resume``, continuing the
+    federation a killed run left there) and summarise it, logging every round."""
     def on_round(report: dict[str, Any]) -> None:
         figure = f"mean accuracy {report['accuracy']:.4f}" if "accuracy" in report else "no figures (an exchange)"
         log(f"{seeded.name}/{method}/seed {seeded.seed}: {report['phase']} round {report['round']}: {figure}")
 
     run = run_method(seeded, method, work_dir / f"seed-{seeded.seed}", test_set, keep_models=keep_models,
-                     engine=engine, on_round=on_round)
+                     engine=engine, on_round=on_round, resume=resume)
     return seed_summary(run)
 
 

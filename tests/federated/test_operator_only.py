@@ -18,6 +18,8 @@ from fedgrow_hf.reproduce.methods import run_method
 
 pytest.importorskip("flwr")
 
+from fedgrow_hf.federated.server_app import resumable_round  # noqa: E402  (needs Flower)
+
 
 def _shape(layers: int, hidden: int, **extra) -> dict:
     return {"num_hidden_layers": layers, "hidden_size": hidden, "num_attention_heads": 4, "intermediate_size": hidden,
@@ -66,14 +68,35 @@ def test_pieces_of_the_stream_are_one_long_training():
     assert list(StreamSampler(7, seed=4, first=0, count=7)) != whole[:7]
 
 
+class Killed(RuntimeError):
+    """Stands for the server process dying after a round was recorded, before it was checkpointed."""
+
+
+def _killed_after_recording(round_: int):
+    """An ``on_round`` that stops the run once phase-1 round ``round_`` is recorded, before its checkpoint is
+    written: the narrowest window of a kill (the resume must redo that round, not count it twice)."""
+    def on_round(report: dict) -> None:
+        if report["phase"] == "operator" and report["round"] == round_:
+            raise Killed(f"killed after round {round_}'s record")
+    return on_round
+
+
 @pytest.mark.slow
-def test_a_one_party_federation_is_independent_growth(shared_data_dir, cache, tmp_path):
+def test_a_one_party_federation_killed_and_resumed_is_independent_growth(shared_data_dir, cache, tmp_path):
     """With one party the average is the party's own update: the federated rounds (a Trainer per round, the
     optimizer and schedule restored by name, each round the next piece of the data stream) must reproduce one
-    uninterrupted training of the same model, point for point."""
+    uninterrupted training of the same model, point for point; and so must the federation when it is killed
+    in round 2 and ``fedgrow reproduce --resume`` (``run_method(resume=True)``) continues it from round 1's
+    checkpoint rather than starting it again."""
     config = paper_regime(shared_data_dir, cache, parties=1)
     test_set = common_test_set(config).select(range(40))
-    federated = run_method(config, "fed-grow", tmp_path, test_set, engine="inprocess")
+    with pytest.raises(Killed):
+        run_method(config, "fed-grow", tmp_path, test_set, engine="inprocess", on_round=_killed_after_recording(2))
+    federated = run_method(config, "fed-grow", tmp_path, test_set, engine="inprocess", resume=True)
+    assert any(note.startswith("resumed after round 1 ") for note in federated.notes)
+    run_dir = tmp_path / "fed-grow"
+    assert resumable_round(run_dir, config) == 3
+    assert resumable_round(run_dir, paper_regime(shared_data_dir, cache, parties=1, rounds=4)) is None  # starts afresh
     alone = run_method(config, "independent", tmp_path, test_set, engine="inprocess")
     assert [phase for phase in (r["phase"] for r in federated.records)] == ["operator"] * 3 + ["finetune-merge"]
     assert _steps(federated)[:3] == _steps(alone) == [3, 6, 9]
@@ -178,10 +201,6 @@ def test_a_partitioned_comparison_reports_the_claims(shared_data_dir, cache, tmp
     assert "## `tiny-paper`" in report and "partition `iid`" in report and (output / "iid" / "accuracy_vs_steps.png").is_file()
 
 
-class _Killed(RuntimeError):
-    """Stands for the server process dying after a round was recorded, before it was checkpointed."""
-
-
 @pytest.mark.slow
 def test_a_killed_run_of_the_regime_resumes_to_the_same_result(shared_data_dir, cache, tmp_path):
     """The shared-intermediate variant killed in round 2 (after the intermediate exchange) and resumed ends with
@@ -194,12 +213,8 @@ def test_a_killed_run_of_the_regime_resumes_to_the_same_result(shared_data_dir, 
     config = paper_regime(shared_data_dir, cache, share_intermediate=True, local_ligo_rounds=1)
     whole = simulate(config, tmp_path / "whole", engine="inprocess")
 
-    def die_in_round_two(report: dict) -> None:
-        if report["phase"] == "operator" and report["round"] == 2:
-            raise _Killed
-
-    with pytest.raises(_Killed):
-        simulate(config, tmp_path / "killed", engine="inprocess", on_round=die_in_round_two)
+    with pytest.raises(Killed):
+        simulate(config, tmp_path / "killed", engine="inprocess", on_round=_killed_after_recording(2))
     truncate_records(tmp_path / "killed" / METRICS_FILE, lambda record: record["phase"] != "intermediate")
     resumed = simulate(config, tmp_path / "killed", engine="inprocess", resume=True)
     assert all(torch.equal(whole[key], resumed[key]) for key in whole)
