@@ -31,9 +31,9 @@ REPRODUCE = f"{PACKAGE}.reproduce"
 FEDERATED = f"{PACKAGE}.federated"
 EXPERIMENT = f"{PACKAGE}.experiment"
 # What runs a federation, by module: the names reproduce/ may import from federated/ (METRICS_FILE: the name
-# of the record a run writes).
+# of the record a run writes; run_records: reading it; resumable_round: whether a killed run can go on).
 RUN_ENTRY_POINTS = {
-    f"{FEDERATED}.simulate": {"simulate", "METRICS_FILE"},
+    f"{FEDERATED}.simulate": {"simulate", "METRICS_FILE", "run_records", "resumable_round"},
     f"{FEDERATED}.engine": {"SimulationEngine", "as_engine"},
 }
 ABOVE_EXPERIMENT = (FEDERATED, f"{PACKAGE}.reproduce", f"{PACKAGE}.recipe", CLI)

@@ -11,6 +11,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
+import gc  # noqa: E402
 import sys  # noqa: E402
 from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -32,6 +33,16 @@ def pytest_configure(config: pytest.Config) -> None:
             f"dependencies as the README says ({README_INSTALL}, in a virtual environment) and run pytest "
             "from that environment"
         )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Keep the garbage collector off what collecting imported. Every ``Trainer.train()`` starts with
+    accelerate's ``free_memory()``, a full ``gc.collect()`` that walks every object the process tracks: after
+    torch, transformers, datasets and Flower are imported, 0.28 s a call, measured as 36% of a tiny 10-round
+    federation's time (23.2 s; 13.2 s with those objects frozen). Module-level objects live as long as the
+    process, so freezing them frees nothing later than it would be freed anyway."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(scope="session")

@@ -49,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: deleted once scored on the test split)")
     add_engine_arguments(parser, "the federated methods' engine: Flower's simulation engine (Ray, default) or every "
                                  "party in this process, one after another, on its device (a GPU if there is one)")
+    parser.add_argument("--partitions", nargs="+", metavar="PARTITION",
+                        help="run only these of a partitioned preset's comparisons (paper-agnews: dirichlet-0.5, iid), "
+                             "e.g. one per process to use every core; results.json and RESULTS.md are then written "
+                             "by a run of every partition with --resume")
     parser.add_argument("--resume", action="store_true",
                         help="keep runs (method x seed, and --tune's choice) already measured in WORK_DIR with the "
                              "same config; run the others")
@@ -62,14 +66,16 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from ..reproduce import reproduce
-    from ..reproduce.runner import load_comparison, rewrite_report
+    from ..reproduce.runner import load_comparison, rewrite_report, selected_partitions
 
     name = Path(args.preset).stem if Path(args.preset).is_file() else args.preset
     output_dir = args.output_dir or f"benchmarks/results/{name}"
     if args.report_only:
         Console(stderr=True).log(f"wrote {rewrite_report(output_dir, args.report)}")
         return 0
-    comparison = load_comparison(args.preset, args.data_dir)  # a wrong name or config stops before anything is written
+    # a wrong name, config or partition stops before anything is written
+    comparison = load_comparison(args.preset, args.data_dir)
+    selected_partitions(comparison.settings.partitions, args.partitions)
     work_dir = args.work_dir or f"runs/reproduce/{name}"
     with run_console(work_dir, args.verbose) as console, Progress(
         SpinnerColumn(), TimeElapsedColumn(), TextColumn("{task.description}"), console=console,
@@ -94,9 +100,11 @@ def run(args: argparse.Namespace) -> int:
             command=_command(args),
             engine=engine_from_args(args),
             resume=args.resume,
+            partitions=args.partitions,
             log=log,
         )
-        console.print(_accuracy_table(results, output_dir))
+        if args.partitions is None:
+            console.print(_accuracy_table(results, output_dir))
     return 0
 
 
@@ -132,6 +140,8 @@ def _command(args: argparse.Namespace) -> str:
         words += ["--methods", *args.methods]
     if args.seeds:
         words += ["--seeds", ",".join(map(str, args.seeds))]
+    if args.partitions:
+        words += ["--partitions", *args.partitions]
     words += [flag for flag, given in (("--tune", args.tune), ("--keep-models", args.keep_models)) if given]
     return shlex.join(words + engine_from_args(args).cli_words())
 

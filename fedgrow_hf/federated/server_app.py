@@ -114,21 +114,6 @@ def run_federation(
     return state
 
 
-def resumable_round(run_dir: str | Path, config: FederationConfig) -> int | None:
-    """The last phase-1 round ``run_dir`` holds a valid checkpoint of for ``config`` (what
-    ``run_federation(..., resume=True)`` continues after), or None where it holds none, or one of another
-    config or that is not valid: a driver of many runs (``fedgrow reproduce --resume``) then starts afresh."""
-    run_dir = Path(run_dir)
-    try:
-        checkpoint = load_checkpoint(run_dir)
-        if checkpoint is None:
-            return None
-        check_resumable(run_dir, config, checkpoint, reference_global_stage(config).state_dict())
-    except CheckpointError:
-        return None
-    return checkpoint.round
-
-
 def check_resumable(
     run_dir: Path, config: FederationConfig, checkpoint: ServerCheckpoint, reference: dict[str, torch.Tensor]
 ) -> None:

@@ -19,11 +19,14 @@ from safetensors.torch import load_file
 
 from ..experiment.config import FederationConfig
 from ..experiment.data import check_data
+from ..experiment.parties import reference_global_stage
+from .checkpoint import CheckpointError, load_checkpoint
 from .client_app import make_client_app
 from .engine import SimulationEngine, as_engine
 from .inprocess import InProcessGrid
 from .phases import METRICS_FILE
-from .server_app import FINAL_OPERATOR, RoundCallback, make_server_app, run_federation
+from .records import Record, read_records
+from .server_app import FINAL_OPERATOR, RoundCallback, check_resumable, make_server_app, run_federation
 
 # what a run folder holds: its records (one JSON line per evaluation) and the final Global-LiGO
 __all__ = ["FINAL_OPERATOR", "METRICS_FILE", "simulate"]
@@ -64,3 +67,23 @@ def simulate(
         backend_config=backend_config,
     )
     return load_file(str(run_dir / FINAL_OPERATOR))
+
+
+def resumable_round(run_dir: str | Path, config: FederationConfig) -> int | None:
+    """The last phase-1 round ``run_dir`` holds a valid checkpoint of for ``config`` (what
+    ``run_federation(..., resume=True)`` continues after), or None where it holds none, or one of another
+    config or that is not valid: a driver of many runs (``fedgrow reproduce --resume``) then starts afresh."""
+    run_dir = Path(run_dir)
+    try:
+        checkpoint = load_checkpoint(run_dir)
+        if checkpoint is None:
+            return None
+        check_resumable(run_dir, config, checkpoint, reference_global_stage(config).state_dict())
+    except CheckpointError:
+        return None
+    return checkpoint.round
+
+
+def run_records(run_dir: str | Path) -> list[Record]:
+    """The records a run in ``run_dir`` wrote (:data:`METRICS_FILE`): its whole lines, in order."""
+    return read_records(Path(run_dir) / METRICS_FILE)

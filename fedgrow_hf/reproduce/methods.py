@@ -72,7 +72,6 @@ from ..experiment.training import (
     training_options,
 )
 from ..federated.engine import SimulationEngine
-from ..federated.records import read_records
 from ..metrics import compute_classification_metrics
 from ..recipe import operator_then_model
 
@@ -228,14 +227,13 @@ def run_federated(
     Returns its ``metrics.jsonl`` records, each with the local steps per party it was measured after
     (``steps``), and the round it resumed after (None for a fresh run)."""
     # needs Flower: imported when a federation runs
-    from ..federated.server_app import resumable_round
-    from ..federated.simulate import METRICS_FILE, simulate
+    from ..federated.simulate import resumable_round, run_records, simulate
 
     resumed = resumable_round(run_dir, config) if resume else None
     if resumed is None and run_dir.exists():
         shutil.rmtree(run_dir)
     simulate(config, run_dir, on_round=on_round, engine=engine, resume=resumed is not None)
-    records = _with_exchanges_folded(read_records(run_dir / METRICS_FILE))
+    records = _with_exchanges_folded(run_records(run_dir))
     return [point for record in records for point in _evaluation_points(record, config.federation)], resumed
 
 

@@ -79,6 +79,7 @@ def reproduce(
     command: str = "",
     engine: str | SimulationEngine = "ray",
     resume: bool = False,
+    partitions: Sequence[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run ``methods`` (default: the preset's) on ``preset`` (a name or a config file, :func:`load_comparison`, or
@@ -95,25 +96,34 @@ def reproduce(
     holds only the figures. Each finished run's summary is kept in ``work_dir/seed-<seed>/<method>.json``
     (a search's in ``work_dir/tuning-<search>.json``); with ``resume``, a run whose kept summary was
     measured with the same config is not repeated (so a long comparison that stopped half-way continues).
+
+    ``partitions`` runs only those of a partitioned preset's comparisons: two processes given one partition
+    each share the cores (each its own runs, no run folder in common) and write nothing but the kept runs;
+    a run of every partition with ``resume`` then writes ``results.json`` and the report from them.
     """
     comparison = preset if isinstance(preset, Comparison) else load_comparison(preset, data_dir)
     seeds, methods = list(seeds or comparison.settings.seeds), list(methods or comparison.settings.methods)
     work_dir, output_dir = Path(work_dir).resolve(), Path(output_dir)
     compare = partial(_compare, comparison, methods=methods, seeds=seeds, tune=tune, keep_models=keep_models,
                       command=command, engine=engine, resume=resume, log=log)
-    partitions = comparison.settings.partitions
-    if partitions is None:
+    every = comparison.settings.partitions
+    selected = selected_partitions(every, partitions)
+    if every is None:
         results = compare(comparison.config, work_dir)
         results.update(_kept_notes(output_dir / RESULTS_FILE))
     else:
         started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         by_partition = {}
-        for name, data in partitions.items():
+        for name, data in selected.items():
             config = copy.deepcopy(comparison.config)
             for key, value in data.items():
                 setattr(config.data, key, value)
             config.validate()
             by_partition[name] = compare(config, work_dir / name)
+        if selected.keys() != every.keys():
+            log(f"{comparison.config.name}: ran {', '.join(selected)} only; results.json and the report come from a "
+                "run of every partition with --resume (which keeps these runs)")
+            return {"kind": PARTITIONED_KIND, "preset": comparison.config.name, "partitions": by_partition}
         results = {"kind": PARTITIONED_KIND, "preset": comparison.config.name, "summary": comparison.settings.summary,
                    "command": command, "started": started, "scaling": comparison.settings.scaling,
                    "partitions": by_partition,
@@ -122,6 +132,19 @@ def reproduce(
     report = rewrite_report(output_dir, report_path)
     log(f"wrote {output_dir / RESULTS_FILE}, plots and {report}")
     return results
+
+
+def selected_partitions(every: dict[str, dict[str, Any]] | None, names: Sequence[str] | None) -> dict[str, Any]:
+    """The comparisons of ``every`` (a preset's partitions) named in ``names`` (all when None), in the preset's
+    order; a name the preset lacks, or names for a preset without partitions, are refused before anything runs."""
+    if names is None:
+        return every or {}
+    if every is None:
+        raise ValueError("this preset has no partitions: run it without --partitions")
+    unknown = sorted(set(names) - set(every))
+    if unknown:
+        raise ValueError(f"unknown partitions {unknown}: this preset has {', '.join(every)}")
+    return {name: data for name, data in every.items() if name in names}
 
 
 def _compare(
