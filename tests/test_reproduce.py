@@ -2,8 +2,9 @@
 BERT sources, two seeds) and its configuration, statistics and report logic.
 
 The module-scoped run tunes the full-model learning rate, executes every method with both seeds through
-the real federation (Flower simulation engine) or ``transformers.Trainer``, keeps every party's final
-model and writes into a temporary folder; the checks then read what it measured and wrote.
+the real federation (Flower's apps on the in-process engine, which ``tests/federated/test_inprocess.py`` holds
+to Flower's simulation engine) or ``transformers.Trainer``, keeps every party's final model and writes into a
+temporary folder; the checks then read what it measured and wrote.
 """
 
 from __future__ import annotations
@@ -37,14 +38,13 @@ def _tiny(data_dir: Path = Path("data")) -> FederationConfig:
 @pytest.fixture(scope="module")
 def tiny_run(shared_data_dir, tmp_path_factory):
     pytest.importorskip("flwr")
-    pytest.importorskip("ray")
     from fedgrow_hf.reproduce import reproduce
 
     root = tmp_path_factory.mktemp("reproduce")
     results = reproduce(
         "tiny", data_dir=shared_data_dir, output_dir=root / "results" / "tiny", work_dir=root / "work",
         report_path=root / "RESULTS.md", command="fedgrow reproduce tiny --tune", tune=True, keep_models=True,
-        log=lambda message: None,
+        engine="inprocess", log=lambda message: None,
     )
     return {"results": results, "root": root, "config": _tiny(shared_data_dir)}
 

@@ -27,9 +27,10 @@ pytestmark = pytest.mark.slow
 
 NOISE, CLIP = 0.5, 0.05
 FAULTS = {"2:1:1": "nan", "1:2:1": "crash", "0:2:1": "extra_key", "2:2:2": "hang"}
-# the timeout leaves round 1 (which also builds every model) 3x its time on an idle 2-core machine;
-# 60 s was too short with another job running beside the tests
-TIMEOUT, HANG = 90, 95
+# the hang is waited out: the timeout leaves round 1 (which also builds every model under Ray) about 3x its
+# time, 16 s measured on 2 cores with two niced jobs beside the tests (60 s was once too short beside a job at
+# normal priority). Timeouts as such are tested with a scripted grid and a 1 s timeout (test_hostile.py).
+TIMEOUT, HANG = 45, 50
 FAULTS.update({f"{party}:3:{attempt}": "crash" for party in range(3) for attempt in (1, 2)})
 
 
