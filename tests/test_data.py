@@ -24,7 +24,7 @@ from fedgrow_hf.data import (
     text_split_names,
     tokenize_text,
 )
-from fedgrow_hf.data.common import parse_hub_name
+from fedgrow_hf.data.common import parse_hub_name, tokenizing_fingerprint
 from fedgrow_hf.metrics import compute_classification_metrics
 
 
@@ -317,3 +317,17 @@ def test_hub_image_dataset_is_converted_to_pixel_values(monkeypatch):
     loaded = load_image_classification("uoft-cs/cifar10", "test").with_format("numpy")[:]
     np.testing.assert_allclose(loaded["pixel_values"], images.transpose(0, 3, 1, 2) / 255.0, atol=1e-7)
     assert loaded["label"].tolist() == [3, 7]
+
+
+def test_only_a_dataset_with_cache_files_has_its_tokenising_map_named_by_hashing(tmp_path, minilm_path):
+    """In memory, a map's name finds no cache file, so the tokenizer is not hashed for it (a random name, and
+    the same rows); a dataset backed by cache files keeps the hashed name that finds its tokenised copy."""
+    rows = datasets.Dataset.from_dict({"text": ["a good film", "a bad one"], "label": [1, 0]})
+    names = {tokenizing_fingerprint(rows) for _ in range(2)}
+    assert len(names) == 2 and all(len(name) == 16 for name in names)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    rows.save_to_disk(str(tmp_path / "rows"))
+    on_disk = datasets.load_from_disk(str(tmp_path / "rows"))
+    assert on_disk.cache_files and tokenizing_fingerprint(on_disk) is None
+    in_memory, cached = (tokenize_text(data, tokenizer, 8).with_format(None)[:] for data in (rows, on_disk))
+    assert in_memory == cached and in_memory["labels"] == [1, 0]

@@ -26,7 +26,7 @@ from pathlib import Path
 import datasets
 from transformers import PreTrainedTokenizerBase
 
-from .common import hub_dataset, hub_split_names, subsample
+from .common import hub_dataset, hub_split_names, subsample, tokenizing_fingerprint
 from .splits import EVAL_SPLIT_NAMES
 from .text import LOCAL_SUFFIXES, read_table, split_file
 
@@ -126,7 +126,8 @@ def pack_causal_lm(documents: datasets.Dataset, tokenizer: PreTrainedTokenizerBa
         return {"input_ids": cut, "attention_mask": [[1] * block_size for _ in cut], LABEL_COLUMN: cut}
 
     # one map batch is one stream: batches of 1,000 documents lose at most one tail of a block each
-    packed = documents.map(blocks, batched=True, batch_size=1000, remove_columns=documents.column_names)
+    packed = documents.map(blocks, batched=True, batch_size=1000, remove_columns=documents.column_names,
+                           new_fingerprint=tokenizing_fingerprint(documents))
     if len(packed) == 0:
         raise ValueError(f"{len(documents)} documents hold fewer than block_size={block_size} tokens: no block to train on")
     packed.set_format("torch")

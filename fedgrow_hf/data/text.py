@@ -12,7 +12,7 @@ from pathlib import Path
 
 import datasets
 
-from .common import hub_dataset, hub_split_names, subsample
+from .common import hub_dataset, hub_split_names, subsample, tokenizing_fingerprint
 
 LOCAL_SUFFIXES = (".tsv", ".csv", ".parquet", ".json", ".jsonl")
 
@@ -130,7 +130,7 @@ def tokenize_text(dataset: datasets.Dataset, tokenizer, max_length: int) -> data
     def encode(batch):
         return tokenizer(batch["text"], truncation=True, max_length=max_length, padding="max_length")
 
-    encoded = dataset.map(encode, batched=True, remove_columns=["text"])
+    encoded = dataset.map(encode, batched=True, remove_columns=["text"], new_fingerprint=tokenizing_fingerprint(dataset))
     if "label" in encoded.column_names:
         encoded = encoded.rename_column("label", "labels")
     encoded.set_format("torch")
