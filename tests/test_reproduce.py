@@ -432,6 +432,12 @@ def test_unknown_preset_and_bad_seeds_are_clear_errors(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(["reproduce", "tiny", "--seeds", seeds])
         assert "--seeds" in capsys.readouterr().err
+    capsys.readouterr()
+    for preset, problem in (("paper-agnews", "unknown partitions ['dirichlet']: this preset has dirichlet-0.5, iid"),
+                            ("tiny", "this preset has no partitions")):
+        assert main(["reproduce", preset, "--partitions", "dirichlet", "--work-dir", str(tmp_path / "work")]) == 1
+        assert problem in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()  # refused before the run folder and its log
 
 
 def test_command_records_the_new_options():
@@ -445,6 +451,8 @@ def test_command_records_the_new_options():
     assert args.seeds == [0, 1, 2]
     assert cli._command(args) == ("fedgrow reproduce tiny --data-dir ../shared/data --seeds 0,1,2 --tune "
                                   "--keep-models")
+    args = parser.parse_args(["paper-agnews", "--partitions", "iid"])
+    assert cli._command(args) == "fedgrow reproduce paper-agnews --data-dir ../shared/data --partitions iid"
     engine_flags = ["--engine", "ray", "--cpus-per-party", "2", "--gpus-per-party", "0.5"]
     args = parser.parse_args(["tiny", *engine_flags])
     assert cli._command(args) == "fedgrow reproduce tiny --data-dir ../shared/data --cpus-per-party 2 --gpus-per-party 0.5"
