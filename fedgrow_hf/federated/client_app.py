@@ -40,8 +40,8 @@ from ..experiment.stream import StreamTrainer
 from ..experiment.training import final_model_dir, finetune_arguments, finetune_eval_steps, training_arguments
 from .disclosure import disclosed_finetune_metrics
 from .party import (
+    built_party,
     keep_shared_intermediate,
-    load_party,
     party_dir_of,
     party_id_of,
     prepare_round,
@@ -93,7 +93,7 @@ def make_client_app(
     def intermediate(msg: Message, context: Context) -> Message:
         cfg, root = resolve_run(context.run_config, config, run_dir)
         party = party_id_of(context)
-        model, train_set, _ = load_party(cfg.to_json(), party, str(root))
+        model, train_set, _ = built_party(cfg, root, party)
         party_dir = party_dir_of(root, party)
         trainer = FedGrowTrainer(model, training_arguments(cfg, party_dir / "trainer", 1), party_dir=party_dir)
         trainer.load_private_state(trainer.latest_round())
@@ -107,7 +107,7 @@ def make_client_app(
     def finetune(msg: Message, context: Context) -> Message:
         cfg, root = resolve_run(context.run_config, config, run_dir)
         party = party_id_of(context)
-        model, train_set, eval_set = load_party(cfg.to_json(), party, str(root))
+        model, train_set, eval_set = built_party(cfg, root, party)
         settings = msg.content[CONFIG_KEY]
         party_dir = party_dir_of(root, party)
         grown = _grown_model(cfg, root, party, model, msg, settings)

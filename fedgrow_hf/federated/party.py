@@ -5,6 +5,7 @@ SecAgg+ one (:mod:`.secure_aggregation`): which party a node is, its model and d
 from __future__ import annotations
 
 import json
+import uuid
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,33 @@ SHARED_INTERMEDIATE = "shared_intermediate.safetensors"  # in a party's folder: 
 PARTIES_KEPT = 16
 
 
+INCARNATION_FILE = "party.json"  # in a party's folder: the id of this folder's life (party_incarnation)
+
+
+def built_party(cfg: FederationConfig, root: Path, party: int) -> tuple[Any, Any, Any]:
+    """The party's model, train share and held-out share, built once per process and life of its folder."""
+    return load_party(cfg.to_json(), party, str(root), party_incarnation(party_dir_of(root, party)))
+
+
 @lru_cache(maxsize=PARTIES_KEPT)
-def load_party(config_json: str, party_id: int, run_dir: str = "") -> tuple[Any, Any, Any]:
-    """Model and data of a party, built once per process and run folder (all trainable state is reloaded
-    each round; a model pinned to a run's shared intermediate is never handed to another run)."""
+def load_party(config_json: str, party_id: int, run_dir: str, incarnation: str) -> tuple[Any, Any, Any]:
+    """Model and data of a party, built once per process and life of its folder (``incarnation``): all
+    trainable state is reloaded each round, except before round 1, which starts from the model as built; so
+    a run started afresh in a deleted folder's place gets a new model, not the one an earlier run trained in
+    this process, and a model pinned to a run's shared intermediate is never handed to another run."""
     config = FederationConfig.from_dict(json.loads(config_json))
     train, evaluation = party_datasets(config, party_id)
     return build_party_model(config, party_id), train, evaluation
+
+
+def party_incarnation(party_dir: Path) -> str:
+    """The id of this life of ``party_dir``: written the first time a run uses the folder, read after
+    (a resumed run keeps its parties' ids; a new folder, even under an old name, gets a new one)."""
+    path = party_dir / INCARNATION_FILE
+    if not path.is_file():
+        party_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"id": uuid.uuid4().hex}), encoding="utf-8")
+    return str(json.loads(path.read_text(encoding="utf-8"))["id"])
 
 
 def party_id_of(context: Context) -> int:
@@ -73,7 +94,7 @@ def train_party_round(
 ) -> tuple[dict[str, torch.Tensor], dict[str, int | float]]:
     """One phase-1 round of a party: the server's Global-LiGO in, local training, its Global-LiGO and
     metrics out."""
-    model, train_set, eval_set = load_party(cfg.to_json(), party, str(root))
+    model, train_set, eval_set = built_party(cfg, root, party)
     party_dir = party_dir_of(root, party)
     prepare_round(cfg, root, party, model, server_round)
     trainer = FedGrowTrainer(

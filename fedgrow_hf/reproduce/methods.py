@@ -221,8 +221,8 @@ def run_federated(
     on_round: Callable[[dict[str, Any]], None] | None = None, resume: bool = False,
 ) -> tuple[list[dict[str, Any]], int | None]:
     """Run the federation exactly as ``fedgrow simulate`` does, in a fresh ``run_dir`` or, with ``resume``,
-    from the checkpoint an interrupted run of the same config left there (a federation of the paper's
-    protocol takes a quarter of an hour on 2 cores: a kill should cost one round, not the run).
+    from the checkpoint an interrupted run of the same config left there during phase 1 (a federation of the
+    paper's protocol takes a quarter of an hour on 2 cores: a kill should cost one round, not the run).
 
     Returns its ``metrics.jsonl`` records, each with the local steps per party it was measured after
     (``steps``), and the round it resumed after (None for a fresh run)."""
@@ -230,6 +230,8 @@ def run_federated(
     from ..federated.simulate import resumable_round, run_records, simulate
 
     resumed = resumable_round(run_dir, config) if resume else None
+    if resumed is not None and resumed >= config.federation.rounds:
+        resumed = None  # killed in phase 2 or while scoring, which deletes each scored model: run it again whole
     if resumed is None and run_dir.exists():
         shutil.rmtree(run_dir)
     simulate(config, run_dir, on_round=on_round, engine=engine, resume=resumed is not None)

@@ -98,6 +98,10 @@ def test_a_one_party_federation_killed_and_resumed_is_independent_growth(shared_
     run_dir = tmp_path / "fed-grow"
     assert resumable_round(run_dir, config) == 3
     assert resumable_round(run_dir, paper_regime(shared_data_dir, cache, parties=1, rounds=4)) is None  # starts afresh
+    # a run killed after its last round (while scoring, which deletes each scored model) is run again whole,
+    # from the party models as built: not the ones this process trained in that folder's earlier life
+    again = run_method(config, "fed-grow", tmp_path, test_set, engine="inprocess", resume=True)
+    assert not again.notes and again.test == federated.test
     alone = run_method(config, "independent", tmp_path, test_set, engine="inprocess")
     assert [phase for phase in (r["phase"] for r in federated.records)] == ["operator"] * 3 + ["finetune-merge"]
     assert _steps(federated)[:3] == _steps(alone) == [3, 6, 9]
