@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .console import add_verbose_argument, run_console
 from .engine import add_engine_arguments, engine_from_args
+from .process import exempt_imports_from_collection
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     comparison = load_comparison(args.preset, args.data_dir)
     selected_partitions(comparison.settings.partitions, args.partitions)
     work_dir = args.work_dir or f"runs/reproduce/{name}"
+    exempt_imports_from_collection()
     with run_console(work_dir, args.verbose) as console, Progress(
         SpinnerColumn(), TimeElapsedColumn(), TextColumn("{task.description}"), console=console,
         redirect_stdout=args.verbose, redirect_stderr=args.verbose,

@@ -15,6 +15,7 @@ from typing import Any
 from ..experiment.config import PHASE2_MODES
 from .console import add_verbose_argument, run_console
 from .engine import add_engine_arguments, engine_from_args
+from .process import exempt_imports_from_collection
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or f"runs/{config.name}"
     fed = config.federation
     # bad data stops the run in check_data, before the console's log makes the run folder (simulate reuses it)
+    exempt_imports_from_collection()
     with run_console(run_dir, args.verbose, check=lambda: check_data(config)) as console, Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"), console=console, redirect_stdout=args.verbose,
