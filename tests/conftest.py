@@ -11,7 +11,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
-import gc  # noqa: E402
 import sys  # noqa: E402
 from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -36,13 +35,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Keep the garbage collector off what collecting imported. Every ``Trainer.train()`` starts with
-    accelerate's ``free_memory()``, a full ``gc.collect()`` that walks every object the process tracks: after
-    torch, transformers, datasets and Flower are imported, 0.28 s a call, measured as 36% of a tiny 10-round
-    federation's time (23.2 s; 13.2 s with those objects frozen). Module-level objects live as long as the
-    process, so freezing them frees nothing later than it would be freed anyway."""
-    gc.collect()
-    gc.freeze()
+    """Keep the garbage collector off what collecting imported, as the CLI does before a long run: a tiny
+    10-round federation took 23.2 s with those objects walked by every ``Trainer.train()``, 13.2 s without.
+    Imported here, not at the top: importing the package needs torch, and ``pytest_configure`` must first be
+    able to say clearly that a Python lacks it."""
+    from fedgrow_hf.cli.process import exempt_imports_from_collection
+
+    exempt_imports_from_collection()
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ from .records import Record, read_records
 from .server_app import FINAL_OPERATOR, RoundCallback, check_resumable, make_server_app, run_federation
 
 # what a run folder holds: its records (one JSON line per evaluation) and the final Global-LiGO
-__all__ = ["FINAL_OPERATOR", "METRICS_FILE", "simulate"]
+__all__ = ["FINAL_OPERATOR", "METRICS_FILE", "resumable_round", "run_records", "simulate"]
 
 
 def simulate(
