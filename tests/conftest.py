@@ -39,7 +39,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     10-round federation took 23.2 s with those objects walked by every ``Trainer.train()``, 13.2 s without.
     Imported here, not at the top: importing the package needs torch, and ``pytest_configure`` must first be
     able to say clearly that a Python lacks it."""
-    from fedgrow_hf.cli.process import exempt_imports_from_collection
+    from fedgrow_hf.process import exempt_imports_from_collection
 
     exempt_imports_from_collection()
 

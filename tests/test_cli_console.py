@@ -69,7 +69,7 @@ def _a_round(phase: str, round_number: int) -> dict:
 def test_simulate_shows_its_progress_and_logs_the_parties(tmp_path, capfd, monkeypatch):
     """The command around a federation (stood in for by one that prints as the parties do): the console holds the
     progress display and where the results are; the parties' output, and each round's line, is in the log. By
-    the time the federation runs, what the process held is out of the collector's reach (cli/process.py)."""
+    the time the federation runs, what the process held is out of the collector's reach (fedgrow_hf/process.py)."""
     from fedgrow_hf.federated import simulate as federation
 
     garbage = [[] for _ in range(1000)]  # held, tracked, not yet frozen

@@ -3,8 +3,8 @@ BERT sources, two seeds) and its configuration, statistics and report logic.
 
 The module-scoped run tunes the full-model learning rate, executes every method with both seeds through
 the real federation (Flower's apps on the in-process engine, which ``tests/federated/test_inprocess.py`` holds
-to Flower's simulation engine) or ``transformers.Trainer``, keeps every party's final model and writes into a
-temporary folder; the checks then read what it measured and wrote.
+to Flower's simulation engine) or ``transformers.Trainer``, two runs at a time (``jobs=2``), keeps every party's
+final model and writes into a temporary folder; the checks then read what it measured and wrote.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def tiny_run(shared_data_dir, tmp_path_factory):
     results = reproduce(
         "tiny", data_dir=shared_data_dir, output_dir=root / "results" / "tiny", work_dir=root / "work",
         report_path=root / "RESULTS.md", command="fedgrow reproduce tiny --tune", tune=True, keep_models=True,
-        engine="inprocess", log=lambda message: None,
+        engine="inprocess", jobs=2, log=lambda message: None,
     )
     return {"results": results, "root": root, "config": _tiny(shared_data_dir)}
 
@@ -226,6 +226,29 @@ def test_plots_and_report_are_written_and_regenerated(tiny_run):
         path.unlink()
     rewrite_report(results_dir, report)
     assert report.read_text() == text and all(plot.is_file() for plot in plots)
+
+
+@pytest.mark.slow
+def test_a_run_side_by_side_scores_what_it_scores_alone(tiny_run):
+    """``jobs=2`` ran each run in a worker on one thread: the same run here, alone on one thread, gives the same
+    figures, so ``--jobs`` changes how long a comparison takes, not what it measures."""
+    import torch
+
+    from fedgrow_hf.experiment.data import common_test_set
+    from fedgrow_hf.reproduce.methods import run_method
+    from fedgrow_hf.reproduce.stats import seed_summary
+
+    work = tiny_run["root"] / "work"
+    kept = json.loads((work / "seed-1" / "fed-grow.json").read_text())
+    config = FederationConfig.from_dict(kept["config"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = run_method(config, "fed-grow", work / "alone", common_test_set(config), engine="inprocess")
+    finally:
+        torch.set_num_threads(threads)
+    figures = ("test_accuracy", "test_precision_macro", "accuracy", "trainable_parameters", "bytes_total")
+    assert {key: seed_summary(alone)[key] for key in figures} == {key: kept["summary"][key] for key in figures}
 
 
 @pytest.mark.slow
@@ -436,6 +459,10 @@ def test_unknown_preset_and_bad_seeds_are_clear_errors(tmp_path, capsys):
     for preset, problem in (("paper-agnews", "unknown partitions ['dirichlet']: this preset has dirichlet-0.5, iid"),
                             ("tiny", "this preset has no partitions")):
         assert main(["reproduce", preset, "--partitions", "dirichlet", "--work-dir", str(tmp_path / "work")]) == 1
+        assert problem in capsys.readouterr().err
+    for jobs, problem in ((["--jobs", "0"], "jobs must be at least 1, got 0"),
+                          (["--jobs", "2"], "2 jobs run federations side by side on the in-process engine")):
+        assert main(["reproduce", "tiny", *jobs, "--work-dir", str(tmp_path / "work")]) == 1
         assert problem in capsys.readouterr().err
     assert not (tmp_path / "work").exists()  # refused before the run folder and its log
 

@@ -14,9 +14,9 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..process import exempt_imports_from_collection
 from .console import add_verbose_argument, run_console
 from .engine import add_engine_arguments, engine_from_args
-from .process import exempt_imports_from_collection
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run only these of a partitioned preset's comparisons (paper-agnews: dirichlet-0.5, iid), "
                              "e.g. one per process to use every core; results.json and RESULTS.md are then written "
                              "by a run of every partition with --resume")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="run N of the comparison's runs (method x seed) at once, each in a process of its own on "
+                             "its share of the cores (needs --engine inprocess; default: 1, one after another)")
     parser.add_argument("--resume", action="store_true",
                         help="keep runs (method x seed, and --tune's choice) already measured in WORK_DIR with the "
                              "same config; run the others")
@@ -68,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..reproduce import reproduce
     from ..reproduce.runner import load_comparison, rewrite_report, selected_partitions
+    from ..reproduce.side_by_side import check_jobs
 
     name = Path(args.preset).stem if Path(args.preset).is_file() else args.preset
     output_dir = args.output_dir or f"benchmarks/results/{name}"
@@ -77,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     # a wrong name, config or partition stops before anything is written
     comparison = load_comparison(args.preset, args.data_dir)
     selected_partitions(comparison.settings.partitions, args.partitions)
+    check_jobs(args.jobs, engine_from_args(args))
     work_dir = args.work_dir or f"runs/reproduce/{name}"
     exempt_imports_from_collection()
     with run_console(work_dir, args.verbose) as console, Progress(
@@ -103,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
             engine=engine_from_args(args),
             resume=args.resume,
             partitions=args.partitions,
+            jobs=args.jobs,
             log=log,
         )
         if args.partitions is None:

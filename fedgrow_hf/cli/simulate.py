@@ -13,9 +13,9 @@ import argparse
 from typing import Any
 
 from ..experiment.config import PHASE2_MODES
+from ..process import exempt_imports_from_collection
 from .console import add_verbose_argument, run_console
 from .engine import add_engine_arguments, engine_from_args
-from .process import exempt_imports_from_collection
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,6 +25,7 @@ from .plots import write_plots
 from .presets import COMPARISON_SEEDS, PRESET_FOLDER, PRESETS, ComparisonSettings, preset_config
 from .results import PARTITIONED_KIND, RESULTS_FILE, RESULTS_KIND, comparisons_of, write_results
 from .results_markdown import write_report
+from .side_by_side import check_jobs, run_side_by_side, threads_per_job
 from .stats import headline, paired_differences, seed_summary, summarise
 from .targets import issue_targets
 from .tuning import at_learning_rate, method_learning_rate, procedure, run_search, searches_for, tuning_record
@@ -80,6 +81,7 @@ def reproduce(
     engine: str | SimulationEngine = "ray",
     resume: bool = False,
     partitions: Sequence[str] | None = None,
+    jobs: int = 1,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run ``methods`` (default: the preset's) on ``preset`` (a name or a config file, :func:`load_comparison`, or
@@ -100,12 +102,17 @@ def reproduce(
     ``partitions`` runs only those of a partitioned preset's comparisons: two processes given one partition
     each share the cores (each its own runs, no run folder in common) and write nothing but the kept runs;
     a run of every partition with ``resume`` then writes ``results.json`` and the report from them.
+
+    ``jobs`` > 1 runs that many of a comparison's runs at once, each in a worker process on its share of the
+    threads (:mod:`.side_by_side`; the in-process engine only); a worker's round-by-round lines go to standard
+    output, not to ``log``. The learning-rate searches run first, in this process.
     """
+    check_jobs(jobs, engine)
     comparison = preset if isinstance(preset, Comparison) else load_comparison(preset, data_dir)
     seeds, methods = list(seeds or comparison.settings.seeds), list(methods or comparison.settings.methods)
     work_dir, output_dir = Path(work_dir).resolve(), Path(output_dir)
     compare = partial(_compare, comparison, methods=methods, seeds=seeds, tune=tune, keep_models=keep_models,
-                      command=command, engine=engine, resume=resume, log=log)
+                      command=command, engine=engine, resume=resume, jobs=jobs, log=log)
     every = comparison.settings.partitions
     selected = selected_partitions(every, partitions)
     if every is None:
@@ -149,7 +156,7 @@ def selected_partitions(every: dict[str, dict[str, Any]] | None, names: Sequence
 
 def _compare(
     comparison: Comparison, config: FederationConfig, work_dir: Path, *, methods: Sequence[str], seeds: Sequence[int],
-    tune: bool, keep_models: bool, command: str, engine: str | SimulationEngine, resume: bool,
+    tune: bool, keep_models: bool, command: str, engine: str | SimulationEngine, resume: bool, jobs: int,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """One comparison: every method with every seed on ``config`` (runs kept in ``work_dir``); its results."""
@@ -161,14 +168,16 @@ def _compare(
     if tuning and "chosen" in tuning:
         config.federation.finetune_learning_rate = tuning["chosen"]
     test_set = common_test_set(config)
+    runs = {
+        (method, seed): _seeded(at_learning_rate(config, method_learning_rate(tuning, method)) if tuning else config, seed)
+        for method in methods for seed in seeds
+    }
+    measure = partial(_measure, work_dir=work_dir, test_set=test_set, keep_models=keep_models, engine=as_engine(engine),
+                      resume=resume)
+    summaries = _measure_all(runs, measure, work_dir, resume, jobs, log)
     measured = {}
     for method in methods:
-        measure = partial(_measure, method=method, work_dir=work_dir, test_set=test_set, keep_models=keep_models,
-                          engine=as_engine(engine), resume=resume, log=log)
-        base = at_learning_rate(config, method_learning_rate(tuning, method)) if tuning else config
-        per_seed = [_kept_or_run(work_dir / f"seed-{seed}" / f"{method}.json", _seeded(base, seed), resume, log,
-                                 f"{method}/seed {seed}", measure) for seed in seeds]
-        measured[method] = summarise(method, per_seed)
+        measured[method] = summarise(method, [summaries[method, seed] for seed in seeds])
         log(f"{config.name}/{method}: common-test accuracy {measured[method]['test_accuracy']['mean']:.4f} "
             f"(seeds {', '.join(map(str, seeds))})")
     results = {
@@ -194,6 +203,38 @@ def _compare(
         "headline": headline(measured),
     }
     return results
+
+
+def _measure_all(
+    runs: dict[tuple[str, int], FederationConfig], measure: Callable[..., dict[str, Any]], work_dir: Path, resume: bool,
+    jobs: int, log: Callable[[str], None],
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """The summary of every run (``(method, seed)``: its seeded config): kept from an earlier run with ``resume``,
+    else measured by ``measure`` (:func:`_measure`), one after another or ``jobs`` at once, and kept in
+    ``work_dir/seed-<seed>/<method>.json`` as each finishes."""
+    kept = {key: work_dir / f"seed-{key[1]}" / f"{key[0]}.json" for key in runs}
+    summaries = {}
+    for (method, seed), seeded in runs.items():
+        summary = _kept(kept[method, seed], seeded, resume, log, f"{method}/seed {seed}")
+        if summary is not None:
+            summaries[method, seed] = summary
+    pending = [key for key in runs if key not in summaries]
+    if jobs == 1:
+        for method, seed in pending:
+            log(f"{runs[method, seed].name}/{method}/seed {seed}: running")
+            summaries[method, seed] = _keep(kept[method, seed], runs[method, seed],
+                                            measure(runs[method, seed], method=method, log=log))
+        return summaries
+    if pending:
+        log(f"{runs[pending[0]].name}: running {len(pending)} runs, {jobs} at a time on {threads_per_job(jobs)} "
+            "thread(s) each")
+
+    def done(key: tuple[str, int], summary: dict[str, Any]) -> None:
+        summaries[key] = _keep(kept[key], runs[key], summary)
+        log(f"{runs[key].name}/{key[0]}/seed {key[1]}: finished ({len(summaries)} of {len(runs)})")
+
+    run_side_by_side({key: partial(measure, runs[key], method=key[0], log=print) for key in pending}, jobs, done)
+    return summaries
 
 
 def _tune(config: FederationConfig, methods: Sequence[str], seed: int, work_dir: Path, resume: bool,
@@ -248,15 +289,30 @@ def _kept_or_run(
     kept: Path, config: FederationConfig, resume: bool, log: Callable[[str], None], what: str,
     run: Callable[[FederationConfig], dict[str, Any]], still_valid: Callable[[dict[str, Any]], bool] | None = None,
 ) -> dict[str, Any]:
-    """``run(config)``, or with ``resume`` what a run with the same config kept in ``kept`` (and that
-    ``still_valid`` accepts: a kept result of a procedure since changed is not reused); keeps the result."""
+    """``run(config)``, or with ``resume`` what :func:`_kept` finds; keeps the result."""
+    summary = _kept(kept, config, resume, log, what, still_valid)
+    if summary is None:
+        log(f"{config.name}/{what}: running")
+        summary = _keep(kept, config, run(config))
+    return summary
+
+
+def _kept(
+    kept: Path, config: FederationConfig, resume: bool, log: Callable[[str], None], what: str,
+    still_valid: Callable[[dict[str, Any]], bool] | None = None,
+) -> dict[str, Any] | None:
+    """With ``resume``, what a run with the same config kept in ``kept`` (and that ``still_valid`` accepts: a kept
+    result of a procedure since changed is not reused); else None."""
     if resume and kept.is_file():
         saved = json.loads(kept.read_text(encoding="utf-8"))
         if saved["config"] == config.to_dict() and (still_valid is None or still_valid(saved["summary"])):
             log(f"{config.name}/{what}: measured before (same config), kept from {kept}")
             return saved["summary"]
-    log(f"{config.name}/{what}: running")
-    summary = run(config)
+    return None
+
+
+def _keep(kept: Path, config: FederationConfig, summary: dict[str, Any]) -> dict[str, Any]:
+    """Write ``summary`` with the config it was measured with to ``kept``, for a later ``resume``; return it."""
     kept.parent.mkdir(parents=True, exist_ok=True)
     kept.write_text(json.dumps({"config": config.to_dict(), "summary": summary}), encoding="utf-8")
     return summary

@@ -16,6 +16,7 @@ from fedgrow_hf.experiment.data import common_test_set
 from fedgrow_hf.experiment.parties import load_source
 from fedgrow_hf.experiment.stream import StreamSampler
 from fedgrow_hf.reproduce.methods import run_method
+from fedgrow_hf.reproduce.side_by_side import run_side_by_side
 
 pytest.importorskip("flwr")
 
@@ -170,33 +171,57 @@ def test_scratch_trained_sources_are_cached_by_their_recipe(shared_data_dir, cac
     assert len({path.name for path in cache.iterdir() if not path.name.startswith(".")} - keys) == 1
 
 
-@pytest.mark.slow
-def test_a_partitioned_comparison_reports_the_claims(shared_data_dir, cache, tmp_path, monkeypatch):
-    """``fedgrow reproduce`` of a preset with partitions (paper-agnews' shape, tiny): one results.json holding
-    each partition's comparison and the claims, paired by seed, and a RESULTS.md section rendered from it.
-    The IID partition runs first on its own (``--partitions iid``, as a second process would), which writes no
-    results; the run of every partition with ``--resume`` keeps its runs and writes them."""
-    from fedgrow_hf.reproduce import presets, runner
+def _tiny_paper(data_dir: Path, cache: Path):
+    """A preset with partitions (paper-agnews' shape, tiny)."""
+    from fedgrow_hf.reproduce import presets
 
-    raw = paper_regime(shared_data_dir, cache).to_dict()  # an absolute data source: the data folder changes nothing
+    raw = paper_regime(data_dir, cache).to_dict()  # an absolute data source: the data folder changes nothing
     settings = presets.ComparisonSettings(
         "tiny paper protocol", "seconds", seeds=(0, 1),
         methods=("fed-grow", "fed-grow-dense", "independent", "fed-scratch"),
         partitions=presets.PRESETS["paper-agnews"].settings.partitions)
-    preset = presets.Preset("tiny-paper", raw, settings)
-    monkeypatch.setitem(presets.PRESETS, "tiny-paper", preset)
-    output = tmp_path / "results" / "tiny-paper"
-    run = partial(runner.reproduce, "tiny-paper", data_dir=shared_data_dir, output_dir=output, work_dir=tmp_path / "work",
-                  engine="inprocess")
+    return presets.Preset("tiny-paper", raw, settings)
+
+
+def _reproduce_tiny_paper(data_dir: Path, root: Path) -> partial:
+    from fedgrow_hf.reproduce import runner
+
+    return partial(runner.reproduce, "tiny-paper", data_dir=data_dir, output_dir=root / "results" / "tiny-paper",
+                   work_dir=root / "work", engine="inprocess")
+
+
+def _partition_alone(data_dir: Path, cache: Path, root: Path, partition: str) -> dict:
+    """``fedgrow reproduce tiny-paper --partitions <partition>`` as paper-agnews' second shell runs it, in a worker
+    process (whose preset registry this changes)."""
+    from fedgrow_hf.reproduce import presets
+
+    presets.PRESETS["tiny-paper"] = _tiny_paper(data_dir, cache)
+    return _reproduce_tiny_paper(data_dir, root)(partitions=[partition], log=lambda line: None)
+
+
+@pytest.mark.slow
+def test_a_partitioned_comparison_reports_the_claims(shared_data_dir, cache, tmp_path, monkeypatch):
+    """``fedgrow reproduce`` of a preset with partitions: one results.json holding each partition's comparison
+    and the claims, paired by seed, and a RESULTS.md section rendered from it. Each partition first runs alone
+    (``--partitions``), both at once in two processes as paper-agnews' runs go, and writes no results; the run
+    of every partition with ``--resume`` keeps their runs and writes them."""
+    from fedgrow_hf.reproduce import presets
+
+    monkeypatch.setitem(presets.PRESETS, "tiny-paper", _tiny_paper(shared_data_dir, cache))
+    run, output = _reproduce_tiny_paper(shared_data_dir, tmp_path), tmp_path / "results" / "tiny-paper"
     with pytest.raises(ValueError, match="unknown partitions \\['dirichlet'\\]"):
         run(partitions=["dirichlet"])
-    alone = run(partitions=["iid"], log=lambda line: None)
-    assert alone["partitions"].keys() == {"iid"} and not output.exists()
+    partitions, alone = ("dirichlet-0.5", "iid"), {}
+    run_side_by_side({name: partial(_partition_alone, shared_data_dir, cache, tmp_path, name) for name in partitions},
+                     len(partitions), alone.__setitem__)
+    assert {name: set(result["partitions"]) for name, result in alone.items()} == {p: {p} for p in partitions}
+    assert not output.exists()
     lines: list[str] = []
     results = run(resume=True, log=lines.append)
-    assert sum("kept from" in line for line in lines) == 8  # iid's 4 methods x 2 seeds
+    assert sum("kept from" in line for line in lines) == 16  # 2 partitions x 4 methods x 2 seeds
     saved = json.loads((output / "results.json").read_text())
-    assert saved["partitions"]["iid"]["methods"] == json.loads(json.dumps(alone["partitions"]["iid"]["methods"]))
+    for name, result in alone.items():
+        assert saved["partitions"][name]["methods"] == json.loads(json.dumps(result["partitions"][name]["methods"]))
     assert saved["partitions"].keys() == {"dirichlet-0.5", "iid"} == results["partitions"].keys()
     for comparison in saved["partitions"].values():
         grow = comparison["methods"]["fed-grow"]
