@@ -548,6 +548,27 @@ def test_the_claims_and_the_comparison_pair_seeds_with_one_statistic():
     assert _paired_table({"independent": old}, methods) == _paired_table({"independent": difference}, methods)
 
 
+def test_the_aggregation_effect_is_what_the_average_and_the_local_steps_change():
+    """Per party and round from 2 on: |start of round r - end of round r - 1| (the average) and |end - start| (local
+    training), averaged over parties and rounds, then seeds; records without a start-of-round loss have neither."""
+    from fedgrow_hf.reproduce.claims import aggregation_effect
+
+    def record(phase: str, round_: int, losses: dict[str, tuple[float, float]]) -> dict:
+        return {"phase": phase, "round": round_,
+                "parties": {party: {"eval_loss_before": before, "eval_loss": after} for party, (before, after) in losses.items()}}
+
+    seed_0 = [record("operator", 1, {"0": (1.0, 0.8), "1": (1.0, 0.6)}),
+              record("operator", 2, {"0": (0.9, 0.7), "1": (0.5, 0.45)}),  # moved 0.1 and 0.1; trained 0.2, 0.05
+              record("finetune-federated", 1, {"0": (2.0, 2.0), "1": (2.0, 2.0)})]  # another phase: not paired with round 2
+    seed_1 = [record("operator", 1, {"0": (1.0, 0.5)}), record("operator", 2, {"0": (0.5, 0.3), "1": (9.0, 1.0)})]
+    effect = aggregation_effect({"runs": [{"records": seed_0}, {"records": seed_1}]})
+    assert effect["per_seed"] == [pytest.approx({"by_average": 0.1, "by_local_training": 0.125}),
+                                  pytest.approx({"by_average": 0.0, "by_local_training": 0.2})]  # party 1 joined late
+    assert effect["by_average"] == pytest.approx(0.05) and effect["by_local_training"] == pytest.approx(0.1625)
+    alone = [{"phase": "independent", "round": 1, "parties": {"0": {"eval_loss": 0.5}}}]
+    assert aggregation_effect({"runs": [{"records": alone}]}) is None
+
+
 def test_targets_say_which_is_missed_and_by_how_much_with_the_human_reason():
     from fedgrow_hf.reproduce.results_markdown import _targets_section
     from fedgrow_hf.reproduce.targets import issue_targets

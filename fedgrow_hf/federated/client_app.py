@@ -122,6 +122,9 @@ def make_client_app(
             grown, finetune_arguments(cfg, party_dir / "finetune"), train_dataset=train_set, eval_dataset=eval_set,
             callbacks=[evaluations], first_step=first_step, **experiment_task(cfg).trainer_options(),
         )
+        # a federated round first scores the model it starts from (the average received, from round 2 on);
+        # training reseeds at its start, so this evaluation changes nothing it does
+        before = None if local else float(trainer.evaluate()["eval_loss"])
         output = trainer.train()
         result = evaluations.history[max(evaluations.history)]
         metrics = {
@@ -132,6 +135,8 @@ def make_client_app(
             "accuracy": float(result["eval_accuracy"]),
             "precision_macro": float(result["eval_precision_macro"]),
         }
+        if before is not None:
+            metrics["eval_loss_before"] = before
         if local:
             points = [evaluations.history[step] for step in sorted(evaluations.history)]
             metrics.update({name: [float(point[TRAINER_KEYS[name]]) for point in points] for name in FINETUNE_CURVE})

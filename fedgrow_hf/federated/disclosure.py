@@ -19,7 +19,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..experiment.config import FederationConfig
-from .screening import FINETUNE_CURVE, FINETUNE_METRICS, MERGE_METRICS, PARTY_KEY, WEIGHT_KEY
+from .screening import (
+    FEDERATED_FINETUNE_METRICS,
+    FINETUNE_CURVE,
+    FINETUNE_METRICS,
+    MERGE_METRICS,
+    PARTY_KEY,
+    WEIGHT_KEY,
+)
 
 # phase-2 modes whose replies carry figures only (no model): what ``party_metrics`` governs
 FIGURES_ONLY = ("local", "merge")
@@ -55,7 +62,9 @@ def finetune_reply_fields(config: FederationConfig) -> tuple[tuple[str, ...], tu
         return (), (), False
     if config.federation.phase2 == "merge":
         return MERGE_METRICS, (), True
-    return FINETUNE_METRICS, FINETUNE_CURVE if config.federation.phase2 == "local" else (), True
+    if config.federation.phase2 == "federated":
+        return FEDERATED_FINETUNE_METRICS, (), True
+    return FINETUNE_METRICS, FINETUNE_CURVE, True
 
 
 def _coarse(value: Any) -> Any:

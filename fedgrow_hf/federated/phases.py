@@ -157,7 +157,7 @@ def run_phase2(
             "phase": f"finetune-{fed.phase2}",
             "round": finetune_round,
             **({"party_metrics": finetune_disclosure(config)} if config.secure_aggregation.enabled else {}),
-            **weighted_means(parties, tuple(name for name in ("train_loss", "eval_loss", "accuracy")
+            **weighted_means(parties, tuple(name for name in ("train_loss", "eval_loss_before", "eval_loss", "accuracy")
                                             if name in metric_names)),
             "parties": parties,
             "dropped": dropped_records(averager.last.dropped, attempt=1),

@@ -40,6 +40,9 @@ NPY_STYPE = "numpy.ndarray"
 # What a party reports after a phase-1 round and after its phase-2 fine-tuning (besides party and weight).
 OPERATOR_METRICS = ("train_loss", "eval_loss_before", "eval_loss", "accuracy", "precision_macro")
 FINETUNE_METRICS = ("train_loss", "eval_loss", "accuracy", "precision_macro")
+# A federated phase-2 round also reports the held-out loss of the average it received, as a phase-1 round does:
+# with the end of its previous round, what the average changed in the party (reproduce's aggregation effect).
+FEDERATED_FINETUNE_METRICS = ("train_loss", "eval_loss_before", "eval_loss", "accuracy", "precision_macro")
 # What a party reports after merging its final operator (phase2="merge": no training, its merged model scored).
 MERGE_METRICS = ("eval_loss", "accuracy", "precision_macro")
 # What a party adds after local phase 2: its held-out figures at every step of ``task.finetune_eval_steps``.

@@ -150,11 +150,24 @@ def partitioned_section(results: dict[str, Any], results_dir: str) -> str:
         lines += ["", "Seconds per local step per party, evaluations and overheads included (wall / CPU time): " + ", ".join(
             f"{method} {_seconds(clocks['wall'])} / {_seconds(clocks['cpu'])}"
             for method, clocks in claims["seconds_per_step_per_party"].items()), ""]
+        if claims.get("aggregation_effect"):
+            lines += ["What the server's average changes in a party, beside what its own training changes: mean "
+                      "|change| of a party's held-out loss at each aggregation (start of round r against the end of "
+                      "round r - 1) and over its local steps (end against start of round r), rounds 2 on:", "",
+                      "| Method | By the average | By local training | Ratio |", "|---|---|---|---|"]
+            lines += [f"| {method} | {effect['by_average']:.4f} | {effect['by_local_training']:.4f} | "
+                      f"{_ratio(effect['by_average'], effect['by_local_training'])} |"
+                      for method, effect in claims["aggregation_effect"].items()]
+            lines.append("")
     for name, comparison in results["partitions"].items():
         section = preset_section(comparison, f"{results_dir}/{name}")
         lines.append(section.replace(f"## `{comparison['preset']}`", f"### `{comparison['preset']}`, partition `{name}`", 1)
                      .replace("\n### ", "\n#### "))
     return "\n".join(lines)
+
+
+def _ratio(part: float, whole: float) -> str:
+    return f"{part / whole:.2f}" if whole else "n/a"
 
 
 def _human_bytes(size: float) -> str:

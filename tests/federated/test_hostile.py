@@ -60,6 +60,7 @@ def honest_content(message: Message, party: int) -> RecordDict:
     if message.content[CONFIG_KEY]["mode"] == "local":  # metrics only, with the held-out curves
         curves = {name: [0.7] * len(LOCAL_CURVE_STEPS) for name in FINETUNE_CURVE}
         return RecordDict({METRICS_KEY: MetricRecord({**metrics, **curves})})
+    metrics["eval_loss_before"] = 0.7  # a federated phase-2 round scores the average it received, as phase 1 does
     return RecordDict({ARRAYS_KEY: ArrayRecord(phase2_model(message, party)), METRICS_KEY: MetricRecord(metrics)})
 
 

@@ -236,10 +236,13 @@ def test_a_partitioned_comparison_reports_the_claims(shared_data_dir, cache, tmp
     assert dense_share == pytest.approx(methods["fed-grow-dense"]["trainable_parameters"]["phase1_mean"]
                                         / methods["fed-scratch"]["trainable_parameters"]["phase1_mean"])
     assert claims["costs"]["fed-grow"]["bytes_vs_fed_scratch"] < dense_share  # the Kronecker operator is smaller
+    # what the average changes in a party: measured for every federation, for no run alone
+    assert set(claims["aggregation_effect"]) == {"fed-grow", "fed-grow-dense", "fed-scratch"}
+    assert all(effect["by_local_training"] > 0 for effect in claims["aggregation_effect"].values())
     # the fourth, what not sharing a model costs, needs the shared-intermediate variant (not run here)
     assert [target["met"] is None for target in saved["claims"]["targets"]] == [False, False, False, True]
     report = (tmp_path / "RESULTS.md").read_text()  # beside the folder holding results/
-    assert "## `tiny-paper`" in report and "partition `iid`" in report and (output / "iid" / "accuracy_vs_steps.png").is_file()
+    assert "## `tiny-paper`" in report and "partition `iid`" in report and "| By the average |" in report and (output / "iid" / "accuracy_vs_steps.png").is_file()
 
 
 @pytest.mark.slow
