@@ -12,7 +12,7 @@ import pytest
 
 from fedgrow_hf.cli import main
 from fedgrow_hf.cli.console import LOG_FILE, run_console
-from fedgrow_hf.reproduce.results import RESULTS_KIND
+from fedgrow_hf.reproduce.results import PARTITIONED_KIND, RESULTS_KIND
 from tests.federated.conftest import TINY_CONFIG
 
 pytest.importorskip("rich")
@@ -108,6 +108,17 @@ def test_reproduce_shows_its_progress_and_the_accuracy_of_every_method(shared_da
     assert "Own source, fine-tuned" in shown.err and "0.5000 ± 0.0100" in shown.err
     assert "eval_loss" not in shown.out + shown.err
     assert "tiny/own-source/seed 0: running" in (work / LOG_FILE).read_text()
+
+    def one_partition(comparison, *, log, partitions, **options):  # what --partitions returns: no results.json
+        figures = {"own-source": {"label": "Own source, fine-tuned", "test_accuracy": {"mean": 0.25, "std": None}}}
+        return {"kind": PARTITIONED_KIND, "preset": comparison.config.name,
+                "partitions": {name: {"methods": figures} for name in partitions}}
+
+    monkeypatch.setattr(fedgrow_hf.reproduce, "reproduce", one_partition)
+    assert main(["reproduce", "paper-agnews", "--data-dir", str(shared_data_dir), "--work-dir", str(work),
+                 "--partitions", "iid"]) == 0
+    shown = capfd.readouterr().err
+    assert "Own source, fine-tuned" in shown and "0.2500" in shown
 
 
 def test_the_check_runs_before_the_run_folder_exists_and_its_output_reaches_the_log(tmp_path, capfd):
