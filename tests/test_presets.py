@@ -115,3 +115,20 @@ def test_a_decoder_federation_is_refused_by_the_comparison_with_what_to_run_inst
     with pytest.raises(ValueError, match=r"grows llama language models: fedgrow reproduce compares classifiers .* "
                                          r"fedgrow simulate"):
         load_comparison(str(Path(__file__).parents[1] / "examples" / "configs" / "tiny-llama.toml"), "unused")
+
+
+def test_the_plain_width_steps_diagnostic_is_paper_agnews_but_for_its_width_steps():
+    """``benchmarks/diagnostics/paper-agnews-plain-width-steps.toml`` changes one setting of paper-agnews, so its
+    runs pair with the preset's: everything else, the comparison's settings included, is the preset's."""
+    path = Path(__file__).parents[1] / "benchmarks" / "diagnostics" / "paper-agnews-plain-width-steps.toml"
+    diagnostic, preset = load_comparison(str(path), "/unused"), load_comparison("paper-agnews", "/data")
+    assert diagnostic.config.model.ligo == {"width_step": "plain"} and preset.config.model.ligo == {}
+    assert Path(diagnostic.config.data.source).resolve() == (Path(__file__).parents[2] / "shared" / "data" / "agnews")
+    changed = {"name": None, "model": {"ligo": None}, "data": {"source": None}}
+
+    def without_changes(config: dict, changes: dict) -> dict:
+        return {key: without_changes(value, changes[key]) if isinstance(changes.get(key), dict) else value
+                for key, value in config.items() if key not in changes or isinstance(changes[key], dict)}
+
+    assert without_changes(diagnostic.config.to_dict(), changed) == without_changes(preset.config.to_dict(), changed)
+    assert all(getattr(diagnostic.settings, name) == getattr(preset.settings, name) for name in SETTINGS)
