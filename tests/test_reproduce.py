@@ -24,6 +24,7 @@ from fedgrow_hf.federated.engine import SimulationEngine
 from fedgrow_hf.reproduce import METHODS, PRESETS, preset_config
 from fedgrow_hf.reproduce.methods import SHAPE_KEYS, method_config, same_source, scratch_rounds
 from fedgrow_hf.reproduce.results_markdown import preset_section
+from fedgrow_hf.reproduce.stats import aggregation_effect
 from fedgrow_hf.reproduce.tuning import LEARNING_RATE_GRID
 from fedgrow_hf.tuners.ligo import GrowthStage, ModelShape
 from fedgrow_hf.tuners.ligo.shapes import OPTIONAL_SHAPE_FIELDS
@@ -208,6 +209,8 @@ def test_plots_and_report_are_written_and_regenerated(tiny_run):
     assert f"| Own source, fine-tuned | {own['mean']:.4f} ± {own['std']:.4f} |" in text
     assert "### Fed-Grow minus each method, paired by seed" in text
     assert "### Common-test accuracy per party (mean over seeds)" in text
+    effect = aggregation_effect(results["methods"]["fed-grow"])  # phase 1 is a federation: measured
+    assert f"| Fed-Grow | {effect['by_average']:.4f} | {effect['by_local_training']:.4f} |" in text
     assert "| Own source, fine-tuned | " + " | ".join(f"{value:.4f}" for value in own["per_party"]) + " |" in text
     assert "### Targets of the issue" in text
     assert all(target["target"] in text for target in results["targets"])
@@ -551,8 +554,6 @@ def test_the_claims_and_the_comparison_pair_seeds_with_one_statistic():
 def test_the_aggregation_effect_is_what_the_average_and_the_local_steps_change():
     """Per party and round from 2 on: |start of round r - end of round r - 1| (the average) and |end - start| (local
     training), averaged over parties and rounds, then seeds; records without a start-of-round loss have neither."""
-    from fedgrow_hf.reproduce.claims import aggregation_effect
-
     def record(phase: str, round_: int, losses: dict[str, tuple[float, float]]) -> dict:
         return {"phase": phase, "round": round_,
                 "parties": {party: {"eval_loss_before": before, "eval_loss": after} for party, (before, after) in losses.items()}}

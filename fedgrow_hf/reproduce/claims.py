@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from .stats import paired
+from .stats import aggregation_effect, paired
 
 # The paper's figures (IEEE TPDS 2026 / arXiv 2406.13450): Fed-Grow trains 59.25% fewer parameters per party and
 # sends 73.01% fewer bytes than federated training of the large model (Fed-Scratch).
@@ -47,36 +45,6 @@ def seconds_per_step(summary: dict[str, Any], num_parties: int, clock: str = "wa
     if not seconds:
         return None
     return seconds / (len(summary["runs"]) * num_parties * summary["local_steps_per_party"])
-
-
-def aggregation_effect(summary: dict[str, Any]) -> dict[str, Any] | None:
-    """How far the server's average moves a party, beside how far the party's own training moves it: per seed,
-    the mean over parties and rounds 2..R of |held-out loss at the start of round r (the average just received)
-    minus at the end of round r - 1 (its own update)|, and of |end minus start of round r|.
-
-    Why it is in the claims: a federation can only pass knowledge between parties through what the average
-    changes in each. When it moves a party's loss a small fraction of what the party's own steps do, the
-    party's model is in effect trained alone, and federated and independent growth tie whatever the data.
-    None for a method without both measurements (no federation, or runs without a start-of-round evaluation).
-    """
-    per_seed = []
-    for run in summary["runs"]:
-        rounds = [record for record in run["records"] if record["parties"]
-                  and all("eval_loss_before" in party for party in record["parties"].values())]
-        moved, trained = [], []
-        for previous, current in zip(rounds, rounds[1:]):
-            if previous["phase"] != current["phase"]:
-                continue
-            for party, figures in current["parties"].items():
-                if party in previous["parties"]:
-                    moved.append(abs(figures["eval_loss_before"] - previous["parties"][party]["eval_loss"]))
-                    trained.append(abs(figures["eval_loss"] - figures["eval_loss_before"]))
-        if moved:
-            per_seed.append({"by_average": float(np.mean(moved)), "by_local_training": float(np.mean(trained))})
-    if not per_seed:
-        return None
-    return {key: float(np.mean([seed[key] for seed in per_seed])) for key in ("by_average", "by_local_training")} | {
-        "per_seed": per_seed}
 
 
 def paper_claims(partitions: dict[str, dict[str, Any]]) -> dict[str, Any]:

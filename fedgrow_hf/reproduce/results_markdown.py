@@ -12,6 +12,7 @@ from ..experiment.training import finetune_learning_rate, training_options
 from .methods import METHOD_LABELS, METHODS, OWN_SOURCE
 from .plots import PLOTS
 from .results import PARTITIONED_KIND, RESULTS_FILE, RESULTS_KIND
+from .stats import aggregation_effect
 from .tuning import method_learning_rate
 
 REPORT_HEADER = Path(__file__).with_name("results_header.md")
@@ -88,6 +89,7 @@ def preset_section(results: dict[str, Any], results_dir: str) -> str:
     ]
     lines += _per_party_table(methods)
     lines += _paired_table(results["paired_differences"], methods)
+    lines += _aggregation_table(methods)
     lines += _targets_section(results["targets"], results.get("notes", {}), _stale_notes_warning(results))
     lines += _cost_table(methods)
     figures = results["headline"]
@@ -150,15 +152,6 @@ def partitioned_section(results: dict[str, Any], results_dir: str) -> str:
         lines += ["", "Seconds per local step per party, evaluations and overheads included (wall / CPU time): " + ", ".join(
             f"{method} {_seconds(clocks['wall'])} / {_seconds(clocks['cpu'])}"
             for method, clocks in claims["seconds_per_step_per_party"].items()), ""]
-        if claims.get("aggregation_effect"):
-            lines += ["What the server's average changes in a party, beside what its own training changes: mean "
-                      "|change| of a party's held-out loss at each aggregation (start of round r against the end of "
-                      "round r - 1) and over its local steps (end against start of round r), rounds 2 on:", "",
-                      "| Method | By the average | By local training | Ratio |", "|---|---|---|---|"]
-            lines += [f"| {method} | {effect['by_average']:.4f} | {effect['by_local_training']:.4f} | "
-                      f"{_ratio(effect['by_average'], effect['by_local_training'])} |"
-                      for method, effect in claims["aggregation_effect"].items()]
-            lines.append("")
     for name, comparison in results["partitions"].items():
         section = preset_section(comparison, f"{results_dir}/{name}")
         lines.append(section.replace(f"## `{comparison['preset']}`", f"### `{comparison['preset']}`, partition `{name}`", 1)
@@ -166,8 +159,24 @@ def partitioned_section(results: dict[str, Any], results_dir: str) -> str:
     return "\n".join(lines)
 
 
-def _ratio(part: float, whole: float) -> str:
-    return f"{part / whole:.2f}" if whole else "n/a"
+def _aggregation_table(methods: dict[str, dict[str, Any]]) -> list[str]:
+    """What each federation's average changes in a party, beside what its own steps change
+    (:func:`.stats.aggregation_effect`, mean over seeds): the coupling between parties that a federated result
+    can owe to the federation. Empty when no method measured it."""
+    effects = {summary["label"]: effect for summary in methods.values()
+               if (effect := aggregation_effect(summary)) is not None}
+    if not effects:
+        return []
+    lines = ["### What the server's average changes in a party", "",
+             "Mean |change| of a party's held-out loss at each aggregation (the start of round r against the end of "
+             "round r - 1) and over its own local steps in a round (end against start), rounds 2 on, over parties "
+             "and seeds. A federation passes knowledge between parties only through the first.", "",
+             "| Method | By the average | By local training | Average / local |", "|---|---|---|---|"]
+    for label, effect in effects.items():
+        local = effect["by_local_training"]
+        ratio = f"{effect['by_average'] / local:.2f}" if local else "n/a"
+        lines.append(f"| {label} | {effect['by_average']:.4f} | {local:.4f} | {ratio} |")
+    return [*lines, ""]
 
 
 def _human_bytes(size: float) -> str:

@@ -109,6 +109,36 @@ def paired(ours: list[float], theirs: list[float], scale: float = 1.0) -> dict[s
     }
 
 
+def aggregation_effect(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """How far the server's average moves a party, beside how far the party's own training moves it: per seed,
+    the mean over parties and rounds 2..R of |held-out loss at the start of round r (the average just received)
+    minus at the end of round r - 1 (its own update)|, and of |end minus start of round r|.
+
+    Why it is reported: a federation can only pass knowledge between parties through what the average
+    changes in each. When it moves a party's loss a small fraction of what the party's own steps do, the
+    party's model is in effect trained alone, and federated and independent growth tie whatever the data.
+    None for a method without both measurements (no federation, or runs without a start-of-round evaluation).
+    """
+    per_seed = []
+    for run in summary["runs"]:
+        rounds = [record for record in run["records"] if record["parties"]
+                  and all("eval_loss_before" in party for party in record["parties"].values())]
+        moved, trained = [], []
+        for previous, current in zip(rounds, rounds[1:]):
+            if previous["phase"] != current["phase"]:
+                continue
+            for party, figures in current["parties"].items():
+                if party in previous["parties"]:
+                    moved.append(abs(figures["eval_loss_before"] - previous["parties"][party]["eval_loss"]))
+                    trained.append(abs(figures["eval_loss"] - figures["eval_loss_before"]))
+        if moved:
+            per_seed.append({"by_average": float(np.mean(moved)), "by_local_training": float(np.mean(trained))})
+    if not per_seed:
+        return None
+    return {key: float(np.mean([seed[key] for seed in per_seed])) for key in ("by_average", "by_local_training")} | {
+        "per_seed": per_seed}
+
+
 def paired_differences(methods: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Fed-Grow minus every other method in mean common-test accuracy across parties, seed by seed (every
     method runs with the same seeds, so seed s of one pairs with seed s of the other)."""
