@@ -72,7 +72,7 @@ def _test_accuracy(config, run_dir) -> float:
 @pytest.fixture(scope="module")
 def runs(shared_data_dir, tmp_path_factory):
     """The three federations side by side, a worker process and a thread each, as ``reproduce(jobs=3)`` runs a
-    comparison's runs: a tiny federation's kernels cannot use a second core (116 s one after the other in .ci/run at 64a9f71, 70-75 s side by side)."""
+    comparison's runs: a tiny federation's kernels cannot use a second core (116 s one after the other, 65 s side by side, in .ci/run at 64a9f71 and d199513)."""
     federations = {"clean": (False, None), "ratchet": (True, None), "lying": (True, True)}
     runs = {}
     run_side_by_side({name: partial(_run, shared_data_dir, tmp_path_factory.mktemp(name), *attack)
