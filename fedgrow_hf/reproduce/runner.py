@@ -213,25 +213,20 @@ def _measure_all(
     else measured by ``measure`` (:func:`_measure`), one after another or ``jobs`` at once, and kept in
     ``work_dir/seed-<seed>/<method>.json`` as each finishes."""
     kept = {key: work_dir / f"seed-{key[1]}" / f"{key[0]}.json" for key in runs}
-    summaries = {}
-    for (method, seed), seeded in runs.items():
-        summary = _kept(kept[method, seed], seeded, resume, log, f"{method}/seed {seed}")
-        if summary is not None:
-            summaries[method, seed] = summary
-    pending = [key for key in runs if key not in summaries]
+    what = {key: f"{key[0]}/seed {key[1]}" for key in runs}
     if jobs == 1:
-        for method, seed in pending:
-            log(f"{runs[method, seed].name}/{method}/seed {seed}: running")
-            summaries[method, seed] = _keep(kept[method, seed], runs[method, seed],
-                                            measure(runs[method, seed], method=method, log=log))
-        return summaries
+        return {key: _kept_or_run(kept[key], seeded, resume, log, what[key], partial(measure, method=key[0], log=log))
+                for key, seeded in runs.items()}
+    summaries = {key: summary for key, seeded in runs.items()
+                 if (summary := _kept(kept[key], seeded, resume, log, what[key])) is not None}
+    pending = [key for key in runs if key not in summaries]
     if pending:
         log(f"{runs[pending[0]].name}: running {len(pending)} runs, {jobs} at a time on {threads_per_job(jobs)} "
             "thread(s) each")
 
     def done(key: tuple[str, int], summary: dict[str, Any]) -> None:
         summaries[key] = _keep(kept[key], runs[key], summary)
-        log(f"{runs[key].name}/{key[0]}/seed {key[1]}: finished ({len(summaries)} of {len(runs)})")
+        log(f"{runs[key].name}/{what[key]}: finished ({len(summaries)} of {len(runs)})")
 
     run_side_by_side({key: partial(measure, runs[key], method=key[0], log=print) for key in pending}, jobs, done)
     return summaries
