@@ -143,7 +143,8 @@ class FederationSettings:
     round_timeout: float = bounded(600.0, 0, low_inclusive=False, help="seconds the server waits for a round's "
                                                                        "replies")
     round_retries: int = bounded(1, 0, help="times a round with too few valid updates is run again")
-    max_update_bytes: int = bounded(0, 0, help="size bound of one update; 0: exactly the Global-LiGO's size")
+    max_update_bytes: int = bounded(0, 0, help="size bound of one update; 0: exactly the Global-LiGO's size "
+                                                 "(and the task head's, with share_head)")
     max_num_examples: int = bounded(1_000_000, 1, help="a reply claiming more examples than this is dropped (it "
                                                        "would own the weighted mean)")
     update_norm_bound: float = bounded(10.0, 0, help=(
@@ -176,6 +177,10 @@ class FederationSettings:
         "after round 1 every party sends its grown intermediate model once, the server averages them and every "
         "party grows from that average (what the Fed-Grow authors' code does; it shares a model; needs rounds >= 2 "
         "and no secure aggregation)"))
+    share_head: bool = setting(False, help=(
+        "every phase-1 round the parties' task heads (the classifier growth does not produce) are averaged with "
+        "the Global-LiGO, as the Fed-Grow authors' code averages a party's whole state; it shares the head's "
+        "weights (num_labels x hidden); classifiers only, no secure aggregation"))
     dp_noise_multiplier: float = bounded(0.0, 0, help=(
         "> 0: Flower's server-side fixed-clipping differential privacy on the Global-LiGO (not with secure "
         "aggregation)"))
@@ -383,6 +388,12 @@ class FederationConfig:
                 "federation.share_intermediate needs rounds >= 2 (the intermediates are sent after round 1 and used "
                 "from round 2) and no secure aggregation (the server averages the intermediates in clear)"
             )
+        if fed.share_head and not self.family.classifies:
+            raise ConfigError(f"federation.share_head averages a classifier's task head: a {model.family!r} "
+                              "federation grows a language model, which has none")
+        if fed.share_head and self.secure_aggregation.enabled:
+            raise ConfigError("federation.share_head cannot be combined with secure aggregation: SecAgg+ masks and "
+                              "checks the Global-LiGO only")
         _check_trimmed_mean(fed, self.num_parties)
         if self.secure_aggregation.enabled and fed.dp_noise_multiplier > 0:
             raise ConfigError(

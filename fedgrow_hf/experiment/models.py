@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from accelerate import init_empty_weights
 from peft import PeftModel
 from transformers import (
     AutoModelForImageClassification,
@@ -30,6 +31,8 @@ from .tasks import Task, task_of
 MINILM = "minilm"
 # The head a growth does not produce: trained and saved in full with the operator.
 HEAD_MODULES = ["classifier"]
+# what a shared head's tensors are called beside the Global-LiGO's in a round's state ([federation].share_head)
+HEAD_PREFIX = "head."
 # PEFT's task type of a decoder's LiGO model: PeftModelForCausalLM, which generates.
 CAUSAL_LM_TASK = "CAUSAL_LM"
 # model types whose classification model classifies images; every other one classifies text
@@ -142,6 +145,34 @@ def grow_party_model(config: FederationConfig, source: PreTrainedModel) -> PeftM
     grow_task = grow_classifier if config.family.classifies else grow_causal_lm
     return grow_task(source, target_config(config), intermediate_config=dict(config.model.intermediate),
                      seed=config.seed, **config.model.ligo)
+
+
+def shared_heads(config: FederationConfig) -> tuple[str, ...]:
+    """The target modules whose trained weights a party sends beside its Global-LiGO: the task head with
+    ``[federation].share_head``, else none."""
+    return tuple(HEAD_MODULES) if config.federation.share_head else ()
+
+
+def initial_head_state(config: FederationConfig) -> dict[str, torch.Tensor]:
+    """The shared heads as a party's grown model starts them (:func:`grow_party_model`: the target's own
+    initialisation after ``torch.manual_seed(config.seed)``), under :data:`HEAD_PREFIX`: the server's first
+    state of a ``share_head`` federation. Only the heads are allocated; torch's global generator is left as
+    it was."""
+    _, model_class = model_classes(config)
+    state: dict[str, torch.Tensor] = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        with init_empty_weights(include_buffers=False):
+            model = model_class(target_config(config))
+        for name in shared_heads(config):
+            head = model.get_submodule(name)
+            head.to_empty(device="cpu")
+            for module in head.modules():
+                for param in module.parameters(recurse=False):
+                    param._is_hf_initialized = False
+                model._init_weights(module)
+            state.update({f"{HEAD_PREFIX}{name}.{key}": value.detach().clone() for key, value in head.state_dict().items()})
+    return state
 
 
 def source_config(config: FederationConfig, shape: dict[str, Any]) -> PretrainedConfig:

@@ -20,7 +20,15 @@ from ..sources import derive_bert_source, distilled_bert_source, pretrain_bert_s
 from ..tuners.ligo import GrowthStage, LiGOConfig, TransformerWeights, initial_global_stage
 from .config import BERT_PRETRAIN_RECIPE, IMAGES, FederationConfig
 from .data import party_datasets, party_shares
-from .models import grow_party_model, model_classes, parent_path, source_config, source_path, target_config
+from .models import (
+    grow_party_model,
+    initial_head_state,
+    model_classes,
+    parent_path,
+    source_config,
+    source_path,
+    target_config,
+)
 
 
 def load_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
@@ -100,6 +108,13 @@ def reference_global_stage(config: FederationConfig) -> GrowthStage:
     operator's own code without any source, so the server can validate updates against it."""
     ligo = LiGOConfig(intermediate_config=dict(config.model.intermediate), init_seed=config.seed, **config.model.ligo)
     return initial_global_stage(target_config(config), ligo)
+
+
+def reference_shared_state(config: FederationConfig) -> dict[str, torch.Tensor]:
+    """What every party receives and sends each phase-1 round, as it starts: the Global-LiGO stage, and with
+    ``share_head`` the task head (:func:`~.models.initial_head_state`). The server validates every reply and
+    aggregate against it."""
+    return {**reference_global_stage(config).state_dict(), **initial_head_state(config)}
 
 
 def reference_intermediate_state(config: FederationConfig) -> dict[str, torch.Tensor]:

@@ -35,7 +35,7 @@ from transformers import Trainer
 
 from ..experiment.config import FederationConfig
 from ..experiment.curves import EvaluateAt
-from ..experiment.models import experiment_task, model_classes, target_config
+from ..experiment.models import experiment_task, model_classes, shared_heads, target_config
 from ..experiment.stream import StreamTrainer
 from ..experiment.training import final_model_dir, finetune_arguments, finetune_eval_steps, training_arguments
 from .disclosure import disclosed_finetune_metrics
@@ -180,7 +180,7 @@ def _grown_model(cfg: FederationConfig, root: Path, party: int, model: Any, msg:
         return grown
     trainer = FedGrowTrainer(
         model, training_arguments(cfg, party_dir / "trainer", 1), party_dir=party_dir,
-        schedule_steps=cfg.federation.rounds * cfg.federation.local_steps,
+        schedule_steps=cfg.federation.rounds * cfg.federation.local_steps, shared_heads=shared_heads(cfg),
     )
     if trainer.latest_round() > 0:
         trainer.load_private_state(trainer.latest_round())

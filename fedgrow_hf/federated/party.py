@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from ..experiment.config import FederationConfig
 from ..experiment.data import party_datasets
-from ..experiment.models import experiment_task
+from ..experiment.models import experiment_task, shared_heads
 from ..experiment.parties import build_party_model
 from ..experiment.training import training_arguments
 from .screening import PARTY_KEY, WEIGHT_KEY
@@ -103,7 +103,7 @@ def train_party_round(
         party_dir=party_dir,
         train_dataset=train_set,
         eval_dataset=eval_set,
-        schedule_steps=cfg.federation.rounds * cfg.federation.local_steps,
+        schedule_steps=cfg.federation.rounds * cfg.federation.local_steps, shared_heads=shared_heads(cfg),
         **experiment_task(cfg).trainer_options(),
     )
     trainer.begin_round(server_round)

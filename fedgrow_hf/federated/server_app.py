@@ -25,7 +25,7 @@ from flwr.serverapp import Grid, ServerApp
 from safetensors.torch import save_file
 
 from ..experiment.config import FederationConfig
-from ..experiment.parties import reference_global_stage
+from ..experiment.parties import reference_shared_state
 from .checkpoint import (
     CheckpointError,
     ServerCheckpoint,
@@ -74,10 +74,11 @@ def run_federation(
     resume: bool = False,
     on_round: RoundCallback | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Run both phases of Fed-Grow; returns the final Global-LiGO (also saved in ``run_dir``)."""
+    """Run both phases of Fed-Grow; returns the final Global-LiGO (with ``share_head``, and the task head), also
+    saved in ``run_dir``."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    reference = reference_global_stage(config).state_dict()
+    reference = reference_shared_state(config)
     checkpoint = load_checkpoint(run_dir)
     if checkpoint is not None and not resume:
         raise FileExistsError(f"{run_dir} holds a checkpoint of an earlier run: resume it or use a new run folder")
@@ -120,7 +121,9 @@ def check_resumable(
     """Refuse to resume a run with another config, or from a checkpoint that is not a valid state of it."""
     saved_file = run_dir / CONFIG_FILE
     try:
-        saved = json.loads(saved_file.read_text(encoding="utf-8"))
+        # read back through the config class: a setting added since the run started has its default, which is
+        # what the run did
+        saved = FederationConfig.from_dict(json.loads(saved_file.read_text(encoding="utf-8"))).to_dict()
     except (OSError, ValueError) as error:
         raise CheckpointError(f"{saved_file} (the run's config) cannot be read: {error}") from error
     current = config.to_dict()

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from ..experiment.config import FederationConfig
 from ..experiment.data import check_data
-from ..experiment.parties import reference_global_stage
+from ..experiment.parties import reference_shared_state
 from .checkpoint import CheckpointError, load_checkpoint
 from .client_app import make_client_app
 from .engine import SimulationEngine, as_engine
@@ -41,7 +41,8 @@ def simulate(
     client_mods: list[Mod] | None = None,
     engine: str | SimulationEngine = "ray",
 ) -> dict[str, torch.Tensor]:
-    """Run phase 1 (and phase 2 if configured); returns the final Global-LiGO.
+    """Run phase 1 (and phase 2 if configured); returns the final Global-LiGO (with ``share_head``, and the task
+    head under ``head.``: ``FedGrowTrainer(shared_heads=...).set_global_state`` loads both).
 
     ``run_dir`` receives ``metrics.jsonl`` (:data:`METRICS_FILE`), ``global_operator.safetensors``, the server checkpoint
     and each party's private folder (``parties/party-<id>``, which in a real deployment would be on
@@ -78,7 +79,7 @@ def resumable_round(run_dir: str | Path, config: FederationConfig) -> int | None
         checkpoint = load_checkpoint(run_dir)
         if checkpoint is None:
             return None
-        check_resumable(run_dir, config, checkpoint, reference_global_stage(config).state_dict())
+        check_resumable(run_dir, config, checkpoint, reference_shared_state(config))
     except CheckpointError:
         return None
     return checkpoint.round

@@ -3,8 +3,8 @@
 A party trains its Dual-LiGO model with the Trainer it already knows; the only federated addition is
 the round boundary: the server's Global-LiGO comes in (:meth:`FedGrowTrainer.set_global_state`), the
 party trains for the round's steps, and its Global-LiGO goes out (:meth:`get_global_state`).
-Everything else -- the Local-LiGO, the task head, the optimizer and LR-scheduler state -- is the
-party's own. It is kept in ``party_dir`` between rounds, so that a party process that is restarted
+Everything else -- the Local-LiGO, the task head (unless ``shared_heads`` names it), the optimizer and
+LR-scheduler state -- is the party's own. It is kept in ``party_dir`` between rounds, so that a party process that is restarted
 (or, in Flower's simulation engine, a round that runs in another worker) continues where it was.
 
 Rounds also continue the party's *data*: round ``r`` trains on steps ``(r - 1) * max_steps ...`` of one
@@ -18,16 +18,19 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from peft import PeftModel
+from peft.utils import ModulesToSaveWrapper
 from safetensors.torch import load_file, save_file
 
 from ..experiment import curves, stream
+from ..experiment.models import HEAD_PREFIX
 from ..experiment.stream import StreamTrainer
+from ..tuners.ligo import check_state_dict
 from .disk import writing
 
 PRIVATE_WEIGHTS = "private_state.safetensors"
@@ -58,6 +61,9 @@ class FedGrowTrainer(StreamTrainer):
         schedule_steps: length of the LR schedule over the whole federation (e.g. rounds x local
             steps), so that the schedule runs across rounds instead of restarting every round.
             Defaults to one round's steps.
+        shared_heads: target modules kept in full (``modules_to_save``, e.g. ``["classifier"]``) whose
+            trained weights travel with the Global-LiGO, under ``head.<module>.`` (``[federation].share_head``,
+            as the Fed-Grow authors' code shares them); none by default: the head is the party's own.
         **kwargs: everything else ``Trainer`` takes (``train_dataset``, ``processing_class``,
             ``data_collator``, ``compute_metrics`` ...).
     """
@@ -69,6 +75,7 @@ class FedGrowTrainer(StreamTrainer):
         *,
         party_dir: str | os.PathLike,
         schedule_steps: int | None = None,
+        shared_heads: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         if not hasattr(model, "global_state_dict") or not model.base_model.is_dual_ligo:
@@ -81,17 +88,40 @@ class FedGrowTrainer(StreamTrainer):
         self.party_dir = Path(party_dir)
         self.party_dir.mkdir(parents=True, exist_ok=True)
         self.schedule_steps = schedule_steps
+        self.shared_heads = tuple(shared_heads)
+        self.head_state()  # a module that is not a trained head is refused here, not at the first round
 
     # ----------------------------------------------------------------------------------------------
     # round boundary
     # ----------------------------------------------------------------------------------------------
     def get_global_state(self) -> dict[str, torch.Tensor]:
-        """The Global-LiGO state to send: the only part of the party that leaves it."""
-        return self.model.global_state_dict()
+        """The state to send: the Global-LiGO (the only part of a strict Fed-Grow party that leaves it), and the
+        ``shared_heads``."""
+        return {**self.model.global_state_dict(), **self.head_state()}
 
     def set_global_state(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """Load the server's Global-LiGO (validated; on any problem nothing changes)."""
-        self.model.load_global_state_dict(state_dict)
+        """Load the server's Global-LiGO and shared heads (all validated first; on any problem nothing changes)."""
+        heads = {key: value for key, value in state_dict.items() if key.startswith(HEAD_PREFIX)}
+        check_state_dict(self.head_state(), heads, "task head")
+        self.model.load_global_state_dict({key: value for key, value in state_dict.items() if key not in heads})
+        with torch.no_grad():
+            for key, param in self._head_parameters().items():
+                param.copy_(torch.as_tensor(heads[key]))
+
+    def head_state(self) -> dict[str, torch.Tensor]:
+        """The ``shared_heads``' trained weights, as they are sent (``head.<module>.<name>``)."""
+        return {key: param.detach().clone() for key, param in self._head_parameters().items()}
+
+    def _head_parameters(self) -> dict[str, torch.nn.Parameter]:
+        parameters = {}
+        for name in self.shared_heads:
+            wrapper = self.model.base_model.model.get_submodule(name)
+            if not isinstance(wrapper, ModulesToSaveWrapper):
+                raise ValueError(f"shared head {name!r} is not a module the model trains in full: grow with "
+                                 f"modules_to_save=[{name!r}]")
+            trained = wrapper.modules_to_save[wrapper.active_adapters[0]]
+            parameters.update({f"{HEAD_PREFIX}{name}.{key}": param for key, param in trained.named_parameters()})
+        return parameters
 
     def train_round(
         self, global_state: Mapping[str, torch.Tensor] | None = None, server_round: int | None = None

@@ -33,6 +33,9 @@ follow the preset's ``phase2`` too):
 * ``fed-grow-shared-intermediate``: what the authors' code does: after round 1 every party sends its grown
   intermediate model once, the server averages them, and every party then trains the Global-LiGO over that
   one average. It shares a model.
+* ``fed-grow-shared-head``: Fed-Grow whose parties also average their task heads every round, as the authors'
+  code averages a party's whole state (``share_head``): it shares the classifier, which strict Fed-Grow keeps
+  private.
 * In this regime ``independent`` is the very Dual-LiGO model of a Fed-Grow party trained alone for the same
   steps (the authors' ``noagg``): what separates the two is the averaging alone.
 
@@ -62,7 +65,7 @@ from ..data import trim_padding_collator
 from ..experiment.config import FederationConfig, FederationSettings
 from ..experiment.curves import EvaluateAt, evaluation_steps
 from ..experiment.data import party_datasets, party_shares, tokenizer_path
-from ..experiment.models import NO_DROPOUT, grow_classifier, model_classes, target_config
+from ..experiment.models import NO_DROPOUT, grow_classifier, initial_head_state, model_classes, target_config
 from ..experiment.parties import build_party_model, load_source
 from ..experiment.stream import StreamTrainer
 from ..experiment.training import (
@@ -80,6 +83,7 @@ METHOD_LABELS = {
     "fed-grow-dense": "Fed-Grow, dense operator",
     "fed-grow-local-frozen": "Fed-Grow, Local-LiGO fixed after round 1",
     "fed-grow-shared-intermediate": "Fed-Grow sharing the intermediate model (authors' code)",
+    "fed-grow-shared-head": "Fed-Grow sharing the task head (authors' code)",
     "fed-scratch": "Fed-Scratch",
     "independent": "Independent growth",
     "independent-dense": "Independent growth, dense operator",
@@ -157,6 +161,8 @@ def method_config(base: FederationConfig, method: str, work_dir: Path) -> Federa
         fed.local_ligo_rounds = 1
     if method == "fed-grow-shared-intermediate":
         fed.share_intermediate = True
+    if method == "fed-grow-shared-head":
+        fed.share_head = True
     config.validate()
     return config
 
@@ -193,12 +199,14 @@ def target_parameters(config: FederationConfig) -> int:
 
 
 def dual_ligo_parameters(config: FederationConfig) -> tuple[dict[str, Any], int]:
-    """Trainable parameters of every party's Dual-LiGO model in phase 1, and the shared (Global) part."""
+    """Trainable parameters of every party's Dual-LiGO model in phase 1, and the shared part (the Global-LiGO, and
+    with ``share_head`` the task head)."""
     per_party, shared = [], 0
     for party in range(config.num_parties):
         model = build_party_model(config, party)
         per_party.append(count_parameters(model))
         shared = sum(p.numel() for p in model.base_model.global_parameters())
+    shared += sum(value.numel() for value in initial_head_state(config).values())
     return _parameter_summary(per_party, target_parameters(config)), shared
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import datasets
 
-from ..experiment.config import COMPARISON_TABLE, FederationConfig, read_config_file
+from ..experiment.config import COMPARISON_TABLE, ConfigError, FederationConfig, read_config_file
 from ..experiment.data import common_test_set
 from ..federated.engine import SimulationEngine, as_engine
 from .claims import paper_claims
@@ -300,10 +300,19 @@ def _kept(
     result of a procedure since changed is not reused); else None."""
     if resume and kept.is_file():
         saved = json.loads(kept.read_text(encoding="utf-8"))
-        if saved["config"] == config.to_dict() and (still_valid is None or still_valid(saved["summary"])):
+        if _same_config(saved["config"], config) and (still_valid is None or still_valid(saved["summary"])):
             log(f"{config.name}/{what}: measured before (same config), kept from {kept}")
             return saved["summary"]
     return None
+
+
+def _same_config(saved: dict[str, Any], config: FederationConfig) -> bool:
+    """Whether a kept run's config is ``config``, read back through the config class: a setting added since the
+    run was kept has its default, which is what the run did; one the current code refuses is not the same."""
+    try:
+        return FederationConfig.from_dict(saved).to_dict() == config.to_dict()
+    except ConfigError:
+        return False
 
 
 def _keep(kept: Path, config: FederationConfig, summary: dict[str, Any]) -> dict[str, Any]:

@@ -13,14 +13,25 @@ from safetensors.torch import load_file
 
 from fedgrow_hf.experiment.config import ConfigError, FederationConfig
 from fedgrow_hf.experiment.data import common_test_set
-from fedgrow_hf.experiment.parties import load_source
+from fedgrow_hf.experiment.models import HEAD_PREFIX, shared_heads
+from fedgrow_hf.experiment.parties import (
+    build_party_model,
+    load_source,
+    reference_global_stage,
+    reference_shared_state,
+)
 from fedgrow_hf.experiment.stream import StreamSampler
+from fedgrow_hf.experiment.training import training_arguments
 from fedgrow_hf.reproduce.methods import run_method
 from fedgrow_hf.reproduce.side_by_side import run_side_by_side
 
 pytest.importorskip("flwr")
 
+from fedgrow_hf.federated.phases import CONFIG_FILE  # noqa: E402
 from fedgrow_hf.federated.simulate import resumable_round  # noqa: E402  (needs Flower)
+from fedgrow_hf.federated.trainer import FedGrowTrainer  # noqa: E402
+from fedgrow_hf.tuners.ligo import GlobalStateError  # noqa: E402
+from tests.federated.conftest import TINY_LLAMA_CONFIG  # noqa: E402
 
 
 def _shape(layers: int, hidden: int, **extra) -> dict:
@@ -94,6 +105,11 @@ def test_a_one_party_federation_killed_and_resumed_is_independent_growth(shared_
     test_set = common_test_set(config).select(range(40))
     with pytest.raises(Killed):
         run_method(config, "fed-grow", tmp_path, test_set, engine="inprocess", on_round=_killed_after_recording(2))
+    # a run started before a setting existed (here: share_head) ran with its default: it resumes
+    started_with = tmp_path / "fed-grow" / CONFIG_FILE
+    saved = json.loads(started_with.read_text())
+    del saved["federation"]["share_head"]
+    started_with.write_text(json.dumps(saved))
     federated = run_method(config, "fed-grow", tmp_path, test_set, engine="inprocess", resume=True)
     assert any(note.startswith("resumed after round 1 ") for note in federated.notes)
     run_dir = tmp_path / "fed-grow"
@@ -146,6 +162,60 @@ def test_the_shared_intermediate_is_sent_once_each_way(shared_data_dir, cache, t
         kept = load_file(str(run_dir / "parties" / f"party-{party}" / "shared_intermediate.safetensors"))
         assert all(torch.equal(kept[key], shared[key]) for key in shared)
     assert len(run.test) == 2
+
+
+def test_a_shared_head_starts_as_every_partys_own_and_loads_all_or_nothing(shared_data_dir, cache, tmp_path):
+    """``share_head``: the server's first head is the one each party's grown model starts with (so the variant
+    differs from strict Fed-Grow in what is averaged, nothing else); a party sends its head beside its
+    Global-LiGO under ``head.``; a received state with a bad head changes neither the head nor the Global-LiGO."""
+    config = paper_regime(shared_data_dir, cache, share_head=True)
+    reference = reference_shared_state(config)
+    heads = sorted(key for key in reference if key.startswith(HEAD_PREFIX))
+    assert heads == ["head.classifier.bias", "head.classifier.weight"]
+    assert set(reference) - set(heads) == set(reference_global_stage(config).state_dict())
+    for party in range(2):
+        trainer = FedGrowTrainer(build_party_model(config, party), training_arguments(config, tmp_path / "args", 1),
+                                 party_dir=tmp_path / f"party-{party}", shared_heads=shared_heads(config))
+        sent = trainer.get_global_state()
+        assert sent.keys() == reference.keys() and all(torch.equal(sent[key], reference[key]) for key in heads)
+    moved = {key: value + 1 if value.is_floating_point() else value for key, value in sent.items()}
+    bad = {**moved, "head.classifier.weight": torch.zeros(5, 48)}
+    with pytest.raises(GlobalStateError, match="task head key 'head.classifier.weight' has shape"):
+        trainer.set_global_state(bad)
+    assert all(torch.equal(value, sent[key]) for key, value in trainer.get_global_state().items())
+    trainer.set_global_state(moved)
+    assert all(torch.equal(value, moved[key]) for key, value in trainer.get_global_state().items())
+    strict = FedGrowTrainer(trainer.model, training_arguments(config, tmp_path / "args", 1), party_dir=tmp_path / "s")
+    assert strict.get_global_state().keys() == set(reference) - set(heads)
+
+
+def test_with_share_head_the_head_travels_with_the_global_ligo_and_every_party_merges_the_average(
+        shared_data_dir, cache, tmp_path):
+    """A recorder around every party (in-process engine): each train reply carries exactly the Global-LiGO's and
+    the head's keys; the final state holds the average, and every party's merged model has that head."""
+    from fedgrow_hf.federated.simulate import simulate
+    from tests.federated.conftest import read_records
+    from tests.federated.mods import make_recording_mod
+
+    config = paper_regime(shared_data_dir, cache, share_head=True)
+    final = simulate(config, tmp_path, engine="inprocess", client_mods=[make_recording_mod(str(tmp_path / "sent"))])
+    expected = {key: list(value.shape) for key, value in reference_shared_state(config).items()}
+    train = [record for record in read_records(tmp_path / "sent") if record["message_type"] == "train"]
+    assert len(train) == 2 * 3 and all(record["arrays"] == {"arrays": expected} for record in train)
+    for party in range(2):
+        merged = load_file(str(tmp_path / "parties" / f"party-{party}" / "grown" / "model.safetensors"))
+        assert torch.equal(merged["classifier.weight"], final["head.classifier.weight"])
+        assert torch.equal(merged["classifier.bias"], final["head.classifier.bias"])
+    assert not torch.equal(final["head.classifier.weight"], reference_shared_state(config)["head.classifier.weight"])
+
+
+def test_share_head_is_refused_where_there_is_no_head_to_average_in_clear(shared_data_dir, cache):
+    with pytest.raises(ConfigError, match="share_head cannot be combined with secure aggregation"):
+        paper_regime(shared_data_dir, cache, share_head=True, secure_aggregation={"enabled": True})
+    llama = FederationConfig.load(TINY_LLAMA_CONFIG).to_dict()
+    llama["federation"]["share_head"] = True
+    with pytest.raises(ConfigError, match="share_head averages a classifier's task head"):
+        FederationConfig.from_dict(llama)
 
 
 def test_share_intermediate_needs_a_second_round(shared_data_dir, cache):
