@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -19,7 +20,9 @@ from tests.federated.conftest import tiny_federation
 def test_inprocess_federation_matches_the_ray_simulation(tiny_run, tmp_path):
     """Same config, same seeds: the same final Global-LiGO and the same rounds as the Ray run."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as Ray's one-CPU actors: the same reductions, so the same Adam steps
+    # as many threads as Ray's one-CPU actors have (OMP_NUM_THREADS where the user set it, which Ray passes on;
+    # else Ray's 1): the same reductions, so the same Adam steps
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     try:
         final = simulate(tiny_run["config"], tmp_path, engine="inprocess")
     finally:
