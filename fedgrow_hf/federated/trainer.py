@@ -167,8 +167,9 @@ class FedGrowTrainer(StreamTrainer):
 
     def private_state_dict(self) -> dict[str, torch.Tensor]:
         """The party's own state: the Local-LiGO (trained or, after ``local_ligo_rounds``, fixed) and every
-        other trainable parameter that is not Global-LiGO (task head, saved modules)."""
-        shared = {id(p) for p in self.model.base_model.global_parameters()}
+        other trainable parameter that is not shared (task head unless ``shared_heads`` names it, saved modules).
+        What is shared comes from the server each round: restoring it from here would undo the average."""
+        shared = {id(p) for p in (*self.model.base_model.global_parameters(), *self._head_parameters().values())}
         local = {id(p) for p in self.model.base_model.local_parameters()}
         return {
             name: param.detach().cpu().contiguous()

@@ -189,6 +189,20 @@ def test_a_shared_head_starts_as_every_partys_own_and_loads_all_or_nothing(share
     assert strict.get_global_state().keys() == set(reference) - set(heads)
 
 
+def test_with_share_head_a_round_trains_the_head_the_server_sent(shared_data_dir, cache, tmp_path):
+    """A party's private state keeps its own head only where the head is not shared: a round must train the
+    average it received, not the head the party ended the previous round with."""
+    from fedgrow_hf.federated.party import train_party_round
+
+    config = paper_regime(shared_data_dir, cache, share_head=True)
+    sent, _ = train_party_round(config, tmp_path, 0, reference_shared_state(config), 1)
+    received = {**sent, "head.classifier.weight": sent["head.classifier.weight"] + 1}
+    again, _ = train_party_round(config, tmp_path, 0, received, 2)
+    # 3 Adam steps at 1e-3 move an element by about 3e-3; the head of round 1 is 1 away
+    moved = (again["head.classifier.weight"] - received["head.classifier.weight"]).abs().max()
+    assert 0 < moved < 0.05
+
+
 def test_with_share_head_the_head_travels_with_the_global_ligo_and_every_party_merges_the_average(
         shared_data_dir, cache, tmp_path):
     """A recorder around every party (in-process engine): each train reply carries exactly the Global-LiGO's and
