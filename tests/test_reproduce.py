@@ -511,6 +511,9 @@ def test_method_configs_share_everything_but_the_method(tmp_path):
         assert config.training == base.training and config.data.limit == base.data.limit
         assert config.parties == base.parties and config.seed == base.seed
         assert config.federation == base.federation
+    shared_head = method_config(base, "fed-grow-shared-head", tmp_path)
+    assert shared_head.federation.share_head and not base.federation.share_head
+    assert {**vars(shared_head.federation), "share_head": False} == vars(base.federation)
     with pytest.raises(ValueError, match="unknown method"):
         method_config(base, "fedprox", tmp_path)
 
@@ -558,6 +561,31 @@ def test_the_claims_and_the_comparison_pair_seeds_with_one_statistic():
     methods["independent"]["label"] = "Independent growth"
     old = {key: value for key, value in difference.items() if key != "better_on"} | {"fed_grow_better": 2}
     assert _paired_table({"independent": old}, methods) == _paired_table({"independent": difference}, methods)
+
+
+def test_the_claims_set_both_sharing_variants_beside_strict_fed_grow_and_the_baselines():
+    """The authors' code shares more than the Global-LiGO (an intermediate model once, the task head every round):
+    the claims pair each of those variants with strict Fed-Grow and with the baselines, seed by seed, and count
+    their costs against Fed-Scratch's."""
+    from fedgrow_hf.reproduce.claims import paper_claims
+
+    def summary(accuracy: list[float], parameters: int, bytes_total: int) -> dict:
+        figures = {"mean": float(np.mean(accuracy)), "per_seed": accuracy}
+        return {**{metric: figures for metric in ("test_accuracy", "test_precision_macro", "accuracy",
+                                                  "precision_macro")},
+                "trainable_parameters": {"phase1_mean": parameters}, "bytes_total": bytes_total, "runs": []}
+
+    methods = {"fed-grow": summary([0.36, 0.37], 10, 100), "independent": summary([0.37, 0.37], 10, 0),
+               "fed-scratch": summary([0.25, 0.25], 100, 10_000),
+               "fed-grow-shared-intermediate": summary([0.25, 0.26], 10, 1_000),
+               "fed-grow-shared-head": summary([0.60, 0.56], 11, 110)}
+    claims = paper_claims({"dirichlet-0.5": {"methods": methods, "party_data": [{}, {}]}})["partitions"]["dirichlet-0.5"]
+    rows = claims["paired_points"]
+    assert rows["fed-grow - fed-grow-shared-head"]["test_accuracy"]["per_seed"] == pytest.approx([-24, -19])
+    assert rows["fed-grow-shared-head - independent"]["test_accuracy"]["per_seed"] == pytest.approx([23, 19])
+    assert "fed-grow-shared-head - fed-grow-shared-intermediate" in rows and "fed-grow - fed-grow-shared-intermediate" in rows
+    assert claims["costs"]["fed-grow-shared-head"] == {"trainable_parameters_vs_fed_scratch": pytest.approx(0.11),
+                                                        "bytes_vs_fed_scratch": pytest.approx(0.011)}
 
 
 def test_the_aggregation_effect_is_what_the_average_and_the_local_steps_change():
