@@ -7,6 +7,7 @@ import json
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -356,33 +357,44 @@ def test_a_killed_run_of_the_regime_resumes_to_the_same_result(shared_data_dir, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("share", [False, True], ids=["strict", "shared-intermediate"])
+@pytest.mark.parametrize("share", ["strict", "shared-intermediate", "shared-head"])
 def test_under_ray_only_the_global_ligo_leaves_a_party(shared_data_dir, cache, tmp_path, share):
     """Flower's simulation engine with a recording mod around every party: in the operator-only regime every
     train reply carries exactly the Global-LiGO's keys and the merge replies carry figures only; with
     ``share_intermediate`` each party sends its intermediate once (one ``train.intermediate`` reply), and a
-    round may run a party in another worker, which finds its shared intermediate in its folder."""
+    round may run a party in another worker, which finds its shared intermediate in its folder; with
+    ``share_head`` the head travels beside the Global-LiGO, and a round in a fresh worker trains the head it
+    received."""
     pytest.importorskip("ray")
-    from fedgrow_hf.experiment.parties import reference_global_stage, reference_intermediate_state
+    from fedgrow_hf.experiment.parties import reference_intermediate_state
     from fedgrow_hf.federated.simulate import simulate
     from tests.federated.conftest import pickle_mods_by_value, read_records
     from tests.federated.mods import make_recording_mod
 
     pickle_mods_by_value()
-    config = paper_regime(shared_data_dir, cache, share_intermediate=share)
-    simulate(config, tmp_path, engine="ray", client_mods=[make_recording_mod(str(tmp_path / "sent"))])
+    intermediate, head = share == "shared-intermediate", share == "shared-head"
+    config = paper_regime(shared_data_dir, cache, share_intermediate=intermediate, share_head=head)
+    final = simulate(config, tmp_path, engine="ray", client_mods=[make_recording_mod(str(tmp_path / "sent"))])
     phases = [json.loads(line)["phase"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert phases == ["operator", *(["intermediate"] if share else []), "operator", "operator", "finetune-merge"]
-    global_keys = {key: list(value.shape) for key, value in reference_global_stage(config).state_dict().items()}
+    assert phases == ["operator", *(["intermediate"] if intermediate else []), "operator", "operator", "finetune-merge"]
+    reference = reference_shared_state(config)
+    assert (set(reference) > set(reference_global_stage(config).state_dict())) == head
+    round_keys = {key: list(value.shape) for key, value in reference.items()}
     intermediate_keys = {key: list(value.shape) for key, value in reference_intermediate_state(config).items()}
     sent = read_records(tmp_path / "sent")
     by_type: dict[str, list] = {}
     for record in sent:
         by_type.setdefault(record["message_type"], []).append(record)
-    assert all(record["arrays"] == {"arrays": global_keys} for record in by_type["train"])
+    assert all(record["arrays"] == {"arrays": round_keys} for record in by_type["train"])
     assert len(by_type["train"]) == 2 * 3
     assert all(record["arrays"] == {} for record in by_type["train.finetune"]) and len(by_type["train.finetune"]) == 2
     shared = by_type.get("train.intermediate", [])
-    assert sorted(record["party"] for record in shared) == ([0, 1] if share else [])
+    assert sorted(record["party"] for record in shared) == ([0, 1] if intermediate else [])
     assert all(record["arrays"] == {"arrays": intermediate_keys} for record in shared)
     assert all((tmp_path / "parties" / f"party-{party}" / "grown" / "config.json").is_file() for party in range(2))
+    if head:  # 3 Adam steps at 1e-3 move a head element by about 3e-3 from the average the party received
+        key = "head.classifier.weight"
+        assert all(np.abs(r["sent"][key] - r["received"][key]).max() < 0.05 for r in by_type["train"])
+        merged = [load_file(str(tmp_path / "parties" / f"party-{party}" / "grown" / "model.safetensors"))
+                  for party in range(2)]
+        assert all(torch.equal(model["classifier.weight"], final[key]) for model in merged)
