@@ -67,14 +67,36 @@ def start_run(run_dir: Path, config: FederationConfig) -> None:
     (run_dir / RUN_FILE).write_text(json.dumps({"run_id": uuid.uuid4().hex}))
 
 
+def started_config(run_dir: Path, config: FederationConfig) -> dict[str, Any]:
+    """The config ``run_dir``'s run started with, as its ``config.json`` holds it, once checked to be ``config``.
+
+    The check reads it back through the config class, so a setting added since the run started has its default,
+    which is what the run did: a run of an older release resumes."""
+    saved_file = run_dir / CONFIG_FILE
+    try:
+        saved = json.loads(saved_file.read_text(encoding="utf-8"))
+        started = FederationConfig.from_dict(saved).to_dict()
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{saved_file} (the run's config) cannot be read: {error}") from error
+    current = config.to_dict()
+    differ = sorted(key for key in set(started) | set(current) if started.get(key) != current.get(key))
+    if differ:
+        raise CheckpointError(
+            f"cannot resume {run_dir}: the config differs from the one it was started with in {differ}; "
+            "resume with the same config or start a new run folder"
+        )
+    return saved
+
+
 def checkpoint_identity(run_dir: Path, config: FederationConfig) -> dict[str, str]:
-    """The identity this run's checkpoints carry (:func:`.checkpoint.run_identity`)."""
+    """The identity this run's checkpoints carry (:func:`.checkpoint.run_identity`): its id and the hash of the
+    config it started with (:func:`started_config`; for a new run, ``config`` itself)."""
     run_file = run_dir / RUN_FILE
     try:
         run_id = str(json.loads(run_file.read_text(encoding="utf-8"))["run_id"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{run_file} (the run's id) cannot be read: {error!r:.100}") from error
-    return run_identity(run_id, config.to_json())
+    return run_identity(run_id, json.dumps(started_config(run_dir, config), sort_keys=True))
 
 
 def check_checkpoint_run(checkpoint: ServerCheckpoint, run_dir: Path, config: FederationConfig) -> None:

@@ -12,7 +12,6 @@ in :mod:`.secure_aggregation`.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -37,7 +36,6 @@ from .checkpoint import (
 )
 from .intermediate import shared_intermediate, with_shared_intermediate
 from .phases import (
-    CONFIG_FILE,
     FINAL_OPERATOR,
     METRICS_FILE,
     FederationAborted,
@@ -119,20 +117,6 @@ def check_resumable(
     run_dir: Path, config: FederationConfig, checkpoint: ServerCheckpoint, reference: dict[str, torch.Tensor]
 ) -> None:
     """Refuse to resume a run with another config, or from a checkpoint that is not a valid state of it."""
-    saved_file = run_dir / CONFIG_FILE
-    try:
-        # read back through the config class: a setting added since the run started has its default, which is
-        # what the run did
-        saved = FederationConfig.from_dict(json.loads(saved_file.read_text(encoding="utf-8"))).to_dict()
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{saved_file} (the run's config) cannot be read: {error}") from error
-    current = config.to_dict()
-    differ = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
-    if differ:
-        raise CheckpointError(
-            f"cannot resume {run_dir}: the config differs from the one it was started with in {differ}; "
-            "resume with the same config or start a new run folder"
-        )
     check_checkpoint_run(checkpoint, run_dir, config)
     problem = aggregate_problem(checkpoint.global_state, reference)
     if problem:

@@ -3,6 +3,7 @@ data stream every federated party trains on; on tiny shapes, real AG News articl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import partial
 from pathlib import Path
@@ -28,6 +29,7 @@ from fedgrow_hf.reproduce.side_by_side import run_side_by_side
 
 pytest.importorskip("flwr")
 
+from fedgrow_hf.federated.checkpoint import load_checkpoint, run_identity, save_checkpoint  # noqa: E402
 from fedgrow_hf.federated.phases import CONFIG_FILE  # noqa: E402
 from fedgrow_hf.federated.simulate import resumable_round  # noqa: E402  (needs Flower)
 from fedgrow_hf.federated.trainer import FedGrowTrainer  # noqa: E402
@@ -106,11 +108,15 @@ def test_a_one_party_federation_killed_and_resumed_is_independent_growth(shared_
     test_set = common_test_set(config).select(range(40))
     with pytest.raises(Killed):
         run_method(config, "fed-grow", tmp_path, test_set, engine="inprocess", on_round=_killed_after_recording(2))
-    # a run started before a setting existed (here: share_head) ran with its default: it resumes
-    started_with = tmp_path / "fed-grow" / CONFIG_FILE
-    saved = json.loads(started_with.read_text())
+    # a run an older release started, before a setting existed (here: share_head), ran with its default: it
+    # resumes. Its config.json lacks the setting, and its checkpoint carries the hash of that config
+    run_dir = tmp_path / "fed-grow"
+    saved = json.loads((run_dir / CONFIG_FILE).read_text())
     del saved["federation"]["share_head"]
-    started_with.write_text(json.dumps(saved))
+    (run_dir / CONFIG_FILE).write_text(json.dumps(saved, indent=2))
+    older = load_checkpoint(run_dir)
+    run_id = older.run["run_id"]
+    save_checkpoint(run_dir, dataclasses.replace(older, run=run_identity(run_id, json.dumps(saved, sort_keys=True))))
     federated = run_method(config, "fed-grow", tmp_path, test_set, engine="inprocess", resume=True)
     assert any(note.startswith("resumed after round 1 ") for note in federated.notes)
     run_dir = tmp_path / "fed-grow"
