@@ -88,7 +88,7 @@ def _targets(partitions: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         f"Fed-Grow's mean common-test accuracy >= {TARGET_POINTS_OVER_INDEPENDENT:g} point above independent growth's, "
         "paired over seeds, non-IID",
         None if gain is None else gain["mean"] >= TARGET_POINTS_OVER_INDEPENDENT,
-        "not measured" if gain is None else f"{gain['mean']:+.2f} points (per seed "
+        f"needs fed-grow and independent under {NON_IID}" if gain is None else f"{gain['mean']:+.2f} points (per seed "
         f"{', '.join(f'{value:+.2f}' for value in gain['per_seed'])})"))
     for key, paper, what in (("trainable_parameters", PAPER_PARAMETER_SHARE, "trainable parameters per party"),
                              ("bytes_total", PAPER_BYTES_SHARE, "bytes exchanged")):
@@ -97,12 +97,12 @@ def _targets(partitions: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         targets.append(_target(
             f"Fed-Grow's {what} <= {paper:.2%} of Fed-Scratch's (the paper's figure)",
             None if share is None else share <= paper + 0.0001,
-            "not measured" if share is None else f"dense operator (the paper's) {share:.2%}; head-Kronecker "
+            "needs fed-grow-dense and fed-scratch" if share is None else f"dense operator (the paper's) {share:.2%}; head-Kronecker "
             f"(ours) {'n/a' if ours is None else f'{ours:.2%}'}"))
     gap = _paired_points(methods, "fed-grow", "fed-grow-shared-intermediate", "test_accuracy")
     targets.append(_target("What not sharing a model costs (strict Fed-Grow minus the shared-intermediate variant), "
                            "measured", None if gap is None else True,
-                           "not measured" if gap is None else f"{gap['mean']:+.2f} points (per seed "
+                           "needs fed-grow-shared-intermediate" if gap is None else f"{gap['mean']:+.2f} points (per seed "
                            f"{', '.join(f'{value:+.2f}' for value in gap['per_seed'])})"))
     return targets
 

@@ -332,6 +332,7 @@ def test_a_partitioned_comparison_reports_the_claims(shared_data_dir, cache, tmp
     assert all(effect["by_local_training"] > 0 for effect in claims["aggregation_effect"].values())
     # the fourth, what not sharing a model costs, needs the shared-intermediate variant (not run here)
     assert [target["met"] is None for target in saved["claims"]["targets"]] == [False, False, False, True]
+    assert saved["claims"]["targets"][3]["measured"] == "needs fed-grow-shared-intermediate"
     report = (tmp_path / "RESULTS.md").read_text()  # beside the folder holding results/
     assert "## `tiny-paper`" in report and "partition `iid`" in report and "| By the average |" in report and (output / "iid" / "accuracy_vs_steps.png").is_file()
 
