@@ -23,6 +23,7 @@ from transformers.models.auto.modeling_auto import (
 from ..architectures import ARCHITECTURE_TABLES, get_architecture_table
 from ..growth import grow
 from ..sources import minilm_path
+from ..tuners.ligo import materialize_meta_parameters
 from .config import IMAGES, FederationConfig, PartySettings
 from .config import NO_DROPOUT as NO_DROPOUT  # where fedgrow_hf.reproduce and federated.task import it from
 from .tasks import Task, task_of
@@ -156,21 +157,20 @@ def shared_heads(config: FederationConfig) -> tuple[str, ...]:
 def initial_head_state(config: FederationConfig) -> dict[str, torch.Tensor]:
     """The shared heads as a party's grown model starts them (:func:`grow_party_model`: the target's own
     initialisation after ``torch.manual_seed(config.seed)``), under :data:`HEAD_PREFIX`: the server's first
-    state of a ``share_head`` federation. Only the heads are allocated; torch's global generator is left as
-    it was."""
+    state of a ``share_head`` federation; empty without it. Only the heads are allocated; torch's global
+    generator is left as it was."""
+    heads = shared_heads(config)
+    if not heads:
+        return {}
     _, model_class = model_classes(config)
     state: dict[str, torch.Tensor] = {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         with init_empty_weights(include_buffers=False):
             model = model_class(target_config(config))
-        for name in shared_heads(config):
+        for name in heads:
             head = model.get_submodule(name)
-            head.to_empty(device="cpu")
-            for module in head.modules():
-                for param in module.parameters(recurse=False):
-                    param._is_hf_initialized = False
-                model._init_weights(module)
+            materialize_meta_parameters(model, torch.device("cpu"), within=head)
             state.update({f"{HEAD_PREFIX}{name}.{key}": value.detach().clone() for key, value in head.state_dict().items()})
     return state
 

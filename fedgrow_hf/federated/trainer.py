@@ -102,10 +102,11 @@ class FedGrowTrainer(StreamTrainer):
     def set_global_state(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Load the server's Global-LiGO and shared heads (all validated first; on any problem nothing changes)."""
         heads = {key: value for key, value in state_dict.items() if key.startswith(HEAD_PREFIX)}
-        check_state_dict(self.head_state(), heads, "task head")
+        parameters = self._head_parameters()
+        check_state_dict(parameters, heads, "task head")
         self.model.load_global_state_dict({key: value for key, value in state_dict.items() if key not in heads})
         with torch.no_grad():
-            for key, param in self._head_parameters().items():
+            for key, param in parameters.items():
                 param.copy_(torch.as_tensor(heads[key]))
 
     def head_state(self) -> dict[str, torch.Tensor]:

@@ -12,6 +12,7 @@ from .model import (
     LosslessGrowthWarning,
     check_state_dict,
     initial_global_stage,
+    materialize_meta_parameters,
     validate_global_state,
 )
 from .peft_type import LIGO_PEFT_TYPE
@@ -35,5 +36,6 @@ __all__ = [
     "WidthFactor",
     "check_state_dict",
     "initial_global_stage",
+    "materialize_meta_parameters",
     "validate_global_state",
 ]

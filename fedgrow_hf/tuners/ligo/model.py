@@ -140,7 +140,7 @@ class LiGOModel(BaseTuner):
         self._slots = _take_grown_slots(model, target_base, table, shared_names, layer_names, device)
         # Heads left on the meta device are initialised while the grown weights are storage-free stand-ins,
         # so that an initialiser can never write into a grown (possibly tied) tensor.
-        _materialize_meta_parameters(model, device)
+        materialize_meta_parameters(model, device)
         self._check_grown_shapes()
         self._grown = GrownWeights(self._slots, self._grown_weights)
         self._lookup_table = _input_lookup_table(model, self._slots, operator.global_stage)
@@ -578,9 +578,10 @@ def _first_real_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _materialize_meta_parameters(model: PreTrainedModel, device: torch.device) -> None:
-    """Allocate and initialise target parameters left on the meta device (task heads of a skeleton)."""
-    for module in model.modules():
+def materialize_meta_parameters(model: PreTrainedModel, device: torch.device, within: nn.Module | None = None) -> None:
+    """Allocate and initialise ``model``'s parameters left on the meta device (task heads of a skeleton), with the
+    model's own initialiser; only those of ``within`` (one of its submodules) where given."""
+    for module in (within or model).modules():
         if any(p.device.type == "meta" for p in module.parameters(recurse=False)):
             module.to_empty(device=device, recurse=False)
             for param in module.parameters(recurse=False):
