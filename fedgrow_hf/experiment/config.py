@@ -350,6 +350,13 @@ class FederationConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def read_back(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        """A config saved by an earlier run (a kept result's, a run folder's ``config.json``) as this release
+        reads it, to compare with :meth:`to_dict`: a setting added since has its default, which is what the run
+        did. Raises :class:`ConfigError` where this release refuses it."""
+        return cls.from_dict(raw).to_dict()
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 

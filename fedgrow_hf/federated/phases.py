@@ -68,14 +68,12 @@ def start_run(run_dir: Path, config: FederationConfig) -> None:
 
 
 def started_config(run_dir: Path, config: FederationConfig) -> dict[str, Any]:
-    """The config ``run_dir``'s run started with, as its ``config.json`` holds it, once checked to be ``config``.
-
-    The check reads it back through the config class, so a setting added since the run started has its default,
-    which is what the run did: a run of an older release resumes."""
+    """The config ``run_dir``'s run started with, as its ``config.json`` holds it, once checked to be ``config``
+    (:meth:`FederationConfig.read_back`: a run of an older release resumes)."""
     saved_file = run_dir / CONFIG_FILE
     try:
         saved = json.loads(saved_file.read_text(encoding="utf-8"))
-        started = FederationConfig.from_dict(saved).to_dict()
+        started = FederationConfig.read_back(saved)
     except (OSError, ValueError) as error:
         raise CheckpointError(f"{saved_file} (the run's config) cannot be read: {error}") from error
     current = config.to_dict()
@@ -159,6 +157,7 @@ def run_phase2(
         if problem:
             raise CheckpointError(f"the phase-2 checkpoint of round {checkpoint.round} in {run_dir} is not valid: {problem}")
         current, first, arrays = checkpoint.global_state, checkpoint.round + 1, ArrayRecord(checkpoint.global_state)
+    identity = checkpoint_identity(run_dir, config) if federated else {}  # what every phase-2 checkpoint carries
     for finetune_round in range(first, (fed.finetune_rounds if federated else 1) + 1):
         started = time.monotonic()
         nodes = wait_for_nodes(grid, config, f"phase 2 round {finetune_round}")  # rounds = 0: phase 2 comes first
@@ -193,7 +192,7 @@ def run_phase2(
         if aggregated is not None:
             current = averager.last.state
             save_checkpoint(run_dir, ServerCheckpoint(finetune_round, current, {"parties": screen_bindings(screen)},
-                                                      "finetune", checkpoint_identity(run_dir, config)))
+                                                      "finetune", identity))
             arrays = aggregated
     if federated and current is not None:
         save_file(current, str(run_dir / "grown_model_fedavg.safetensors"))

@@ -307,10 +307,10 @@ def _kept(
 
 
 def _same_config(saved: dict[str, Any], config: FederationConfig) -> bool:
-    """Whether a kept run's config is ``config``, read back through the config class: a setting added since the
-    run was kept has its default, which is what the run did; one the current code refuses is not the same."""
+    """Whether a kept run's config is ``config`` (:meth:`FederationConfig.read_back`); one the current code
+    refuses is not the same."""
     try:
-        return FederationConfig.from_dict(saved).to_dict() == config.to_dict()
+        return FederationConfig.read_back(saved) == config.to_dict()
     except ConfigError:
         return False
 
