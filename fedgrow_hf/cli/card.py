@@ -3,7 +3,7 @@
 The card is written to ``DIR/README.md`` (or ``--output``). Its numbers come from the run: the
 adapter's config and weights, a results file (``--results``: JSON, or JSON lines whose last record
 counts; Trainer's ``eval_`` prefixes are dropped) and federation facts (from the results record's
-``parties``/``rounds``/``bytes_exchanged`` or the flags of the same names).
+``parties``/``rounds``/``bytes_exchanged``/``shared`` or the flags of the same names).
 """
 
 from __future__ import annotations
@@ -36,6 +36,13 @@ def add_card_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--rounds", type=int, default=None, help="number of federated rounds")
     group.add_argument(
         "--bytes-exchanged", type=int, default=None, help="bytes sent between parties and server"
+    )
+    group.add_argument(
+        "--shared",
+        action="append",
+        default=None,
+        help="what else left every party besides the Global-LiGO, in words (repeat for several), e.g. "
+        "'its task head, every round': the card lists it instead of saying only the Global-LiGO was shared",
     )
     group.add_argument(
         "--base-model",
@@ -85,6 +92,7 @@ def card_from_args(args: argparse.Namespace, directory: str | Path, repo_id: str
                     ("parties", args.parties),
                     ("rounds", args.rounds),
                     ("bytes_exchanged", args.bytes_exchanged),
+                    ("shared", args.shared),
                 )
                 if value is not None
             },

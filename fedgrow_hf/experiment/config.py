@@ -188,6 +188,19 @@ class FederationSettings:
     secure_aggregation: dict[str, Any] = setting(factory=dict, help=(
         "opt-in Flower SecAgg+ on phase 1: a table of the settings of [federation].secure_aggregation"))
 
+    def sent_beyond_global_ligo(self) -> tuple[str, ...]:
+        """What else leaves every party in a run of these settings, in words; empty when only the Global-LiGO
+        does, as the Fed-Grow paper describes it. Each item is a model or part of one, so a party's model card
+        must name it rather than claim that nothing but the Global-LiGO was shared."""
+        sent = []
+        if self.rounds and self.share_intermediate:
+            sent.append("its grown intermediate model (its source through its Local-LiGO), once, after round 1")
+        if self.rounds and self.share_head:
+            sent.append("its task head, with the Global-LiGO, every operator round")
+        if self.phase2 == "federated":
+            sent.append("its whole model, every fine-tuning round (phase 2 averages the parties' models)")
+        return tuple(sent)
+
 
 @dataclass
 class SecureAggregationSettings:

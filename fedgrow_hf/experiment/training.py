@@ -18,6 +18,12 @@ def final_model_dir(run_dir: str | Path, party_id: int) -> Path:
     return Path(run_dir) / "parties" / f"party-{party_id}" / "grown"
 
 
+def final_adapter_dir(run_dir: str | Path, party_id: int) -> Path:
+    """Where a party keeps the LiGO adapter its final model was merged from (beside the model's folder, not in it:
+    the adapter holds the party's private Local-LiGO, and the model's folder is what a user publishes)."""
+    return Path(run_dir) / "parties" / f"party-{party_id}" / "ligo_adapter"
+
+
 def training_options(config: FederationConfig) -> dict[str, Any]:
     """Every party's ``TrainingArguments`` options: these defaults overridden by ``[training]``.
 

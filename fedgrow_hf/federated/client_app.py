@@ -35,9 +35,10 @@ from transformers import Trainer
 
 from ..experiment.config import FederationConfig
 from ..experiment.curves import EvaluateAt
-from ..experiment.models import experiment_task, model_classes, shared_heads, target_config
+from ..experiment.models import experiment_task, model_classes, target_config
 from ..experiment.stream import StreamTrainer
 from ..experiment.training import final_model_dir, finetune_arguments, finetune_eval_steps, training_arguments
+from .card import save_party_adapter, write_party_card
 from .disclosure import disclosed_finetune_metrics
 from .party import (
     built_party,
@@ -45,6 +46,7 @@ from .party import (
     party_dir_of,
     party_id_of,
     prepare_round,
+    state_trainer,
     train_party_round,
 )
 from .party_errors import contain_party_errors
@@ -59,7 +61,6 @@ from .screening import (
     WEIGHT_KEY,
 )
 from .secure_aggregation import route_secure_aggregation
-from .trainer import FedGrowTrainer
 
 # the Trainer's evaluation key of each curve a party reports after local phase 2
 TRAINER_KEYS = {"curve_accuracy": "eval_accuracy", "curve_precision_macro": "eval_precision_macro",
@@ -94,8 +95,7 @@ def make_client_app(
         cfg, root = resolve_run(context.run_config, config, run_dir)
         party = party_id_of(context)
         model, train_set, _ = built_party(cfg, root, party)
-        party_dir = party_dir_of(root, party)
-        trainer = FedGrowTrainer(model, training_arguments(cfg, party_dir / "trainer", 1), party_dir=party_dir)
+        trainer = state_trainer(cfg, root, party, model)
         trainer.load_private_state(trainer.latest_round())
         content = RecordDict({
             ARRAYS_KEY: ArrayRecord(model.base_model.intermediate_state_dict()),
@@ -112,7 +112,7 @@ def make_client_app(
         party_dir = party_dir_of(root, party)
         grown = _grown_model(cfg, root, party, model, msg, settings)
         if settings["mode"] == "merge":
-            return _merged_reply(cfg, root, party, grown, eval_set, len(train_set), msg)
+            return _merged_reply(cfg, root, party, model, grown, train_set, eval_set, msg)
         local = settings["mode"] == "local"
         # local fine-tuning is the whole of phase 2: its learning curve is reported (a federated round is one point)
         evaluations = EvaluateAt(finetune_eval_steps(cfg) if local else [cfg.federation.finetune_steps])
@@ -146,20 +146,22 @@ def make_client_app(
         if local or int(settings["finetune-round"]) == cfg.federation.finetune_rounds:
             # the party keeps its final model: the one its last metrics describe
             grown.save_pretrained(final_model_dir(root, party))
+            write_party_card(cfg, root, party, model, result, train_set, eval_set)
         return Message(content=content, reply_to=msg)
 
     return app
 
 
-def _merged_reply(cfg: FederationConfig, root: Path, party: int, grown: torch.nn.Module, eval_set: Any,
-                  num_examples: int, msg: Message) -> Message:
-    """``mode="merge"``: the party keeps its merged model as it is and reports its held-out figures (the same
-    function its LiGO model computed in the last round)."""
+def _merged_reply(cfg: FederationConfig, root: Path, party: int, model: Any, grown: torch.nn.Module,
+                  train_set: Any, eval_set: Any, msg: Message) -> Message:
+    """``mode="merge"``: the party keeps its merged model (``grown``, merged from its LiGO ``model``) as it is
+    and reports its held-out figures (the same function its LiGO model computed in the last round)."""
     trainer = Trainer(grown, training_arguments(cfg, party_dir_of(root, party) / "merged", 1),
                       **experiment_task(cfg).trainer_options())
     result = trainer.evaluate(eval_set)
     grown.save_pretrained(final_model_dir(root, party))
-    metrics = {PARTY_KEY: party, WEIGHT_KEY: num_examples, "eval_loss": float(result["eval_loss"]),
+    write_party_card(cfg, root, party, model, result, train_set, eval_set)
+    metrics = {PARTY_KEY: party, WEIGHT_KEY: len(train_set), "eval_loss": float(result["eval_loss"]),
                "accuracy": float(result["eval_accuracy"]), "precision_macro": float(result["eval_precision_macro"])}
     return Message(content=RecordDict({METRICS_KEY: MetricRecord(disclosed_finetune_metrics(metrics, cfg))}),
                    reply_to=msg)
@@ -169,7 +171,6 @@ def _grown_model(cfg: FederationConfig, root: Path, party: int, model: Any, msg:
                  settings: Any) -> torch.nn.Module:
     """The model phase 2 trains: the party's own merge, the averaged one (federated rounds > 1), or a
     seeded random target (``finetune_init="random"``, the from-scratch baseline)."""
-    party_dir = party_dir_of(root, party)
     received = msg.content.array_records.get(ARRAYS_KEY)
     _, model_class = model_classes(cfg)
     if int(settings["finetune-round"]) > 1 or settings["init"] == "random":
@@ -178,14 +179,12 @@ def _grown_model(cfg: FederationConfig, root: Path, party: int, model: Any, msg:
         if int(settings["finetune-round"]) > 1:
             grown.load_state_dict(received.to_torch_state_dict())
         return grown
-    trainer = FedGrowTrainer(
-        model, training_arguments(cfg, party_dir / "trainer", 1), party_dir=party_dir,
-        schedule_steps=cfg.federation.rounds * cfg.federation.local_steps, shared_heads=shared_heads(cfg),
-    )
+    trainer = state_trainer(cfg, root, party, model)
     if trainer.latest_round() > 0:
         trainer.load_private_state(trainer.latest_round())
     prepare_round(cfg, root, party, model, max(1, trainer.latest_round()))
     trainer.set_global_state(received.to_torch_state_dict())
+    save_party_adapter(model, root, party)
     # merge a copy: the cached LiGO model stays usable for another round in this process
     return copy.deepcopy(model).merge_and_unload(progressbar=False)
 

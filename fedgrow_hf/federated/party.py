@@ -89,6 +89,18 @@ def prepare_round(cfg: FederationConfig, root: Path, party: int, model: Any, ser
         model.base_model.pin_intermediate(load_file(str(path)))
 
 
+def state_trainer(cfg: FederationConfig, root: Path, party: int, model: Any) -> FedGrowTrainer:
+    """A trainer of the party's model that moves state between rounds (loads what the party kept of its last
+    round, the Global-LiGO it receives) but trains nothing: the intermediate exchange and the merge. It splits
+    private from shared state as every round's trainer does (``shared_heads``), or a saved round would not
+    belong to it."""
+    party_dir = party_dir_of(root, party)
+    return FedGrowTrainer(
+        model, training_arguments(cfg, party_dir / "trainer", 1), party_dir=party_dir,
+        schedule_steps=cfg.federation.rounds * cfg.federation.local_steps, shared_heads=shared_heads(cfg),
+    )
+
+
 def train_party_round(
     cfg: FederationConfig, root: Path, party: int, global_state: dict[str, torch.Tensor], server_round: int
 ) -> tuple[dict[str, torch.Tensor], dict[str, int | float]]:

@@ -28,7 +28,8 @@ TAGS = ["fedgrow", "ligo", "federated-learning"]
 # Trainer/evaluate prefixes are not part of a metric's name
 METRIC_PREFIXES = ("eval_", "test_", "final_")
 # bookkeeping, not results; also with a prefix (grown_runtime, train_loss ...)
-NON_METRICS = ("epoch", "step", "round", "runtime", "samples_per_second", "steps_per_second", "loss")
+NON_METRICS = ("epoch", "step", "round", "runtime", "samples_per_second", "steps_per_second", "loss",
+               "model_preparation_time")
 FEDERATION_KEYS = ("parties", "rounds", "bytes_exchanged")
 
 
@@ -39,15 +40,25 @@ class FederationFacts:
     parties: int
     rounds: int
     bytes_exchanged: int | None = None
+    # what else left every party besides the Global-LiGO, in words (the run's
+    # ``FederationSettings.sent_beyond_global_ligo()``); empty: nothing else did
+    shared: tuple[str, ...] = ()
 
     @classmethod
     def from_record(cls, record: Mapping[str, object]) -> FederationFacts | None:
-        """Facts from a results record with ``parties`` and ``rounds`` (and ``bytes_exchanged``); else None."""
+        """Facts from a results record with ``parties`` and ``rounds`` (and ``bytes_exchanged``, and ``shared``:
+        a list of what else left every party); else None."""
         if record.get("parties") is None or record.get("rounds") is None:
             return None
         exchanged = record.get("bytes_exchanged")
+        shared = record.get("shared") or []
+        if isinstance(shared, str) or not all(isinstance(item, str) for item in shared):
+            raise ValueError(f"'shared' must be a list of what else left every party, in words; got {shared!r}")
         return cls(
-            int(record["parties"]), int(record["rounds"]), None if exchanged is None else int(exchanged)
+            int(record["parties"]),
+            int(record["rounds"]),
+            None if exchanged is None else int(exchanged),
+            tuple(shared),
         )
 
     @property

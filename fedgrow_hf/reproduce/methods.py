@@ -69,6 +69,7 @@ from ..experiment.models import NO_DROPOUT, grow_classifier, initial_head_state,
 from ..experiment.parties import build_party_model, load_source
 from ..experiment.stream import StreamTrainer
 from ..experiment.training import (
+    final_adapter_dir,
     final_model_dir,
     finetune_learning_rate,
     training_arguments,
@@ -548,7 +549,8 @@ def run_method(
 
 def _score_saved_models(config: FederationConfig, test_set: datasets.Dataset, run_dir: Path,
                         keep_models: bool) -> list[dict[str, float]]:
-    """Score the final model every party of a federated run saved (``experiment.training.final_model_dir``)."""
+    """Score the final model every party of a federated run saved (``experiment.training.final_model_dir``);
+    unless ``keep_models``, then delete it and the adapter it was merged from."""
     _, model_class = model_classes(config)
     scores = []
     for party in range(config.num_parties):
@@ -556,6 +558,7 @@ def _score_saved_models(config: FederationConfig, test_set: datasets.Dataset, ru
         scores.append(test_scores(model_class.from_pretrained(folder), config, test_set, run_dir / "test"))
         if not keep_models:
             shutil.rmtree(folder)
+            shutil.rmtree(final_adapter_dir(run_dir, party), ignore_errors=True)  # none for a model not grown
     return scores
 
 

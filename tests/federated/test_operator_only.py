@@ -168,6 +168,8 @@ def test_the_shared_intermediate_is_sent_once_each_way(shared_data_dir, cache, t
     for party in range(2):
         kept = load_file(str(run_dir / "parties" / f"party-{party}" / "shared_intermediate.safetensors"))
         assert all(torch.equal(kept[key], shared[key]) for key in shared)
+        # scored, the party's model and the adapter it was merged from are deleted (no --keep-models)
+        assert not (run_dir / "parties" / f"party-{party}" / "ligo_adapter").exists()
     assert len(run.test) == 2
 
 
@@ -228,6 +230,30 @@ def test_with_share_head_the_head_travels_with_the_global_ligo_and_every_party_m
         assert torch.equal(merged["classifier.weight"], final["head.classifier.weight"])
         assert torch.equal(merged["classifier.bias"], final["head.classifier.bias"])
     assert not torch.equal(final["head.classifier.weight"], reference_shared_state(config)["head.classifier.weight"])
+
+
+@pytest.mark.parametrize(("federation", "sent"), [
+    ({}, ()),
+    ({"share_head": True, "share_intermediate": True}, ("grown intermediate model", "task head")),
+    ({"phase2": "federated", "finetune_rounds": 1, "finetune_steps": 2}, ("whole model",)),
+], ids=["strict", "shared-head-and-intermediate", "federated-phase-2"])
+def test_every_partys_card_says_what_left_it(shared_data_dir, cache, tmp_path, federation, sent):
+    """Each party's final model gets a card (beside it, from the adapter it was merged from, kept in the party's
+    folder): strict Fed-Grow's says only the Global-LiGO left a party; a run that also averaged the head, the
+    intermediate or the whole model lists exactly that. Also: the intermediate exchange of a run that shares the
+    head loads the party's round without its head (a party's saved round leaves out what it shares)."""
+    from fedgrow_hf.federated.simulate import simulate
+
+    config = paper_regime(shared_data_dir, cache, **federation)
+    assert len(config.federation.sent_beyond_global_ligo()) == len(sent)
+    simulate(config, tmp_path, engine="inprocess")
+    for party in range(2):
+        card = (tmp_path / "parties" / f"party-{party}" / "grown" / "README.md").read_text()
+        assert (tmp_path / "parties" / f"party-{party}" / "ligo_adapter" / "adapter_config.json").is_file()
+        assert ("Only Global-LiGO state left a party" in card) == (not sent)
+        listed = [line for line in card.splitlines() if line.startswith("- its ")]
+        assert len(listed) == len(sent) and all(any(part in line for line in listed) for part in sent)
+        assert f"{config.federation.rounds} federated rounds of {config.federation.local_steps} steps" in card
 
 
 def test_share_head_is_refused_where_there_is_no_head_to_average_in_clear(shared_data_dir, cache):

@@ -123,6 +123,26 @@ def test_cli_card_for_merged_dir_reads_jsonl_results(bert_adapter_dir, tmp_path,
     assert {r.metric_type: r.metric_value for r in results_back} == {"accuracy": 0.625, "f1_macro": 0.6}
     assert "| 4 | 2 | 2,048 |" in card.text
     assert card.data.library_name == "transformers"
+    assert "Only Global-LiGO state left a party" in card.text
+
+
+def test_a_card_names_what_else_left_the_parties(bert_adapter_dir, tmp_path):
+    """A federation that averaged more than the Global-LiGO (the Fed-Grow authors' variants) gets a card that
+    lists it instead of claiming that only the Global-LiGO was shared; from the API, a results record and the
+    CLI alike."""
+    shared = ("its task head, every round", "its grown intermediate model, once")
+    card = build_model_card(bert_adapter_dir, repo_id="a/b", merged=False,
+                            federation=FederationFacts(parties=3, rounds=7, shared=shared))
+    assert "Only Global-LiGO" not in card.text and "sharing more than the Global-LiGO" in card.text
+    assert all(f"- {item}\n" in card.text for item in shared)
+    assert FederationFacts.from_record({"parties": 3, "rounds": 7, "shared": list(shared)}).shared == shared
+    assert FederationFacts.from_record({"parties": 3, "rounds": 7}).shared == ()
+    with pytest.raises(ValueError, match="'shared' must be a list"):
+        FederationFacts.from_record({"parties": 3, "rounds": 7, "shared": "the head"})
+    argv = ["card", str(bert_adapter_dir), "--output", str(tmp_path / "card.md"), "--parties", "3", "--rounds", "7",
+            *(arg for item in shared for arg in ("--shared", item))]
+    assert main(argv) == 0
+    assert all(f"- {item}\n" in (tmp_path / "card.md").read_text() for item in shared)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,81 @@
+"""A party's model card, written beside its final model (``<party folder>/grown/README.md``) from the run's own
+settings: what the model is, how its party grew and trained it, and what its federation shared.
+
+A model grown by a federation that averaged more than the Global-LiGO (the Fed-Grow authors' variants, or
+federated fine-tuning) must not be published under a card saying that only the Global-LiGO left a party, so the
+card lists what else did (``FederationSettings.sent_beyond_global_ligo``). Its growth facts come from the LiGO
+adapter the model was merged from, which the party saves once, when it merges, in its own folder
+(``experiment.training.final_adapter_dir``): the adapter holds the private Local-LiGO, so it is kept out of the
+model folder a user pushes. A model phase 2 starts from a random target (Fed-Scratch) has no growth to
+describe and gets no card.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+from peft import PeftModel
+
+from ..data.common import source_name
+from ..experiment.config import FederationConfig
+from ..experiment.models import experiment_task
+from ..experiment.training import final_adapter_dir, final_model_dir, finetune_learning_rate, training_options
+from ..hub import FederationFacts, TrainingFacts, TrainingPhase, build_model_card
+from ..recipe import source_locations
+
+CARD_FILE = "README.md"
+
+
+def save_party_adapter(model: PeftModel, root: Path, party: int) -> None:
+    """Keep the LiGO adapter (operator and head) the party's final model is merged from, for its card."""
+    model.save_pretrained(final_adapter_dir(root, party))
+
+
+def write_party_card(cfg: FederationConfig, root: Path, party: int, model: PeftModel, evaluation: dict[str, float],
+                     train_set: datasets.Dataset, eval_set: datasets.Dataset) -> Path | None:
+    """Write the card of the party's final model (``evaluation``: its ``Trainer.evaluate`` on ``eval_set``, the
+    party's held-out share; ``model``: the party's LiGO model, whose sources' shapes the card reads where they
+    lie); None, writing nothing, when the model was not grown (no adapter was kept)."""
+    adapter = final_adapter_dir(root, party)
+    if not (adapter / "adapter_config.json").is_file():
+        return None
+    task = experiment_task(cfg)
+    fed = cfg.federation
+    card = build_model_card(
+        adapter,
+        repo_id=f"{cfg.name}-party-{party}",
+        merged=True,
+        metrics=task.figures(evaluation),
+        dataset_name=f"{source_name(cfg.data.source)}, party {party}'s own share",
+        federation=FederationFacts(cfg.num_parties, fed.rounds, shared=fed.sent_beyond_global_ligo()),
+        training=TrainingFacts(
+            _phases(cfg, task.operator_trains),
+            int(training_options(cfg)["per_device_train_batch_size"]),
+            cfg.seed,
+            len(train_set),
+            len(eval_set),
+            rows=task.rows(train_set),
+        ),
+        sources=source_locations(model),
+    )
+    path = final_model_dir(root, party) / CARD_FILE
+    card.save(path)
+    return path
+
+
+def _phases(cfg: FederationConfig, operator_trains: str) -> tuple[TrainingPhase, ...]:
+    """The phases a party trained, as the card tables them: the federated operator rounds, then phase 2's
+    fine-tuning when it has one (``merge``: the operator's last state is the model)."""
+    fed = cfg.federation
+    operator = TrainingPhase(
+        f"{operator_trains}, {fed.rounds} federated rounds of {fed.local_steps} steps (the Global-LiGO averaged "
+        "every round)", fed.rounds * fed.local_steps, float(training_options(cfg)["learning_rate"]))
+    if fed.phase2 == "local":
+        return operator, TrainingPhase("every weight of the merged model, alone", fed.finetune_steps,
+                                       finetune_learning_rate(cfg))
+    if fed.phase2 == "federated":
+        return operator, TrainingPhase(
+            f"every weight of the merged model, {fed.finetune_rounds} federated rounds (averaged every round)",
+            fed.finetune_rounds * fed.finetune_steps, finetune_learning_rate(cfg))
+    return (operator,)
