@@ -2,8 +2,9 @@
 
 The card is written to ``DIR/README.md`` (or ``--output``). Its numbers come from the run: the
 adapter's config and weights, a results file (``--results``: JSON, or JSON lines whose last record
-counts; Trainer's ``eval_`` prefixes are dropped) and federation facts (from the results record's
-``parties``/``rounds``/``bytes_exchanged``/``shared`` or the flags of the same names).
+counts; Trainer's ``eval_`` prefixes are dropped) and federation facts (from DIR's ``federation.json``, which a
+federation writes beside each party's model, the results record's ``parties``/``rounds``/``bytes_exchanged``/
+``shared`` or the flags of the same names, each overriding the one before).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def card_from_args(args: argparse.Namespace, directory: str | Path, repo_id: str
     record = read_results(args.results) if args.results else {}
     federation = FederationFacts.from_record(
         {
+            **FederationFacts.saved_in(directory),
             **record,
             **{
                 key: value

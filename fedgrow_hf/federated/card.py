@@ -3,7 +3,8 @@ settings: what the model is, how its party grew and trained it, and what its fed
 
 A model grown by a federation that averaged more than the Global-LiGO (the Fed-Grow authors' variants, or
 federated fine-tuning) must not be published under a card saying that only the Global-LiGO left a party, so the
-card lists what else did (``FederationSettings.sent_beyond_global_ligo``). Its growth facts come from the LiGO
+card lists what else did (``FederationSettings.sent_beyond_global_ligo``), and the facts are kept beside the model
+(``federation.json``) for ``fedgrow card`` and ``fedgrow push`` to state again. Its growth facts come from the LiGO
 adapter the model was merged from, which the party saves once, when it merges, in its own folder
 (``experiment.training.final_adapter_dir``): the adapter holds the private Local-LiGO, so it is kept out of the
 model folder a user pushes. A model phase 2 starts from a random target (Fed-Scratch) has no growth to
@@ -42,13 +43,16 @@ def write_party_card(cfg: FederationConfig, root: Path, party: int, model: PeftM
         return None
     task = experiment_task(cfg)
     fed = cfg.federation
+    federation = FederationFacts(cfg.num_parties, fed.rounds, shared=fed.sent_beyond_global_ligo())
+    model_dir = final_model_dir(root, party)
+    federation.save(model_dir)
     card = build_model_card(
         adapter,
         repo_id=f"{cfg.name}-party-{party}",
         merged=True,
         metrics=task.figures(evaluation),
         dataset_name=f"{source_name(cfg.data.source)}, party {party}'s own share",
-        federation=FederationFacts(cfg.num_parties, fed.rounds, shared=fed.sent_beyond_global_ligo()),
+        federation=federation,
         training=TrainingFacts(
             _phases(cfg, task.operator_trains),
             int(training_options(cfg)["per_device_train_batch_size"]),
@@ -59,7 +63,7 @@ def write_party_card(cfg: FederationConfig, root: Path, party: int, model: PeftM
         ),
         sources=source_locations(model),
     )
-    path = final_model_dir(root, party) / CARD_FILE
+    path = model_dir / CARD_FILE
     card.save(path)
     return path
 

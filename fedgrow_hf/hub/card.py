@@ -31,6 +31,7 @@ METRIC_PREFIXES = ("eval_", "test_", "final_")
 NON_METRICS = ("epoch", "step", "round", "runtime", "samples_per_second", "steps_per_second", "loss",
                "model_preparation_time")
 FEDERATION_KEYS = ("parties", "rounds", "bytes_exchanged")
+FEDERATION_FILE = "federation.json"  # beside a model: its FederationFacts (FederationFacts.save)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,23 @@ class FederationFacts:
             None if exchanged is None else int(exchanged),
             tuple(shared),
         )
+
+    def to_record(self) -> dict[str, object]:
+        """The facts as :meth:`from_record` reads them."""
+        return {"parties": self.parties, "rounds": self.rounds, "bytes_exchanged": self.bytes_exchanged,
+                "shared": list(self.shared)}
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write the facts beside a model (:data:`FEDERATION_FILE`), so that a card rendered again later (``fedgrow
+        card``, ``fedgrow push``) states them without the flags: above all what else than the Global-LiGO left
+        the parties."""
+        (Path(directory) / FEDERATION_FILE).write_text(json.dumps(self.to_record(), indent=2) + "\n")
+
+    @classmethod
+    def saved_in(cls, directory: str | os.PathLike) -> dict[str, object]:
+        """The facts :meth:`save` wrote in ``directory``, as a record; empty when there are none."""
+        path = Path(directory) / FEDERATION_FILE
+        return read_results(path) if path.is_file() else {}
 
     @property
     def bytes_exchanged_text(self) -> str:

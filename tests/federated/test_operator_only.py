@@ -242,18 +242,24 @@ def test_every_partys_card_says_what_left_it(shared_data_dir, cache, tmp_path, f
     folder): strict Fed-Grow's says only the Global-LiGO left a party; a run that also averaged the head, the
     intermediate or the whole model lists exactly that. Also: the intermediate exchange of a run that shares the
     head loads the party's round without its head (a party's saved round leaves out what it shares)."""
+    from fedgrow_hf.cli import main
     from fedgrow_hf.federated.simulate import simulate
 
     config = paper_regime(shared_data_dir, cache, **federation)
     assert len(config.federation.sent_beyond_global_ligo()) == len(sent)
     simulate(config, tmp_path, engine="inprocess")
     for party in range(2):
-        card = (tmp_path / "parties" / f"party-{party}" / "grown" / "README.md").read_text()
-        assert (tmp_path / "parties" / f"party-{party}" / "ligo_adapter" / "adapter_config.json").is_file()
-        assert ("Only Global-LiGO state left a party" in card) == (not sent)
-        listed = [line for line in card.splitlines() if line.startswith("- its ")]
-        assert len(listed) == len(sent) and all(any(part in line for line in listed) for part in sent)
+        folder = tmp_path / "parties" / f"party-{party}"
+        card = (folder / "grown" / "README.md").read_text()
+        assert (folder / "ligo_adapter" / "adapter_config.json").is_file()
         assert f"{config.federation.rounds} federated rounds of {config.federation.local_steps} steps" in card
+        # a card rendered again without any flag (fedgrow card / push) states the same from grown/federation.json
+        again = tmp_path / f"again-{party}.md"
+        assert main(["card", str(folder / "grown"), "--adapter", str(folder / "ligo_adapter"), "--output", str(again)]) == 0
+        for text in (card, again.read_text()):
+            assert ("Only Global-LiGO state left a party" in text) == (not sent)
+            listed = [line for line in text.splitlines() if line.startswith("- its ")]
+            assert len(listed) == len(sent) and all(any(part in line for line in listed) for part in sent)
 
 
 def test_share_head_is_refused_where_there_is_no_head_to_average_in_clear(shared_data_dir, cache):
