@@ -13,9 +13,13 @@ from .methods import METHOD_LABELS, METHODS, OWN_SOURCE
 from .plots import PLOTS
 from .results import PARTITIONED_KIND, RESULTS_FILE, RESULTS_KIND
 from .stats import aggregation_effect
+from .targets import NOT_MEASURED
 from .tuning import method_learning_rate
 
 REPORT_HEADER = Path(__file__).with_name("results_header.md")
+# a partitioned results.json's notes on one partition's targets are keyed "<partition>/<target key>"; the others
+# are on the claims' targets (claims.TARGET_KEYS) or on none
+PARTITION_NOTE = "/"
 NOTES_PLACE = ("{kind} (written by a human, from `notes[\"{key}\"]` in results.json; rerun with `--report-only` "
                "after adding it)")
 
@@ -45,9 +49,11 @@ def write_report(results_root: Path, report_path: Path, pending: dict[str, str] 
     return report_path
 
 
-def preset_section(results: dict[str, Any], results_dir: str) -> str:
+def preset_section(results: dict[str, Any], results_dir: str, notes: dict[str, str] | None = None,
+                   stale: str | None = None) -> str:
     """The RESULTS.md section of one preset: common-test accuracy, paired differences, the issue's targets,
-    costs, where Fed-Grow loses, plots, command."""
+    costs, where Fed-Grow loses, plots, command. ``notes`` and ``stale`` (default: the results' own) are the
+    hand-written notes on its targets and the warning before them."""
     methods, seeds = results["methods"], results["seeds"]
     lines = [
         f"## `{results['preset']}`",
@@ -90,7 +96,8 @@ def preset_section(results: dict[str, Any], results_dir: str) -> str:
     lines += _per_party_table(methods)
     lines += _paired_table(results["paired_differences"], methods)
     lines += _aggregation_table(methods)
-    lines += _targets_section(results["targets"], results.get("notes", {}), _stale_notes_warning(results))
+    lines += _targets_section(results["targets"], results.get("notes", {}) if notes is None else notes,
+                              _stale_notes_warning(results) if stale is None else stale)
     lines += _cost_table(methods)
     figures = results["headline"]
     if figures:
@@ -132,11 +139,9 @@ def partitioned_section(results: dict[str, Any], results_dir: str) -> str:
         lines += ["| setting | original | this preset |", "|---|---|---|"]
         lines += [f"| {name} | {original} | {ours} |" for name, (original, ours) in results["scaling"].items()]
         lines.append("")
-    lines += ["### The paper's claims, measured", ""]
-    for target in results["claims"]["targets"]:
-        verdict = {True: "**met**", False: "**missed**", None: "not measured"}[target["met"]]
-        lines.append(f"- {target['target']}: {verdict}; {target['measured']}.")
-    lines.append("")
+    notes, stale = results.get("notes", {}), _stale_notes_warning(results)
+    claim_notes = {key: note for key, note in notes.items() if PARTITION_NOTE not in key}
+    lines += _targets_section(results["claims"]["targets"], claim_notes, stale, "### The paper's claims, measured")
     for name, claims in results["claims"]["partitions"].items():
         lines += [f"#### Partition `{name}`: paired differences in points (mean ± std over seeds; seeds better)", "",
                   "| Comparison | Test accuracy | Test macro precision | Held-out accuracy | Held-out macro precision |",
@@ -153,7 +158,9 @@ def partitioned_section(results: dict[str, Any], results_dir: str) -> str:
             f"{method} {_seconds(clocks['wall'])} / {_seconds(clocks['cpu'])}"
             for method, clocks in claims["seconds_per_step_per_party"].items()), ""]
     for name, comparison in results["partitions"].items():
-        section = preset_section(comparison, f"{results_dir}/{name}")
+        own = {key.removeprefix(f"{name}{PARTITION_NOTE}"): note for key, note in notes.items()
+               if key.startswith(f"{name}{PARTITION_NOTE}")}
+        section = preset_section(comparison, f"{results_dir}/{name}", own, stale)
         lines.append(section.replace(f"## `{comparison['preset']}`", f"### `{comparison['preset']}`, partition `{name}`", 1)
                      .replace("\n### ", "\n#### "))
     return "\n".join(lines)
@@ -302,14 +309,16 @@ def _stale_notes_warning(results: dict[str, Any]) -> str:
             "date)_ ")
 
 
-def _targets_section(targets: list[dict[str, Any]], notes: dict[str, str], stale: str = "") -> list[str]:
+def _targets_section(targets: list[dict[str, Any]], notes: dict[str, str], stale: str = "",
+                     title: str = "### Targets of the issue") -> list[str]:
     """The issue's targets, met or missed (by how much), with the human-written reason of each miss, a
     human's comment on a met target where there is one (e.g. a margin within seed noise), and the notes
     on no target (``stale`` before notes written for an earlier measurement)."""
-    lines = ["### Targets of the issue", ""]
+    lines = [title, ""]
     for target in targets:
-        status = {True: "**met**", False: "**missed**", None: "not measured"}[target["met"]]
-        measured = "" if target["met"] is None else f"; {target['measured']}"
+        status = {True: "**met**", False: "**missed**", None: NOT_MEASURED}[target["met"]]
+        # an unmeasured target says what it needs, or (older results) only that it was not measured
+        measured = "" if target["measured"] in ("", NOT_MEASURED) else f"; {target['measured']}"
         line = f"- {target['target']}: {status}{measured}"
         lines.append(line + (f"; missed by {target['missed_by']}." if target["met"] is False else "."))
         key = target["key"]

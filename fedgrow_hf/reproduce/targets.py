@@ -6,6 +6,7 @@ from typing import Any
 
 from .methods import METHOD_LABELS
 
+NOT_MEASURED = "not measured"  # a target a method it needs was not run for
 # the issue's target: Fed-Grow reaches Fed-Scratch's final accuracy within this share of Fed-Scratch's steps
 SCRATCH_STEP_SHARE = 0.4
 
@@ -21,7 +22,9 @@ def issue_targets(methods: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return [_at_least(methods, "own-source"), _at_least(methods, "independent"), _spread(methods), _speed(methods)]
 
 
-def _target(key: str, text: str, met: bool | None, measured: str, missed_by: str = "") -> dict[str, Any]:
+def target_record(key: str, text: str, met: bool | None, measured: str, missed_by: str = "") -> dict[str, Any]:
+    """One target as results.json keeps it: ``key`` names it in the hand-written ``notes``; ``missed_by`` is
+    kept only when it is missed."""
     return {"key": key, "target": text, "met": met, "measured": measured,
             "missed_by": missed_by if met is False else ""}
 
@@ -30,9 +33,9 @@ def _at_least(methods: dict[str, dict[str, Any]], other: str) -> dict[str, Any]:
     key, label = f"test-accuracy-vs-{other}", METHOD_LABELS[other]
     text = f"Fed-Grow's mean common-test accuracy >= {label}'s"
     if "fed-grow" not in methods or other not in methods:
-        return _target(key, text, None, "not measured")
+        return target_record(key, text, None, NOT_MEASURED)
     ours, theirs = methods["fed-grow"]["test_accuracy"]["mean"], methods[other]["test_accuracy"]["mean"]
-    return _target(key, text, ours >= theirs, f"{ours:.4f} vs {theirs:.4f} ({(ours - theirs) * 100:+.2f} points)",
+    return target_record(key, text, ours >= theirs, f"{ours:.4f} vs {theirs:.4f} ({(ours - theirs) * 100:+.2f} points)",
                    f"{(theirs - ours) * 100:.2f} points of accuracy")
 
 
@@ -41,10 +44,10 @@ def _spread(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
     text = ("Fed-Grow's spread of common-test accuracy across parties (std across parties, mean over seeds) "
             "<= Independent growth's")
     if "fed-grow" not in methods or "independent" not in methods:
-        return _target(key, text, None, "not measured")
+        return target_record(key, text, None, NOT_MEASURED)
     ours = methods["fed-grow"]["test_accuracy"]["party_std"]
     theirs = methods["independent"]["test_accuracy"]["party_std"]
-    return _target(key, text, ours <= theirs, f"{ours:.4f} vs {theirs:.4f}",
+    return target_record(key, text, ours <= theirs, f"{ours:.4f} vs {theirs:.4f}",
                    f"{(ours - theirs) * 100:.2f} points more spread")
 
 
@@ -53,16 +56,16 @@ def _speed(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
     text = (f"Fed-Grow reaches Fed-Scratch's final mean held-out accuracy within {SCRATCH_STEP_SHARE:.0%} of "
             "Fed-Scratch's local steps per party (curves averaged over seeds, one point every local_steps)")
     if "fed-grow" not in methods or "fed-scratch" not in methods:
-        return _target(key, text, None, "not measured")
+        return target_record(key, text, None, NOT_MEASURED)
     scratch = methods["fed-scratch"]["curve"]
     goal, budget = scratch[-1]["accuracy"], scratch[-1]["steps"]
     steps = steps_to_reach(methods["fed-grow"]["curve"], goal)
     if steps is None:
         best = max(point["accuracy"] for point in methods["fed-grow"]["curve"])
-        return _target(key, text, False,
+        return target_record(key, text, False,
                        f"not reached: Fed-Grow's best mean held-out accuracy {best:.4f} < Fed-Scratch's final {goal:.4f}",
                        f"{(goal - best) * 100:.2f} points of accuracy (never reached)")
     share = steps / budget
-    return _target(key, text, share <= SCRATCH_STEP_SHARE,
+    return target_record(key, text, share <= SCRATCH_STEP_SHARE,
                    f"reached {goal:.4f} after {steps} of Fed-Scratch's {budget} steps ({share:.0%})",
                    f"{share - SCRATCH_STEP_SHARE:.0%} of Fed-Scratch's steps")

@@ -367,6 +367,22 @@ def test_a_partitioned_comparison_reports_the_claims(shared_data_dir, cache, tmp
     assert saved["claims"]["targets"][3]["measured"] == "needs fed-grow-shared-intermediate"
     report = (tmp_path / "RESULTS.md").read_text()  # beside the folder holding results/
     assert "## `tiny-paper`" in report and "partition `iid`" in report and "| By the average |" in report and (output / "iid" / "accuracy_vs_steps.png").is_file()
+    # notes a human adds: on a claim (by its key), on one partition's own target ("<partition>/<key>"), on none
+    from fedgrow_hf.reproduce.runner import _kept_notes, rewrite_report
+
+    claim = saved["claims"]["targets"][0]
+    assert claim["key"] == "fed-grow-over-independent-non-iid" and claim["met"] is False and claim["missed_by"]
+    saved["notes"] = {claim["key"]: "CLAIM REASON", "iid/test-accuracy-vs-independent": "IID NOTE", "other": "FREE NOTE"}
+    assert saved["finished"] == max(comparison["finished"] for comparison in saved["partitions"].values())
+    saved["notes_written_for"] = saved["finished"]
+    (output / "results.json").write_text(json.dumps(saved))
+    claims_part, _, partitions_part = rewrite_report(output, tmp_path / "RESULTS.md").read_text().partition(
+        "### `tiny-paper`, partition `dirichlet-0.5`")
+    assert 'Reason (written by a human, from `notes["fed-grow-over-independent-non-iid"]`' in claims_part
+    assert "CLAIM REASON" in claims_part and "FREE NOTE" in claims_part and "IID NOTE" not in claims_part
+    assert partitions_part.count("IID NOTE") == 1 and partitions_part.index("IID NOTE") > partitions_part.index(
+        "partition `iid`") and "written for the measurement" not in partitions_part + claims_part
+    assert _kept_notes(output / "results.json")["notes_written_for"] == saved["finished"]
 
 
 @pytest.mark.slow
