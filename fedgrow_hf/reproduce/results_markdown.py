@@ -156,7 +156,9 @@ def partitioned_section(results: dict[str, Any], results_dir: str) -> str:
                          f"{_share_cell(costs['bytes_vs_fed_scratch'])} |")
         lines += ["", "Seconds per local step per party, evaluations and overheads included (wall / CPU time): " + ", ".join(
             f"{method} {_seconds(clocks['wall'])} / {_seconds(clocks['cpu'])}"
-            for method, clocks in claims["seconds_per_step_per_party"].items()), ""]
+            for method, clocks in claims["seconds_per_step_per_party"].items()) + ". One party's training step "
+            "alone, with its peak memory, each method beside Fed-Scratch: `benchmarks/bench_party_step.py` "
+            "(benchmarks/README).", ""]
     for name, comparison in results["partitions"].items():
         own = {key.removeprefix(f"{name}{PARTITION_NOTE}"): note for key, note in notes.items()
                if key.startswith(f"{name}{PARTITION_NOTE}")}
