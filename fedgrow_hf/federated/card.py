@@ -1,5 +1,6 @@
-"""A party's model card, written beside its final model (``<party folder>/grown/README.md``) from the run's own
-settings: what the model is, how its party grew and trained it, and what its federation shared.
+"""A party's model cards, written beside its final model (``<party folder>/grown/README.md``) and the adapter it was
+merged from, from the run's own settings: what the model is, how its party grew and trained it, and what its
+federation shared.
 
 A model grown by a federation that averaged more than the Global-LiGO (the Fed-Grow authors' variants, or
 federated fine-tuning) must not be published under a card saying that only the Global-LiGO left a party, so the
@@ -35,37 +36,40 @@ def save_party_adapter(model: PeftModel, root: Path, party: int) -> None:
 
 def write_party_card(cfg: FederationConfig, root: Path, party: int, model: PeftModel, evaluation: dict[str, float],
                      train_set: datasets.Dataset, eval_set: datasets.Dataset) -> Path | None:
-    """Write the card of the party's final model (``evaluation``: its ``Trainer.evaluate`` on ``eval_set``, the
-    party's held-out share; ``model``: the party's LiGO model, whose sources' shapes the card reads where they
-    lie); None, writing nothing, when the model was not grown (no adapter was kept)."""
+    """Write the card of the party's final model and of the adapter it was merged from, each with the federation
+    facts beside it (``evaluation``: the final model's ``Trainer.evaluate`` on ``eval_set``, the party's held-out
+    share; ``model``: the party's LiGO model, whose sources' shapes the cards read where they lie). The adapter's
+    card states the operator phase only, with the figures only where the operator's last state is the model
+    (``phase2 = "merge"``). Returns the model's card; None, writing nothing, when the model was not grown (no
+    adapter was kept)."""
     adapter = final_adapter_dir(root, party)
     if not (adapter / "adapter_config.json").is_file():
         return None
     task = experiment_task(cfg)
     fed = cfg.federation
     federation = FederationFacts(cfg.num_parties, fed.rounds, shared=fed.sent_beyond_global_ligo())
-    model_dir = final_model_dir(root, party)
-    federation.save(model_dir)
-    card = build_model_card(
-        adapter,
-        repo_id=f"{cfg.name}-party-{party}",
-        merged=True,
-        metrics=task.figures(evaluation),
-        dataset_name=f"{source_name(cfg.data.source)}, party {party}'s own share",
-        federation=federation,
-        training=TrainingFacts(
-            _phases(cfg, task.operator_trains),
-            int(training_options(cfg)["per_device_train_batch_size"]),
-            cfg.seed,
-            len(train_set),
-            len(eval_set),
-            rows=task.rows(train_set),
-        ),
-        sources=source_locations(model),
-    )
-    path = model_dir / CARD_FILE
-    card.save(path)
-    return path
+    phases = _phases(cfg, task.operator_trains)
+    for directory, merged in ((adapter, False), (final_model_dir(root, party), True)):
+        federation.save(directory)
+        card = build_model_card(
+            adapter,
+            repo_id=f"{cfg.name}-party-{party}" + ("" if merged else "-ligo-adapter"),
+            merged=merged,
+            metrics=task.figures(evaluation) if merged or fed.phase2 == "merge" else None,
+            dataset_name=f"{source_name(cfg.data.source)}, party {party}'s own share",
+            federation=federation,
+            training=TrainingFacts(
+                phases if merged else phases[:1],
+                int(training_options(cfg)["per_device_train_batch_size"]),
+                cfg.seed,
+                len(train_set),
+                len(eval_set),
+                rows=task.rows(train_set),
+            ),
+            sources=source_locations(model),
+        )
+        card.save(directory / CARD_FILE)
+    return final_model_dir(root, party) / CARD_FILE
 
 
 def _phases(cfg: FederationConfig, operator_trains: str) -> tuple[TrainingPhase, ...]:

@@ -256,7 +256,9 @@ def test_every_partys_card_says_what_left_it(shared_data_dir, cache, tmp_path, f
         # a card rendered again without any flag (fedgrow card / push) states the same from grown/federation.json
         again = tmp_path / f"again-{party}.md"
         assert main(["card", str(folder / "grown"), "--adapter", str(folder / "ligo_adapter"), "--output", str(again)]) == 0
-        for text in (card, again.read_text()):
+        adapter_card = (folder / "ligo_adapter" / "README.md").read_text()
+        assert "This repository holds the LiGO adapter" in adapter_card
+        for text in (card, again.read_text(), adapter_card):
             assert ("Only Global-LiGO state left a party" in text) == (not sent)
             listed = [line for line in text.splitlines() if line.startswith("- its ")]
             assert len(listed) == len(sent) and all(any(part in line for line in listed) for part in sent)
