@@ -584,6 +584,10 @@ def test_the_claims_set_both_sharing_variants_beside_strict_fed_grow_and_the_bas
     assert rows["fed-grow - fed-grow-shared-head"]["test_accuracy"]["per_seed"] == pytest.approx([-24, -19])
     assert rows["fed-grow-shared-head - independent"]["test_accuracy"]["per_seed"] == pytest.approx([23, 19])
     assert "fed-grow-shared-head - fed-grow-shared-intermediate" in rows and "fed-grow - fed-grow-shared-intermediate" in rows
+    assert "fed-grow - central-ligo" not in rows  # not run here
+    methods["central-ligo"] = summary([0.50, 0.52], 10, 0)
+    again = paper_claims({"dirichlet-0.5": {"methods": methods, "party_data": [{}, {}]}})["partitions"]["dirichlet-0.5"]
+    assert again["paired_points"]["fed-grow - central-ligo"]["test_accuracy"]["per_seed"] == pytest.approx([-14, -15])
     assert claims["costs"]["fed-grow-shared-head"] == {"trainable_parameters_vs_fed_scratch": pytest.approx(0.11),
                                                         "bytes_vs_fed_scratch": pytest.approx(0.011)}
 
