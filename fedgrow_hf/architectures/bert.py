@@ -25,4 +25,6 @@ BERT_TABLE = ArchitectureTable(
     fixed_fields=("vocab_size", "max_position_embeddings", "type_vocab_size", "hidden_act"),
     norm_placement="post",
     block_output_norm="output.LayerNorm",
+    # the pooler is grown, so a classifier reading its output grows from a classifier source's own
+    head_roles={"classifier": Role.READOUT},
 )

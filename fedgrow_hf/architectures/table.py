@@ -104,6 +104,10 @@ class Role(str, enum.Enum):
     FFN_IN = "ffn_in"
     FFN_OUT = "ffn_out"
     RESIDUAL_DENSE = "residual_dense"  # residual -> residual linear map (e.g. BERT's pooler)
+    # A task head's linear map from the residual stream to outputs growth does not widen (a classifier's
+    # labels): only its input columns grow, on the consumer side, so it reads the grown stream as the source's
+    # head read the source's (grown from a source's own head only on request: ArchitectureTable.head_roles).
+    READOUT = "readout"
 
 
 # For every role: parameter name -> {tensor axis -> Axis}. Axes not listed are left as they are.
@@ -112,6 +116,7 @@ QKV = Fused((out(Space.QUERY), out(Space.KEY), out(Space.VALUE)))
 
 ROLE_AXES: Mapping[Role, Mapping[str, Mapping[int, AxisSpec]]] = {
     Role.EMBEDDING: {"weight": {-1: out(Space.RESIDUAL)}},
+    Role.READOUT: {"weight": {1: in_(Space.RESIDUAL)}, "bias": {}},  # the bias is copied
     Role.RESIDUAL_TENSOR: {"": {-1: out(Space.RESIDUAL)}},
     Role.PATCH_EMBEDDING: {"weight": {0: out(Space.RESIDUAL)}, "bias": {0: out(Space.RESIDUAL)}},
     Role.LAYER_NORM: {"weight": {0: out(Space.RESIDUAL)}, "bias": {0: out(Space.RESIDUAL)}},
@@ -201,6 +206,10 @@ class ArchitectureTable:
     norm_placement: str = "pre"
     block_output_norm: str | None = None  # module path (in a block) of the LayerNorm that ends a block
     root: str = "base_model"  # what the paths are relative to: "base_model" or "model" (see above)
+    # Task heads a base-model-rooted table can grow from a source's own head (LiGOConfig.grow_heads), by module
+    # path relative to the whole model (BERT's ``classifier``), where a source is a model of the target's class
+    # with a head of the target's shape; otherwise a target keeps its own head.
+    head_roles: Mapping[str, TableEntry] = field(default_factory=dict)
     auto_class: type = AutoModel  # loads a source checkpoint, and builds a target when no class is given
     # Rotary position embeddings rotate each query/key head at frequencies set by its size: a target
     # head of another size cannot attend like a source head.
@@ -216,6 +225,11 @@ class ArchitectureTable:
             raise ValueError(f"a post-LN table needs block_output_norm naming a LayerNorm, got {self.block_output_norm!r}")
         if self.root not in ("base_model", "model"):
             raise ValueError(f"root must be 'base_model' or 'model', got {self.root!r}")
+        if self.head_roles and self.root == "model":
+            raise ValueError("a table rooted at the model lists its heads in shared_roles, not head_roles")
+        clashing = {path.split(".")[0] for path in self.head_roles} & {path.split(".")[0] for path in self.shared_roles}
+        if clashing:
+            raise ValueError(f"head paths and shared paths share one namespace in the grown weights: {sorted(clashing)}")
 
     @property
     def causal_lm(self) -> bool:
@@ -241,6 +255,16 @@ class ArchitectureTable:
     @property
     def layer_axes(self) -> dict[str, Mapping[int, AxisSpec]]:
         return self.parameter_axes(self.layer_roles)
+
+    @property
+    def head_axes(self) -> dict[str, Mapping[int, AxisSpec]]:
+        """The heads' parameters (paths relative to the whole model) and their axes."""
+        return self.parameter_axes(self.head_roles)
+
+    @property
+    def grown_axes(self) -> dict[str, Mapping[int, AxisSpec]]:
+        """Every tensor outside the blocks a growth stage may grow: the shared ones and the heads."""
+        return {**self.shared_axes, **self.head_axes}
 
     @property
     def rms_normalised(self) -> bool:

@@ -12,6 +12,7 @@ from .model import (
     LosslessGrowthWarning,
     check_state_dict,
     initial_global_stage,
+    load_source_model,
     materialize_meta_parameters,
     validate_global_state,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "WidthFactor",
     "check_state_dict",
     "initial_global_stage",
+    "load_source_model",
     "materialize_meta_parameters",
     "validate_global_state",
 ]

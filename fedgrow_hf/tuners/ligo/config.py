@@ -76,6 +76,21 @@ class LiGOConfig(PeftConfig):
         default=0.0, metadata={"help": "Gaussian noise added to the width factors to break duplication symmetry."}
     )
     init_seed: int = field(default=0, metadata={"help": "Seed of any random part of the initialisation."})
+    grow_heads: bool = field(
+        default=False,
+        metadata={
+            "help": "Grow the architecture's task heads (BERT: 'classifier') from the sources' own where every "
+            "source is a model of the target's class whose head has the target's shape, so the grown model starts "
+            "with the sources' trained head; otherwise the target keeps its own head (modules_to_save)."
+        },
+    )
+    grown_heads: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "The heads this adapter grows from its sources' (filled in when it is created): on reload the "
+            "sources must have them, since the adapter holds no weights of its own for them."
+        },
+    )
     train_local: bool = field(default=True, metadata={"help": "Train the Local-LiGO stage(s)."})
     train_global: bool = field(default=True, metadata={"help": "Train the Global-LiGO stage."})
     target_config: dict | None = field(

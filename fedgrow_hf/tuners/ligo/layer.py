@@ -306,7 +306,7 @@ class GrowthStage(nn.Module):
         self.source_shape = source
         self.target_shape = target
         self.width_structure = width_structure
-        self.shared_axes = table.shared_axes
+        self.shared_axes = table.grown_axes  # the heads' too: grown only where a source's head was taken
         self.layer_axes = table.layer_axes
         self.layer_names = list(self.layer_axes)
         self.norm_gains = [name for name in table.layer_parameters_of(*NORMS) if name.endswith("weight")]
@@ -448,6 +448,8 @@ class GrowthStage(nn.Module):
         """Grow one tensor outside the blocks (an embedding table, the final norm); ``factors``: from
         :meth:`factors`, when the caller grows several tensors."""
         axes = self.shared_axes[name]
+        if not axes:  # copied as it is (a head's bias): a copy, or the merged parameter would alias the source
+            return tensor.clone()
         return self._expand(tensor.unsqueeze(0), axes, factors or self._factors_of(axes)).squeeze(0)
 
     @torch.no_grad()

@@ -106,7 +106,7 @@ class LiGOModel(BaseTuner):
         if config.target_config is None:
             config.target_config = model.config.to_diff_dict()
         config.source_model_name_or_path = _absolute_if_local(config.source_model_name_or_path)
-        loaded = self._load_sources(config, table)
+        loaded = self._load_sources(config, table, model)
         for source in loaded:
             _check_same_family(source, model, table)
         model.tie_weights()  # a skeleton built on the meta device is not tied yet; grown tensors must be shared
@@ -114,14 +114,20 @@ class LiGOModel(BaseTuner):
         sources = [_table_root(table, source, "source") for source in loaded]
 
         shared_names, layer_names = _growable_names(table, target_base, sources)
+        head_names = _grown_head_names(config, table, model, loaded)
+        if config.grow_heads or config.grown_heads is not None:
+            config.grown_heads = sorted({name.rsplit(".", 1)[0] for name in head_names})
+            # a grown head is the operator's output: a trainable copy of it would be one the forward never reads
+            if config.modules_to_save:
+                config.modules_to_save = [name for name in config.modules_to_save if name not in config.grown_heads]
         device = _first_real_device(model)
         source_weights = [
             SourceWeights(
-                TransformerWeights.from_base_model(source, table, shared_names, layer_names),
+                TransformerWeights.from_base_model(source, table, shared_names, layer_names, whole, head_names),
                 ModelShape.from_config(source.config, table),
                 source.config.name_or_path or type(source).__name__,
             )
-            for source in sources
+            for source, whole in zip(sources, loaded, strict=True)
         ]
         intermediate = (
             ModelShape.from_config(config.intermediate_config, table) if config.intermediate_config else None
@@ -137,7 +143,7 @@ class LiGOModel(BaseTuner):
             warnings.warn(f"LiGO growth is not lossless: {reason}", LosslessGrowthWarning, stacklevel=2)
         self.ligo_operator = nn.ModuleDict({adapter_name: operator.to(device)})
 
-        self._slots = _take_grown_slots(model, target_base, table, shared_names, layer_names, device)
+        self._slots = _take_grown_slots(model, target_base, table, shared_names, layer_names, device, head_names)
         # Heads left on the meta device are initialised while the grown weights are storage-free stand-ins,
         # so that an initialiser can never write into a grown (possibly tied) tensor.
         materialize_meta_parameters(model, device)
@@ -162,16 +168,17 @@ class LiGOModel(BaseTuner):
             stage.requires_grad_(config.train_local and not config.inference_mode)
         operator.global_stage.requires_grad_(config.train_global and not config.inference_mode)
 
-    def _load_sources(self, config: LiGOConfig, table: ArchitectureTable) -> list[PreTrainedModel]:
+    def _load_sources(self, config: LiGOConfig, table: ArchitectureTable, target: nn.Module) -> list[PreTrainedModel]:
         handed_over = config.take_source_models()
         if handed_over is not None:
             return handed_over
         if not config.source_paths:
             raise ValueError("LiGOConfig.source_model_name_or_path is not set: there is nothing to grow from")
+        with_head = type(target) if config.grown_heads or (config.grown_heads is None and config.grow_heads) else None
         models = []
         for path in config.source_paths:
             try:
-                models.append(table.auto_class.from_pretrained(path, revision=config.source_revision))
+                models.append(load_source_model(path, table, config.source_revision, with_head))
             except (OSError, ValueError) as error:
                 reason = (str(error).splitlines() or [type(error).__name__])[0]
                 raise OSError(
@@ -531,6 +538,7 @@ def _take_grown_slots(
     shared_names: list[str],
     layer_names: list[str],
     device: torch.device,
+    head_names: Sequence[str] = (),
 ) -> list[GrownSlot]:
     """Replace the grown parameters of the target (tied copies included) by stand-ins; record where they were.
 
@@ -549,9 +557,66 @@ def _take_grown_slots(
         return GrownSlot(kind, path, layer, owners, param.shape)
 
     slots = [take("shared", name, None, base.get_parameter(name)) for name in shared_names]
+    slots += [take("shared", name, None, model.get_parameter(name)) for name in head_names]
     for layer, block in enumerate(base.get_submodule(table.layers_path)):
         slots += [take("layers", name, layer, block.get_parameter(name)) for name in layer_names]
     return slots
+
+
+def load_source_model(
+    path: str, table: ArchitectureTable, revision: str | None = None, with_head: type[PreTrainedModel] | None = None
+) -> PreTrainedModel:
+    """A source checkpoint as the table's auto class loads it or, with ``with_head`` (a task model class, e.g.
+    ``BertForSequenceClassification``), as that class with its trained head where the checkpoint has one (else
+    as the auto class: transformers would initialise a missing head at random, which growth must never copy)."""
+    if with_head is not None:
+        model, info = with_head.from_pretrained(path, revision=revision, output_loading_info=True)
+        heads = tuple(f"{head}." for head in table.head_roles)
+        if not any(key.startswith(heads) for key in info["missing_keys"]):
+            return model
+    return table.auto_class.from_pretrained(path, revision=revision)
+
+
+def _grown_head_names(
+    config: LiGOConfig, table: ArchitectureTable, target: nn.Module, sources: Sequence[nn.Module]
+) -> list[str]:
+    """The task-head parameters (paths in the whole model) grown from the sources' own heads: those of the heads
+    an adapter records (``grown_heads``, on reload: every source must have them), or with ``grow_heads`` those
+    every source has, as a model of the target's class, with the target's sizes on every axis growth does not widen
+    (a classifier's labels); none otherwise."""
+    names_of = {head: [name for name in table.head_axes if name.startswith(f"{head}.")] for head in table.head_roles}
+
+    def kept_dims(name: str, shape: torch.Size) -> list[int]:
+        """The sizes growth does not change (a classifier's labels)."""
+        grown_dims = {dim % len(shape) for dim in table.head_axes[name]}
+        return [size for dim, size in enumerate(shape) if dim not in grown_dims]
+
+    def has(source: nn.Module, head: str) -> bool:
+        own = dict(source.named_parameters())
+        return type(source).__name__ == type(target).__name__ and all(
+            name in own and kept_dims(name, own[name].shape) == kept_dims(name, target.get_parameter(name).shape)
+            for name in names_of[head])
+
+    if config.grown_heads is not None:
+        for head in config.grown_heads:
+            lacking = [source.config.name_or_path or type(source).__name__ for source in sources if not has(source, head)]
+            if lacking:
+                raise ArchitectureMismatchError(
+                    f"the adapter grows {head!r} from its sources' own, but {lacking} have none of the target's "
+                    f"shape: give the {type(target).__name__} checkpoints it was grown from")
+        return [name for head in config.grown_heads for name in names_of[head]]
+    if not config.grow_heads:
+        return []
+    grown = []
+    for head, names in names_of.items():
+        if not hasattr(target, head):
+            continue
+        if all(has(source, head) for source in sources):
+            grown += names
+        else:
+            logger.warning("not every source is a %s with a %r of the target's shape: the target's %r is its own "
+                           "(trainable via modules_to_save)", type(target).__name__, head, head)
+    return grown
 
 
 def _parameters_and_buffers(module: nn.Module) -> Iterable[tuple[str, torch.Tensor]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -122,14 +122,17 @@ class TransformerWeights:
 
     @classmethod
     def from_base_model(
-        cls, base_model: nn.Module, table: ArchitectureTable, shared_names: list[str], layer_names: list[str]
+        cls, base_model: nn.Module, table: ArchitectureTable, shared_names: list[str], layer_names: list[str],
+        head_model: nn.Module | None = None, head_names: Sequence[str] = (),
     ) -> TransformerWeights:
         """Copies of ``base_model``'s growable weights (block parameters stacked), sharing no storage with it:
         the operator's source stays fixed whatever later happens to the model handed in, and a source
-        loaded from a memory-mapped checkpoint releases its file once the model is dropped."""
+        loaded from a memory-mapped checkpoint releases its file once the model is dropped. ``head_names``:
+        the task-head parameters (``table.head_roles``, paths in ``head_model``, the whole model) grown too."""
         params = dict(base_model.named_parameters(remove_duplicate=False))  # a tied head is its own path too
         blocks = base_model.get_submodule(table.layers_path)
         shared = {name: params[name].detach().clone() for name in shared_names}
+        shared.update({name: head_model.get_parameter(name).detach().clone() for name in head_names})
         layers = {}
         for name in layer_names:
             layers[name] = torch.stack([block.get_parameter(name).detach() for block in blocks])
