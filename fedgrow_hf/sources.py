@@ -413,18 +413,24 @@ def pretrain_bert_source(
     max_grad_norm: float = 1.0,
     seed: int = 0,
     cache_dir: str | Path | None = None,
-) -> BertModel:
+    with_head: bool = False,
+) -> BertModel | BertForSequenceClassification:
     """A BERT of ``config``'s shape trained from scratch as a classifier on ``train_dataset`` (tokenised:
-    ``input_ids``, ``attention_mask``, ``labels``) for ``epochs`` epochs; its encoder, in eval mode. Reloaded
-    from ``cache_dir/<key>`` if that recipe ran on the same data before (key: :func:`source_cache_key`)."""
+    ``input_ids``, ``attention_mask``, ``labels``) for ``epochs`` epochs; its encoder or, ``with_head``, the
+    classifier with its trained head, in eval mode. Reloaded from ``cache_dir/<key>`` if that recipe ran on the
+    same data before (key: :func:`source_cache_key`; a classifier kept with its head is its own entry, so
+    entries of encoders cached without one are never taken for it)."""
     recipe = scratch_recipe(epochs, batch_size, learning_rate, weight_decay, max_grad_norm, seed, "classification")
+    if with_head:
+        recipe["kept"] = "classifier"
+    kept_class = BertForSequenceClassification if with_head else BertModel
     cached = cache_entry(cache_dir, config, recipe, train_dataset)
     if is_cached(cached):
-        return BertModel.from_pretrained(cached).eval()
+        return kept_class.from_pretrained(cached).eval()
     torch.manual_seed(seed)
     classifier = BertForSequenceClassification(config)
     train_from_scratch(classifier, train_dataset, recipe, trim_padding_collator)
-    source = classifier.bert.cpu().eval()
+    source = (classifier if with_head else classifier.bert).cpu().eval()
     if cached is not None:
         save_atomically(source, recipe, cached)
     return source

@@ -414,6 +414,14 @@ class FederationConfig:
         if fed.share_head and self.secure_aggregation.enabled:
             raise ConfigError("federation.share_head cannot be combined with secure aggregation: SecAgg+ masks and "
                               "checks the Global-LiGO only")
+        if "grown_heads" in model.ligo:
+            raise ConfigError("[model].ligo.grown_heads is what growth records; ask for it with grow_heads = true")
+        if model.ligo.get("grow_heads") and model.family != "bert":
+            raise ConfigError(f"[model].ligo.grow_heads grows a BERT classifier's head from its source's; a "
+                              f"{model.family!r} federation has no head it can grow")
+        if model.ligo.get("grow_heads") and fed.share_head:
+            raise ConfigError("federation.share_head cannot be combined with [model].ligo.grow_heads: a grown head "
+                              "is the operator's output, not a module of its own to average")
         _check_trimmed_mean(fed, self.num_parties)
         if self.secure_aggregation.enabled and fed.dp_noise_multiplier > 0:
             raise ConfigError(

@@ -17,11 +17,13 @@ from ..architectures import get_architecture_table
 from ..data import load_image_classification, resize_images
 from ..decoder_sources import pretrain_causal_lm_source
 from ..sources import derive_bert_source, distilled_bert_source, pretrain_bert_source, pretrain_vit_source
-from ..tuners.ligo import GrowthStage, LiGOConfig, TransformerWeights, initial_global_stage
+from ..tuners.ligo import GrowthStage, LiGOConfig, TransformerWeights, initial_global_stage, load_source_model
 from .config import BERT_PRETRAIN_RECIPE, IMAGES, FederationConfig
 from .data import party_datasets, party_shares
 from .models import (
+    classification_model_class,
     grow_party_model,
+    grows_heads,
     initial_head_state,
     model_classes,
     parent_path,
@@ -46,7 +48,8 @@ def load_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
         if config.family.data == IMAGES:
             return _pretrained_vit_source(config, party_id)
         return _pretrained_text_source(config, party_id)
-    return auto_class.from_pretrained(source_path(party))
+    with_head = classification_model_class(target_config(config)) if grows_heads(config) else None
+    return load_source_model(source_path(party), get_architecture_table(target_config(config)), with_head=with_head)
 
 
 def _pretrained_text_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
@@ -61,7 +64,8 @@ def _pretrained_text_source(config: FederationConfig, party_id: int) -> PreTrain
     if not config.family.classifies:
         return pretrain_causal_lm_source(shape, train, seed=config.data_seed + party_id, cache_dir=cache, **recipe)
     shape.num_labels = config.model.num_labels
-    return pretrain_bert_source(shape, train, seed=config.data_seed + party_id, cache_dir=cache, **recipe)
+    return pretrain_bert_source(shape, train, seed=config.data_seed + party_id, cache_dir=cache,
+                                with_head=grows_heads(config), **recipe)
 
 
 def _derived_bert_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
@@ -120,16 +124,21 @@ def reference_shared_state(config: FederationConfig) -> dict[str, torch.Tensor]:
 def reference_intermediate_state(config: FederationConfig) -> dict[str, torch.Tensor]:
     """The keys, shapes and dtypes of a party's grown intermediate (``LiGOModel.intermediate_state_dict``), on
     the meta device: what a shared intermediate must be (``share_intermediate``). Like the operator, it
-    holds the growable tensors of a model of the intermediate shape that a source of the target's family has."""
+    holds the growable tensors of a model of the intermediate shape that a source of the target's family has,
+    and with ``grow_heads`` the classifier grown through it."""
     _, model_class = model_classes(config)
+    labels = {"num_labels": config.model.num_labels} if config.family.classifies else {}
     with torch.device("meta"):
-        model = model_class(source_config(config, dict(config.model.intermediate)))
+        model = model_class(source_config(config, {**config.model.intermediate, **labels}))
     table = get_architecture_table(model.config)
     base = table.root_of(model)
     names = {name for name, _ in base.named_parameters()}
     block = {name for name, _ in base.get_submodule(table.layers_path)[0].named_parameters()}
+    own = {name for name, _ in model.named_parameters()}
+    heads = [name for name in table.head_axes if name in own] if grows_heads(config) else []
     weights = TransformerWeights.from_base_model(
-        base, table, [n for n in table.shared_axes if n in names], [n for n in table.layer_axes if n in block])
+        base, table, [n for n in table.shared_axes if n in names], [n for n in table.layer_axes if n in block],
+        model, heads)
     return weights.to_state_dict()
 
 

@@ -65,7 +65,14 @@ from ..data import trim_padding_collator
 from ..experiment.config import FederationConfig, FederationSettings
 from ..experiment.curves import EvaluateAt, evaluation_steps
 from ..experiment.data import party_datasets, party_shares, tokenizer_path
-from ..experiment.models import NO_DROPOUT, grow_classifier, initial_head_state, model_classes, target_config
+from ..experiment.models import (
+    NO_DROPOUT,
+    grow_classifier,
+    grows_heads,
+    initial_head_state,
+    model_classes,
+    target_config,
+)
 from ..experiment.parties import build_party_model, load_source
 from ..experiment.stream import StreamTrainer
 from ..experiment.training import (
@@ -445,6 +452,8 @@ def own_source_model(config: FederationConfig, party: int) -> PreTrainedModel:
     model = model_class(type(source.config)(**{**settings, **NO_DROPOUT, "num_labels": config.model.num_labels}))
     encoder = getattr(source, source.base_model_prefix, source)  # ViT sources are classifiers: take their encoder
     getattr(model, model.base_model_prefix).load_state_dict(encoder.state_dict())
+    if grows_heads(config):  # the party's own classifier keeps its trained head, as its grown model grows it
+        model.classifier.load_state_dict(source.classifier.state_dict())
     return model
 
 

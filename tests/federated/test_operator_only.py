@@ -455,3 +455,36 @@ def test_under_ray_only_the_global_ligo_leaves_a_party(shared_data_dir, cache, t
         merged = [load_file(str(tmp_path / "parties" / f"party-{party}" / "grown" / "model.safetensors"))
                   for party in range(2)]
         assert all(torch.equal(model["classifier.weight"], final[key]) for model in merged)
+
+
+def test_grow_heads_grows_each_partys_head_from_its_pretrained_source(shared_data_dir, cache):
+    """``[model].ligo.grow_heads``: a ``pretrain`` source is kept with its trained head (a cache entry of its own,
+    beside the encoder-only one), each party's grown model grows its classifier from it, the shared intermediate
+    carries it, and own-source fine-tuning keeps it; refused where there is no BERT head to grow, beside a shared
+    head, or when it names what growth records."""
+    from transformers import BertForSequenceClassification
+
+    from fedgrow_hf.experiment.parties import reference_intermediate_state
+    from fedgrow_hf.reproduce.methods import own_source_model
+
+    config = paper_regime(shared_data_dir, cache)
+    config.model.ligo = {"grow_heads": True}
+    source = load_source(config, 0)
+    assert isinstance(source, BertForSequenceClassification)
+    encoder = load_source(paper_regime(shared_data_dir, cache), 0)
+    assert all(torch.equal(value, source.bert.state_dict()[key]) for key, value in encoder.state_dict().items())
+    model = build_party_model(config, 0)
+    assert model.peft_config["default"].grown_heads == ["classifier"]
+    intermediate = model.base_model.intermediate_state_dict()
+    reference = reference_intermediate_state(config)
+    assert {key: value.shape for key, value in intermediate.items()} == {key: value.shape for key, value in reference.items()}
+    assert "shared.classifier.weight" in reference
+    assert torch.equal(own_source_model(config, 0).classifier.weight, source.classifier.weight)
+    with pytest.raises(ConfigError, match="cannot be combined with \\[model\\].ligo.grow_heads"):
+        FederationConfig.from_dict({**config.to_dict(), "federation": {**config.to_dict()["federation"], "share_head": True}})
+    llama = FederationConfig.load(TINY_LLAMA_CONFIG).to_dict()
+    llama["model"]["ligo"] = {"grow_heads": True}
+    with pytest.raises(ConfigError, match="a 'llama' federation has no head it can grow"):
+        FederationConfig.from_dict(llama)
+    with pytest.raises(ConfigError, match="grown_heads is what growth records"):
+        FederationConfig.from_dict({**config.to_dict(), "model": {**config.to_dict()["model"], "ligo": {"grown_heads": []}}})
