@@ -117,12 +117,22 @@ def test_a_decoder_federation_is_refused_by_the_comparison_with_what_to_run_inst
         load_comparison(str(Path(__file__).parents[1] / "examples" / "configs" / "tiny-llama.toml"), "unused")
 
 
-def test_the_plain_width_steps_diagnostic_is_paper_agnews_but_for_its_width_steps():
-    """``benchmarks/diagnostics/paper-agnews-plain-width-steps.toml`` changes one setting of paper-agnews, so its
+# paper-agnews' diagnostics: each changes [model].ligo only (and leaves out the methods that change makes
+# impossible), so its runs pair with the preset's
+DIAGNOSTICS = {
+    "paper-agnews-plain-width-steps.toml": ({"width_step": "plain"}, ()),
+    "paper-agnews-grow-heads.toml": ({"grow_heads": True}, ("fed-grow-shared-head",)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIAGNOSTICS))
+def test_a_paper_agnews_diagnostic_is_the_preset_but_for_its_one_change(name):
+    """A diagnostic in ``benchmarks/diagnostics/`` changes one setting of paper-agnews (``[model].ligo``), so its
     runs pair with the preset's: everything else, the comparison's settings included, is the preset's."""
-    path = Path(__file__).parents[1] / "benchmarks" / "diagnostics" / "paper-agnews-plain-width-steps.toml"
+    ligo, left_out = DIAGNOSTICS[name]
+    path = Path(__file__).parents[1] / "benchmarks" / "diagnostics" / name
     diagnostic, preset = load_comparison(str(path), "/unused"), load_comparison("paper-agnews", "/data")
-    assert diagnostic.config.model.ligo == {"width_step": "plain"} and preset.config.model.ligo == {}
+    assert diagnostic.config.model.ligo == ligo and preset.config.model.ligo == {}
     assert Path(diagnostic.config.data.source).resolve() == (Path(__file__).parents[2] / "shared" / "data" / "agnews")
     changed = {"name": None, "model": {"ligo": None}, "data": {"source": None}}
 
@@ -131,4 +141,6 @@ def test_the_plain_width_steps_diagnostic_is_paper_agnews_but_for_its_width_step
                 for key, value in config.items() if key not in changes or isinstance(changes[key], dict)}
 
     assert without_changes(diagnostic.config.to_dict(), changed) == without_changes(preset.config.to_dict(), changed)
-    assert all(getattr(diagnostic.settings, name) == getattr(preset.settings, name) for name in SETTINGS)
+    assert tuple(diagnostic.settings.methods) == tuple(m for m in preset.settings.methods if m not in left_out)
+    assert all(getattr(diagnostic.settings, setting) == getattr(preset.settings, setting)
+               for setting in SETTINGS if setting != "methods")
