@@ -117,12 +117,17 @@ def _cell(value: float | None) -> str:
     return "one class" if value is None else f"{value:.3f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def kept_run_arguments(description: str) -> tuple[argparse.Namespace, FederationConfig]:
+    """The command line of a diagnostic of a kept run (``run``, ``--output``) and the run's config."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("run", help="a kept run of fedgrow reproduce (WORK_DIR/<partition>/seed-S/METHOD.json)")
     parser.add_argument("--output", help="also write the figures here (JSON)")
     args = parser.parse_args()
-    config = FederationConfig.from_dict(json.loads(Path(args.run).read_text())["config"])
+    return args, FederationConfig.from_dict(json.loads(Path(args.run).read_text())["config"])
+
+
+def main() -> None:
+    args, config = kept_run_arguments(__doc__.splitlines()[0])
     sources = {party: load_source(config, party).eval() for party in range(config.num_parties)}
     test = common_test_set(config)
     batch = trim_padding_collator([test[index] for index in range(min(ARTICLES, len(test)))])

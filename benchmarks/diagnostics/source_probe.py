@@ -21,7 +21,6 @@ The argument is a run that `fedgrow reproduce` kept (its config names the source
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -29,10 +28,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from average_sources import features
+from average_sources import features, kept_run_arguments
 from sklearn.linear_model import LogisticRegression
 
-from fedgrow_hf.experiment.config import FederationConfig
 from fedgrow_hf.experiment.data import common_test_set, party_datasets
 from fedgrow_hf.experiment.parties import build_party_model, load_source
 
@@ -54,11 +52,7 @@ def labels_of(dataset) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", help="a kept run of fedgrow reproduce (WORK_DIR/<partition>/seed-S/METHOD.json)")
-    parser.add_argument("--output", help="also write the figures here (JSON)")
-    args = parser.parse_args()
-    config = FederationConfig.from_dict(json.loads(Path(args.run).read_text())["config"])
+    args, config = kept_run_arguments(__doc__.splitlines()[0])
     test = common_test_set(config)
     test_labels = labels_of(test)
     parties = []
