@@ -37,11 +37,11 @@ def load_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
     """The party's private source model: loaded, derived from another one, pretrained, or randomly initialised
     (as its architecture loads: an encoder, or a decoder with its output embedding)."""
     party = config.parties[party_id]
-    auto_class = get_architecture_table(target_config(config)).auto_class
+    table = get_architecture_table(target_config(config))
     if party.random is not None:
         # a random source of the given shape, otherwise like the target (vocabulary, positions ...)
         torch.manual_seed(config.data_seed + 1000 + party_id)
-        return auto_class.from_config(source_config(config, party.random))
+        return table.auto_class.from_config(source_config(config, party.random))
     if party.derive is not None:
         return _derived_bert_source(config, party_id)
     if party.pretrain is not None:
@@ -49,7 +49,7 @@ def load_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
             return _pretrained_vit_source(config, party_id)
         return _pretrained_text_source(config, party_id)
     with_head = classification_model_class(target_config(config)) if grows_heads(config) else None
-    return load_source_model(source_path(party), get_architecture_table(target_config(config)), with_head=with_head)
+    return load_source_model(source_path(party), table, with_head=with_head)
 
 
 def _pretrained_text_source(config: FederationConfig, party_id: int) -> PreTrainedModel:

@@ -49,7 +49,8 @@ def write_party_card(cfg: FederationConfig, root: Path, party: int, model: PeftM
     fed = cfg.federation
     federation = FederationFacts(cfg.num_parties, fed.rounds, shared=fed.sent_beyond_global_ligo())
     phases = _phases(cfg, task.operator_trains)
-    for directory, merged in ((adapter, False), (final_model_dir(root, party), True)):
+    model_dir = final_model_dir(root, party)
+    for directory, merged in ((adapter, False), (model_dir, True)):
         federation.save(directory)
         card = build_model_card(
             adapter,
@@ -69,7 +70,7 @@ def write_party_card(cfg: FederationConfig, root: Path, party: int, model: PeftM
             sources=source_locations(model),
         )
         card.save(directory / CARD_FILE)
-    return final_model_dir(root, party) / CARD_FILE
+    return model_dir / CARD_FILE
 
 
 def _phases(cfg: FederationConfig, operator_trains: str) -> tuple[TrainingPhase, ...]:

@@ -567,7 +567,9 @@ def _score_saved_models(config: FederationConfig, test_set: datasets.Dataset, ru
         scores.append(test_scores(model_class.from_pretrained(folder), config, test_set, run_dir / "test"))
         if not keep_models:
             shutil.rmtree(folder)
-            shutil.rmtree(final_adapter_dir(run_dir, party), ignore_errors=True)  # none for a model not grown
+            adapter = final_adapter_dir(run_dir, party)
+            if adapter.exists():  # none for a model not grown (Fed-Scratch's)
+                shutil.rmtree(adapter)
     return scores
 
 

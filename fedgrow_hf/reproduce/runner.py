@@ -133,7 +133,7 @@ def reproduce(
             return {"kind": PARTITIONED_KIND, "preset": comparison.config.name, "partitions": by_partition}
         results = {"kind": PARTITIONED_KIND, "preset": comparison.config.name, "summary": comparison.settings.summary,
                    "command": command, "started": started,
-                   "finished": max(comparison["finished"] for comparison in by_partition.values()),
+                   "finished": max(partition["finished"] for partition in by_partition.values()),
                    "scaling": comparison.settings.scaling,
                    "partitions": by_partition,
                    "claims": paper_claims(by_partition), **_kept_notes(output_dir / RESULTS_FILE)}

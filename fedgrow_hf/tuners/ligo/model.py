@@ -568,13 +568,13 @@ def load_source_model(
 ) -> PreTrainedModel:
     """A source checkpoint as the table's auto class loads it or, with ``with_head`` (a task model class, e.g.
     ``BertForSequenceClassification``), as that class with its trained head where the checkpoint has one (else
-    as the auto class: transformers would initialise a missing head at random, which growth must never copy)."""
-    if with_head is not None:
-        model, info = with_head.from_pretrained(path, revision=revision, output_loading_info=True)
-        heads = tuple(f"{head}." for head in table.head_roles)
-        if not any(key.startswith(heads) for key in info["missing_keys"]):
-            return model
-    return table.auto_class.from_pretrained(path, revision=revision)
+    its base model, what the auto class loads: transformers initialises a missing head at random, which growth
+    must never copy)."""
+    if with_head is None:
+        return table.auto_class.from_pretrained(path, revision=revision)
+    model, info = with_head.from_pretrained(path, revision=revision, output_loading_info=True)
+    heads = tuple(f"{head}." for head in table.head_roles)
+    return model.base_model if any(key.startswith(heads) for key in info["missing_keys"]) else model
 
 
 def _grown_head_names(
@@ -584,11 +584,12 @@ def _grown_head_names(
     an adapter records (``grown_heads``, on reload: every source must have them), or with ``grow_heads`` those
     every source has, as a model of the target's class, with the target's sizes on every axis growth does not widen
     (a classifier's labels); none otherwise."""
-    names_of = {head: [name for name in table.head_axes if name.startswith(f"{head}.")] for head in table.head_roles}
+    head_axes = table.head_axes
+    names_of = {head: [name for name in head_axes if name.startswith(f"{head}.")] for head in table.head_roles}
 
     def kept_dims(name: str, shape: torch.Size) -> list[int]:
         """The sizes growth does not change (a classifier's labels)."""
-        grown_dims = {dim % len(shape) for dim in table.head_axes[name]}
+        grown_dims = {dim % len(shape) for dim in head_axes[name]}
         return [size for dim, size in enumerate(shape) if dim not in grown_dims]
 
     def has(source: nn.Module, head: str) -> bool:
