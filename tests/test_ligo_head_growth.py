@@ -114,3 +114,20 @@ def test_an_adapter_with_a_grown_head_reloads_and_merges_from_its_classifier_sou
     BertModel(source.config).save_pretrained(tmp_path / "encoder")
     with pytest.raises(ArchitectureMismatchError, match="grows 'classifier' from its sources' own"):
         load_grown(tmp_path / "adapter", sources=[tmp_path / "encoder"])
+
+
+def test_a_grown_head_leaves_the_global_ligo_what_it_was():
+    """What a Fed-Grow party sends is its Global-LiGO: growing the head adds nothing to it (same keys, shapes and
+    starting values as a fresh-head growth, and as the server's reference built without any source), so only the
+    Global-LiGO still leaves a party."""
+    from fedgrow_hf.tuners.ligo import LiGOConfig, initial_global_stage
+
+    target = bert_config(layers=4, hidden=128, heads=8, num_labels=3)
+    grown_head, fresh_head = (grown(classifier_source(), target={"layers": 4, "hidden": 128, "heads": 8},
+                                    grow_heads=flag, intermediate_config=INTERMEDIATE).base_model.global_state_dict()
+                              for flag in (True, False))
+    reference = initial_global_stage(target, LiGOConfig(intermediate_config=INTERMEDIATE)).state_dict()
+    assert grown_head.keys() == fresh_head.keys() == reference.keys()
+    assert all(torch.equal(grown_head[key], fresh_head[key]) for key in reference)
+    assert all(grown_head[key].shape == reference[key].shape for key in reference)
+    assert not any("classifier" in key for key in grown_head)
