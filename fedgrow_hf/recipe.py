@@ -258,6 +258,7 @@ def _train_both_phases(
     data_info = data_info or DatasetInfo()
     model.print_trainable_parameters()
     sources = source_locations(model)
+    operator_trains = task.operator_phase_trains(model.peft_config[model.active_adapter].grown_heads)
     output = Path(output_dir)
     finetune = schedule.finetune_steps > 0
     adapter_dir = output / ADAPTER_DIR if finetune else output
@@ -290,10 +291,10 @@ def _train_both_phases(
             return task.figures(trainer.evaluate())
 
         def train_operator(operator_model: PeftModel) -> dict[str, float]:
-            metrics = train_and_evaluate(operator_model, schedule.operator_phase_of(task.operator_trains))
+            metrics = train_and_evaluate(operator_model, schedule.operator_phase_of(operator_trains))
             if PartialState().is_main_process:  # Trainer has set up the processes by now
                 save_adapter(operator_model, adapter_dir, metrics=metrics, data_info=data_info,
-                             training=facts(schedule.operator_phase_of(task.operator_trains, metrics)))
+                             training=facts(schedule.operator_phase_of(operator_trains, metrics)))
             return metrics
 
         def train_merged(merged: PreTrainedModel) -> dict[str, float]:
@@ -316,7 +317,7 @@ def _train_both_phases(
             repo_id=output.resolve().name,
             merged=True,
             metrics=result.metrics,
-            training=facts(schedule.operator_phase_of(task.operator_trains, operator_metrics),
+            training=facts(schedule.operator_phase_of(operator_trains, operator_metrics),
                            schedule.finetune_phase_with(result.metrics)),
             sources=sources,
             **data_info.card_fields(),

@@ -169,6 +169,9 @@ def no_growth(monkeypatch):
         ("eval_split_is_train", "--eval-split must differ from --split"),
         ("unknown_eval_split", "has no such split (it has: dev, test, train)"),
         ("eval_fraction_above_1", "the held-out fraction must be between 0 and 1"),
+        ("grow_heads_without_a_head", "--grow-heads: --source"),
+        ("grow_heads_of_other_classes", "classifies ['negative', 'positive'], but --data's classes are ['0', '1']"),
+        ("grow_heads_of_a_decoder", "--grow-heads grows a classifier's head; with --task causal-lm"),
     ],
 )
 def test_bad_input_is_one_line_before_any_model_is_built(
@@ -192,12 +195,54 @@ def test_bad_input_is_one_line_before_any_model_is_built(
         options = ["--eval-split", "validation"]
     elif problem == "eval_fraction_above_1":
         data, options = sst2_sample / "train.tsv", ["--eval-fraction", "1.5"]
+    elif problem == "grow_heads_without_a_head":
+        options = ["--grow-heads"]
+    elif problem == "grow_heads_of_other_classes":
+        source, options = classifier_source(tiny_source, tmp_path / "sentiment", ["negative", "positive"]), ["--grow-heads"]
+    elif problem == "grow_heads_of_a_decoder":
+        options = ["--task", "causal-lm", "--grow-heads"]
     assert grow(source, data, tmp_path / "out", *options) == 1
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # earlier lines are at most the datasets library's progress bars
     assert last.startswith("fedgrow grow: error:") and message in last, err
     assert "Traceback" not in err and "Repo id must be in the form" not in err
     assert not (tmp_path / "out").exists()
+
+
+def classifier_source(encoder: Path, directory: Path, labels: list[str]) -> Path:
+    """``encoder`` (a saved BertModel with its tokenizer) under a trained-looking classifier over ``labels``."""
+    torch.manual_seed(1)
+    config = AutoConfig.from_pretrained(encoder, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                        label2id={label: index for index, label in enumerate(labels)})
+    model = AutoModelForSequenceClassification.from_pretrained(encoder, config=config)
+    torch.nn.init.normal_(model.classifier.weight, std=0.5)
+    torch.nn.init.normal_(model.classifier.bias, std=0.5)
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(encoder).save_pretrained(directory)
+    return directory
+
+
+def test_grow_heads_grows_the_classifier_from_the_sources_and_the_cards_say_so(tmp_path, tiny_source, sst2_sample):
+    """``--grow-heads``: the untrained adapter, merged, classifies as its source does (the head grown with the
+    encoder, lossless at a width that is a multiple); with data, the operator phase trains the operator alone and
+    both cards say the head was grown."""
+    source = classifier_source(tiny_source, tmp_path / "sst2-classifier", ["0", "1"])
+    untrained = tmp_path / "untrained"
+    assert main(["grow", "--source", str(source), "--target", json.dumps(TARGET), "--grow-heads",
+                 "--output-dir", str(untrained)]) == 0
+    assert json.loads((untrained / "adapter_config.json").read_text())["grown_heads"] == ["classifier"]
+    batch = AutoTokenizer.from_pretrained(source)(["a fine film", "a dull one"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        expected = AutoModelForSequenceClassification.from_pretrained(source).eval()(**batch).logits
+        grown = merge_adapter(untrained, sources=[source]).eval()(**batch).logits
+    assert torch.allclose(grown, expected, atol=1e-5)
+
+    output = tmp_path / "grown"
+    assert grow(source, sst2_sample, output, "--grow-heads", "--finetune-steps", "1") == 0
+    for card in ((output / "README.md").read_text(), (output / recipe.ADAPTER_DIR / "README.md").read_text()):
+        assert "The task head (`classifier`) is grown from the sources' trained one" in card
+        assert "| 1 | the LiGO operator (the classifier grown through it from the sources') | 2 | 0.001 |" in card
+        assert "new classifier" not in card
 
 
 def test_grow_reports_a_bad_target_in_one_line(tiny_source, capsys):

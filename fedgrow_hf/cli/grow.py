@@ -37,6 +37,7 @@ from ..recipe import (
     EVAL_RESULTS_FILE,
     GrowthResult,
     TrainingSchedule,
+    class_names,
     grow_and_train,
     grow_and_train_causal_lm,
     grow_causal_lm,
@@ -92,6 +93,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--width-structure", choices=WIDTH_STRUCTURES, default=LiGOConfig.width_structure)
     parser.add_argument("--depth-init", choices=DEPTH_INITS, default=LiGOConfig.depth_init)
+    parser.add_argument(
+        "--grow-heads",
+        action="store_true",
+        help="grow the target's classifier from the sources' trained one (sources that are classifiers with the "
+        "target's labels, e.g. fine-tuned BERTs), as LiGO grows every other weight, instead of a new head",
+    )
     parser.add_argument(
         "--data",
         help="training data: a local TSV/CSV/parquet/JSON file or folder, or a Hub dataset id; with --task "
@@ -185,6 +192,9 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
     )
+    if causal_lm and args.grow_heads:
+        raise CLIError(f"--grow-heads grows a classifier's head; with --task {CAUSAL_LM} the output embedding is "
+                       "grown anyway (it is the input embedding's transpose or grown as one)")
     if causal_lm and not args.source:
         raise CLIError(f"--task {CAUSAL_LM} needs --source: a decoder checkpoint with its tokenizer "
                        "(a Hub id such as HuggingFaceTB/SmolLM2-135M, or a local directory)")
@@ -205,10 +215,13 @@ def run(args: argparse.Namespace) -> int:
         "intermediate_config": parse_shape(args.intermediate) if args.intermediate else None,
         "width_structure": args.width_structure,
         "depth_init": args.depth_init,
+        "grow_heads": args.grow_heads,
         "record_source_paths": args.record_local_paths,
     }
     output = Path(args.output_dir)
     if not args.data:
+        if args.grow_heads:
+            _check_head_sources(source_paths, None)
         model = (grow_causal_lm if causal_lm else grow_classifier)(source_paths, target_config, seed=args.seed,
                                                                    **growth)
         model.print_trainable_parameters()
@@ -231,6 +244,8 @@ def run(args: argparse.Namespace) -> int:
         train, evaluation, data_info, tokenizer = recipe_datasets(
             args.data, source_config, source_paths[0], label_column=args.label_column, max_length=args.max_length,
             **data_options)
+        if args.grow_heads:
+            _check_head_sources(source_paths, class_names(train, evaluation))
         result = grow_and_train(source_paths, target_config, train, evaluation, output_dir=output,
                                 schedule=schedule, processor=tokenizer, data_info=data_info, **growth)
     rows = f"blocks of {args.max_length} tokens" if causal_lm else "examples"
@@ -255,6 +270,23 @@ def _check_counts(args: argparse.Namespace) -> None:
         value = getattr(args, flag.removeprefix("--").replace("-", "_"))
         if value is not None and value < least:
             raise CLIError(f"{flag} must be >= {least}, got {value}")
+
+
+def _check_head_sources(source_paths: list[str], names: list[str] | None) -> None:
+    """Refuse ``--grow-heads`` before anything trains unless every source is a sequence classifier over ``names``,
+    the data's classes, in their order (labels named ``LABEL_<i>`` match by count): growth copies a source's head
+    only where it has the target's shape and would leave the new head silently, and a head trained on other
+    classes, or on the same ones in another order, would start the grown model on the wrong classes."""
+    for path in source_paths:
+        config = AutoConfig.from_pretrained(path)
+        if not any(name.endswith("ForSequenceClassification") for name in config.architectures or ()):
+            raise CLIError(f"--grow-heads: --source {path} is no sequence classifier (architectures "
+                           f"{config.architectures}): give classifiers trained on --data's classes, or leave out "
+                           "--grow-heads for a new head")
+        labels = [config.id2label[index] for index in range(config.num_labels)]
+        generic = labels == [f"LABEL_{index}" for index in range(len(labels))]
+        if names is not None and (len(labels) != len(names) or not generic and labels != names):
+            raise CLIError(f"--grow-heads: --source {path} classifies {labels}, but --data's classes are {names}")
 
 
 def _scores(metrics: dict[str, float]) -> str:

@@ -2,13 +2,14 @@
 ``Trainer``: how batches are made, how an evaluation is scored, which figures it reports.
 
 The task follows from the architecture (:func:`task_of`): a decoder's role table grows its output
-embedding (``*ForCausalLM``), an encoder gets a new classifier. The recipe (``fedgrow grow``) and a
+embedding (``*ForCausalLM``), an encoder gets a new classifier (or one grown from its sources' with
+``LiGOConfig.grow_heads``). The recipe (``fedgrow grow``) and a
 federation's parties train with the same :class:`Task`, so a decoder is scored alike in both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,14 @@ class Task:
     figures: Callable[[dict[str, float]], dict[str, float]] = eval_metrics
     preprocess_logits_for_metrics: Callable[[Any, Any], Any] | None = None
     rows: Callable[[datasets.Dataset], str] = _examples
+
+    def operator_phase_trains(self, grown_heads: Sequence[str] | None = None) -> str:
+        """What the operator phase trains, as a card states it: ``operator_trains``, unless the task heads are grown
+        from the sources' (``LiGOConfig.grown_heads``), which makes them the operator's output and leaves no new
+        head to train beside it."""
+        if not grown_heads:
+            return self.operator_trains
+        return f"the LiGO operator (the {', '.join(grown_heads)} grown through it from the sources')"
 
     def trainer_options(self) -> dict[str, Any]:
         """The ``Trainer`` keyword arguments that batch and score this task (every evaluation scores

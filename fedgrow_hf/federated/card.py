@@ -48,7 +48,7 @@ def write_party_card(cfg: FederationConfig, root: Path, party: int, model: PeftM
     task = experiment_task(cfg)
     fed = cfg.federation
     federation = FederationFacts(cfg.num_parties, fed.rounds, shared=fed.sent_beyond_global_ligo())
-    phases = _phases(cfg, task.operator_trains)
+    phases = _phases(cfg, task.operator_phase_trains(model.peft_config[model.active_adapter].grown_heads))
     model_dir = final_model_dir(root, party)
     for directory, merged in ((adapter, False), (model_dir, True)):
         federation.save(directory)

@@ -186,6 +186,7 @@ def _operator_facts(adapter_dir: Path, config: LiGOConfig) -> dict[str, object]:
         "kind": "Dual-LiGO (Local + Global stages)" if config.is_dual else "LiGO",
         "width_structure": config.width_structure,
         "depth_init": config.depth_init,
+        "grown_heads": list(config.grown_heads or []),
         "parameters": parameters,
         "global_parameters": global_parameters,
     }

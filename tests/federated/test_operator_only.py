@@ -232,20 +232,23 @@ def test_with_share_head_the_head_travels_with_the_global_ligo_and_every_party_m
     assert not torch.equal(final["head.classifier.weight"], reference_shared_state(config)["head.classifier.weight"])
 
 
-@pytest.mark.parametrize(("federation", "sent"), [
-    ({}, ()),
-    ({"share_head": True, "share_intermediate": True}, ("grown intermediate model", "task head")),
-    ({"phase2": "federated", "finetune_rounds": 1, "finetune_steps": 2}, ("whole model",)),
-], ids=["strict", "shared-head-and-intermediate", "federated-phase-2"])
-def test_every_partys_card_says_what_left_it(shared_data_dir, cache, tmp_path, federation, sent):
+@pytest.mark.parametrize(("federation", "ligo", "sent"), [
+    ({}, {}, ()),
+    ({}, {"grow_heads": True}, ()),
+    ({"share_head": True, "share_intermediate": True}, {}, ("grown intermediate model", "task head")),
+    ({"phase2": "federated", "finetune_rounds": 1, "finetune_steps": 2}, {}, ("whole model",)),
+], ids=["strict", "strict-grown-heads", "shared-head-and-intermediate", "federated-phase-2"])
+def test_every_partys_card_says_what_left_it(shared_data_dir, cache, tmp_path, federation, ligo, sent):
     """Each party's final model gets a card (beside it, from the adapter it was merged from, kept in the party's
     folder): strict Fed-Grow's says only the Global-LiGO left a party; a run that also averaged the head, the
     intermediate or the whole model lists exactly that. Also: the intermediate exchange of a run that shares the
-    head loads the party's round without its head (a party's saved round leaves out what it shares)."""
+    head loads the party's round without its head (a party's saved round leaves out what it shares). A head grown
+    from the party's source is stated as grown, not as a new head trained beside the operator."""
     from fedgrow_hf.cli import main
     from fedgrow_hf.federated.simulate import simulate
 
     config = paper_regime(shared_data_dir, cache, **federation)
+    config.model.ligo = ligo
     assert len(config.federation.sent_beyond_global_ligo()) == len(sent)
     simulate(config, tmp_path, engine="inprocess")
     for party in range(2):
@@ -262,6 +265,9 @@ def test_every_partys_card_says_what_left_it(shared_data_dir, cache, tmp_path, f
             assert ("Only Global-LiGO state left a party" in text) == (not sent)
             listed = [line for line in text.splitlines() if line.startswith("- its ")]
             assert len(listed) == len(sent) and all(any(part in line for line in listed) for part in sent)
+            assert ("The task head (`classifier`) is grown from the sources' trained one" in text) == bool(ligo)
+        for text in (card, adapter_card):  # the training facts: written by the party, not rendered again
+            assert ("the LiGO operator (the classifier grown through it from the sources')" in text) == bool(ligo)
 
 
 def test_share_head_is_refused_where_there_is_no_head_to_average_in_clear(shared_data_dir, cache):
