@@ -22,7 +22,13 @@ from fedgrow_hf.experiment.config import ConfigError, FederationConfig
 from fedgrow_hf.experiment.data import party_shares
 from fedgrow_hf.federated.engine import SimulationEngine
 from fedgrow_hf.reproduce import METHODS, PRESETS, preset_config
-from fedgrow_hf.reproduce.methods import SHAPE_KEYS, method_config, same_source, scratch_rounds
+from fedgrow_hf.reproduce.methods import (
+    SHAPE_KEYS,
+    earlier_sittings,
+    method_config,
+    same_source,
+    scratch_rounds,
+)
 from fedgrow_hf.reproduce.results_markdown import preset_section
 from fedgrow_hf.reproduce.stats import aggregation_effect
 from fedgrow_hf.reproduce.tuning import LEARNING_RATE_GRID
@@ -328,6 +334,21 @@ def test_majority_reference_counts_the_training_majority_on_held_out_and_test_la
     assert reference["held_out"]["per_party"][1] == pytest.approx(held_out["label"].count(label) / len(held_out))
     assert reference["held_out"]["mean"] == pytest.approx(np.mean(reference["held_out"]["per_party"]))
     assert reference["test"]["per_party"][1] == test_labels.count(label) / len(test_labels)
+
+
+def test_a_resumed_run_adds_the_times_itsearlier_sittings_recorded():
+    """A federation resumed after round 2 adds its operator rounds 1-2's recorded wall and CPU seconds (not round
+    3's, which the resumed sitting ran, nor phase 2's); rounds recorded before rounds kept their CPU time add
+    wall time only, and the note says the CPU time is the last sitting's."""
+    records = [{"phase": "operator", "round": 1, "seconds": 10.0, "cpu_seconds": 18.0},
+               {"phase": "operator", "round": 2, "seconds": 11.0, "cpu_seconds": 20.0},
+               {"phase": "operator", "round": 3, "seconds": 12.0, "cpu_seconds": 5.0},
+               {"phase": "finetune-merge", "round": 1, "seconds": 3.0}]
+    wall, cpu, note = earlier_sittings(records, 2)
+    assert (wall, cpu) == (21.0, 38.0) and "21 s and 38 CPU s" in note
+    older = [{key: value for key, value in record.items() if key != "cpu_seconds"} for record in records]
+    wall, cpu, note = earlier_sittings(older, 2)
+    assert (wall, cpu) == (21.0, 0.0) and "its CPU time is the resumed sitting's only" in note
 
 
 def test_seeds_change_initialisation_not_the_data(shared_data_dir):

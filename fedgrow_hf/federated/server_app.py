@@ -138,7 +138,7 @@ def _operator_round(
     The retries, the checkpoint after every round and resuming from it are why this loop is the server's
     own rather than Flower's ``Strategy.start``, which has none of them."""
     fed = config.federation
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     arrays = ArrayRecord(state)
     all_dropped: list[dict[str, Any]] = []
     for attempt in range(1, fed.round_retries + 2):
@@ -173,6 +173,8 @@ def _operator_round(
         "clipped": screened.clipped,
         "no_reply": silent,
         "seconds": round(time.monotonic() - started, 3),
+        # this process's: with the in-process engine the parties' training too, so a resumed run can add it
+        "cpu_seconds": round(time.process_time() - cpu_started, 3),
     }
     report["loss"] = report["eval_loss"]
     return screened.state, report

@@ -528,7 +528,7 @@ def run_method(
     run_dir = (work_dir / method).resolve()
     steps, shared, notes = steps_per_party(base), 0, []
     started, cpu_started = time.monotonic(), time.process_time()
-    earlier = 0.0
+    earlier = earlier_cpu = 0.0
     if method in IN_PROCESS:
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -537,12 +537,10 @@ def run_method(
     else:
         records, resumed = run_federated(config, run_dir, engine=engine, on_round=on_round, resume=resume)
         if resumed is not None:
-            earlier = sum(record["seconds"] for record in records
-                          if record["phase"] == "operator" and record["round"] <= resumed)
-            notes.append(f"resumed after round {resumed} of an interrupted run: its wall time adds those rounds' "
-                         f"recorded {earlier:.0f} s; its CPU time is the resumed sitting's only")
+            earlier, earlier_cpu, note = earlier_sittings(records, resumed)
+            notes.append(note)
         test = _score_saved_models(config, test_set, run_dir, keep_models)
-    wall, cpu = time.monotonic() - started + earlier, time.process_time() - cpu_started
+    wall, cpu = time.monotonic() - started + earlier, time.process_time() - cpu_started + earlier_cpu
     if method == "central-ligo":
         notes.append(CENTRAL_NOTE)
     elif method == "fed-scratch":
@@ -554,6 +552,20 @@ def run_method(
     elif method.startswith("fed-grow") or method == "operator-fedavg":
         trainable, shared = dual_ligo_parameters(config)
     return MethodRun(method, base.seed, records, test, wall, cpu, trainable, shared, steps, notes)
+
+
+def earlier_sittings(records: list[dict[str, Any]], resumed: int) -> tuple[float, float, str]:
+    """The wall and CPU seconds a run resumed after round ``resumed`` spent in its earlier sittings (their operator
+    rounds' recorded ``seconds`` and ``cpu_seconds``), and the note saying so. A round recorded before rounds kept
+    their CPU time adds none, and the note says the CPU time is then the resumed sitting's only."""
+    earlier = [record for record in records if record["phase"] == "operator" and record["round"] <= resumed]
+    wall = sum(record["seconds"] for record in earlier)
+    if all("cpu_seconds" in record for record in earlier):
+        cpu = sum(record["cpu_seconds"] for record in earlier)
+        return wall, cpu, (f"resumed after round {resumed} of an interrupted run: its wall and CPU times add those "
+                           f"rounds' recorded {wall:.0f} s and {cpu:.0f} CPU s")
+    return wall, 0.0, (f"resumed after round {resumed} of an interrupted run: its wall time adds those rounds' "
+                       f"recorded {wall:.0f} s; its CPU time is the resumed sitting's only")
 
 
 def _score_saved_models(config: FederationConfig, test_set: datasets.Dataset, run_dir: Path,

@@ -118,7 +118,12 @@ def test_a_one_party_federation_killed_and_resumed_is_independent_growth(shared_
     run_id = older.run["run_id"]
     save_checkpoint(run_dir, dataclasses.replace(older, run=run_identity(run_id, json.dumps(saved, sort_keys=True))))
     federated = run_method(config, "fed-grow", tmp_path, test_set, engine="inprocess", resume=True)
-    assert any(note.startswith("resumed after round 1 ") for note in federated.notes)
+    # its times add what the earlier sitting's round 1 recorded: wall seconds and this process's CPU seconds
+    first = federated.records[0]
+    assert first["round"] == 1 and first["cpu_seconds"] > 0
+    assert any(note.startswith("resumed after round 1 ") and f"{first['cpu_seconds']:.0f} CPU s" in note
+               for note in federated.notes)
+    assert federated.cpu_seconds > first["cpu_seconds"] and federated.wall_seconds > first["seconds"]
     run_dir = tmp_path / "fed-grow"
     assert resumable_round(run_dir, config) == 3
     assert resumable_round(run_dir, paper_regime(shared_data_dir, cache, parties=1, rounds=4)) is None  # starts afresh
