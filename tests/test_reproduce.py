@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -286,8 +287,14 @@ def test_resume_keeps_what_was_measured_with_the_same_config(tiny_run, shared_da
             path.write_text(json.dumps(saved))
             older += 1
     assert older >= len(kept)
+    # only the kept summaries, copied to another work folder (a clone on another machine): still the same runs
+    moved = root / "moved"
+    for path in (root / "work").rglob("*.json"):
+        if path.parent.name.startswith("seed-") or path.name.startswith("tuning-"):
+            (moved / path.relative_to(root / "work")).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, moved / path.relative_to(root / "work"))
     again = reproduce(
-        "tiny", data_dir=shared_data_dir, output_dir=root / "resumed" / "tiny", work_dir=root / "work",
+        "tiny", data_dir=shared_data_dir, output_dir=root / "resumed" / "tiny", work_dir=moved,
         report_path=root / "resumed.md", methods=kept, tune=True, resume=True, log=messages.append,
     )
     measured = json.loads(json.dumps(tiny_run["results"]["methods"]))

@@ -309,12 +309,19 @@ def _kept(
 
 
 def _same_config(saved: dict[str, Any], config: FederationConfig) -> bool:
-    """Whether a kept run's config is ``config`` (:meth:`FederationConfig.read_back`); one the current code
-    refuses is not the same."""
+    """Whether a kept run's config is ``config`` (:meth:`FederationConfig.read_back`) in all it measures; one the
+    current code refuses is not the same."""
     try:
-        return FederationConfig.read_back(saved) == config.to_dict()
+        return _measured(FederationConfig.read_back(saved)) == _measured(config.to_dict())
     except ConfigError:
         return False
+
+
+def _measured(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` without where its sources are cached (the work folder's): sources are cached by their recipe,
+    so the folder changes nothing measured, and runs kept in one work folder resume from a copy of their
+    summaries in another (a comparison that spans sittings on different machines)."""
+    return {**config, "data": {key: value for key, value in config["data"].items() if key != "source_cache"}}
 
 
 def _keep(kept: Path, config: FederationConfig, summary: dict[str, Any]) -> dict[str, Any]:
