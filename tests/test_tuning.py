@@ -1,5 +1,6 @@
 """The learning-rate search steps past an edge of its grid instead of choosing the edge; own-source gets the
-rate searched for the sources' shapes, every other method the target's."""
+rate searched for the sources' shapes, every other method the target's; in the operator-only regime the
+operator's rate is searched with independent growth and the target's with a Fed-Scratch party alone."""
 
 from __future__ import annotations
 
@@ -16,11 +17,15 @@ from fedgrow_hf.reproduce.tuning import (
     DEV_FRACTION,
     LEARNING_RATE_GRID,
     LEARNING_RATE_LADDER,
+    OPERATOR,
+    OPERATOR_RATE_GRID,
     SEARCHES,
     SOURCES,
     TARGET,
+    at_tuned_rates,
     method_learning_rate,
     search_learning_rate,
+    search_of,
     searches_for,
     tuning_record,
 )
@@ -28,6 +33,14 @@ from fedgrow_hf.reproduce.tuning import (
 
 def _config(shared_data_dir: Path) -> FederationConfig:
     return FederationConfig.from_dict(preset_config("tiny", shared_data_dir))
+
+
+def _operator_only(shared_data_dir: Path) -> FederationConfig:
+    """The tiny preset in the operator-only regime (the Fed-Grow paper's: ``phase2 = "merge"``)."""
+    config = _config(shared_data_dir)
+    config.federation.phase2 = "merge"
+    config.validate()
+    return config
 
 
 def _search_with_peak(config: FederationConfig, tmp_path: Path, peak: float, flat_below: float = 0.0) -> dict:
@@ -81,10 +94,56 @@ def test_own_source_trains_at_the_sources_rate_every_other_method_at_the_targets
     assert {method_learning_rate(earlier, method) for method in METHODS} == {3e-4}
 
 
-def test_only_the_rates_the_methods_train_at_are_searched():
-    assert searches_for(METHODS) == [TARGET, SOURCES]
-    assert searches_for(["own-source"]) == [SOURCES]
-    assert searches_for(["fed-grow", "fed-scratch"]) == [TARGET]
+def test_only_the_rates_the_methods_train_at_are_searched(shared_data_dir):
+    ligo = _config(shared_data_dir)
+    assert searches_for(METHODS, ligo) == [TARGET, SOURCES]
+    assert searches_for(["own-source"], ligo) == [SOURCES]
+    assert searches_for(["fed-grow", "fed-scratch"], ligo) == [TARGET]
+    # the operator-only regime: growth trains the operator alone, Fed-Scratch alone the target's whole shape
+    operator_only = _operator_only(shared_data_dir)
+    assert searches_for(METHODS, operator_only) == [OPERATOR, TARGET, SOURCES]
+    assert searches_for(["fed-grow", "independent"], operator_only) == [OPERATOR]
+    assert searches_for(["fed-scratch", "own-source"], operator_only) == [TARGET, SOURCES]
+
+
+def test_each_method_trains_at_the_rates_searched_for_what_it_trains(shared_data_dir):
+    """In the operator-only regime the operator's rate is every method's operator rate, the target's is
+    Fed-Scratch's full-model rate, the sources' own-source's; a growth method keeps the preset's full-model rate
+    (it trains none) even where the target's was not searched. In LiGO's regime the operator's is not searched."""
+    config = _operator_only(shared_data_dir)
+    tuning = tuning_record({OPERATOR: {"chosen": 1e-2}, SOURCES: {"chosen": 3e-4}}, seed=0)
+    for method in ("fed-grow", "independent", "central-ligo", "own-source"):
+        tuned = at_tuned_rates(config, tuning, method)
+        full_model = 3e-4 if method == "own-source" else config.federation.finetune_learning_rate
+        assert (tuned.training["learning_rate"], tuned.federation.finetune_learning_rate) == (1e-2, full_model)
+    with pytest.raises(ValueError, match="no rate for fed-scratch"):
+        at_tuned_rates(config, tuning, "fed-scratch")
+    whole = tuning_record({OPERATOR: {"chosen": 1e-2}, TARGET: {"chosen": 1e-3}, SOURCES: {"chosen": 3e-4}}, seed=0)
+    assert at_tuned_rates(config, whole, "fed-scratch").federation.finetune_learning_rate == 1e-3
+    comparison = at_tuned_rates(config, whole)
+    assert (comparison.training["learning_rate"], comparison.federation.finetune_learning_rate) == (1e-2, 1e-3)
+    ligo = _config(shared_data_dir)
+    assert at_tuned_rates(ligo, tuning_record({TARGET: {"chosen": 1e-4}}, seed=0), "fed-grow").training == ligo.training
+
+
+@pytest.mark.parametrize("rate", ["operator", "full-model"])
+def test_an_operator_only_search_sets_the_rate_its_runs_train_at(shared_data_dir, tmp_path, rate):
+    """The operator's search trains independent growth with the operator at each rate and the target's search a
+    Fed-Scratch party alone at each full-model rate; each starts from its own grid."""
+    config = _operator_only(shared_data_dir)
+    name = OPERATOR if rate == "operator" else TARGET
+    seen: list[tuple[float, float]] = []
+
+    def score(trial: FederationConfig, party: int, *_: object) -> float:
+        seen.append((trial.training["learning_rate"], trial.federation.finetune_learning_rate))
+        return 0.5
+    search = search_of(name, config)
+    result = search_learning_rate(config, score, tmp_path, search.grid, log=lambda line: None, at_rate=search.at_rate)
+    grid = OPERATOR_RATE_GRID if rate == "operator" else LEARNING_RATE_GRID
+    assert result["tried"] == list(grid) and result["chosen"] == grid[0]  # ties keep the smallest
+    varied = [operator if rate == "operator" else full for operator, full in seen]
+    assert sorted(set(varied)) == list(grid)
+    assert search.run is not SEARCHES[TARGET].run and "operator-only regime" in search.procedure
 
 
 def test_a_record_with_one_search_gives_its_rate_and_refuses_the_other():
@@ -99,19 +158,21 @@ def test_a_record_with_one_search_gives_its_rate_and_refuses_the_other():
         method_learning_rate(sources_only, "independent")
 
 
-@pytest.mark.parametrize("search", [TARGET, SOURCES])
-def test_a_search_scores_what_the_same_run_with_a_learning_curve_ends_on(shared_data_dir, tmp_path, search):
+@pytest.mark.parametrize(("regime", "search"), [("ligo", TARGET), ("ligo", SOURCES), ("operator-only", OPERATOR),
+                                               ("operator-only", TARGET)])
+def test_a_search_scores_what_the_same_run_with_a_learning_curve_ends_on(shared_data_dir, tmp_path, regime, search):
     """A search's runs evaluate only at the end: evaluating along the way must not change what they train."""
-    config, party = _config(shared_data_dir), 1
+    config = _config(shared_data_dir) if regime == "ligo" else _operator_only(shared_data_dir)
+    party, searched = 1, search_of(search, config)
     train, _ = party_datasets(config, party)
     split = train.train_test_split(test_size=DEV_FRACTION, seed=config.data_seed)
 
     def run(curve: bool) -> list[dict]:
-        return SEARCHES[search].run(config, party, split["train"], split["test"], tmp_path / f"curve-{curve}",
-                                    curve=curve)
+        return searched.run(config, party, split["train"], split["test"], tmp_path / f"curve-{curve}", curve=curve)
 
     with_curve, at_the_end = run(True), run(False)
-    assert len(with_curve) > len(at_the_end) == (1 if search == SOURCES else 2)  # the end of each phase
+    phases = 2 if (regime, search) == ("ligo", TARGET) else 1  # an evaluation at the end of each phase
+    assert len(with_curve) > len(at_the_end) == phases
     final = at_the_end[-1]["parties"][str(party)]
     assert with_curve[-1]["parties"][str(party)] == final  # accuracy, precision and loss, to the last bit
-    assert SEARCHES[search].score(config, party, split["train"], split["test"], tmp_path / "search") == final["accuracy"]
+    assert searched.score(config, party, split["train"], split["test"], tmp_path / "search") == final["accuracy"]

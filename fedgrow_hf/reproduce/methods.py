@@ -104,6 +104,7 @@ METHODS = ("fed-grow", "fed-scratch", "independent", "operator-fedavg", "own-sou
 ALL_METHODS = tuple(METHOD_LABELS)
 DENSE = {"fed-grow-dense": "fed-grow", "independent-dense": "independent"}  # variant -> the method it varies
 OWN_SOURCE = "own-source"  # the one method that trains the sources' shapes, not the target's
+FED_SCRATCH = "fed-scratch"  # the one method of the operator-only regime that trains the target's whole shape
 REFERENCE_PARTY = 0  # the preset's largest source, of the intermediate shape
 TEST_BATCH_SIZE = 64  # scoring only: no dropout, so the batch size changes the speed, not the figures
 SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
@@ -426,20 +427,37 @@ def run_independent(
 
 def grow_dual_alone(
     config: FederationConfig, party: int, train_set: datasets.Dataset, eval_set: datasets.Dataset, run_dir: Path,
+    curve: bool = True,
 ) -> tuple[list[dict[str, Any]], torch.nn.Module, int]:
     """A Fed-Grow party's own Dual-LiGO model (the same build, seeds and Local-LiGO schedule) trained alone for
-    the federation's ``rounds`` x ``local_steps`` at the operator's rate, evaluated every ``local_steps``, then
-    merged once: the operator-only regime without the averaging. Returns the records, the merged model
-    and the trainable parameters."""
+    the federation's ``rounds`` x ``local_steps`` at the operator's rate, evaluated every ``local_steps`` (without
+    ``curve``: at the end only), then merged once: the operator-only regime without the averaging. Returns the
+    records, the merged model and the trainable parameters."""
     fed = config.federation
     model = build_party_model(config, party)
     trainable = count_parameters(model)
     fixing = [FixLocalAfter(model, fed.local_ligo_rounds * fed.local_steps)] if fed.local_ligo_rounds else []
     points = train_alone(model, config, train_set, {party: eval_set}, run_dir / "ligo", steps=fed.rounds * fed.local_steps,
-                         learning_rate=training_options(config)["learning_rate"], every=fed.local_steps,
-                         callbacks=fixing)
+                         learning_rate=training_options(config)["learning_rate"],
+                         every=fed.local_steps if curve else None, callbacks=fixing)
     records = [_record("independent", index, step, parties) for index, (step, parties) in enumerate(points, start=1)]
     return records, model.merge_and_unload(progressbar=False), trainable
+
+
+def train_scratch_alone(
+    config: FederationConfig, party: int, train_set: datasets.Dataset, eval_set: datasets.Dataset, run_dir: Path,
+    curve: bool = True,
+) -> list[dict[str, Any]]:
+    """A Fed-Scratch party alone: the seeded random target every Fed-Scratch party starts from, trained for the
+    step budget every method gets (:func:`steps_per_party`) at the full-model rate, evaluated every
+    ``local_steps`` (without ``curve``: at the end only). Returns the records."""
+    _, model_class = model_classes(config)
+    torch.manual_seed(config.seed)  # the start every Fed-Scratch party builds
+    model = model_class(target_config(config))
+    points = train_alone(model, config, train_set, {party: eval_set}, run_dir, steps=steps_per_party(config),
+                         learning_rate=finetune_learning_rate(config),
+                         every=config.federation.local_steps if curve else None)
+    return [_record("scratch-alone", index, step, parties) for index, (step, parties) in enumerate(points, start=1)]
 
 
 def own_source_model(config: FederationConfig, party: int) -> PreTrainedModel:

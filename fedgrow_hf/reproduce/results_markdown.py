@@ -229,7 +229,8 @@ def _learning_rate_origin(results: dict[str, Any]) -> str:
         "the target's not searched (no method that trains the target's shape was run);")
     own = (f"Own-source's {_search(tuning['own_source'])}" if tuning["own_source"] else
            "Own-source's not searched (own-source was not run).")
-    return f"Full-model learning rates tuned (`--tune`, seed {tuning['seed']}): {target} {own}"
+    operator = f" The operator's learning rate: {_search(tuning['operator'])}" if tuning.get("operator") else ""
+    return f"Full-model learning rates tuned (`--tune`, seed {tuning['seed']}): {target} {own}{operator}"
 
 
 def _search(search: dict[str, Any]) -> str:

@@ -28,7 +28,7 @@ from .results_markdown import write_report
 from .side_by_side import check_jobs, run_side_by_side, threads_per_job
 from .stats import headline, paired_differences, seed_summary, summarise
 from .targets import issue_targets
-from .tuning import at_learning_rate, method_learning_rate, procedure, run_search, searches_for, tuning_record
+from .tuning import at_tuned_rates, procedure, run_search, searches_for, tuning_record
 
 
 @dataclass
@@ -167,11 +167,11 @@ def _compare(
     work_dir.mkdir(parents=True, exist_ok=True)
     started, wall = datetime.now(timezone.utc), time.monotonic()
     tuning = _tune(config, methods, seeds[0], work_dir, resume, log) if tune else None
-    if tuning and "chosen" in tuning:
-        config.federation.finetune_learning_rate = tuning["chosen"]
+    if tuning:
+        config = at_tuned_rates(config, tuning)
     test_set = common_test_set(config)
     runs = {
-        (method, seed): _seeded(at_learning_rate(config, method_learning_rate(tuning, method)) if tuning else config, seed)
+        (method, seed): _seeded(at_tuned_rates(config, tuning, method) if tuning else config, seed)
         for method in methods for seed in seeds
     }
     measure = partial(_measure, work_dir=work_dir, test_set=test_set, keep_models=keep_models, engine=as_engine(engine),
@@ -242,8 +242,8 @@ def _tune(config: FederationConfig, methods: Sequence[str], seed: int, work_dir:
     searches = {
         name: _kept_or_run(work_dir / f"tuning-{name}.json", seeded, resume, log, f"learning-rate tuning ({name})",
                            partial(run_search, name=name, work_dir=work_dir / "tuning", log=log),
-                           still_valid=lambda kept, name=name: kept.get("procedure") == procedure(name))
-        for name in searches_for(methods)
+                           still_valid=lambda kept, name=name: kept.get("procedure") == procedure(name, config))
+        for name in searches_for(methods, config)
     }
     return tuning_record(searches, seed)
 

@@ -1,19 +1,23 @@
-"""Picking the full-model learning rates on data no figure of the comparison uses.
+"""Picking the learning rates on data no figure of the comparison uses.
 
 ``fedgrow reproduce PRESET --tune`` runs the searches of :func:`searches_for` before the methods: each party's
 *training* share is split again (``DEV_FRACTION`` held out as a development split, seeded by the config's
-``data_seed``), a method is run for its usual step budget at every rate of ``LEARNING_RATE_GRID`` on the
-rest, and the rate with the best mean development accuracy across parties wins (ties: the smaller rate).
-A best rate at an edge of what was tried is not a choice but a sign that the search stopped too soon, so the
-search then steps on along ``LEARNING_RATE_LADDER`` in that direction until the best rate has a worse
-neighbour on both sides or the ladder ends.
+``data_seed``), a method is run for its usual step budget at every rate of its search's grid on the rest, and
+the rate with the best mean development accuracy across parties wins (ties: the smaller rate). A best rate at an
+edge of what was tried is not a choice but a sign that the search stopped too soon, so the search then steps on
+along ``LEARNING_RATE_LADDER`` in that direction until the best rate has a worse neighbour on both sides or the
+ladder ends.
 
-Two rates are searched because two shapes of model are trained, and the best rate depends on the shape:
-- the **target's** rate (``finetune_learning_rate``: phase 2 of every growth method and all of
-  Fed-Scratch, every method that trains the target's shape) is chosen with independent growth, the
-  growth recipe without the federation;
-- the **source's** rate (own-source fine-tuning, the only method that trains the sources' shapes) is
-  chosen with own-source fine-tuning, so the user's alternative is measured at its own best rate.
+One rate is searched per shape of model trained, since the best rate depends on what is trained:
+- the **target's** full-model rate (``finetune_learning_rate``), used by every method that trains the target's
+  whole shape: in LiGO's regime phase 2 of every growth method and all of Fed-Scratch, chosen with independent
+  growth (the growth recipe without the federation); in the operator-only regime (``phase2 = "merge"``) only
+  Fed-Scratch trains it, so it is chosen with a Fed-Scratch party alone (the seeded random target);
+- the **sources'** rate (own-source fine-tuning, the only method that trains the sources' shapes), chosen with
+  own-source fine-tuning, so the user's alternative is measured at its own best rate;
+- in the operator-only regime, the **operator's** rate (``[training].learning_rate``: every step of every growth
+  method trains the operator alone), chosen with independent growth (a Fed-Grow party's Dual-LiGO model trained
+  alone), on its own grid: an operator moves its grown model far less per step than a full-model step does.
 Neither the parties' held-out shares nor the common test split are touched, and no method is tuned for
 itself beyond the shape of model it trains.
 
@@ -37,53 +41,82 @@ import numpy as np
 from ..experiment.config import FederationConfig
 from ..experiment.data import party_datasets
 from ..experiment.parties import load_source
-from .methods import OWN_SOURCE, fine_tune_own_source, grow_and_train_alone
+from .methods import (
+    FED_SCRATCH,
+    OWN_SOURCE,
+    fine_tune_own_source,
+    grow_and_train_alone,
+    grow_dual_alone,
+    train_scratch_alone,
+    trains_in_phase2,
+)
 
 LEARNING_RATE_GRID = (3e-5, 1e-4, 3e-4)
+OPERATOR_RATE_GRID = (1e-3, 3e-3, 1e-2)  # the operator alone (the operator-only regime)
 LEARNING_RATE_LADDER = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 DEV_FRACTION = 0.2
-_SEARCH = (f"for its full step budget on {1 - DEV_FRACTION:.0%} of every party's training share, scored on the "
-           f"other {DEV_FRACTION:.0%} (a development split seeded by data_seed); the rate with the best mean "
-           f"development accuracy across parties (ties: the smaller rate), starting from "
-           f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_GRID)} and stepping on along "
-           f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_LADDER)} while the best rate is the largest or "
-           "smallest one tried")
+
+
+def _search_text(grid: Sequence[float]) -> str:
+    """How a search starting from ``grid`` picks its rate, as its procedure states it."""
+    return (f"for its full step budget on {1 - DEV_FRACTION:.0%} of every party's training share, scored on the "
+            f"other {DEV_FRACTION:.0%} (a development split seeded by data_seed); the rate with the best mean "
+            f"development accuracy across parties (ties: the smaller rate), starting from "
+            f"{', '.join(f'{rate:g}' for rate in grid)} and stepping on along "
+            f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_LADDER)} while the best rate is the largest or "
+            "smallest one tried")
+
+
+_SEARCH = _search_text(LEARNING_RATE_GRID)
 PROCEDURE = "independent growth (the target's shape: every method but own-source) " + _SEARCH
 OWN_SOURCE_PROCEDURE = "own-source fine-tuning (the sources' shapes: own-source only) " + _SEARCH
+SCRATCH_PROCEDURE = ("a Fed-Scratch party alone (the target's whole shape from its seeded random start: "
+                     "Fed-Scratch, the one method of the operator-only regime that trains it) " + _SEARCH)
+OPERATOR_PROCEDURE = ("independent growth (a Fed-Grow party's Dual-LiGO model alone: the operator every growth "
+                      "method of the operator-only regime trains) " + _search_text(OPERATOR_RATE_GRID))
 
 DevScorer = Callable[[FederationConfig, int, datasets.Dataset, datasets.Dataset, Path], float]
-TARGET, SOURCES = "target", "own-source"  # the two searches: the target's shape, the sources' shapes
+TARGET, SOURCES, OPERATOR = "target", "own-source", "operator"  # the searches: the shapes and what is trained
 
 
-def searches_for(methods: Sequence[str]) -> list[str]:
-    """The searches whose rates ``methods`` train at: ``TARGET`` for any method but own-source, ``SOURCES``
-    for own-source."""
-    return [name for name, needed in ((TARGET, any(method != OWN_SOURCE for method in methods)),
-                                      (SOURCES, OWN_SOURCE in methods)) if needed]
+def searches_for(methods: Sequence[str], config: FederationConfig) -> list[str]:
+    """The searches whose rates ``methods`` train at under ``config``'s regime: in LiGO's, ``TARGET`` for any
+    method but own-source; in the operator-only one, ``OPERATOR`` for any growth method and ``TARGET`` for
+    Fed-Scratch; ``SOURCES`` for own-source in both."""
+    if trains_in_phase2(config):
+        needed = ((TARGET, any(method != OWN_SOURCE for method in methods)),)
+    else:
+        needed = ((OPERATOR, any(method not in (OWN_SOURCE, FED_SCRATCH) for method in methods)),
+                  (TARGET, FED_SCRATCH in methods))
+    return [name for name, needs in (*needed, (SOURCES, OWN_SOURCE in methods)) if needs]
 
 
 def run_search(
-    config: FederationConfig, name: str, work_dir: Path, grid: Sequence[float] = LEARNING_RATE_GRID,
+    config: FederationConfig, name: str, work_dir: Path, grid: Sequence[float] | None = None,
     ladder: Sequence[float] = LEARNING_RATE_LADDER, log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Search ``name`` (``TARGET`` or ``SOURCES``) in ``work_dir/name``, with its ``procedure``."""
-    search = SEARCHES[name]
-    found = search_learning_rate(config, search.score, work_dir / name, grid, ladder,
-                                 lambda line: log(f"{config.name}: {search.models}: {line}"))
+    """Search ``name`` (``TARGET``, ``SOURCES`` or ``OPERATOR``: :func:`search_of`) in ``work_dir/name``, from its
+    own grid unless ``grid``, with its ``procedure``."""
+    search = search_of(name, config)
+    found = search_learning_rate(config, search.score, work_dir / name, grid or search.grid, ladder,
+                                 lambda line: log(f"{config.name}: {search.models}: {line}"), search.at_rate,
+                                 search.rate)
     return {**found, "procedure": search.procedure}
 
 
-def procedure(name: str) -> str:
-    """How search ``name`` picks its rate, as its results record it (a kept search with another procedure is
-    stale)."""
-    return SEARCHES[name].procedure
+def procedure(name: str, config: FederationConfig) -> str:
+    """How search ``name`` picks its rate under ``config``'s regime, as its results record it (a kept search with
+    another procedure is stale)."""
+    return search_of(name, config).procedure
 
 
 def tuning_record(searches: dict[str, dict[str, Any]], seed: int) -> dict[str, Any]:
     """What ``results.json`` records as ``learning_rate_tuning``: the target's search at the top (absent when
-    it was not run), the sources' under ``own_source`` (``None`` when not run), and the seed they ran with.
-    Results of the earlier one-rate procedure have a top-level search and no ``own_source`` key."""
-    return {"seed": seed, **searches.get(TARGET, {}), "own_source": searches.get(SOURCES)}
+    it was not run), the sources' under ``own_source`` (``None`` when not run), the operator's under ``operator``
+    (only where it was run), and the seed they ran with. Results of the earlier one-rate procedure have a
+    top-level search and no ``own_source`` key."""
+    operator = {"operator": searches[OPERATOR]} if OPERATOR in searches else {}
+    return {"seed": seed, **searches.get(TARGET, {}), "own_source": searches.get(SOURCES), **operator}
 
 
 def method_learning_rate(tuning: dict[str, Any], method: str) -> float:
@@ -102,18 +135,40 @@ def at_learning_rate(config: FederationConfig, rate: float) -> FederationConfig:
     return at_rate
 
 
+def at_operator_rate(config: FederationConfig, rate: float) -> FederationConfig:
+    """A copy of ``config`` whose operator trains at ``rate``."""
+    at_rate = copy.deepcopy(config)
+    at_rate.training["learning_rate"] = rate
+    return at_rate
+
+
+def at_tuned_rates(config: FederationConfig, tuning: dict[str, Any], method: str | None = None) -> FederationConfig:
+    """``config`` at the rates ``tuning`` chose: the operator's where it was searched, and the full model's: the
+    target's for the comparison's own config (``method`` None), else the one ``method`` trains at
+    (:func:`method_learning_rate`) where it trains the full model at all: in LiGO's regime every method, in the
+    operator-only one own-source and Fed-Scratch."""
+    tuned = at_operator_rate(config, tuning["operator"]["chosen"]) if tuning.get("operator") else config
+    if method is None:
+        return at_learning_rate(tuned, tuning["chosen"]) if "chosen" in tuning else copy.deepcopy(tuned)
+    if trains_in_phase2(config) or method in (OWN_SOURCE, FED_SCRATCH):
+        return at_learning_rate(tuned, method_learning_rate(tuning, method))
+    return copy.deepcopy(tuned)
+
+
 def search_learning_rate(
     config: FederationConfig, score: DevScorer, work_dir: Path, grid: Sequence[float] = LEARNING_RATE_GRID,
     ladder: Sequence[float] = LEARNING_RATE_LADDER, log: Callable[[str], None] = print,
+    at_rate: Callable[[FederationConfig, float], FederationConfig] = at_learning_rate, rate_name: str = "full-model",
 ) -> dict[str, Any]:
-    """Mean development accuracy (``score`` per party) at every rate of ``grid``, then at the next rung of
-    ``ladder`` beyond whichever edge the best rate sits on, and the chosen rate (with ``config.seed``)."""
+    """Mean development accuracy (``score`` per party, on ``config`` ``at_rate``) at every rate of ``grid``, then
+    at the next rung of ``ladder`` beyond whichever edge the best rate sits on, and the chosen rate (with
+    ``config.seed``)."""
     per_rate: dict[float, list[float]] = {}
     trying = list(grid)
     while trying:
         for rate in trying:
-            per_rate[rate] = _dev_accuracies(config, rate, score, work_dir)
-            log(f"full-model learning rate {rate:g}: mean development accuracy {np.mean(per_rate[rate]):.4f}")
+            per_rate[rate] = _dev_accuracies(at_rate(config, rate), rate, score, work_dir)
+            log(f"{rate_name} learning rate {rate:g}: mean development accuracy {np.mean(per_rate[rate]):.4f}")
         means = {rate: float(np.mean(values)) for rate, values in sorted(per_rate.items())}
         trying = _beyond_edge(means, ladder)
     chosen = max(means, key=means.__getitem__)  # max keeps the first (smallest) of ties
@@ -134,13 +189,12 @@ def _beyond_edge(means: dict[float, float], ladder: Sequence[float]) -> list[flo
     return []
 
 
-def _dev_accuracies(config: FederationConfig, rate: float, score: DevScorer, work_dir: Path) -> list[float]:
-    """Every party's development accuracy under ``score`` at full-model rate ``rate``."""
-    trial = at_learning_rate(config, rate)
+def _dev_accuracies(trial: FederationConfig, rate: float, score: DevScorer, work_dir: Path) -> list[float]:
+    """Every party's development accuracy under ``score`` with ``trial`` (the config at ``rate``)."""
     accuracies = []
-    for party in range(config.num_parties):
+    for party in range(trial.num_parties):
         train, _ = party_datasets(trial, party)
-        split = train.train_test_split(test_size=DEV_FRACTION, seed=config.data_seed)
+        split = train.train_test_split(test_size=DEV_FRACTION, seed=trial.data_seed)
         accuracies.append(score(trial, party, split["train"], split["test"],
                                 work_dir / f"lr-{rate:g}" / f"party-{party}"))
     return accuracies
@@ -157,14 +211,33 @@ def _grown_records(config: FederationConfig, party: int, train: datasets.Dataset
                                 phase="independent", curve=curve)[0]
 
 
+def _dual_records(config: FederationConfig, party: int, train: datasets.Dataset, dev: datasets.Dataset,
+                  output_dir: Path, curve: bool = False) -> list[dict[str, Any]]:
+    return grow_dual_alone(config, party, train, dev, output_dir, curve=curve)[0]
+
+
+def _scratch_records(config: FederationConfig, party: int, train: datasets.Dataset, dev: datasets.Dataset,
+                     output_dir: Path, curve: bool = False) -> list[dict[str, Any]]:
+    return train_scratch_alone(config, party, train, dev, output_dir, curve=curve)
+
+
 @dataclass(frozen=True)
 class Search:
-    """One of the two searches: one party's run (its evaluation records; only at the end of each phase unless
-    ``curve``), how the results describe the search, what its log names."""
+    """One search: one party's run (its evaluation records; only at the end of each phase unless ``curve``), how
+    the results describe the search, what its log names, the rates it starts from and the rate it sets."""
 
     run: Callable[..., list[dict[str, Any]]]
     procedure: str
     models: str
+    grid: tuple[float, ...] = LEARNING_RATE_GRID
+    operator: bool = False  # sets the operator's rate ([training].learning_rate), else the full model's
+
+    @property
+    def rate(self) -> str:
+        return "operator" if self.operator else "full-model"
+
+    def at_rate(self, config: FederationConfig, rate: float) -> FederationConfig:
+        return (at_operator_rate if self.operator else at_learning_rate)(config, rate)
 
     def score(self, config: FederationConfig, party: int, train: datasets.Dataset, dev: datasets.Dataset,
               output_dir: Path) -> float:
@@ -172,5 +245,14 @@ class Search:
         return self.run(config, party, train, dev, output_dir)[-1]["parties"][str(party)]["accuracy"]
 
 
+# LiGO's regime; the operator-only regime's (``phase2 = "merge"``) differ in what chooses the target's rate
 SEARCHES = {TARGET: Search(_grown_records, PROCEDURE, "grown models"),
             SOURCES: Search(_own_source_records, OWN_SOURCE_PROCEDURE, "own sources")}
+OPERATOR_ONLY_SEARCHES = {OPERATOR: Search(_dual_records, OPERATOR_PROCEDURE, "grown models", OPERATOR_RATE_GRID, True),
+                          TARGET: Search(_scratch_records, SCRATCH_PROCEDURE, "scratch targets"),
+                          SOURCES: SEARCHES[SOURCES]}
+
+
+def search_of(name: str, config: FederationConfig) -> Search:
+    """Search ``name`` as ``config``'s regime runs it."""
+    return (SEARCHES if trains_in_phase2(config) else OPERATOR_ONLY_SEARCHES)[name]

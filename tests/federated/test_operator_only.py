@@ -323,7 +323,7 @@ def _reproduce_tiny_paper(data_dir: Path, root: Path) -> partial:
     from fedgrow_hf.reproduce import runner
 
     return partial(runner.reproduce, "tiny-paper", data_dir=data_dir, output_dir=root / "results" / "tiny-paper",
-                   work_dir=root / "work", engine="inprocess")
+                   work_dir=root / "work", engine="inprocess", tune=True)
 
 
 def _partition_alone(data_dir: Path, cache: Path, root: Path, partition: str) -> dict:
@@ -354,8 +354,14 @@ def test_a_partitioned_comparison_reports_the_claims(shared_data_dir, cache, tmp
     assert not output.exists()
     lines: list[str] = []
     results = run(resume=True, log=lines.append)
-    assert sum("kept from" in line for line in lines) == 16  # 2 partitions x 4 methods x 2 seeds
+    # 2 partitions x (4 methods x 2 seeds + the operator's and Fed-Scratch's learning-rate searches)
+    assert sum("kept from" in line for line in lines) == 20
     saved = json.loads((output / "results.json").read_text())
+    for comparison in saved["partitions"].values():  # --tune: the operator's rate, chosen per partition
+        tuning = comparison["learning_rate_tuning"]
+        assert tuning["operator"]["chosen"] in tuning["operator"]["tried"] and tuning["own_source"] is None
+        assert comparison["config"]["training"]["learning_rate"] == tuning["operator"]["chosen"]
+        assert comparison["config"]["federation"]["finetune_learning_rate"] == tuning["chosen"]
     for name, result in alone.items():
         assert saved["partitions"][name]["methods"] == json.loads(json.dumps(result["partitions"][name]["methods"]))
     assert saved["partitions"].keys() == {"dirichlet-0.5", "iid"} == results["partitions"].keys()
@@ -379,6 +385,7 @@ def test_a_partitioned_comparison_reports_the_claims(shared_data_dir, cache, tmp
     assert [target["met"] is None for target in saved["claims"]["targets"]] == [False, False, False, True]
     assert saved["claims"]["targets"][3]["measured"] == "needs fed-grow-shared-intermediate"
     report = (tmp_path / "RESULTS.md").read_text()  # beside the folder holding results/
+    assert "The operator's learning rate: " in report and "a Fed-Scratch party alone" in report
     assert "## `tiny-paper`" in report and "partition `iid`" in report and "| By the average |" in report and (output / "iid" / "accuracy_vs_steps.png").is_file()
     # notes a human adds: on a claim (by its key), on one partition's own target ("<partition>/<key>"), on none
     from fedgrow_hf.reproduce.runner import _kept_notes, rewrite_report
