@@ -36,6 +36,7 @@ import itertools
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -117,11 +118,16 @@ def _cell(value: float | None) -> str:
     return "one class" if value is None else f"{value:.3f}"
 
 
-def kept_run_arguments(description: str) -> tuple[argparse.Namespace, FederationConfig]:
-    """The command line of a diagnostic of a kept run (``run``, ``--output``) and the run's config."""
+def kept_run_arguments(
+    description: str, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+) -> tuple[argparse.Namespace, FederationConfig]:
+    """The command line of a diagnostic of a kept run (``run``, ``--output``, and what ``add_arguments`` adds)
+    and the run's config."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("run", help="a kept run of fedgrow reproduce (WORK_DIR/<partition>/seed-S/METHOD.json)")
     parser.add_argument("--output", help="also write the figures here (JSON)")
+    if add_arguments is not None:
+        add_arguments(parser)
     args = parser.parse_args()
     return args, FederationConfig.from_dict(json.loads(Path(args.run).read_text())["config"])
 
