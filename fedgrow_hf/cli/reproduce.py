@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..reproduce.methods import ALL_METHODS
     from ..reproduce.presets import PRESETS
-    from ..reproduce.tuning import LEARNING_RATE_GRID, LEARNING_RATE_LADDER
+    from ..reproduce.tuning import LEARNING_RATE_GRID, LEARNING_RATE_LADDER, OPERATOR_RATE_GRID
 
     parser.add_argument("preset", help=f"{' | '.join(PRESETS)}, or a federation config file")
     parser.add_argument("--data-dir", default="../shared/data",
@@ -40,10 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and the next two); each changes initialisation and batch order, not the partition or the "
                              "sources")
     parser.add_argument("--tune", action="store_true",
-                        help="first pick the full-model learning rates on development splits of the parties' "
-                             "training data: the target's (every method but own-source) by independent growth, the "
-                             "sources' (own-source) by own-source fine-tuning, each only if --methods trains at it; each from "
-                             f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_GRID)}, stepping on along "
+                        help="first pick the learning rates on development splits of the parties' training data, "
+                             "each only if --methods trains at it: the target's full-model rate (every method but "
+                             "own-source) by independent growth, the sources' (own-source) by own-source fine-tuning, "
+                             "each from "
+                             f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_GRID)}; in the operator-only regime "
+                             "(phase2 = merge) the operator's (every growth method) by independent growth from "
+                             f"{', '.join(f'{rate:g}' for rate in OPERATOR_RATE_GRID)} and the target's (Fed-Scratch) "
+                             "by a Fed-Scratch party alone; stepping on along "
                              f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_LADDER)} while the best is at an edge")
     parser.add_argument("--keep-models", action="store_true",
                         help="keep every party's final model in WORK_DIR/seed-S/METHOD/parties/party-P/grown "
