@@ -162,6 +162,8 @@ def test_bytes_are_what_each_method_exchanges(tiny_run):
     assert methods["operator-fedavg"]["bytes_up_per_party_round"] == global_ligo
     assert methods["fed-scratch"]["bytes_up_per_party_round"] == full_model
     assert methods["fed-scratch"]["communication_rounds"] == scratch_rounds(config) == 4
+    # every round's model up, and down from round 2 on: round 1's start is built from the shared seed, not sent
+    assert methods["fed-scratch"]["bytes_total"] == config.num_parties * full_model * (2 * scratch_rounds(config) - 1)
     reference = reference_global_stage(config).state_dict()
     assert methods["fed-grow"]["shared_parameters"] == sum(tensor.numel() for tensor in reference.values())
     headline = tiny_run["results"]["headline"]

@@ -157,6 +157,8 @@ def run_phase2(
         if problem:
             raise CheckpointError(f"the phase-2 checkpoint of round {checkpoint.round} in {run_dir} is not valid: {problem}")
         current, first, arrays = checkpoint.global_state, checkpoint.round + 1, ArrayRecord(checkpoint.global_state)
+    if checkpoint is None and fed.finetune_init == "random":
+        arrays = ArrayRecord()  # Fed-Scratch: every party builds the seeded random start itself, so round 1 sends none
     identity = checkpoint_identity(run_dir, config) if federated else {}  # what every phase-2 checkpoint carries
     for finetune_round in range(first, (fed.finetune_rounds if federated else 1) + 1):
         started = time.monotonic()

@@ -565,8 +565,7 @@ def run_method(
         full = target_parameters(config)
         trainable, shared = _parameter_summary([full] * config.num_parties, full), full
         steps = config.federation.finetune_rounds * config.federation.local_steps
-        notes += ["round 1 also sends the initial Global-LiGO down (the federation's phase-2 message); the "
-                  "random initial target is not sent: every party builds it from the shared seed"]
+        notes += ["round 1 sends no model down: every party builds the random initial target from the shared seed"]
     elif method.startswith("fed-grow") or method == "operator-fedavg":
         trainable, shared = dual_ligo_parameters(config)
     return MethodRun(method, base.seed, records, test, wall, cpu, trainable, shared, steps, notes)
