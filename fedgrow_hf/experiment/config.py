@@ -258,6 +258,10 @@ class DataSettings:
         "keep a seeded random subset of this many examples of the split; absent: all of them"))
     eval_fraction: float = bounded(0.2, 0, 1, low_inclusive=False, high_inclusive=False, help=(
         "each party holds out this fraction of its share for evaluation"))
+    dev_fraction: float = bounded(0.0, 0, 1, high_inclusive=False, help=(
+        "a learning-rate search's setting (`fedgrow reproduce --tune` sets it on its own runs): this fraction of "
+        "each party's training share becomes its development split, which nothing the party trains sees, its "
+        "source included (0: none)"))
     partition: str = setting("iid", choices=PARTITIONS, help=(
         'how the split is shared out: "iid", or "dirichlet" (label skew; not for llama\'s unlabelled text)'))
     alpha: float = bounded(0.5, 0, low_inclusive=False, help=(

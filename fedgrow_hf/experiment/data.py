@@ -64,12 +64,31 @@ def check_data(config: FederationConfig) -> None:
 
 
 def party_shares(config: FederationConfig, party_id: int) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """The party's raw (untokenised) train share and held-out eval share."""
+    """The party's raw (untokenised) train share and held-out eval share; with ``[data].dev_fraction`` (a
+    learning-rate search's), the train share without its development split (:func:`party_dev_set`)."""
+    train, held_out = _party_split(config, party_id)
+    return (_dev_split(config, train)["train"] if config.data.dev_fraction else train), held_out
+
+
+def party_dev_set(config: FederationConfig, party_id: int) -> datasets.Dataset:
+    """The development split a learning-rate search scores on, ready for ``Trainer``: ``[data].dev_fraction`` of
+    the party's training share (seeded by ``data_seed``), which :func:`party_shares` leaves out of what the party
+    trains on, so that neither its training nor its source (built from its share) has seen it."""
+    if not config.data.dev_fraction:
+        raise ValueError("[data].dev_fraction is 0: this config holds no development split")
+    return model_inputs(config, _dev_split(config, _party_split(config, party_id)[0])["test"])
+
+
+def _party_split(config: FederationConfig, party_id: int) -> tuple[datasets.Dataset, datasets.Dataset]:
     dataset, parts = _partitioned(config.to_json())
     split = dataset.select(parts[party_id]).train_test_split(
         test_size=config.data.eval_fraction, seed=config.data_seed
     )
     return split["train"], split["test"]
+
+
+def _dev_split(config: FederationConfig, train: datasets.Dataset) -> datasets.DatasetDict:
+    return train.train_test_split(test_size=config.data.dev_fraction, seed=config.data_seed)
 
 
 def party_datasets(config: FederationConfig, party_id: int) -> tuple[datasets.Dataset, datasets.Dataset]:

@@ -39,7 +39,7 @@ import datasets
 import numpy as np
 
 from ..experiment.config import FederationConfig
-from ..experiment.data import party_datasets
+from ..experiment.data import party_datasets, party_dev_set
 from ..experiment.parties import load_source
 from .methods import (
     FED_SCRATCH,
@@ -60,7 +60,8 @@ DEV_FRACTION = 0.2
 def _search_text(grid: Sequence[float]) -> str:
     """How a search starting from ``grid`` picks its rate, as its procedure states it."""
     return (f"for its full step budget on {1 - DEV_FRACTION:.0%} of every party's training share, scored on the "
-            f"other {DEV_FRACTION:.0%} (a development split seeded by data_seed); the rate with the best mean "
+            f"other {DEV_FRACTION:.0%} (a development split seeded by data_seed, which a source built from the "
+            "party's data never sees either); the rate with the best mean "
             f"development accuracy across parties (ties: the smaller rate), starting from "
             f"{', '.join(f'{rate:g}' for rate in grid)} and stepping on along "
             f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_LADDER)} while the best rate is the largest or "
@@ -190,12 +191,14 @@ def _beyond_edge(means: dict[float, float], ladder: Sequence[float]) -> list[flo
 
 
 def _dev_accuracies(trial: FederationConfig, rate: float, score: DevScorer, work_dir: Path) -> list[float]:
-    """Every party's development accuracy under ``score`` with ``trial`` (the config at ``rate``)."""
+    """Every party's development accuracy under ``score`` with ``trial`` (the config at ``rate``), its
+    development split held out of all the party trains on, its source included (``[data].dev_fraction``)."""
+    searched = copy.deepcopy(trial)
+    searched.data.dev_fraction = DEV_FRACTION
     accuracies = []
-    for party in range(trial.num_parties):
-        train, _ = party_datasets(trial, party)
-        split = train.train_test_split(test_size=DEV_FRACTION, seed=trial.data_seed)
-        accuracies.append(score(trial, party, split["train"], split["test"],
+    for party in range(searched.num_parties):
+        train, _ = party_datasets(searched, party)
+        accuracies.append(score(searched, party, train, party_dev_set(searched, party),
                                 work_dir / f"lr-{rate:g}" / f"party-{party}"))
     return accuracies
 

@@ -3,8 +3,10 @@ data stream every federated party trains on; on tiny shapes, real AG News articl
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -473,6 +475,35 @@ def test_under_ray_only_the_global_ligo_leaves_a_party(shared_data_dir, cache, t
         merged = [load_file(str(tmp_path / "parties" / f"party-{party}" / "grown" / "model.safetensors"))
                   for party in range(2)]
         assert all(torch.equal(model["classifier.weight"], final[key]) for model in merged)
+
+
+def test_a_learning_rate_search_scores_on_data_no_source_has_seen(shared_data_dir, cache, tmp_path):
+    """``--tune``'s development split is held out of a party's training share before anything is built from it:
+    a ``pretrain`` source (trained with labels, for epochs, on the share) is trained for the search on the rest,
+    in a cache entry of its own, so the search does not score a source on examples it learnt."""
+    from fedgrow_hf.experiment.data import party_datasets, party_dev_set, party_shares
+    from fedgrow_hf.reproduce.tuning import DEV_FRACTION, search_learning_rate
+
+    config, seen = paper_regime(shared_data_dir, cache), []
+
+    def score(trial: FederationConfig, party: int, train, dev, output_dir) -> float:
+        texts, _ = party_shares(trial, party)
+        seen.append((trial.data.dev_fraction, len(train), len(texts), len(dev)))
+        return 0.5
+
+    search_learning_rate(config, score, tmp_path, grid=(1e-3,), ladder=(1e-3,), log=lambda line: None)
+    whole = [len(party_datasets(config, party)[0]) for party in range(config.num_parties)]
+    assert [(fraction, train + dev) for fraction, train, _, dev in seen] == [(DEV_FRACTION, n) for n in whole]
+    assert all(train == texts and dev == pytest.approx(DEV_FRACTION * (train + dev), abs=1)
+               for _, train, texts, dev in seen)
+    searched = copy.deepcopy(config)
+    searched.data.dev_fraction = DEV_FRACTION
+    # what the search trains on is the run's training share less exactly the development split
+    kept, everything = Counter(party_shares(searched, 0)[0]["text"]), Counter(party_shares(config, 0)[0]["text"])
+    assert not kept - everything and sum((everything - kept).values()) == len(party_dev_set(searched, 0)) > 0
+    run_source, search_source = load_source(config, 0), load_source(searched, 0)
+    assert not torch.equal(run_source.embeddings.word_embeddings.weight, search_source.embeddings.word_embeddings.weight)
+    assert torch.equal(load_source(config, 0).embeddings.word_embeddings.weight, run_source.embeddings.word_embeddings.weight)
 
 
 def test_grow_heads_grows_each_partys_head_from_its_pretrained_source(shared_data_dir, cache):
