@@ -19,6 +19,7 @@ from fedgrow_hf.reproduce.tuning import (
     LEARNING_RATE_LADDER,
     OPERATOR,
     OPERATOR_RATE_GRID,
+    OPERATOR_RATE_LADDER,
     SEARCHES,
     SOURCES,
     TARGET,
@@ -141,6 +142,9 @@ def test_an_operator_only_search_sets_the_rate_its_runs_train_at(shared_data_dir
     result = search_learning_rate(config, score, tmp_path, search.grid, log=lambda line: None, at_rate=search.at_rate)
     grid = OPERATOR_RATE_GRID if rate == "operator" else LEARNING_RATE_GRID
     assert result["tried"] == list(grid) and result["chosen"] == grid[0]  # ties keep the smallest
+    # the operator's search steps on past the full-model ladder's end (an operator still rose at 3e-2)
+    assert search.ladder == (OPERATOR_RATE_LADDER if rate == "operator" else LEARNING_RATE_LADDER)
+    assert OPERATOR_RATE_LADDER[-1] > LEARNING_RATE_LADDER[-1] and set(OPERATOR_RATE_GRID) <= set(OPERATOR_RATE_LADDER)
     varied = [operator if rate == "operator" else full for operator, full in seen]
     assert sorted(set(varied)) == list(grid)
     assert search.run is not SEARCHES[TARGET].run and "operator-only regime" in search.procedure

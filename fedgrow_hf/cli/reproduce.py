@@ -25,7 +25,12 @@ if TYPE_CHECKING:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..reproduce.methods import ALL_METHODS
     from ..reproduce.presets import PRESETS
-    from ..reproduce.tuning import LEARNING_RATE_GRID, LEARNING_RATE_LADDER, OPERATOR_RATE_GRID
+    from ..reproduce.tuning import (
+        LEARNING_RATE_GRID,
+        LEARNING_RATE_LADDER,
+        OPERATOR_RATE_GRID,
+        OPERATOR_RATE_LADDER,
+    )
 
     parser.add_argument("preset", help=f"{' | '.join(PRESETS)}, or a federation config file")
     parser.add_argument("--data-dir", default="../shared/data",
@@ -46,8 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "each from "
                              f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_GRID)}; in the operator-only regime "
                              "(phase2 = merge) the operator's (every growth method) by independent growth from "
-                             f"{', '.join(f'{rate:g}' for rate in OPERATOR_RATE_GRID)} and the target's (Fed-Scratch) "
-                             "by a Fed-Scratch party alone; stepping on along "
+                             f"{', '.join(f'{rate:g}' for rate in OPERATOR_RATE_GRID)} (stepping on up to "
+                             f"{OPERATOR_RATE_LADDER[-1]:g}) and the target's (Fed-Scratch) by a Fed-Scratch party "
+                             "alone; stepping on along "
                              f"{', '.join(f'{rate:g}' for rate in LEARNING_RATE_LADDER)} while the best is at an edge")
     parser.add_argument("--keep-models", action="store_true",
                         help="keep every party's final model in WORK_DIR/seed-S/METHOD/parties/party-P/grown "
