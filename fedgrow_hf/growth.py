@@ -24,8 +24,8 @@ def grow(
 
     Paths and ids load with the architecture's auto class (``AutoModel``; ``AutoModelForCausalLM`` for a
     decoder), which also builds the target unless ``model_class`` is given; with ``grow_heads=True`` as
-    ``model_class`` with their trained head where they have one, which the target's head is then grown from. The target skeleton
-    (``model_class``, e.g. ``BertForSequenceClassification``) is built on the meta
+    ``model_class`` with their trained head where they have one, which the target's head is then grown from.
+    The target skeleton (``model_class``, e.g. ``BertForSequenceClassification``) is built on the meta
     device: its growable weights are never allocated, because the operator produces them; only the
     parts growth does not produce (task heads) are materialised and initialised. Remaining keyword
     arguments go to :class:`LiGOConfig` (``modules_to_save``, ``depth_init``, ``task_type`` ...).

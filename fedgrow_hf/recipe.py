@@ -258,7 +258,7 @@ def _train_both_phases(
     data_info = data_info or DatasetInfo()
     model.print_trainable_parameters()
     sources = source_locations(model)
-    operator_trains = task.operator_phase_trains(model.peft_config[model.active_adapter].grown_heads)
+    operator_trains = operator_phase_trains(model, task)
     output = Path(output_dir)
     finetune = schedule.finetune_steps > 0
     adapter_dir = output / ADAPTER_DIR if finetune else output
@@ -389,6 +389,11 @@ def save_adapter(
 def source_locations(model: PeftModel) -> list[str]:
     """Where the LiGO model's sources were loaded from: its card reads their shapes there."""
     return model.peft_config[model.active_adapter].source_paths
+
+
+def operator_phase_trains(model: PeftModel, task: Task) -> str:
+    """What the LiGO model's operator phase trains, as its cards state it (its heads grown or new)."""
+    return task.operator_phase_trains(model.peft_config[model.active_adapter].grown_heads)
 
 
 def _write_results(directory: Path, metrics: dict[str, float]) -> None:

@@ -241,6 +241,12 @@ class ModelSettings:
         "required: Dual-LiGO's common shape, which every party's source grows into first (the same keys)"))
     ligo: dict[str, Any] = setting(factory=dict, help="any other LiGOConfig fields, e.g. {init_noise_std = 0.0}")
 
+    @property
+    def grows_heads(self) -> bool:
+        """Whether a party's grown model grows its task head from its source's trained one (``ligo``'s
+        ``grow_heads``), so its sources are loaded as classifiers with their heads."""
+        return bool(self.ligo.get("grow_heads"))
+
 
 @dataclass
 class DataSettings:
@@ -420,10 +426,10 @@ class FederationConfig:
                               "checks the Global-LiGO only")
         if "grown_heads" in model.ligo:
             raise ConfigError("[model].ligo.grown_heads is what growth records; ask for it with grow_heads = true")
-        if model.ligo.get("grow_heads") and model.family != "bert":
+        if model.grows_heads and model.family != "bert":
             raise ConfigError(f"[model].ligo.grow_heads grows a BERT classifier's head from its source's; a "
                               f"{model.family!r} federation has no head it can grow")
-        if model.ligo.get("grow_heads") and fed.share_head:
+        if model.grows_heads and fed.share_head:
             raise ConfigError("federation.share_head cannot be combined with [model].ligo.grow_heads: a grown head "
                               "is the operator's output, not a module of its own to average")
         _check_trimmed_mean(fed, self.num_parties)

@@ -148,12 +148,6 @@ def grow_party_model(config: FederationConfig, source: PreTrainedModel) -> PeftM
                      seed=config.seed, **config.model.ligo)
 
 
-def grows_heads(config: FederationConfig) -> bool:
-    """Whether a party's grown model grows its task head from its source's trained one (``[model].ligo``'s
-    ``grow_heads``), so its sources are loaded as classifiers with their heads."""
-    return bool(config.model.ligo.get("grow_heads"))
-
-
 def shared_heads(config: FederationConfig) -> tuple[str, ...]:
     """The target modules whose trained weights a party sends beside its Global-LiGO: the task head with
     ``[federation].share_head``, else none."""

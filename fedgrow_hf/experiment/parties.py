@@ -23,7 +23,6 @@ from .data import party_datasets, party_shares
 from .models import (
     classification_model_class,
     grow_party_model,
-    grows_heads,
     initial_head_state,
     model_classes,
     parent_path,
@@ -48,7 +47,7 @@ def load_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
         if config.family.data == IMAGES:
             return _pretrained_vit_source(config, party_id)
         return _pretrained_text_source(config, party_id)
-    with_head = classification_model_class(target_config(config)) if grows_heads(config) else None
+    with_head = classification_model_class(target_config(config)) if config.model.grows_heads else None
     return load_source_model(source_path(party), table, with_head=with_head)
 
 
@@ -65,7 +64,7 @@ def _pretrained_text_source(config: FederationConfig, party_id: int) -> PreTrain
         return pretrain_causal_lm_source(shape, train, seed=config.data_seed + party_id, cache_dir=cache, **recipe)
     shape.num_labels = config.model.num_labels
     return pretrain_bert_source(shape, train, seed=config.data_seed + party_id, cache_dir=cache,
-                                with_head=grows_heads(config), **recipe)
+                                with_head=config.model.grows_heads, **recipe)
 
 
 def _derived_bert_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
@@ -135,7 +134,7 @@ def reference_intermediate_state(config: FederationConfig) -> dict[str, torch.Te
     names = {name for name, _ in base.named_parameters()}
     block = {name for name, _ in base.get_submodule(table.layers_path)[0].named_parameters()}
     own = {name for name, _ in model.named_parameters()}
-    heads = [name for name in table.head_axes if name in own] if grows_heads(config) else []
+    heads = [name for name in table.head_axes if name in own] if config.model.grows_heads else []
     weights = TransformerWeights.from_base_model(
         base, table, [n for n in table.shared_axes if n in names], [n for n in table.layer_axes if n in block],
         model, heads)

@@ -24,7 +24,7 @@ from ..experiment.config import FederationConfig
 from ..experiment.models import experiment_task
 from ..experiment.training import final_adapter_dir, final_model_dir, finetune_learning_rate, training_options
 from ..hub import FederationFacts, TrainingFacts, TrainingPhase, build_model_card
-from ..recipe import source_locations
+from ..recipe import operator_phase_trains, source_locations
 
 CARD_FILE = "README.md"
 
@@ -48,7 +48,7 @@ def write_party_card(cfg: FederationConfig, root: Path, party: int, model: PeftM
     task = experiment_task(cfg)
     fed = cfg.federation
     federation = FederationFacts(cfg.num_parties, fed.rounds, shared=fed.sent_beyond_global_ligo())
-    phases = _phases(cfg, task.operator_phase_trains(model.peft_config[model.active_adapter].grown_heads))
+    phases = _phases(cfg, operator_phase_trains(model, task))
     model_dir = final_model_dir(root, party)
     for directory, merged in ((adapter, False), (model_dir, True)):
         federation.save(directory)

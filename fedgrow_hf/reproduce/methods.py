@@ -61,6 +61,7 @@ import datasets
 import torch
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
+from ..architectures import get_architecture_table
 from ..data import trim_padding_collator
 from ..experiment.config import FederationConfig, FederationSettings
 from ..experiment.curves import EvaluateAt, evaluation_steps
@@ -68,7 +69,6 @@ from ..experiment.data import party_datasets, party_shares, tokenizer_path
 from ..experiment.models import (
     NO_DROPOUT,
     grow_classifier,
-    grows_heads,
     initial_head_state,
     model_classes,
     target_config,
@@ -470,8 +470,9 @@ def own_source_model(config: FederationConfig, party: int) -> PreTrainedModel:
     model = model_class(type(source.config)(**{**settings, **NO_DROPOUT, "num_labels": config.model.num_labels}))
     encoder = getattr(source, source.base_model_prefix, source)  # ViT sources are classifiers: take their encoder
     getattr(model, model.base_model_prefix).load_state_dict(encoder.state_dict())
-    if grows_heads(config):  # the party's own classifier keeps its trained head, as its grown model grows it
-        model.classifier.load_state_dict(source.classifier.state_dict())
+    if config.model.grows_heads:  # the party's own classifier keeps its trained head, as its grown model grows it
+        for head in get_architecture_table(source.config).head_roles:
+            model.get_submodule(head).load_state_dict(source.get_submodule(head).state_dict())
     return model
 
 
