@@ -15,11 +15,12 @@ from typing import Any
 
 import datasets
 
-from ..experiment.config import COMPARISON_TABLE, ConfigError, FederationConfig, read_config_file
+from ..experiment.config import COMPARISON_TABLE, FederationConfig, read_config_file
 from ..experiment.data import common_test_set
 from ..federated.engine import SimulationEngine, as_engine
 from .claims import paper_claims
 from .environment import environment
+from .kept import keep, kept_or_run, kept_summary
 from .methods import majority_class_reference, party_data, run_method
 from .plots import write_plots
 from .presets import COMPARISON_SEEDS, PRESET_FOLDER, PRESETS, ComparisonSettings, preset_config
@@ -28,7 +29,7 @@ from .results_markdown import write_report
 from .side_by_side import check_jobs, run_side_by_side, threads_per_job
 from .stats import headline, paired_differences, seed_summary, summarise
 from .targets import issue_targets
-from .tuning import at_tuned_rates, procedure, run_search, searches_for, tuning_record
+from .tuning import at_tuned_rates, keep_party_scores, procedure, run_search, searches_for, tuning_record
 
 
 @dataclass
@@ -217,17 +218,17 @@ def _measure_all(
     kept = {key: work_dir / f"seed-{key[1]}" / f"{key[0]}.json" for key in runs}
     what = {key: f"{key[0]}/seed {key[1]}" for key in runs}
     if jobs == 1:
-        return {key: _kept_or_run(kept[key], seeded, resume, log, what[key], partial(measure, method=key[0], log=log))
+        return {key: kept_or_run(kept[key], seeded, resume, log, what[key], partial(measure, method=key[0], log=log))
                 for key, seeded in runs.items()}
     summaries = {key: summary for key, seeded in runs.items()
-                 if (summary := _kept(kept[key], seeded, resume, log, what[key])) is not None}
+                 if (summary := kept_summary(kept[key], seeded, resume, log, what[key])) is not None}
     pending = [key for key in runs if key not in summaries]
     if pending:
         log(f"{runs[pending[0]].name}: running {len(pending)} runs, {jobs} at a time on {threads_per_job(jobs)} "
             "thread(s) each")
 
     def done(key: tuple[str, int], summary: dict[str, Any]) -> None:
-        summaries[key] = _keep(kept[key], runs[key], summary)
+        summaries[key] = keep(kept[key], runs[key], summary)
         log(f"{runs[key].name}/{what[key]}: finished ({len(summaries)} of {len(runs)})")
 
     run_side_by_side({key: partial(measure, runs[key], method=key[0], log=print) for key in pending}, jobs, done)
@@ -237,14 +238,20 @@ def _measure_all(
 def _tune(config: FederationConfig, methods: Sequence[str], seed: int, work_dir: Path, resume: bool,
           log: Callable[[str], None]) -> dict[str, Any]:
     """The learning-rate searches ``methods`` need (each kept in ``work_dir/tuning-<search>.json``, so that a
-    resumed run with other methods reuses what was searched), as ``results.json`` records them."""
-    seeded = _seeded(config, seed)
-    searches = {
-        name: _kept_or_run(work_dir / f"tuning-{name}.json", seeded, resume, log, f"learning-rate tuning ({name})",
-                           partial(run_search, name=name, work_dir=work_dir / "tuning", log=log),
-                           still_valid=lambda kept, name=name: kept.get("procedure") == procedure(name, config))
-        for name in searches_for(methods, config)
-    }
+    resumed run with other methods reuses what was searched, and every party's score at a rate in
+    ``work_dir/tuning``, so that a resumed search reruns only what it has not measured), as ``results.json``
+    records them."""
+    seeded, searches = _seeded(config, seed), {}
+    for name in searches_for(methods, config):
+        kept = work_dir / f"tuning-{name}.json"
+        if resume and kept.is_file() and (scores := keep_party_scores(json.loads(kept.read_text(encoding="utf-8")),
+                                                                      seeded, name, work_dir / "tuning")):
+            log(f"{config.name}/learning-rate tuning ({name}): {scores} party scores at a rate kept from {kept}")
+        current = procedure(name, config)
+        searches[name] = kept_or_run(kept, seeded, resume, log, f"learning-rate tuning ({name})",
+                                     partial(run_search, name=name, work_dir=work_dir / "tuning", log=log,
+                                             resume=resume),
+                                     still_valid=lambda summary, current=current: summary.get("procedure") == current)
     return tuning_record(searches, seed)
 
 
@@ -280,55 +287,6 @@ def _seeded(config: FederationConfig, seed: int) -> FederationConfig:
     seeded = copy.deepcopy(config)
     seeded.seed = seed
     return seeded
-
-
-def _kept_or_run(
-    kept: Path, config: FederationConfig, resume: bool, log: Callable[[str], None], what: str,
-    run: Callable[[FederationConfig], dict[str, Any]], still_valid: Callable[[dict[str, Any]], bool] | None = None,
-) -> dict[str, Any]:
-    """``run(config)``, or with ``resume`` what :func:`_kept` finds; keeps the result."""
-    summary = _kept(kept, config, resume, log, what, still_valid)
-    if summary is None:
-        log(f"{config.name}/{what}: running")
-        summary = _keep(kept, config, run(config))
-    return summary
-
-
-def _kept(
-    kept: Path, config: FederationConfig, resume: bool, log: Callable[[str], None], what: str,
-    still_valid: Callable[[dict[str, Any]], bool] | None = None,
-) -> dict[str, Any] | None:
-    """With ``resume``, what a run with the same config kept in ``kept`` (and that ``still_valid`` accepts: a kept
-    result of a procedure since changed is not reused); else None."""
-    if resume and kept.is_file():
-        saved = json.loads(kept.read_text(encoding="utf-8"))
-        if _same_config(saved["config"], config) and (still_valid is None or still_valid(saved["summary"])):
-            log(f"{config.name}/{what}: measured before (same config), kept from {kept}")
-            return saved["summary"]
-    return None
-
-
-def _same_config(saved: dict[str, Any], config: FederationConfig) -> bool:
-    """Whether a kept run's config is ``config`` (:meth:`FederationConfig.read_back`) in all it measures; one the
-    current code refuses is not the same."""
-    try:
-        return _measured(FederationConfig.read_back(saved)) == _measured(config.to_dict())
-    except ConfigError:
-        return False
-
-
-def _measured(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` without where its sources are cached (the work folder's): sources are cached by their recipe,
-    so the folder changes nothing measured, and runs kept in one work folder resume from a copy of their
-    summaries in another (a comparison that spans sittings on different machines)."""
-    return {**config, "data": {key: value for key, value in config["data"].items() if key != "source_cache"}}
-
-
-def _keep(kept: Path, config: FederationConfig, summary: dict[str, Any]) -> dict[str, Any]:
-    """Write ``summary`` with the config it was measured with to ``kept``, for a later ``resume``; return it."""
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    kept.write_text(json.dumps({"config": config.to_dict(), "summary": summary}), encoding="utf-8")
-    return summary
 
 
 def rewrite_report(output_dir: str | Path, report_path: str | Path | None = None) -> Path:

@@ -41,6 +41,7 @@ import numpy as np
 from ..experiment.config import FederationConfig
 from ..experiment.data import party_datasets, party_dev_set
 from ..experiment.parties import load_source
+from .kept import keep, kept_or_run, same_config
 from .methods import (
     FED_SCRATCH,
     OWN_SOURCE,
@@ -60,26 +61,27 @@ OPERATOR_RATE_LADDER = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 DEV_FRACTION = 0.2
 
 
-def _search_text(grid: Sequence[float], ladder: Sequence[float] = LEARNING_RATE_LADDER) -> str:
-    """How a search starting from ``grid`` and stepping along ``ladder`` picks its rate, as its procedure states
-    it."""
-    return (f"for its full step budget on {1 - DEV_FRACTION:.0%} of every party's training share, scored on the "
-            f"other {DEV_FRACTION:.0%} (a development split seeded by data_seed, which a source built from the "
-            "party's data never sees either); the rate with the best mean "
-            f"development accuracy across parties (ties: the smaller rate), starting from "
+# how a rate is scored, whatever the search: with what the search runs, what a party's kept score means
+SCORED_ON = (f"for its full step budget on {1 - DEV_FRACTION:.0%} of every party's training share, scored on the "
+             f"other {DEV_FRACTION:.0%} (a development split seeded by data_seed, which a source built from the "
+             "party's data never sees either)")
+
+
+def _choice_text(grid: Sequence[float], ladder: Sequence[float]) -> str:
+    """How a search starting from ``grid`` and stepping along ``ladder`` picks its rate from the scores, as its
+    procedure states it."""
+    return ("the rate with the best mean development accuracy across parties (ties: the smaller rate), starting from "
             f"{', '.join(f'{rate:g}' for rate in grid)} and stepping on along "
-            f"{', '.join(f'{rate:g}' for rate in ladder)} while the best rate is the largest or "
-            "smallest one tried")
+            f"{', '.join(f'{rate:g}' for rate in ladder)} while the best rate is the largest or smallest one tried")
 
 
-_SEARCH = _search_text(LEARNING_RATE_GRID)
-PROCEDURE = "independent growth (the target's shape: every method but own-source) " + _SEARCH
-OWN_SOURCE_PROCEDURE = "own-source fine-tuning (the sources' shapes: own-source only) " + _SEARCH
-SCRATCH_PROCEDURE = ("a Fed-Scratch party alone (the target's whole shape from its seeded random start: "
-                     "Fed-Scratch, the one method of the operator-only regime that trains it) " + _SEARCH)
-OPERATOR_PROCEDURE = ("independent growth (a Fed-Grow party's Dual-LiGO model alone: the operator every growth "
-                      "method of the operator-only regime trains) " + _search_text(OPERATOR_RATE_GRID,
-                                                                                     OPERATOR_RATE_LADDER))
+# what each search runs to score a rate: with its grid and ladder, the procedure its results record
+GROWTH_SCORING = "independent growth (the target's shape: every method but own-source)"
+OWN_SOURCE_SCORING = "own-source fine-tuning (the sources' shapes: own-source only)"
+SCRATCH_SCORING = ("a Fed-Scratch party alone (the target's whole shape from its seeded random start: Fed-Scratch, "
+                   "the one method of the operator-only regime that trains it)")
+OPERATOR_SCORING = ("independent growth (a Fed-Grow party's Dual-LiGO model alone: the operator every growth method "
+                    "of the operator-only regime trains)")
 
 DevScorer = Callable[[FederationConfig, int, datasets.Dataset, datasets.Dataset, Path], float]
 TARGET, SOURCES, OPERATOR = "target", "own-source", "operator"  # the searches: the shapes and what is trained
@@ -99,14 +101,15 @@ def searches_for(methods: Sequence[str], config: FederationConfig) -> list[str]:
 
 def run_search(
     config: FederationConfig, name: str, work_dir: Path, grid: Sequence[float] | None = None,
-    ladder: Sequence[float] | None = None, log: Callable[[str], None] = print,
+    ladder: Sequence[float] | None = None, log: Callable[[str], None] = print, resume: bool = False,
 ) -> dict[str, Any]:
     """Search ``name`` (``TARGET``, ``SOURCES`` or ``OPERATOR``: :func:`search_of`) in ``work_dir/name``, from its
-    own grid and along its own ladder unless ``grid`` and ``ladder``, with its ``procedure``."""
+    own grid and along its own ladder unless ``grid`` and ``ladder``, with its ``procedure``; with ``resume``,
+    every party's score kept there by an earlier sitting with the same config and scoring is reused."""
     search = search_of(name, config)
     found = search_learning_rate(config, search.score, work_dir / name, grid or search.grid, ladder or search.ladder,
                                  lambda line: log(f"{config.name}: {search.models}: {line}"), search.at_rate,
-                                 search.rate)
+                                 search.rate, resume=resume, scoring=search.scored)
     return {**found, "procedure": search.procedure}
 
 
@@ -165,15 +168,18 @@ def search_learning_rate(
     config: FederationConfig, score: DevScorer, work_dir: Path, grid: Sequence[float] = LEARNING_RATE_GRID,
     ladder: Sequence[float] = LEARNING_RATE_LADDER, log: Callable[[str], None] = print,
     at_rate: Callable[[FederationConfig, float], FederationConfig] = at_learning_rate, rate_name: str = "full-model",
+    *, resume: bool = False, scoring: str = "",
 ) -> dict[str, Any]:
     """Mean development accuracy (``score`` per party, on ``config`` ``at_rate``) at every rate of ``grid``, then
     at the next rung of ``ladder`` beyond whichever edge the best rate sits on, and the chosen rate (with
-    ``config.seed``)."""
+    ``config.seed``). Every party's score is kept in ``work_dir/lr-<rate>/party-<party>.json`` with what
+    ``scoring`` says ``score`` runs; with ``resume``, one kept with the same config and ``scoring`` is reused, so
+    an interrupted search (or one whose ladder grew) runs only what it has not measured."""
     per_rate: dict[float, list[float]] = {}
     trying = list(grid)
     while trying:
         for rate in trying:
-            per_rate[rate] = _dev_accuracies(at_rate(config, rate), rate, score, work_dir)
+            per_rate[rate] = _dev_accuracies(at_rate(config, rate), rate, score, work_dir, resume, scoring, log)
             log(f"{rate_name} learning rate {rate:g}: mean development accuracy {np.mean(per_rate[rate]):.4f}")
         means = {rate: float(np.mean(values)) for rate, values in sorted(per_rate.items())}
         trying = _beyond_edge(means, ladder)
@@ -195,17 +201,59 @@ def _beyond_edge(means: dict[float, float], ladder: Sequence[float]) -> list[flo
     return []
 
 
-def _dev_accuracies(trial: FederationConfig, rate: float, score: DevScorer, work_dir: Path) -> list[float]:
+def _dev_accuracies(trial: FederationConfig, rate: float, score: DevScorer, work_dir: Path, resume: bool,
+                    scoring: str, log: Callable[[str], None]) -> list[float]:
     """Every party's development accuracy under ``score`` with ``trial`` (the config at ``rate``), its
-    development split held out of all the party trains on, its source included (``[data].dev_fraction``)."""
-    searched = copy.deepcopy(trial)
-    searched.data.dev_fraction = DEV_FRACTION
+    development split held out of all the party trains on, its source included (``[data].dev_fraction``);
+    each kept (or with ``resume`` reused) as :func:`search_learning_rate` says."""
+    searched = _dev_split_config(trial)
     accuracies = []
     for party in range(searched.num_parties):
-        train, _ = party_datasets(searched, party)
-        accuracies.append(score(searched, party, train, party_dev_set(searched, party),
-                                work_dir / f"lr-{rate:g}" / f"party-{party}"))
+        def scored(config: FederationConfig, party: int = party) -> dict[str, Any]:
+            train, _ = party_datasets(config, party)
+            accuracy = score(config, party, train, party_dev_set(config, party),
+                             work_dir / f"lr-{rate:g}" / f"party-{party}")
+            return {"dev_accuracy": accuracy, "scoring": scoring}
+
+        kept = kept_or_run(_party_file(work_dir, rate, party), searched, resume, log,
+                           f"rate {rate:g}/party {party}", scored,
+                           still_valid=lambda summary: summary.get("scoring") == scoring)
+        accuracies.append(kept["dev_accuracy"])
     return accuracies
+
+
+def _dev_split_config(trial: FederationConfig) -> FederationConfig:
+    """``trial`` with its development split held out (``[data].dev_fraction``): the config a search's run is
+    measured with, and kept with."""
+    searched = copy.deepcopy(trial)
+    searched.data.dev_fraction = DEV_FRACTION
+    return searched
+
+
+def _party_file(work_dir: Path, rate: float, party: int) -> Path:
+    return work_dir / f"lr-{rate:g}" / f"party-{party}.json"
+
+
+def keep_party_scores(kept_search: dict[str, Any], config: FederationConfig, name: str, work_dir: Path) -> int:
+    """Keep every party's score of ``kept_search`` (a search's kept file: the config it ran with and its summary)
+    where ``run_search(config, name, work_dir)`` keeps it and none is kept yet, if it was measured with ``config``
+    and scored as search ``name`` scores a rate (its procedure may choose otherwise: a grid or ladder since
+    changed). A resumed search then runs only the rates it has not measured; searches kept before each party's
+    score was kept hold their scores only in their summary. Returns how many scores were kept."""
+    search = search_of(name, config)
+    summary = kept_search["summary"]
+    if not (same_config(kept_search["config"], config) and summary.get("procedure", "").startswith(f"{search.scored};")):
+        return 0
+    added = 0
+    for rate_text, scores in summary.get("dev_accuracy_per_party", {}).items():
+        rate = float(rate_text)
+        for party, accuracy in enumerate(scores):
+            kept = _party_file(work_dir / name, rate, party)
+            if not kept.is_file():
+                keep(kept, _dev_split_config(search.at_rate(config, rate)),
+                     {"dev_accuracy": accuracy, "scoring": search.scored})
+                added += 1
+    return added
 
 
 def _own_source_records(config: FederationConfig, party: int, train: datasets.Dataset, dev: datasets.Dataset,
@@ -235,7 +283,7 @@ class Search:
     the results describe the search, what its log names, the rates it starts from and the rate it sets."""
 
     run: Callable[..., list[dict[str, Any]]]
-    procedure: str
+    scoring: str  # what ``run`` is, as the procedure states it
     models: str
     grid: tuple[float, ...] = LEARNING_RATE_GRID
     operator: bool = False  # sets the operator's rate ([training].learning_rate), else the full model's
@@ -243,6 +291,17 @@ class Search:
     @property
     def ladder(self) -> tuple[float, ...]:
         return OPERATOR_RATE_LADDER if self.operator else LEARNING_RATE_LADDER
+
+    @property
+    def scored(self) -> str:
+        """How a rate is scored: what a party's kept score of this search means (a kept one with another is
+        stale)."""
+        return f"{self.scoring} {SCORED_ON}"
+
+    @property
+    def procedure(self) -> str:
+        """How the search picks its rate, as its results record it (a kept search with another is stale)."""
+        return f"{self.scored}; {_choice_text(self.grid, self.ladder)}"
 
     @property
     def rate(self) -> str:
@@ -258,10 +317,10 @@ class Search:
 
 
 # LiGO's regime; the operator-only regime's (``phase2 = "merge"``) differ in what chooses the target's rate
-SEARCHES = {TARGET: Search(_grown_records, PROCEDURE, "grown models"),
-            SOURCES: Search(_own_source_records, OWN_SOURCE_PROCEDURE, "own sources")}
-OPERATOR_ONLY_SEARCHES = {OPERATOR: Search(_dual_records, OPERATOR_PROCEDURE, "grown models", OPERATOR_RATE_GRID, True),
-                          TARGET: Search(_scratch_records, SCRATCH_PROCEDURE, "scratch targets"),
+SEARCHES = {TARGET: Search(_grown_records, GROWTH_SCORING, "grown models"),
+            SOURCES: Search(_own_source_records, OWN_SOURCE_SCORING, "own sources")}
+OPERATOR_ONLY_SEARCHES = {OPERATOR: Search(_dual_records, OPERATOR_SCORING, "grown models", OPERATOR_RATE_GRID, True),
+                          TARGET: Search(_scratch_records, SCRATCH_SCORING, "scratch targets"),
                           SOURCES: SEARCHES[SOURCES]}
 
 
