@@ -4,6 +4,7 @@ operator's rate is searched with independent growth and the target's with a Fed-
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from fedgrow_hf.reproduce.tuning import (
     SOURCES,
     TARGET,
     at_tuned_rates,
+    keep_party_scores,
     method_learning_rate,
     search_learning_rate,
     search_of,
@@ -180,3 +182,62 @@ def test_a_search_scores_what_the_same_run_with_a_learning_curve_ends_on(shared_
     final = at_the_end[-1]["parties"][str(party)]
     assert with_curve[-1]["parties"][str(party)] == final  # accuracy, precision and loss, to the last bit
     assert searched.score(config, party, split["train"], split["test"], tmp_path / "search") == final["accuracy"]
+
+
+def _counting_score(calls: list[tuple[float, int]]):
+    """A scorer that records which (operator rate, party) it scored and scores by the party alone."""
+    def score(trial: FederationConfig, party: int, *_: object) -> float:
+        calls.append((trial.training["learning_rate"], party))
+        return 0.5 + 0.01 * party
+    return score
+
+
+def test_a_resumed_search_scores_only_what_no_sitting_kept_with_the_same_config_and_scoring(shared_data_dir,
+                                                                                           tmp_path):
+    """Every party's score at a rate is kept as it is measured: a search interrupted mid-rate and resumed scores
+    only the party it lost, to the same result; another scoring, another config or no ``--resume`` rescores."""
+    config, search = _operator_only(shared_data_dir), search_of(OPERATOR, _operator_only(shared_data_dir))
+    parties = config.num_parties
+
+    def searched(trial: FederationConfig, resume: bool, scoring: str = search.scored) -> tuple[dict, list]:
+        calls: list[tuple[float, int]] = []
+        result = search_learning_rate(trial, _counting_score(calls), tmp_path, (1e-3, 3e-3), log=lambda line: None,
+                                      at_rate=search.at_rate, rate_name=search.rate, resume=resume, scoring=scoring)
+        return result, calls
+
+    first, calls = searched(config, resume=False)
+    assert len(calls) == 2 * parties and first["chosen"] == 1e-3  # ties keep the smaller rate
+    (tmp_path / "lr-0.003" / f"party-{parties - 1}.json").unlink()  # a sitting that ended before the last party
+    resumed, calls = searched(config, resume=True)
+    assert calls == [(3e-3, parties - 1)] and resumed == first
+    assert len(searched(config, resume=True, scoring="another run")[1]) == 2 * parties
+    reseeded = copy.deepcopy(config)
+    reseeded.seed += 1
+    assert len(searched(reseeded, resume=True)[1]) == 2 * parties
+    assert len(searched(config, resume=False)[1]) == 2 * parties
+
+
+def test_a_kept_search_whose_ladder_grew_gives_its_scores_to_the_new_search(shared_data_dir, tmp_path):
+    """A search kept whole (before each party's score was kept, or with a shorter ladder) holds its per-party
+    scores in its summary: ``keep_party_scores`` keeps those measured with the same config and the same scoring
+    (what ran, on what split), so the rerun search scores only the rates it had not tried."""
+    config = _operator_only(shared_data_dir)
+    search, parties = search_of(OPERATOR, config), config.num_parties
+    scores = [0.6 + 0.01 * party for party in range(parties)]
+    older_ladder = search.procedure.replace(", 1e-01, 3e-01", "").replace(", 0.1, 0.3", "")
+    assert search.procedure.startswith(f"{search.scored};") and older_ladder != search.procedure
+    kept = {"config": config.to_dict(), "summary": {"procedure": older_ladder, "dev_accuracy_per_party": {"0.001": scores}}}
+    assert keep_party_scores(kept, config, OPERATOR, tmp_path) == parties
+    assert keep_party_scores(kept, config, OPERATOR, tmp_path) == 0  # nothing kept twice
+    calls: list[tuple[float, int]] = []
+    result = search_learning_rate(config, _counting_score(calls), tmp_path / OPERATOR, (1e-3, 3e-3),
+                                  log=lambda line: None, at_rate=search.at_rate, resume=True, scoring=search.scored)
+    assert 1e-3 not in {rate for rate, _ in calls} and (3e-3, 0) in calls
+    assert result["dev_accuracy_per_party"]["0.001"] == scores
+    # scored otherwise (here: before the development split was held out of the sources), or with another config
+    leaky = {**kept, "summary": {**kept["summary"], "procedure": older_ladder.replace(", which a source built from the "
+                                                                                    "party's data never sees either", "")}}
+    other = copy.deepcopy(config)
+    other.federation.rounds += 1
+    for stale, with_config in ((leaky, config), (kept, other)):
+        assert keep_party_scores(stale, with_config, OPERATOR, tmp_path / "elsewhere") == 0
