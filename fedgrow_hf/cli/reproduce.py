@@ -68,8 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run N of the comparison's runs (method x seed) at once, each in a process of its own on "
                              "its share of the cores (needs --engine inprocess; default: 1, one after another)")
     parser.add_argument("--resume", action="store_true",
-                        help="keep runs (method x seed, and --tune's choice) already measured in WORK_DIR with the "
-                             "same config; run the others")
+                        help="keep runs (method x seed, and --tune's choices and every party's score at each rate "
+                             "they tried) already measured in WORK_DIR with the same config; run the others")
     parser.add_argument("--report-only", action="store_true",
                         help="only redraw the plots and regenerate RESULTS.md from OUTPUT_DIR/results.json")
     add_verbose_argument(parser)
