@@ -209,7 +209,9 @@ def test_a_resumed_search_scores_only_what_no_sitting_kept_with_the_same_config_
     assert len(calls) == 2 * parties and first["chosen"] == 1e-3  # ties keep the smaller rate
     (tmp_path / "lr-0.003" / f"party-{parties - 1}.json").unlink()  # a sitting that ended before the last party
     resumed, calls = searched(config, resume=True)
-    assert calls == [(3e-3, parties - 1)] and resumed == first
+    timing = ("wall_seconds", "cpu_seconds")
+    assert calls == [(3e-3, parties - 1)] and {**resumed, **dict.fromkeys(timing)} == {**first, **dict.fromkeys(timing)}
+    assert all(resumed[key] >= 0 for key in timing) and "untimed_scores" not in resumed
     assert len(searched(config, resume=True, scoring="another run")[1]) == 2 * parties
     reseeded = copy.deepcopy(config)
     reseeded.seed += 1
@@ -234,6 +236,7 @@ def test_a_kept_search_whose_ladder_grew_gives_its_scores_to_the_new_search(shar
                                   log=lambda line: None, at_rate=search.at_rate, resume=True, scoring=search.scored)
     assert 1e-3 not in {rate for rate, _ in calls} and (3e-3, 0) in calls
     assert result["dev_accuracy_per_party"]["0.001"] == scores
+    assert result["untimed_scores"] == parties  # the kept search's scores carry no time: the sums leave them out
     # scored otherwise (here: before the development split was held out of the sources), or with another config
     leaky = {**kept, "summary": {**kept["summary"], "procedure": older_ladder.replace(", which a source built from the "
                                                                                     "party's data never sees either", "")}}

@@ -30,6 +30,7 @@ measured: docs/reproduction.md, "Learning-rate search".
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,17 +177,28 @@ def search_learning_rate(
     ``scoring`` says ``score`` runs; with ``resume``, one kept with the same config and ``scoring`` is reused, so
     an interrupted search (or one whose ladder grew) runs only what it has not measured."""
     per_rate: dict[float, list[float]] = {}
+    scores: list[dict[str, Any]] = []
     trying = list(grid)
     while trying:
         for rate in trying:
-            per_rate[rate] = _dev_accuracies(at_rate(config, rate), rate, score, work_dir, resume, scoring, log)
+            scored = _dev_scores(at_rate(config, rate), rate, score, work_dir, resume, scoring, log)
+            per_rate[rate], scores = [party["dev_accuracy"] for party in scored], scores + scored
             log(f"{rate_name} learning rate {rate:g}: mean development accuracy {np.mean(per_rate[rate]):.4f}")
         means = {rate: float(np.mean(values)) for rate, values in sorted(per_rate.items())}
         trying = _beyond_edge(means, ladder)
     chosen = max(means, key=means.__getitem__)  # max keeps the first (smallest) of ties
     return {"grid": list(grid), "tried": list(means), "chosen": chosen, "seed": config.seed,
             "dev_accuracy": {repr(rate): mean for rate, mean in means.items()},
-            "dev_accuracy_per_party": {repr(rate): per_rate[rate] for rate in means}}
+            "dev_accuracy_per_party": {repr(rate): per_rate[rate] for rate in means}, **_search_time(scores)}
+
+
+def _search_time(scores: list[dict[str, Any]]) -> dict[str, Any]:
+    """The wall and CPU seconds of a search's runs, summed over every party's score (``untimed_scores``: how many
+    were kept from a search recorded before scores were timed, so the sums leave them out)."""
+    timed = [party for party in scores if "cpu_seconds" in party]
+    untimed = {"untimed_scores": len(scores) - len(timed)} if len(timed) < len(scores) else {}
+    return {"wall_seconds": round(sum(party["wall_seconds"] for party in timed), 1),
+            "cpu_seconds": round(sum(party["cpu_seconds"] for party in timed), 1), **untimed}
 
 
 def _beyond_edge(means: dict[float, float], ladder: Sequence[float]) -> list[float]:
@@ -201,25 +213,26 @@ def _beyond_edge(means: dict[float, float], ladder: Sequence[float]) -> list[flo
     return []
 
 
-def _dev_accuracies(trial: FederationConfig, rate: float, score: DevScorer, work_dir: Path, resume: bool,
-                    scoring: str, log: Callable[[str], None]) -> list[float]:
+def _dev_scores(trial: FederationConfig, rate: float, score: DevScorer, work_dir: Path, resume: bool,
+                scoring: str, log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Every party's development accuracy under ``score`` with ``trial`` (the config at ``rate``), its
-    development split held out of all the party trains on, its source included (``[data].dev_fraction``);
-    each kept (or with ``resume`` reused) as :func:`search_learning_rate` says."""
+    development split held out of all the party trains on, its source included (``[data].dev_fraction``), with
+    the seconds it took; each kept (or with ``resume`` reused) as :func:`search_learning_rate` says."""
     searched = _dev_split_config(trial)
-    accuracies = []
+    scores = []
     for party in range(searched.num_parties):
         def scored(config: FederationConfig, party: int = party) -> dict[str, Any]:
+            started, cpu_started = time.monotonic(), time.process_time()
             train, _ = party_datasets(config, party)
             accuracy = score(config, party, train, party_dev_set(config, party),
                              work_dir / f"lr-{rate:g}" / f"party-{party}")
-            return {"dev_accuracy": accuracy, "scoring": scoring}
+            return {"dev_accuracy": accuracy, "scoring": scoring, "wall_seconds": time.monotonic() - started,
+                    "cpu_seconds": time.process_time() - cpu_started}
 
-        kept = kept_or_run(_party_file(work_dir, rate, party), searched, resume, log,
-                           f"rate {rate:g}/party {party}", scored,
-                           still_valid=lambda summary: summary.get("scoring") == scoring)
-        accuracies.append(kept["dev_accuracy"])
-    return accuracies
+        scores.append(kept_or_run(_party_file(work_dir, rate, party), searched, resume, log,
+                                  f"rate {rate:g}/party {party}", scored,
+                                  still_valid=lambda summary: summary.get("scoring") == scoring))
+    return scores
 
 
 def _dev_split_config(trial: FederationConfig) -> FederationConfig:
