@@ -31,7 +31,7 @@ from fedgrow_hf.reproduce.methods import (
     scratch_rounds,
 )
 from fedgrow_hf.reproduce.results_markdown import preset_section
-from fedgrow_hf.reproduce.stats import aggregation_effect
+from fedgrow_hf.reproduce.stats import aggregation_effect, compute_seconds
 from fedgrow_hf.reproduce.tuning import LEARNING_RATE_GRID
 from fedgrow_hf.tuners.ligo import GrowthStage, ModelShape
 from fedgrow_hf.tuners.ligo.shapes import OPTIONAL_SHAPE_FIELDS
@@ -358,6 +358,21 @@ def test_a_resumed_run_adds_the_times_itsearlier_sittings_recorded():
     older = [{key: value for key, value in record.items() if key != "cpu_seconds"} for record in records]
     wall, cpu, note = earlier_sittings(older, 2)
     assert (wall, cpu) == (21.0, 0.0) and "its CPU time is the resumed sitting's only" in note
+
+
+def test_the_compute_behind_a_comparison_sums_its_runs_and_searches_over_every_sitting():
+    """A resumed comparison that keeps every run takes seconds; the figures' cost is the sum of the runs' and
+    the searches' recorded times. A run or search score kept from before times were recorded is counted as
+    untimed, not as zero hours."""
+    methods = {"fed-grow": {"runs": [{"wall_seconds": 100.0, "cpu_seconds": 90.0},
+                                     {"wall_seconds": 110.0, "cpu_seconds": None}]},
+               "own-source": {"runs": [{"wall_seconds": 50.0, "cpu_seconds": 45.0}]}}
+    operator = {"chosen": 1e-2, "tried": [1e-3, 1e-2], "wall_seconds": 30.0, "cpu_seconds": 20.0, "untimed_scores": 4,
+                "dev_accuracy_per_party": {"0.001": [0.5] * 4, "0.01": [0.6] * 4}}
+    older = {"chosen": 1e-4, "tried": [1e-4, 3e-4], "dev_accuracy_per_party": {"0.0001": [0.5] * 3, "0.0003": [0.6] * 3}}
+    tuning = {"seed": 0, **older, "own_source": None, "operator": operator}
+    assert compute_seconds(methods, tuning) == {"wall": 290.0, "cpu": 155.0, "untimed": 1 + 4 + 6}
+    assert compute_seconds(methods, None) == {"wall": 260.0, "cpu": 135.0, "untimed": 1}
 
 
 def test_seeds_change_initialisation_not_the_data(shared_data_dir):

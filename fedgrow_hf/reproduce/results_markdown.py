@@ -62,7 +62,8 @@ def preset_section(results: dict[str, Any], results_dir: str, notes: dict[str, s
         "",
         f"Command: `{results['command']}`  ",
         f"Measured {results['finished']} on {results['environment']['machine']}, git commit "
-        f"`{results['environment']['git_commit']}`, total {results['wall_seconds'] / 60:.1f} min.  ",
+        f"`{results['environment']['git_commit']}`, total {results['wall_seconds'] / 60:.1f} min"
+        f"{_compute(results.get('compute'))}.  ",
         f"{_seeds_word(len(seeds)).capitalize()} {', '.join(map(str, seeds))}: each changes the initialisation "
         "(operators, task heads, Fed-Scratch's random target) and the order of training batches; the partition, "
         "the held-out shares and the parties' sources are fixed by the data seed.  ",
@@ -139,6 +140,14 @@ def partitioned_section(results: dict[str, Any], results_dir: str) -> str:
         lines += ["| setting | original | this preset |", "|---|---|---|"]
         lines += [f"| {name} | {original} | {ours} |" for name, (original, ours) in results["scaling"].items()]
         lines.append("")
+    computes = {name: comparison["compute"] for name, comparison in results["partitions"].items()
+                if "compute" in comparison}
+    if computes:
+        lines += ["What these figures cost, each partition's runs and searches summed over every sitting that measured "
+                  "them: " + "; ".join(f"`{name}` {_hours(compute['cpu'])} CPU ({_hours(compute['wall'])} wall"
+                                       f"{_untimed(compute)})" for name, compute in computes.items())
+                  + f". Run as one process per partition side by side, the preset takes the longest partition's wall "
+                  f"time: {_hours(max(compute['wall'] for compute in computes.values()))}.", ""]
     notes, stale = results.get("notes", {}), _stale_notes_warning(results)
     claim_notes = {key: note for key, note in notes.items() if PARTITION_NOTE not in key}
     lines += _targets_section(results["claims"]["targets"], claim_notes, stale, "### The paper's claims, measured")
@@ -166,6 +175,24 @@ def partitioned_section(results: dict[str, Any], results_dir: str) -> str:
         lines.append(section.replace(f"## `{comparison['preset']}`", f"### `{comparison['preset']}`, partition `{name}`", 1)
                      .replace("\n### ", "\n#### "))
     return "\n".join(lines)
+
+
+def _compute(compute: dict[str, Any] | None) -> str:
+    """The compute behind a comparison's figures, beside the last sitting's total (which a resumed comparison that
+    keeps every run makes short)."""
+    if compute is None:
+        return ""
+    return (f" in this sitting; its runs and searches took {_hours(compute['cpu'])} CPU "
+            f"({_hours(compute['wall'])} wall) in all, over every sitting that measured them{_untimed(compute)}")
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h"
+
+
+def _untimed(compute: dict[str, Any]) -> str:
+    untimed = compute["untimed"]
+    return f"; {untimed} run(s) or search score(s) recorded without their time are left out" if untimed else ""
 
 
 def _aggregation_table(methods: dict[str, dict[str, Any]]) -> list[str]:

@@ -27,7 +27,7 @@ from .presets import COMPARISON_SEEDS, PRESET_FOLDER, PRESETS, ComparisonSetting
 from .results import PARTITIONED_KIND, RESULTS_FILE, RESULTS_KIND, comparisons_of, write_results
 from .results_markdown import write_report
 from .side_by_side import check_jobs, run_side_by_side, threads_per_job
-from .stats import headline, paired_differences, seed_summary, summarise
+from .stats import compute_seconds, headline, paired_differences, seed_summary, summarise
 from .targets import issue_targets
 from .tuning import at_tuned_rates, keep_party_scores, procedure, run_search, searches_for, tuning_record
 
@@ -191,6 +191,7 @@ def _compare(
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),
         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_seconds": round(time.monotonic() - wall, 1),
+        "compute": compute_seconds(measured, tuning),
         "config": config.to_dict(),
         "seeds": seeds,
         "learning_rate_origin": comparison.settings.learning_rate_origin,

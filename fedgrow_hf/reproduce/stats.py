@@ -162,3 +162,26 @@ def headline(methods: dict[str, dict[str, Any]]) -> dict[str, float]:
         ),
         "shared_parameters_vs_fed_scratch": grow["shared_parameters"] / scratch["shared_parameters"],
     }
+
+
+def compute_seconds(methods: dict[str, dict[str, Any]], tuning: dict[str, Any] | None) -> dict[str, Any]:
+    """What a comparison's figures cost, summed over its methods' runs and its learning-rate searches, whichever
+    sittings measured them (a resumed comparison that keeps everything runs for seconds; these are the hours
+    behind its figures): ``wall`` and ``cpu`` seconds, and ``untimed``, the runs and search scores kept from
+    before their time was recorded, which the sums leave out."""
+    tuning = tuning or {}
+    searches = [search for search in (tuning, tuning.get("own_source"), tuning.get("operator"))
+                if search and "chosen" in search]
+    runs = [run for summary in methods.values() for run in summary["runs"]]
+    untimed = sum(run.get("cpu_seconds") is None for run in runs) + sum(_untimed_scores(search) for search in searches)
+    return {clock: round(sum(run.get(f"{clock}_seconds") or 0.0 for run in runs)
+                         + sum(search.get(f"{clock}_seconds", 0.0) for search in searches), 1)
+            for clock in ("wall", "cpu")} | {"untimed": untimed}
+
+
+def _untimed_scores(search: dict[str, Any]) -> int:
+    """A search's party scores without a recorded time: all of them in a search recorded before searches were
+    timed."""
+    if "cpu_seconds" in search:
+        return search.get("untimed_scores", 0)
+    return sum(len(scores) for scores in search.get("dev_accuracy_per_party", {}).values())

@@ -387,6 +387,13 @@ def test_a_partitioned_comparison_reports_the_claims(shared_data_dir, cache, tmp
     assert [target["met"] is None for target in saved["claims"]["targets"]] == [False, False, False, True]
     assert saved["claims"]["targets"][3]["measured"] == "needs fed-grow-shared-intermediate"
     report = (tmp_path / "RESULTS.md").read_text()  # beside the folder holding results/
+    for comparison in saved["partitions"].values():  # the sittings' runs and searches, not the last sitting
+        runs = [run for method in comparison["methods"].values() for run in method["runs"]]
+        searches = (comparison["learning_rate_tuning"], comparison["learning_rate_tuning"]["operator"])
+        assert comparison["compute"]["cpu"] == pytest.approx(sum(run["cpu_seconds"] for run in runs)
+                                                             + sum(search["cpu_seconds"] for search in searches), abs=0.5)
+        assert comparison["compute"]["untimed"] == 0 and comparison["compute"]["wall"] > comparison["wall_seconds"]
+    assert "What these figures cost, each partition's runs and searches summed" in report
     assert "The operator's learning rate: " in report and "a Fed-Scratch party alone" in report
     assert "## `tiny-paper`" in report and "partition `iid`" in report and "| By the average |" in report and (output / "iid" / "accuracy_vs_steps.png").is_file()
     # notes a human adds: on a claim (by its key), on one partition's own target ("<partition>/<key>"), on none
