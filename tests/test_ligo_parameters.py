@@ -24,7 +24,9 @@ def stage_size(src: dict, tgt: dict, dense: bool = False) -> int:
     depth: one L_t x L_s mix per block parameter, plus one gain offset per block LayerNorm and target
     block; residual out+in factors (always full matrices, +1 for the stored 1x1 group); per target block:
     query out, key out, value out+in, FFN out+in. Attention factors are (heads_t x heads_s) + (head_dim_t x
-    head_dim_s) when the target's heads are at least as many and as wide, else full; FFN factors are
+    head_dim_s) when the target's heads are at least as many and as wide; where they are fewer and k times as
+    wide, k source heads side by side are one group, (heads_t x heads_s/k) + (head_dim_t x k head_dim_s), if
+    the source's heads make no more such groups than the target has heads; else full. FFN factors are
     (g x g) + (n_t/g x n_s/g).
     """
 
@@ -34,6 +36,9 @@ def stage_size(src: dict, tgt: dict, dense: bool = False) -> int:
     def attention() -> int:
         h_t, h_s = tgt["heads"], src["heads"]
         d_t, d_s = tgt["hidden"] // h_t, src["hidden"] // h_s
+        k = d_t // d_s if d_t % d_s == 0 else 0
+        if not dense and h_t < h_s and k > 1 and h_s % k == 0 and h_s // k <= h_t:
+            return h_t * (h_s // k) + d_t * (k * d_s)
         if dense or h_t < h_s or d_t < d_s:
             return full(tgt["hidden"], src["hidden"])
         return h_t * h_s + d_t * d_s
@@ -54,13 +59,20 @@ TGT = {"layers": 3, "hidden": 48, "heads": 6, "ffn": 96}
 MID = {"layers": 2, "hidden": 40, "heads": 4, "ffn": 80}
 
 
+# fewer, wider target heads: two source heads side by side in each (as MiniLM -> BERT L8/H512), or four; and fewer
+# heads no such grouping fits (12 of 4 -> 2 of 32: groups of 8 do not divide 12), grown with full factors
+FEWER_HEADS = [({"layers": 2, "hidden": 48, "heads": 12, "ffn": 96}, {"layers": 3, "hidden": 64, "heads": heads, "ffn": 96})
+               for heads in (8, 4, 2)]
+
+
 @pytest.mark.parametrize("dense", [False, True])
-def test_trainable_parameters_equal_the_analytic_operator_size(dense):
+@pytest.mark.parametrize("src,tgt", [(SRC, TGT), *FEWER_HEADS])
+def test_trainable_parameters_equal_the_analytic_operator_size(dense, src, tgt):
     model = grow(
-        random_bert(**SRC), bert_config(**TGT), model_class=BertModel, width_structure="dense" if dense else "head_kronecker"
+        random_bert(**src), bert_config(**tgt), model_class=BertModel, width_structure="dense" if dense else "head_kronecker"
     )
     trainable, _ = model.get_nb_trainable_parameters()
-    assert trainable == stage_size(SRC, TGT, dense)
+    assert trainable == stage_size(src, tgt, dense)
 
 
 def test_dual_ligo_trains_local_and_global_and_the_head_on_request():

@@ -13,9 +13,10 @@ weights of a transformer of shape B (LiGO, arXiv 2303.00980):
 Per-layer factors are Kronecker products ``group (x) unit`` (``width_structure="head_kronecker"``):
 for attention the groups are heads (target head h is a learned mix of source heads, each widened by
 one learned per-head map), for the FFN blocks of neurons. That keeps heads heads, and keeps the
-operator -- which is what Fed-Grow sends over the network -- a small fraction of the target model.
-The residual factors (once per model) are full matrices, as is any factor whose Kronecker form would
-cap its rank below the source size (:class:`SpaceLayout`). ``"dense"`` uses full matrices everywhere,
+operator -- which is what Fed-Grow sends over the network -- a small fraction of the target model. A
+target with fewer, wider heads takes source heads side by side (a group of k source heads per target head
+k times as wide). The residual factors (once per model) are full matrices, as is any factor whose Kronecker
+form would cap its rank below the source size (:class:`SpaceLayout`). ``"dense"`` uses full matrices everywhere,
 as in the LiGO paper. The default initialisation is lossless (:mod:`.initialization`).
 
 Depth mixing and width expansion are both linear, so they can run in either order; the order only sets
@@ -196,11 +197,13 @@ class SpaceLayout:
     """How one space is grown: its natural groups and units, and how its factors are stored.
 
     Natural groups are attention heads for query/key/value (units: head dimensions; key/value heads for
-    key and value), ``g`` blocks of neurons for the FFN and one group for the residual stream. Storage is
-    ``group (x) unit`` over the natural groups when that cannot cap the expansion's rank below the source
-    size (``min(groups) * min(units) >= source size``); otherwise -- fewer or narrower target heads, or
-    ``dense`` -- one full matrix. Initial values are always defined over the natural groups
-    (:meth:`lossless_factors`).
+    key and value), ``g`` blocks of neurons for the FFN and one group for the residual stream. Where the
+    target has fewer, wider heads, ``merged_heads`` source heads side by side make one source group (MiniLM's
+    12 heads of 32 as 6 of 64 for a target of 8 heads of 64): what the start puts in one target head
+    (:meth:`lossless_factors`), and a group a target head can hold whole. Storage is ``group (x) unit`` over
+    the natural groups when that cannot cap the expansion's rank below the source size
+    (``min(groups) * min(units) >= source size``); otherwise -- fewer or narrower target heads that no such
+    grouping fits, or ``dense`` -- one full matrix. Initial values are always defined over the natural groups.
     """
 
     groups: tuple[int, int]  # natural (target, source) group counts
@@ -211,6 +214,7 @@ class SpaceLayout:
     # query heads under grouped-query attention follow their key/value heads (:func:`grouped_query_heads`).
     group_sources: tuple[int, ...] | None = None
     norm_preserving: bool = False  # the residual stream of an RMSNorm-ed model (:func:`norm_preserving_expansion`)
+    merged_heads: int = 1  # source heads side by side in one natural source group (see above)
 
     @property
     def stored_groups(self) -> tuple[int, int]:
@@ -228,9 +232,10 @@ class SpaceLayout:
         if self.norm_preserving:
             producer, consumer = norm_preserving_expansion(g_out * u_out, g_in * u_in, asymmetric)
             return torch.ones(1, 1), consumer if side is Side.IN else producer
-        scale = math.sqrt(u_out / u_in)  # the target divides attention logits by sqrt(its head size)
+        # the target divides attention logits by sqrt(its head size), the source by sqrt(its own)
+        scale = math.sqrt(u_out * self.merged_heads / u_in)
         group_copies = expansion(g_out, g_in) if self.group_sources is None else copy_matrix(self.group_sources, g_in)
-        if self.obstacle:  # no head-to-head map exists: copy every source unit (heads merge, none is lost)
+        if self.obstacle and self.merged_heads == 1:  # no head-to-group map: copy every source unit (none is lost)
             (g_out, g_in), (u_out, u_in) = (1, 1), self.stored_units
             group_copies = expansion(1, 1)
         if side is Side.IN:
@@ -268,10 +273,27 @@ def space_layout(
             f"the source has {heads[1]} of {head_size[1]}: fewer or narrower heads cannot compute the source's "
             "attention (every source head needs a target head at least as wide)"
         )
+    merged = _merged_heads(heads, head_size) if obstacle and not grouped else 1
+    if merged > 1:
+        return SpaceLayout((heads[0], heads[1] // merged), (head_size[0], head_size[1] * merged), kronecker, obstacle,
+                           merged_heads=merged)
     group_sources = None
     if not key_value:
         group_sources = tuple(grouped_query_heads(target.heads, target.kv_heads, source.heads, source.kv_heads))
     return SpaceLayout(heads, head_size, kronecker and obstacle is None, obstacle, group_sources)
+
+
+def _merged_heads(heads: tuple[int, int], head_size: tuple[int, int]) -> int:
+    """How many source heads sit side by side in one target head where the target has fewer, wider ones: the
+    ratio of the head sizes, when it is a whole number that divides the source's heads into no more groups than
+    the target has heads (the Kronecker factors over those groups then have the full matrix's rank and its
+    start, but for the logits of a target head that repeats a group, which keep the source's scale instead of
+    a share of it); else 1 (full factors)."""
+    (target_heads, source_heads), (target_size, source_size) = heads, head_size
+    merged = target_size // source_size
+    if target_size % source_size or merged < 2 or source_heads % merged or source_heads // merged > target_heads:
+        return 1
+    return merged
 
 
 def _ffn_groups(source: int, target: int) -> int:
