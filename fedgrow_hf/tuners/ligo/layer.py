@@ -241,7 +241,11 @@ class SpaceLayout:
         if side is Side.IN:
             group, unit = split(group_copies, asymmetric), contraction(u_out, u_in, asymmetric)
         elif space is Space.KEY:  # logits q'.k' = q.k: the key side contracts what the query side copies
-            group, unit = group_copies, contraction(u_out, u_in, asymmetric)
+            # heads side by side share a softmax, so no start is exact: the full factors' (a repeated group's
+            # logits split over its copies) is kept, measured nearer the source's function than whole logits
+            # (benchmarks/diagnostics/head_layout.py)
+            group = split(group_copies, asymmetric) if self.merged_heads > 1 else group_copies
+            unit = contraction(u_out, u_in, asymmetric)
         else:
             group, unit = group_copies, expansion(u_out, u_in)
         if space is Space.QUERY:
@@ -287,8 +291,7 @@ def _merged_heads(heads: tuple[int, int], head_size: tuple[int, int]) -> int:
     """How many source heads sit side by side in one target head where the target has fewer, wider ones: the
     ratio of the head sizes, when it is a whole number that divides the source's heads into no more groups than
     the target has heads (the Kronecker factors over those groups then have the full matrix's rank and its
-    start, but for the logits of a target head that repeats a group, which keep the source's scale instead of
-    a share of it); else 1 (full factors)."""
+    start); else 1 (full factors)."""
     (target_heads, source_heads), (target_size, source_size) = heads, head_size
     merged = target_size // source_size
     if target_size % source_size or merged < 2 or source_heads % merged or source_heads // merged > target_heads:
