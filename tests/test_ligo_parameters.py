@@ -8,6 +8,7 @@ from ligo_factories import bert_config, random_bert, token_batch
 from transformers import BertForSequenceClassification, BertModel
 
 from fedgrow_hf import LiGOConfig, grow
+from fedgrow_hf.tuners.ligo.config import WIDTH_STRUCTURES
 
 BERT_BLOCK_PARAMETERS, BERT_BLOCK_NORMS = 16, 2  # 8 modules with weight and bias; 2 LayerNorms per block
 
@@ -18,16 +19,16 @@ def ffn_group_count(n_t: int, n_s: int) -> int:
                key=lambda g: g * g + (n_t // g) * (n_s // g))
 
 
-def stage_size(src: dict, tgt: dict, dense: bool = False) -> int:
+def stage_size(src: dict, tgt: dict, structure: str = "head_kronecker") -> int:
     """LiGO operator size from the shapes alone.
 
     depth: one L_t x L_s mix per block parameter, plus one gain offset per block LayerNorm and target
     block; residual out+in factors (always full matrices, +1 for the stored 1x1 group); per target block:
     query out, key out, value out+in, FFN out+in. Attention factors are (heads_t x heads_s) + (head_dim_t x
-    head_dim_s) when the target's heads are at least as many and as wide; where they are fewer and k times as
-    wide, k source heads side by side are one group, (heads_t x heads_s/k) + (head_dim_t x k head_dim_s), if
-    the source's heads make no more such groups than the target has heads; else full. FFN factors are
-    (g x g) + (n_t/g x n_s/g).
+    head_dim_s) when the target's heads are at least as many and as wide; with ``head_groups``, where they are
+    fewer and k times as wide, k source heads side by side are one group, (heads_t x heads_s/k) + (head_dim_t x
+    k head_dim_s), if the source's heads make no more such groups than the target has heads; else full. FFN
+    factors are (g x g) + (n_t/g x n_s/g). ``dense``: every factor full.
     """
 
     def full(n_t: int, n_s: int) -> int:
@@ -37,14 +38,14 @@ def stage_size(src: dict, tgt: dict, dense: bool = False) -> int:
         h_t, h_s = tgt["heads"], src["heads"]
         d_t, d_s = tgt["hidden"] // h_t, src["hidden"] // h_s
         k = d_t // d_s if d_t % d_s == 0 else 0
-        if not dense and h_t < h_s and k > 1 and h_s % k == 0 and h_s // k <= h_t:
+        if structure == "head_groups" and h_t < h_s and k > 1 and h_s % k == 0 and h_s // k <= h_t:
             return h_t * (h_s // k) + d_t * (k * d_s)
-        if dense or h_t < h_s or d_t < d_s:
+        if structure == "dense" or h_t < h_s or d_t < d_s:
             return full(tgt["hidden"], src["hidden"])
         return h_t * h_s + d_t * d_s
 
     def ffn() -> int:
-        if dense:
+        if structure == "dense":
             return full(tgt["ffn"], src["ffn"])
         g = ffn_group_count(tgt["ffn"], src["ffn"])
         return g * g + (tgt["ffn"] // g) * (src["ffn"] // g)
@@ -65,14 +66,12 @@ FEWER_HEADS = [({"layers": 2, "hidden": 48, "heads": 12, "ffn": 96}, {"layers": 
                for heads in (8, 4, 2)]
 
 
-@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("structure", WIDTH_STRUCTURES)
 @pytest.mark.parametrize("src,tgt", [(SRC, TGT), *FEWER_HEADS])
-def test_trainable_parameters_equal_the_analytic_operator_size(dense, src, tgt):
-    model = grow(
-        random_bert(**src), bert_config(**tgt), model_class=BertModel, width_structure="dense" if dense else "head_kronecker"
-    )
+def test_trainable_parameters_equal_the_analytic_operator_size(structure, src, tgt):
+    model = grow(random_bert(**src), bert_config(**tgt), model_class=BertModel, width_structure=structure)
     trainable, _ = model.get_nb_trainable_parameters()
-    assert trainable == stage_size(src, tgt, dense)
+    assert trainable == stage_size(src, tgt, structure)
 
 
 def test_dual_ligo_trains_local_and_global_and_the_head_on_request():

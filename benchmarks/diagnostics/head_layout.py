@@ -1,23 +1,20 @@
-"""What the operator's layout of attention heads costs in quality, where the target has fewer, wider heads.
+"""What `width_structure="head_groups"` costs in quality, where the target has fewer, wider heads.
 
 MiniLM (12 heads of 32) -> BERT L8/H512 (8 heads of 64), `bench_operator.py`'s pair, is such a growth: no target
-head can hold one source head alone next to the others, so the query/key/value spaces are grown with full
-512 x 384 factors per target block (before 2026-12-06), or (since) with Kronecker factors over pairs of source
-heads side by side: 8 x 6 head maps and 64 x 64 unit maps, 11x fewer operator parameters in all and a fifth
-less arithmetic per training step. Both start from the same grown weights; they differ in what the operator
-can learn.
+head can hold one source head alone next to the others, so `head_kronecker` (the default) grows the
+query/key/value spaces with full 512 x 384 factors per target block, and `head_groups` with Kronecker factors
+over pairs of source heads side by side: 8 x 6 head maps and 64 x 64 unit maps, 11x fewer operator parameters in
+all and a fifth less arithmetic per training step. Both start from the same grown weights; they differ in what
+the operator can learn.
 
-Run it once per layout, under each checkout, with the same arguments:
+    python benchmarks/diagnostics/head_layout.py --output benchmarks/diagnostics/head_layout.json
 
-    python benchmarks/diagnostics/head_layout.py --output benchmarks/diagnostics/head_layout.paired.json
-    PYTHONPATH=<worktree of the commit before> python benchmarks/diagnostics/head_layout.py \
-        --output benchmarks/diagnostics/head_layout.full.json
-
-It trains the operator (and the fresh classifier) on SST-2's first `--train` training sentences, `--steps` AdamW
-steps of `--batch` at each `--rates`, and reports the held-out loss and accuracy (SST-2's dev file, first
-`--eval` sentences) every `--every` steps, the operator's trainable parameters, and how far the grown encoder's
-start is from MiniLM's function: the relative error of its last hidden states (the first 384 of 512 features,
-the ones that copy the source's) against MiniLM's on the held-out sentences.
+For each structure, seed and rate it trains the operator (and the fresh classifier) on SST-2's first `--train`
+training sentences, `--steps` AdamW steps of `--batch`, and reports the held-out loss and accuracy (SST-2's dev
+file, first `--eval` sentences) every `--every` steps, the operator's trainable parameters, and how far the grown
+encoder's start is from MiniLM's function: the relative error of its last hidden states (the first 384 of 512
+features, the ones that copy the source's) against MiniLM's on the held-out sentences. The seed sets the fresh
+classifier (the batches are in file order), so seeds pair across structures.
 """
 
 from __future__ import annotations
@@ -93,37 +90,49 @@ def run(args: argparse.Namespace) -> dict:
 
     train = batches(*sentences(args.data / "train.tsv", args.train))
     held_out = batches(*sentences(args.data / "dev.tsv", args.eval))
-    results = {"command": "python benchmarks/diagnostics/head_layout.py " + " ".join(sys.argv[1:]), "rates": {}}
-    for rate in args.rates:
-        torch.manual_seed(args.seed)
-        model = grow(source, target_config(source.config), model_class=BertForSequenceClassification,
-                     modules_to_save=["classifier"])
-        trainable = [param for param in model.parameters() if param.requires_grad]
-        results["trainable_parameters"] = sum(param.numel() for param in trainable)
-        results["start_relative_error"] = start_error(model, source, held_out)
-        optimizer = torch.optim.AdamW(trainable, lr=rate)
-        curve, started = [{"step": 0, **evaluate(model, held_out)}], time.perf_counter()
-        for step in range(1, args.steps + 1):
-            model(**train[(step - 1) % len(train)]).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if step % args.every == 0:
-                curve.append({"step": step, **evaluate(model, held_out)})
-        results["rates"][repr(rate)] = {"curve": curve, "seconds": round(time.perf_counter() - started, 1)}
-        print(json.dumps({"rate": rate, **curve[-1]}), flush=True)
+    results = {"command": "python benchmarks/diagnostics/head_layout.py " + " ".join(sys.argv[1:]), "structures": {}}
+    for structure in args.width_structures:
+        measured = results["structures"][structure] = {"runs": []}
+        for seed in args.seeds:
+            for rate in args.rates:
+                torch.manual_seed(seed)
+                model = grow(source, target_config(source.config), model_class=BertForSequenceClassification,
+                             modules_to_save=["classifier"], width_structure=structure)
+                trainable = [param for param in model.parameters() if param.requires_grad]
+                measured["trainable_parameters"] = sum(param.numel() for param in trainable)
+                measured["start_relative_error"] = start_error(model, source, held_out)
+                curve, seconds = train_operator(model, trainable, rate, train, held_out, args)
+                measured["runs"].append({"seed": seed, "rate": rate, "curve": curve, "seconds": seconds})
+                print(json.dumps({"structure": structure, "seed": seed, "rate": rate, **curve[-1]}), flush=True)
     return results
+
+
+def train_operator(model: torch.nn.Module, trainable: list[torch.nn.Parameter], rate: float,
+                   train: list[dict[str, torch.Tensor]], held_out: list[dict[str, torch.Tensor]],
+                   args: argparse.Namespace) -> tuple[list[dict[str, float]], float]:
+    """``args.steps`` AdamW steps at ``rate`` over ``train`` in order; the held-out curve and the seconds."""
+    optimizer = torch.optim.AdamW(trainable, lr=rate)
+    curve, started = [{"step": 0, **evaluate(model, held_out)}], time.perf_counter()
+    for step in range(1, args.steps + 1):
+        model(**train[(step - 1) % len(train)]).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % args.every == 0:
+            curve.append({"step": step, **evaluate(model, held_out)})
+    return curve, round(time.perf_counter() - started, 1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rates", type=float, nargs="+", default=[1e-3, 1e-2])
+    parser.add_argument("--width-structures", nargs="+", default=["head_kronecker", "head_groups"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rates", type=float, nargs="+", default=[1e-2])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--train", type=int, default=1600)
     parser.add_argument("--eval", type=int, default=800)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=SST2, help="a folder with SST-2's train.tsv and dev.tsv")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()

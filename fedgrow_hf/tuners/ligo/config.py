@@ -16,7 +16,7 @@ from .shapes import OPTIONAL_SHAPE_FIELDS, SHAPE_FIELDS, ModelShape
 
 __all__ = ["DEPTH_INITS", "WIDTH_INITS", "WIDTH_STEPS", "WIDTH_STRUCTURES", "LiGOConfig", "source_name"]
 
-WIDTH_STRUCTURES = ("head_kronecker", "dense")
+WIDTH_STRUCTURES = ("head_kronecker", "head_groups", "dense")
 WIDTH_STEPS = ("fan_in", "plain")
 WIDTH_INITS = ("lossless", "duplicate", "random")
 DEPTH_INITS = ("identity", "stack", "interpolate")
@@ -47,7 +47,12 @@ class LiGOConfig(PeftConfig):
     )
     width_structure: str = field(
         default="head_kronecker",
-        metadata={"help": "'head_kronecker': head-structured Kronecker width factors (small); 'dense': full matrices."},
+        metadata={
+            "help": "'head_kronecker': head-structured Kronecker width factors (small), full matrices where the target "
+            "has fewer heads than the source; 'head_groups': the same, but fewer heads k times as wide take groups of "
+            "k source heads side by side as Kronecker factors too (smaller and cheaper per step, less to learn with); "
+            "'dense': full matrices."
+        },
     )
     width_step: str = field(
         default="fan_in",

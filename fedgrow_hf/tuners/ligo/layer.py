@@ -13,10 +13,10 @@ weights of a transformer of shape B (LiGO, arXiv 2303.00980):
 Per-layer factors are Kronecker products ``group (x) unit`` (``width_structure="head_kronecker"``):
 for attention the groups are heads (target head h is a learned mix of source heads, each widened by
 one learned per-head map), for the FFN blocks of neurons. That keeps heads heads, and keeps the
-operator -- which is what Fed-Grow sends over the network -- a small fraction of the target model. A
-target with fewer, wider heads takes source heads side by side (a group of k source heads per target head
-k times as wide). The residual factors (once per model) are full matrices, as is any factor whose Kronecker
-form would cap its rank below the source size (:class:`SpaceLayout`). ``"dense"`` uses full matrices everywhere,
+operator -- which is what Fed-Grow sends over the network -- a small fraction of the target model.
+The residual factors (once per model) are full matrices, as is any factor whose Kronecker form would cap
+its rank below the source size (:class:`SpaceLayout`): attention spaces whose target has fewer heads, unless
+``width_structure="head_groups"`` takes k source heads side by side into each target head k times as wide. ``"dense"`` uses full matrices everywhere,
 as in the LiGO paper. The default initialisation is lossless (:mod:`.initialization`).
 
 Depth mixing and width expansion are both linear, so they can run in either order; the order only sets
@@ -198,9 +198,9 @@ class SpaceLayout:
 
     Natural groups are attention heads for query/key/value (units: head dimensions; key/value heads for
     key and value), ``g`` blocks of neurons for the FFN and one group for the residual stream. Where the
-    target has fewer, wider heads, ``merged_heads`` source heads side by side make one source group (MiniLM's
-    12 heads of 32 as 6 of 64 for a target of 8 heads of 64): what the start puts in one target head
-    (:meth:`lossless_factors`), and a group a target head can hold whole. Storage is ``group (x) unit`` over
+    target has fewer, wider heads, ``head_groups`` makes ``merged_heads`` source heads side by side one source
+    group (MiniLM's 12 heads of 32 as 6 of 64 for a target of 8 heads of 64): what the start puts in one target
+    head (:meth:`lossless_factors`), and a group a target head can hold whole. Storage is ``group (x) unit`` over
     the natural groups when that cannot cap the expansion's rank below the source size
     (``min(groups) * min(units) >= source size``); otherwise -- fewer or narrower target heads that no such
     grouping fits, or ``dense`` -- one full matrix. Initial values are always defined over the natural groups.
@@ -259,7 +259,7 @@ def space_layout(
     space: Space, source: ModelShape, target: ModelShape, width_structure: str, table: ArchitectureTable
 ) -> SpaceLayout:
     """The :class:`SpaceLayout` of ``space`` for a stage from ``source`` to ``target``."""
-    kronecker = width_structure == "head_kronecker"
+    kronecker = width_structure in ("head_kronecker", "head_groups")
     if space is Space.RESIDUAL:
         return SpaceLayout((1, 1), (target.hidden, source.hidden), kronecker=False, norm_preserving=table.rms_normalised)
     if space is Space.FFN:
@@ -277,7 +277,7 @@ def space_layout(
             f"the source has {heads[1]} of {head_size[1]}: fewer or narrower heads cannot compute the source's "
             "attention (every source head needs a target head at least as wide)"
         )
-    merged = _merged_heads(heads, head_size) if obstacle and not grouped else 1
+    merged = _merged_heads(heads, head_size) if obstacle and not grouped and width_structure == "head_groups" else 1
     if merged > 1:
         return SpaceLayout((heads[0], heads[1] // merged), (head_size[0], head_size[1] * merged), kronecker, obstacle,
                            merged_heads=merged)
