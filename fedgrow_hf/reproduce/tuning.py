@@ -224,8 +224,7 @@ def _dev_scores(trial: FederationConfig, rate: float, score: DevScorer, work_dir
         def scored(config: FederationConfig, party: int = party) -> dict[str, Any]:
             started, cpu_started = time.monotonic(), time.process_time()
             train, _ = party_datasets(config, party)
-            accuracy = score(config, party, train, party_dev_set(config, party),
-                             work_dir / f"lr-{rate:g}" / f"party-{party}")
+            accuracy = score(config, party, train, party_dev_set(config, party), _party_dir(work_dir, rate, party))
             return {"dev_accuracy": accuracy, "scoring": scoring, "wall_seconds": time.monotonic() - started,
                     "cpu_seconds": time.process_time() - cpu_started}
 
@@ -243,8 +242,14 @@ def _dev_split_config(trial: FederationConfig) -> FederationConfig:
     return searched
 
 
+def _party_dir(work_dir: Path, rate: float, party: int) -> Path:
+    """Where a party's run at ``rate`` trains."""
+    return work_dir / f"lr-{rate:g}" / f"party-{party}"
+
+
 def _party_file(work_dir: Path, rate: float, party: int) -> Path:
-    return work_dir / f"lr-{rate:g}" / f"party-{party}.json"
+    """Where that run's score is kept, beside its folder."""
+    return _party_dir(work_dir, rate, party).with_suffix(".json")
 
 
 def keep_party_scores(kept_search: dict[str, Any], config: FederationConfig, name: str, work_dir: Path) -> int:
