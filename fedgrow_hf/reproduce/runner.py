@@ -127,7 +127,8 @@ def reproduce(
             for key, value in data.items():
                 setattr(config.data, key, value)
             config.validate()
-            by_partition[name] = compare(config, work_dir / name)
+            # prefixed: the preset's two processes (one per partition) write one log, their runs named alike
+            by_partition[name] = compare(config, work_dir / name, log=partial(_log_partition, log, name))
         if selected.keys() != every.keys():
             log(f"{comparison.config.name}: ran {', '.join(selected)} only; results.json and the report come from a "
                 "run of every partition with --resume (which keeps these runs)")
@@ -234,6 +235,10 @@ def _measure_all(
 
     run_side_by_side({key: partial(measure, runs[key], method=key[0], log=print) for key in pending}, jobs, done)
     return summaries
+
+
+def _log_partition(log: Callable[[str], None], partition: str, line: str) -> None:
+    log(f"{partition}: {line}")
 
 
 def _tune(config: FederationConfig, methods: Sequence[str], seed: int, work_dir: Path, resume: bool,

@@ -358,6 +358,7 @@ def test_a_partitioned_comparison_reports_the_claims(shared_data_dir, cache, tmp
     results = run(resume=True, log=lines.append)
     # 2 partitions x (4 methods x 2 seeds + the operator's and Fed-Scratch's learning-rate searches)
     assert sum("kept from" in line for line in lines) == 20
+    assert [sum(line.startswith(f"{name}: ") and "kept from" in line for line in lines) for name in partitions] == [10, 10]
     saved = json.loads((output / "results.json").read_text())
     for comparison in saved["partitions"].values():  # --tune: the operator's rate, chosen per partition
         tuning = comparison["learning_rate_tuning"]

@@ -88,9 +88,13 @@ class GrownWeights:
 
     @staticmethod
     def _scatter(slot: GrownSlot, grown_rows: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """The full-size table with ``grown_rows`` at ``rows`` and zeros elsewhere (out of place, so the
-        gradient reaches ``grown_rows``: the lookup's gradient rows at ``rows``)."""
-        return grown_rows.new_zeros(slot.shape).index_copy(0, rows, grown_rows)
+        """The full-size table with ``grown_rows`` at ``rows`` and zeros elsewhere; the gradient reaches
+        ``grown_rows`` (the lookup's gradient rows at ``rows``).
+
+        In place into fresh zeros, which need no gradient: the out-of-place ``index_copy`` copies the whole
+        zero table once more and, in backward, writes a gradient for it as well (the table's size twice a
+        step, about 1% of MiniLM -> BERT L8/H512's training step on the CPU)."""
+        return grown_rows.new_zeros(slot.shape).index_copy_(0, rows, grown_rows)
 
     def end_pass(self) -> None:
         """The forward pass that the last refresh served is over: its row-restricted tables no longer hold
