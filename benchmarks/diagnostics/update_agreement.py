@@ -31,7 +31,9 @@ from fedgrow_hf.federated.party import train_party_round
 from fedgrow_hf.federated.screening import WEIGHT_KEY
 
 
-def flat(state: dict[str, torch.Tensor]) -> torch.Tensor:
+def flat_state(state: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Every tensor of ``state``, flattened into one vector: every coordinate of an update counts (unlike
+    ``average_sources.flat``, which leaves out a model's 1-D weights to compare models, not steps)."""
     return torch.cat([state[key].detach().flatten().double() for key in sorted(state)])
 
 
@@ -39,23 +41,24 @@ def main() -> None:
     args, config = kept_run_arguments(__doc__.splitlines()[0])
     start = build_party_model(config, 0).base_model.global_state_dict()  # the same for every party
     recorded = json.loads(Path(args.run).read_text())["summary"]["records"][0]["parties"]  # the run's round 1
-    updates, weights, losses = {}, {}, {}
+    updates, weights, norms, losses = {}, {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="update-agreement-") as scratch:
         for party in range(config.num_parties):
             state, metrics = train_party_round(config, Path(scratch), party, start, server_round=1)
-            updates[party], weights[party] = flat(state) - flat(start), float(metrics[WEIGHT_KEY])
+            updates[party], weights[party] = flat_state(state) - flat_state(start), float(metrics[WEIGHT_KEY])
+            norms[party] = float(updates[party].norm())
             losses[party] = (metrics["train_loss"], recorded[str(party)]["train_loss"])
-            print(json.dumps({"party": party, "update_norm": float(updates[party].norm()),
-                              "train_loss_rerun_and_run": losses[party]}), file=sys.stderr, flush=True)
+            print(json.dumps({"party": party, "update_norm": norms[party], "train_loss_rerun_and_run": losses[party]}),
+                  file=sys.stderr, flush=True)
     total = sum(weights.values())
     average = sum(weights[party] / total * update for party, update in updates.items())
-    own = sum(weights[party] / total * float(update.norm()) for party, update in updates.items())
+    own = sum(weights[party] / total * norms[party] for party in updates)
     cosine = torch.nn.functional.cosine_similarity
     pairwise = [float(cosine(updates[a], updates[b], dim=0)) for a, b in combinations(updates, 2)]
     figures = {
         "command": " ".join(["python", *sys.argv]),
         "round": 1,
-        "parties": [{"party": party, "examples": weights[party], "update_norm": float(update.norm()),
+        "parties": [{"party": party, "examples": weights[party], "update_norm": norms[party],
                      "cosine_with_average": float(cosine(update, average, dim=0)),
                      "train_loss_rerun_and_run": losses[party]}  # the rerun is the run's round 1 when they agree
                     for party, update in updates.items()],
