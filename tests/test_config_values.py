@@ -29,6 +29,8 @@ def _raw(**federation) -> dict:
         ("federation", "update_norm_bound", -0.5, "federation.update_norm_bound=-0.5 must be >= 0"),
         ("federation", "trim_fraction", 0.5, r"federation.trim_fraction=0.5 must be in \[0, 0.5\)"),
         ("federation", "dp_clipping_norm", 0, "federation.dp_clipping_norm=0 must be > 0"),
+        ("federation", "server_learning_rate", 0, "federation.server_learning_rate=0 must be > 0"),
+        ("federation", "server_learning_rate", float("inf"), "federation.server_learning_rate=inf must be a finite number"),
         ("federation", "round_timeout", 0, "federation.round_timeout=0 must be > 0"),
         ("federation", "round_timeout", float("nan"), "federation.round_timeout=nan must be a finite number"),
         ("federation", "finetune_steps", 0, "federation.finetune_steps=0 must be >= 1"),

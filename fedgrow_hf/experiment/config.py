@@ -158,6 +158,11 @@ class FederationSettings:
     trim_fraction: float = bounded(0.2, 0, 0.5, high_inclusive=False, help=(
         '"fedtrimmedavg": the fraction cut at each end of every coordinate (refused where it cuts nothing: '
         "int(trim_fraction x parties) = 0)"))
+    server_learning_rate: float = bounded(1.0, 0, low_inclusive=False, help=(
+        "phase 1's server step: the new Global-LiGO is the state the server sent plus this times (the aggregate "
+        "minus that state), FedOpt's server learning rate (Flower's FedAvgM without momentum); 1: the aggregate "
+        "itself, as in the Fed-Grow paper; above 1 makes up for parties' updates that point different ways, whose "
+        "average is shorter than each"))
     phase2: str = setting("local", choices=PHASE2_MODES, help=(
         'after phase 1: "local": each party merges its grown model and fine-tunes it alone (LiGO\'s recipe); '
         '"federated": FedAvg of the merged grown models; "merge": no fine-tuning, each party merges its final '

@@ -57,6 +57,7 @@ from .phases import (
 )
 from .run_config import resolve_run
 from .screening import PARTY_KEY, WEIGHT_KEY
+from .strategy import server_step
 
 logger = logging.getLogger(__name__)
 
@@ -174,9 +175,9 @@ class SecureFedAvg(FedAvg):
             return None, {}
         arrays = parameters_to_ndarrays(parameters)
         # the aggregate comes back as float64: the Global-LiGO keeps the reference dtypes
-        state = {
+        state = server_step(self.global_state, {
             key: torch.from_numpy(np.asarray(array)).to(self.reference[key].dtype) for key, array in zip(self.keys, arrays)
-        }
+        }, self.fed_config.federation.server_learning_rate)
         try:
             validate_global_state(self.stage, state)
         except GlobalStateError as error:

@@ -96,7 +96,7 @@ def run_federation(
                          config.federation.max_num_examples, config.federation.update_norm_bound,
                          parties=party_bindings(checkpoint.strategy_state) if checkpoint else {})
     strategy = ScreenedStrategy(build_strategy(config), screen, config.federation.min_train_nodes,
-                                config.federation.update_clip_factor)
+                                config.federation.update_clip_factor, config.federation.server_learning_rate)
     identity = checkpoint_identity(run_dir, config)
     for server_round in range((checkpoint.round + 1) if checkpoint else 1, config.federation.rounds + 1):
         shared = None

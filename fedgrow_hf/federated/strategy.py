@@ -52,6 +52,17 @@ def aggregate_problem(state: dict[str, torch.Tensor], reference: dict[str, torch
     return None
 
 
+def server_step(current: dict[str, torch.Tensor], aggregate: dict[str, torch.Tensor],
+                rate: float) -> dict[str, torch.Tensor]:
+    """``current + rate x (aggregate - current)``, key by key, in ``aggregate``'s dtypes: the server's step along
+    the round's aggregate update (FedOpt's server learning rate). Parties' updates that point different ways
+    average to a shorter step than each party's own (``benchmarks/diagnostics/update_agreement.py``: about half
+    under the paper's protocol), which a rate above 1 gives back; 1 returns ``aggregate`` unchanged."""
+    if rate == 1:
+        return aggregate
+    return {key: torch.lerp(current[key].to(value.dtype), value, rate) for key, value in aggregate.items()}
+
+
 def build_strategy(config: FederationConfig, min_train_nodes: int | None = None, *, with_dp: bool = True) -> Strategy:
     """``[federation].aggregator`` over the screened replies (FedAvg weighted by each party's example
     count; FedMedian or FedTrimmedAvg to bound what a few parties can do to the result), wrapped in
@@ -101,7 +112,8 @@ class ScreenedStrategy(Strategy):
     distance and example count before the wrapped strategy sees it (:mod:`.clipping`; the reply's arrays
     and count are replaced in place, as Flower's DP wrapper clips them). ``current`` is the state a round's
     updates start from (the screen's norm bound and the clipping are measured from it); :meth:`configure_train`
-    sets it from the arrays it sends, a caller that builds its own messages sets it.
+    sets it from the arrays it sends, a caller that builds its own messages sets it. The new state is
+    ``current`` plus ``server_learning_rate`` times the aggregate's step from it (:func:`server_step`).
 
     Where no such state exists (``current`` None: federated phase 2's first round, where each party starts
     from its own merged model, and the intermediate exchange), the robust aggregate is the replies'
@@ -116,11 +128,13 @@ class ScreenedStrategy(Strategy):
     values while honest parties are a majority.
     """
 
-    def __init__(self, strategy: Strategy, screen: ReplyScreen, min_valid: int, clip_factor: float = 0.0) -> None:
+    def __init__(self, strategy: Strategy, screen: ReplyScreen, min_valid: int, clip_factor: float = 0.0,
+                 server_learning_rate: float = 1.0) -> None:
         self.strategy = strategy
         self.screen = screen
         self.min_valid = min_valid
         self.clip_factor = clip_factor
+        self.server_learning_rate = server_learning_rate
         self.current: dict[str, torch.Tensor] | None = None
         self.last = ScreenedRound()
 
@@ -155,6 +169,8 @@ class ScreenedStrategy(Strategy):
             return None, None
         state = {key: value.to(reference[key].dtype) if key in reference else value
                  for key, value in arrays.to_torch_state_dict().items()}
+        if self.current is not None and set(state) == set(self.current):
+            state = server_step(self.current, state, self.server_learning_rate)
         problem = aggregate_problem(state, dict(reference))
         if problem is not None:
             self.last.problem, self.last.aggregate_rejected = problem, True

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tests.federated.conftest import flower_task_identity, tiny_federation
 
@@ -31,7 +32,7 @@ from fedgrow_hf.experiment.training import finetune_eval_steps  # noqa: E402
 from fedgrow_hf.federated.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from fedgrow_hf.federated.clipping import state_norm  # noqa: E402
 from fedgrow_hf.federated.disclosure import disclosed_finetune_metrics  # noqa: E402
-from fedgrow_hf.federated.phases import run_phase2  # noqa: E402
+from fedgrow_hf.federated.phases import FINAL_OPERATOR, run_phase2  # noqa: E402
 from fedgrow_hf.federated.screening import (  # noqa: E402
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -214,10 +215,41 @@ def fresh(config):
     """The module's config with the defaults of the hostile-input settings restored after each test."""
     saved = {name: getattr(config.federation, name) for name in
              ("max_num_examples", "update_norm_bound", "update_clip_factor", "aggregator", "phase2", "finetune_rounds", "rounds",
-              "min_train_nodes", "round_timeout", "finetune_steps")}
+              "min_train_nodes", "round_timeout", "finetune_steps", "server_learning_rate")}
     yield config
     for name, value in saved.items():
         setattr(config.federation, name, value)
+
+
+@pytest.mark.parametrize("rate", [2.0, 0.5])
+def test_the_server_step_scales_each_rounds_aggregate_update(fresh, reference, tmp_path, rate):
+    """``server_learning_rate``: every round's new Global-LiGO is the state sent plus ``rate`` times the
+    honest parties' FedAvg step, so two rounds move it ``2 x rate`` steps; the checkpoint and the final
+    operator file hold it."""
+    run(fresh, tmp_path, ScriptedGrid(), server_learning_rate=rate)
+    final = load_checkpoint(tmp_path).global_state
+    saved = load_file(tmp_path / FINAL_OPERATOR)
+    step = sum(0.01 * (p + 1) * EXAMPLES[p] for p in range(3)) / sum(EXAMPLES)
+    for key, value in reference.items():
+        torch.testing.assert_close(final[key], value + 2 * rate * step)
+        torch.testing.assert_close(saved[key], final[key])
+        assert final[key].dtype == value.dtype
+
+
+def test_the_server_step_moves_along_the_screened_aggregate_only(fresh, reference, tmp_path):
+    """A dropped reply stays out of the step: the honest parties' mean, taken twice as far."""
+    records = run(fresh, tmp_path, ScriptedGrid({2: with_values(float("nan"))}), server_learning_rate=2.0)
+    assert_dropped_each_round(records, 2, "non-finite")
+    final = load_checkpoint(tmp_path).global_state
+    for key, mean in expected_mean(reference, (0, 1), 2).items():
+        torch.testing.assert_close(final[key], reference[key] + 2 * (mean - reference[key]))
+
+
+def test_a_server_step_of_one_is_the_aggregate_itself(reference):
+    from fedgrow_hf.federated.strategy import server_step
+
+    aggregate = {key: value + 1 for key, value in reference.items()}
+    assert server_step(reference, aggregate, 1.0) is aggregate
 
 
 @pytest.mark.parametrize(

@@ -278,3 +278,27 @@ def test_simulate_progress_reports_rounds_whose_parties_disclosed_no_figures():
 
     assert _figures({"loss": 0.61234, "accuracy": 0.8}) == "loss 0.6123 acc 0.800"
     assert _figures({"loss": None, "parties": {}}) == "no figures disclosed"  # party_metrics = "none"
+
+
+def test_the_server_step_applies_to_the_unmasked_secagg_aggregate(shared_data_dir, tmp_path):
+    """``server_learning_rate`` under SecAgg+: the new Global-LiGO is the current one plus the rate times the
+    unmasked weighted mean's step from it, as without secure aggregation."""
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+
+    from fedgrow_hf.federated.screening import PARTY_KEY
+    from fedgrow_hf.federated.secure_aggregation import SecureFedAvg
+
+    config = tiny_federation(shared_data_dir, rounds=1, phase2="none", secure_aggregation=dict(SECAGG),
+                             server_learning_rate=2.0)
+    strategy = SecureFedAvg(config, tmp_path, None)
+    current = dict(strategy.global_state)
+    steps = {0: (0.01, 40), 1: (0.04, 80)}  # party: (its step on every value, its example count)
+    results = [(None, FitRes(Status(Code.OK, ""), ndarrays_to_parameters(
+        [(current[key] + step).numpy() for key in strategy.keys]), examples, {PARTY_KEY: party}))
+        for party, (step, examples) in steps.items()]
+    parameters, _ = strategy.aggregate_fit(1, results, [])
+    assert parameters is not None
+    mean = (0.01 * 40 + 0.04 * 80) / 120
+    for key in strategy.keys:
+        torch.testing.assert_close(strategy.global_state[key], current[key] + 2.0 * mean)
+        assert strategy.global_state[key].dtype == current[key].dtype
