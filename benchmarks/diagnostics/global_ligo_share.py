@@ -37,7 +37,7 @@ from fedgrow_hf.experiment.data import common_test_set, party_datasets
 from fedgrow_hf.experiment.parties import build_party_model
 from fedgrow_hf.federated.party import party_dir_of
 from fedgrow_hf.federated.phases import FINAL_OPERATOR
-from fedgrow_hf.federated.trainer import PRIVATE_WEIGHTS
+from fedgrow_hf.federated.trainer import PRIVATE_WEIGHTS, round_dir
 from fedgrow_hf.reproduce.methods import test_scores
 
 VARIANTS = {  # name: (Global-LiGO trained, private state trained)
@@ -75,7 +75,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="global-ligo-share-") as scratch:
         for party in args.parties if args.parties is not None else range(config.num_parties):
             model = build_party_model(config, party).eval()
-            saved = party_dir_of(run_dir, party) / f"round-{config.federation.rounds:04d}" / PRIVATE_WEIGHTS
+            saved = round_dir(party_dir_of(run_dir, party), config.federation.rounds) / PRIVATE_WEIGHTS
             trained_private = load_file(str(saved))
             start_global, start_private = model.base_model.global_state_dict(), private_state(model, trained_private)
             held_out = party_datasets(config, party)[1]

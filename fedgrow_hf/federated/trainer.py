@@ -159,7 +159,7 @@ class FedGrowTrainer(StreamTrainer):
     # private state on disk: party_dir/round-NNNN/
     # ----------------------------------------------------------------------------------------------
     def round_dir(self, server_round: int) -> Path:
-        return self.party_dir / f"round-{server_round:04d}"
+        return round_dir(self.party_dir, server_round)
 
     def latest_round(self) -> int:
         """The last round whose private state is complete on disk (0: none)."""
@@ -236,6 +236,12 @@ class FedGrowTrainer(StreamTrainer):
             for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr()):
                 group["lr"] = lr
         return scheduler
+
+
+def round_dir(party_dir: Path, server_round: int) -> Path:
+    """Where a party keeps its private state after ``server_round`` (0: as built), for readers without a trainer
+    (a diagnostic of a finished run)."""
+    return party_dir / f"round-{server_round:04d}"
 
 
 def named_optimizer_state(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> dict[str, Any]:
