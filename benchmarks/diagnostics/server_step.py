@@ -28,7 +28,7 @@ from fedgrow_hf.experiment.config import FederationConfig
 from fedgrow_hf.experiment.data import common_test_set
 from fedgrow_hf.reproduce.kept import kept_or_run
 from fedgrow_hf.reproduce.methods import run_method
-from fedgrow_hf.reproduce.stats import seed_summary
+from fedgrow_hf.reproduce.stats import aggregation_effect, seed_summary
 
 METHOD = "fed-grow"
 
@@ -61,8 +61,18 @@ def rerun(kept_run: Path, rate: float, work_dir: Path) -> dict[str, Any]:
         "held_out_server_step": statistics.fmean(summary["accuracy"]),
         "held_out_fed_grow": statistics.fmean(kept[METHOD]["accuracy"]),
         "held_out_independent": statistics.fmean(kept["independent"]["accuracy"]),
+        # how far the server's new state moves a party, beside how far its own steps do (reproduce's aggregation_effect)
+        "aggregation_effect_server_step": moved_by_average(summary),
+        "aggregation_effect_fed_grow": moved_by_average(kept[METHOD]),
         "cpu_seconds": summary.get("cpu_seconds"),
     }
+
+
+def moved_by_average(summary: dict[str, Any]) -> dict[str, float]:
+    """One run's :func:`aggregation_effect`: the mean |change| of a party's held-out loss at each average and over
+    its own steps in a round."""
+    effect = aggregation_effect({"runs": [summary]})
+    return {key: effect[key] for key in ("by_average", "by_local_training")}
 
 
 def paired(per_seed: list[dict[str, Any]], better: str, worse: str) -> dict[str, Any]:
