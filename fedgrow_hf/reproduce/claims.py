@@ -113,14 +113,14 @@ def _targets(partitions: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         share = _share(methods, "fed-grow-dense", key)
         ours = _share(methods, "fed-grow", key)
         measured = "needs fed-grow-dense and fed-scratch" if share is None else (
-            f"dense operator (the paper's) {share:.2%}{per}; head-Kronecker (ours) "
+            f"dense operator (the paper's) {share:.2%}; head-Kronecker (ours) "
             f"{'n/a' if ours is None else f'{ours:.2%}'}")
         if share is not None and key == "bytes_up_per_party_round":
             ours_total, dense_total = (_share(methods, name, "bytes_total") for name in GROWTH)
             measured += (f"; of the run's total bytes, up and down: dense {dense_total:.2%}, ours "
                          f"{'n/a' if ours_total is None else f'{ours_total:.2%}'}")
         targets.append(target_record(
-            TARGET_KEYS[key], f"Fed-Grow's {what} <= {paper:.2%} of Fed-Scratch's (the paper's figure){per}",
+            TARGET_KEYS[key], f"Fed-Grow's {what}{per} <= {paper:.2%} of Fed-Scratch's (the paper's figure)",
             None if share is None else share <= paper + 0.0001, measured,
             "" if share is None else f"{share - paper:.2%} of Fed-Scratch's"))
     gap = _paired_points(methods, "fed-grow", "fed-grow-shared-intermediate", "test_accuracy")
