@@ -28,14 +28,9 @@ from fedgrow_hf.experiment.config import FederationConfig
 from fedgrow_hf.experiment.data import common_test_set
 from fedgrow_hf.reproduce.kept import kept_or_run
 from fedgrow_hf.reproduce.methods import run_method
-from fedgrow_hf.reproduce.stats import aggregation_effect, seed_summary
+from fedgrow_hf.reproduce.stats import aggregation_effect, paired, seed_summary
 
 METHOD = "fed-grow"
-
-
-def mean_test_accuracy(summary: dict[str, Any]) -> float:
-    """A run's common-test accuracy, mean over its parties (what `fedgrow reproduce` reports per seed)."""
-    return statistics.fmean(summary["test_accuracy"])
 
 
 def rerun(kept_run: Path, rate: float, work_dir: Path) -> dict[str, Any]:
@@ -52,18 +47,16 @@ def rerun(kept_run: Path, rate: float, work_dir: Path) -> dict[str, Any]:
     )
     kept = {name: json.loads((kept_run.parent / f"{name}.json").read_text())["summary"]
             for name in (METHOD, "independent")}
+    runs = {"server_step": summary, "fed_grow": kept[METHOD], "independent": kept["independent"]}
     return {
         "partition": partition,
         "seed": config.seed,
-        "server_step": mean_test_accuracy(summary),
-        "fed_grow": mean_test_accuracy(kept[METHOD]),
-        "independent": mean_test_accuracy(kept["independent"]),
-        "held_out_server_step": statistics.fmean(summary["accuracy"]),
-        "held_out_fed_grow": statistics.fmean(kept[METHOD]["accuracy"]),
-        "held_out_independent": statistics.fmean(kept["independent"]["accuracy"]),
+        # each run's accuracy, mean over its parties (what `fedgrow reproduce` reports per seed): the common test
+        # split, then the parties' own held-out shares
+        **{name: statistics.fmean(run["test_accuracy"]) for name, run in runs.items()},
+        **{f"held_out_{name}": statistics.fmean(run["accuracy"]) for name, run in runs.items()},
         # how far the server's new state moves a party, beside how far its own steps do (reproduce's aggregation_effect)
-        "aggregation_effect_server_step": moved_by_average(summary),
-        "aggregation_effect_fed_grow": moved_by_average(kept[METHOD]),
+        **{f"aggregation_effect_{name}": moved_by_average(runs[name]) for name in ("server_step", "fed_grow")},
         "cpu_seconds": summary.get("cpu_seconds"),
     }
 
@@ -75,11 +68,9 @@ def moved_by_average(summary: dict[str, Any]) -> dict[str, float]:
     return {key: effect[key] for key in ("by_average", "by_local_training")}
 
 
-def paired(per_seed: list[dict[str, Any]], better: str, worse: str) -> dict[str, Any]:
-    """``better`` minus ``worse`` per seed, in points, with mean and sample std."""
-    differences = [100 * (seed[better] - seed[worse]) for seed in per_seed]
-    return {"per_seed": differences, "mean": statistics.fmean(differences),
-            "std": statistics.stdev(differences) if len(differences) > 1 else None}
+def paired_points(per_seed: list[dict[str, Any]], ours: str, theirs: str) -> dict[str, Any]:
+    """``ours`` minus ``theirs`` per seed, in points (:func:`reproduce.stats.paired`)."""
+    return paired([seed[ours] for seed in per_seed], [seed[theirs] for seed in per_seed], scale=100)
 
 
 def main() -> None:
@@ -94,9 +85,9 @@ def main() -> None:
         "command": " ".join(["python", *sys.argv]),
         "server_learning_rate": args.rate,
         "per_seed": per_seed,
-        "server_step_minus_fed_grow": paired(per_seed, "server_step", "fed_grow"),
-        "server_step_minus_independent": paired(per_seed, "server_step", "independent"),
-        "held_out_server_step_minus_independent": paired(per_seed, "held_out_server_step", "held_out_independent"),
+        "server_step_minus_fed_grow": paired_points(per_seed, "server_step", "fed_grow"),
+        "server_step_minus_independent": paired_points(per_seed, "server_step", "independent"),
+        "held_out_server_step_minus_independent": paired_points(per_seed, "held_out_server_step", "held_out_independent"),
     }
     print(json.dumps(figures, indent=1))
     if args.output:
