@@ -41,9 +41,9 @@ def _paired_points(methods: dict[str, dict[str, Any]], ours: str, other: str, me
 def _share(methods: dict[str, dict[str, Any]], ours: str, key: str) -> float | None:
     if ours not in methods or "fed-scratch" not in methods:
         return None
-    measure = {"trainable_parameters": lambda m: m["trainable_parameters"]["phase1_mean"],
-               "bytes_total": lambda m: m["bytes_total"],
-               "bytes_up_per_party_round": lambda m: m["bytes_up_per_party_round"]}[key]
+    def measure(summary: dict[str, Any]) -> float:  # parameters: phase 1's, per party; bytes: the summary's count
+        return summary["trainable_parameters"]["phase1_mean"] if key == "trainable_parameters" else summary[key]
+
     return measure(methods[ours]) / measure(methods["fed-scratch"])
 
 
@@ -116,7 +116,7 @@ def _targets(partitions: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             f"dense operator (the paper's) {share:.2%}; head-Kronecker (ours) "
             f"{'n/a' if ours is None else f'{ours:.2%}'}")
         if share is not None and key == "bytes_up_per_party_round":
-            ours_total, dense_total = (_share(methods, name, "bytes_total") for name in GROWTH)
+            dense_total, ours_total = _share(methods, "fed-grow-dense", "bytes_total"), _share(methods, "fed-grow", "bytes_total")
             measured += (f"; of the run's total bytes, up and down: dense {dense_total:.2%}, ours "
                          f"{'n/a' if ours_total is None else f'{ours_total:.2%}'}")
         targets.append(target_record(
