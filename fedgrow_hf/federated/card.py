@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import datasets
+from flwr.app import RecordDict
 from peft import PeftModel
 
 from ..data.common import source_name
@@ -25,6 +26,7 @@ from ..experiment.models import experiment_task
 from ..experiment.training import final_adapter_dir, final_model_dir, finetune_learning_rate, training_options
 from ..hub import FederationFacts, TrainingFacts, TrainingPhase, build_model_card
 from ..recipe import operator_phase_trains, source_locations
+from .ledger import ledger_totals
 
 CARD_FILE = "README.md"
 
@@ -35,10 +37,11 @@ def save_party_adapter(model: PeftModel, root: Path, party: int) -> None:
 
 
 def write_party_card(cfg: FederationConfig, root: Path, party: int, model: PeftModel, evaluation: dict[str, float],
-                     train_set: datasets.Dataset, eval_set: datasets.Dataset) -> Path | None:
+                     train_set: datasets.Dataset, eval_set: datasets.Dataset, reply: RecordDict) -> Path | None:
     """Write the card of the party's final model and of the adapter it was merged from, each with the federation
     facts beside it (``evaluation``: the final model's ``Trainer.evaluate`` on ``eval_set``, the party's held-out
-    share; ``model``: the party's LiGO model, whose sources' shapes the cards read where they lie). The adapter's
+    share; ``model``: the party's LiGO model, whose sources' shapes the cards read where they lie; ``reply``: the
+    party's last reply, not yet sent, which the bytes it states include beside its ledger's). The adapter's
     card states the operator phase only, with the figures only where the operator's last state is the model
     (``phase2 = "merge"``). Returns the model's card; None, writing nothing, when the model was not grown (no
     adapter was kept)."""
@@ -47,7 +50,9 @@ def write_party_card(cfg: FederationConfig, root: Path, party: int, model: PeftM
         return None
     task = experiment_task(cfg)
     fed = cfg.federation
-    federation = FederationFacts(cfg.num_parties, fed.rounds, shared=fed.sent_beyond_global_ligo())
+    exchanged = ledger_totals(root, party, pending=reply)
+    federation = FederationFacts(cfg.num_parties, fed.rounds, shared=fed.sent_beyond_global_ligo(),
+                                 party_bytes_received=exchanged.received, party_bytes_sent=exchanged.sent)
     phases = _phases(cfg, operator_phase_trains(model, task))
     model_dir = final_model_dir(root, party)
     for directory, merged in ((adapter, False), (model_dir, True)):

@@ -16,7 +16,8 @@ Messages a party handles:
   round the party also saves the model it trained, so every mode leaves each party's final model in
   ``<party folder>/grown``.
 
-The party's own files live under ``<run_dir>/parties/party-<id>``; its config comes from the app
+The party's own files live under ``<run_dir>/parties/party-<id>``, among them its ledger of every message it
+received and sent (``ledger.jsonl``, :mod:`.ledger`); its config comes from the app
 factory (simulation) or from the run config key ``config`` (a path; ``flwr run``) together with the
 node config ``partition-id``.
 """
@@ -40,6 +41,7 @@ from ..experiment.stream import StreamTrainer
 from ..experiment.training import final_model_dir, finetune_arguments, finetune_eval_steps, training_arguments
 from .card import save_party_adapter, write_party_card
 from .disclosure import disclosed_finetune_metrics
+from .ledger import keep_ledger
 from .party import (
     built_party,
     keep_shared_intermediate,
@@ -73,10 +75,12 @@ def make_client_app(
     """A ClientApp for ``config`` (or, when None, the config named by the run config at run time).
 
     With ``[federation].secure_aggregation`` enabled, phase-1 messages go to the SecAgg+ app
-    (:mod:`.secure_aggregation`); ``mods`` wrap both, and any exception inside becomes an error reply
-    naming only its category (:mod:`.party_errors`).
+    (:mod:`.secure_aggregation`); ``mods`` wrap both, the party's ledger of what it received and sent
+    (:mod:`.ledger`) wraps them, and any exception inside becomes an error reply naming only its category
+    (:mod:`.party_errors`).
     """
-    app = ClientApp(mods=[contain_party_errors, *(mods or []), route_secure_aggregation(config, run_dir)])
+    app = ClientApp(mods=[contain_party_errors, keep_ledger(config, run_dir), *(mods or []),
+                          route_secure_aggregation(config, run_dir)])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
@@ -146,7 +150,7 @@ def make_client_app(
         if local or int(settings["finetune-round"]) == cfg.federation.finetune_rounds:
             # the party keeps its final model: the one its last metrics describe
             grown.save_pretrained(final_model_dir(root, party))
-            write_party_card(cfg, root, party, model, result, train_set, eval_set)
+            write_party_card(cfg, root, party, model, result, train_set, eval_set, content)
         return Message(content=content, reply_to=msg)
 
     return app
@@ -159,12 +163,12 @@ def _merged_reply(cfg: FederationConfig, root: Path, party: int, model: Any, gro
     trainer = Trainer(grown, training_arguments(cfg, party_dir_of(root, party) / "merged", 1),
                       **experiment_task(cfg).trainer_options())
     result = trainer.evaluate(eval_set)
-    grown.save_pretrained(final_model_dir(root, party))
-    write_party_card(cfg, root, party, model, result, train_set, eval_set)
     metrics = {PARTY_KEY: party, WEIGHT_KEY: len(train_set), "eval_loss": float(result["eval_loss"]),
                "accuracy": float(result["eval_accuracy"]), "precision_macro": float(result["eval_precision_macro"])}
-    return Message(content=RecordDict({METRICS_KEY: MetricRecord(disclosed_finetune_metrics(metrics, cfg))}),
-                   reply_to=msg)
+    content = RecordDict({METRICS_KEY: MetricRecord(disclosed_finetune_metrics(metrics, cfg))})
+    grown.save_pretrained(final_model_dir(root, party))
+    write_party_card(cfg, root, party, model, result, train_set, eval_set, content)
+    return Message(content=content, reply_to=msg)
 
 
 def _grown_model(cfg: FederationConfig, root: Path, party: int, model: Any, msg: Message,

@@ -30,7 +30,7 @@ METRIC_PREFIXES = ("eval_", "test_", "final_")
 # bookkeeping, not results; also with a prefix (grown_runtime, train_loss ...)
 NON_METRICS = ("epoch", "step", "round", "runtime", "samples_per_second", "steps_per_second", "loss",
                "model_preparation_time")
-FEDERATION_KEYS = ("parties", "rounds", "bytes_exchanged")
+FEDERATION_KEYS = ("parties", "rounds", "bytes_exchanged", "party_bytes_received", "party_bytes_sent")
 FEDERATION_FILE = "federation.json"  # beside a model: its FederationFacts (FederationFacts.save)
 
 
@@ -40,32 +40,37 @@ class FederationFacts:
 
     parties: int
     rounds: int
-    bytes_exchanged: int | None = None
+    bytes_exchanged: int | None = None  # by all parties and the server
     # what else left every party besides the Global-LiGO, in words (the run's
     # ``FederationSettings.sent_beyond_global_ligo()``); empty: nothing else did
     shared: tuple[str, ...] = ()
+    # what the model's own party received and sent, from its ledger (``federated.ledger``): a party cannot read
+    # the server's count in a deployment, and its card is the party's own statement
+    party_bytes_received: int | None = None
+    party_bytes_sent: int | None = None
 
     @classmethod
     def from_record(cls, record: Mapping[str, object]) -> FederationFacts | None:
-        """Facts from a results record with ``parties`` and ``rounds`` (and ``bytes_exchanged``, and ``shared``:
+        """Facts from a results record with ``parties`` and ``rounds`` (and the byte counts, and ``shared``:
         a list of what else left every party); else None."""
         if record.get("parties") is None or record.get("rounds") is None:
             return None
-        exchanged = record.get("bytes_exchanged")
         shared = record.get("shared") or []
         if isinstance(shared, str) or not all(isinstance(item, str) for item in shared):
             raise ValueError(f"'shared' must be a list of what else left every party, in words; got {shared!r}")
-        return cls(
-            int(record["parties"]),
-            int(record["rounds"]),
-            None if exchanged is None else int(exchanged),
-            tuple(shared),
-        )
+
+        def count(key: str) -> int | None:
+            value = record.get(key)
+            return None if value is None else int(value)
+
+        return cls(int(record["parties"]), int(record["rounds"]), count("bytes_exchanged"), tuple(shared),
+                   count("party_bytes_received"), count("party_bytes_sent"))
 
     def to_record(self) -> dict[str, object]:
         """The facts as :meth:`from_record` reads them."""
         return {"parties": self.parties, "rounds": self.rounds, "bytes_exchanged": self.bytes_exchanged,
-                "shared": list(self.shared)}
+                "shared": list(self.shared), "party_bytes_received": self.party_bytes_received,
+                "party_bytes_sent": self.party_bytes_sent}
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write the facts beside a model (:data:`FEDERATION_FILE`), so that a card rendered again later (``fedgrow
@@ -81,7 +86,16 @@ class FederationFacts:
 
     @property
     def bytes_exchanged_text(self) -> str:
-        return "not recorded" if self.bytes_exchanged is None else f"{self.bytes_exchanged:,}"
+        return _bytes_text(self.bytes_exchanged)
+
+    @property
+    def party_bytes_text(self) -> str:
+        """The party's own counts, received / sent, for the card's table."""
+        return f"{_bytes_text(self.party_bytes_received)} / {_bytes_text(self.party_bytes_sent)}"
+
+
+def _bytes_text(count: int | None) -> str:
+    return "not recorded" if count is None else f"{count:,}"
 
 
 @dataclass(frozen=True)

@@ -275,6 +275,28 @@ def test_every_partys_card_says_what_left_it(shared_data_dir, cache, tmp_path, f
             assert ("The task head (`classifier`) is grown from the sources' trained one" in text) == bool(ligo)
         for text in (card, adapter_card):  # the training facts: written by the party, not rendered again
             assert ("the LiGO operator (the classifier grown through it from the sources')" in text) == bool(ligo)
+        _check_ledger(tmp_path, party, (card, again.read_text(), adapter_card), strict=not sent)
+
+
+def _check_ledger(run_dir: Path, party: int, cards: tuple[str, ...], strict: bool) -> None:
+    """The party's ledger (``ledger.jsonl``) holds each message it received and each reply it sent; its byte
+    counts are the server's for that party (``metrics.jsonl``, every phase), and the cards state its totals. In
+    strict Fed-Grow only the Global-LiGO's record (``arrays``) left it, in phase 1's replies only."""
+    from fedgrow_hf.federated.ledger import ledger_path, ledger_totals
+    from fedgrow_hf.federated.records import read_records as read_lines
+
+    lines = read_lines(ledger_path(run_dir, party))
+    server = [record["parties"][str(party)] for record in read_lines(run_dir / "metrics.jsonl")
+              if str(party) in record.get("parties", {})]
+    totals = ledger_totals(run_dir, party)
+    assert totals.sent == sum(report["bytes_up"] for report in server) > 0
+    assert totals.received == sum(report["bytes_down"] for report in server) > 0
+    assert [line["direction"] for line in lines] == ["received", "sent"] * (len(lines) // 2)
+    if strict:
+        sent = [line for line in lines if line["direction"] == "sent" and line["records"]]
+        assert sent and all(line["message_type"] == "train" and set(line["records"]) == {"arrays"} for line in sent)
+    for text in cards:
+        assert f"| {totals.received:,} / {totals.sent:,} |" in text
 
 
 def test_share_head_is_refused_where_there_is_no_head_to_average_in_clear(shared_data_dir, cache):

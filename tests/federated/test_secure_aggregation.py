@@ -202,6 +202,8 @@ def test_plain_client_app_hands_train_messages_to_secagg(shared_data_dir, tmp_pa
     from flwr.app import ConfigRecord, Context, Message, RecordDict
 
     from fedgrow_hf.federated.client_app import make_client_app
+    from fedgrow_hf.federated.ledger import ledger_path
+    from fedgrow_hf.federated.records import read_records
 
     config = tiny_federation(shared_data_dir, secure_aggregation=dict(SECAGG))
     setup = ConfigRecord({
@@ -215,6 +217,10 @@ def test_plain_client_app_hands_train_messages_to_secagg(shared_data_dir, tmp_pa
     assert not reply.has_error()
     assert set(reply.content.config_records["secaggplus_configs"]) == {"pk1", "pk2"}
     assert "secaggplus_state" in context.state.config_records  # the mod's state, kept by the party
+    # the party's ledger counts SecAgg+'s byte strings: its two public keys left it, nothing came in
+    keys = reply.content.config_records["secaggplus_configs"]
+    assert [(line["direction"], line["records"]) for line in read_records(ledger_path(tmp_path, 0))] == [
+        ("received", {}), ("sent", {"secaggplus_configs": len(keys["pk1"]) + len(keys["pk2"])})]
 
 
 def test_secure_aggregation_config_is_checked(shared_data_dir):
