@@ -15,7 +15,6 @@ masked vectors, public keys and encrypted key shares. Scalars (metrics, settings
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,10 +55,10 @@ def record_bytes(content: RecordDict) -> dict[str, int]:
 def ledger_totals(root: Path, party: int, pending: RecordDict | None = None) -> LedgerTotals:
     """What the party's ledger holds, plus ``pending``: a reply built but not yet sent (a card written while its
     message is handled counts the reply that carries it out)."""
-    lines = read_records(ledger_path(root, party))
-    received = sum(_line_bytes(line) for line in lines if line.get("direction") == RECEIVED)
-    sent = sum(_line_bytes(line) for line in lines if line.get("direction") == SENT)
-    return LedgerTotals(received, sent + (sum(record_bytes(pending).values()) if pending is not None else 0))
+    totals = {RECEIVED: 0, SENT: sum(record_bytes(pending).values()) if pending is not None else 0}
+    for line in read_records(ledger_path(root, party)):  # every whole line is one :func:`_line` wrote
+        totals[line["direction"]] += sum(line["records"].values())
+    return LedgerTotals(totals[RECEIVED], totals[SENT])
 
 
 def keep_ledger(config: FederationConfig | None, run_dir: str | None) -> Mod:
@@ -84,10 +83,6 @@ def _line(direction: str, msg: Message, content: RecordDict | None) -> dict[str,
     rounds = {key: int(settings[key]) for key in ROUND_KEYS if key in settings}
     return {"direction": direction, "message_type": msg.metadata.message_type, **rounds,
             "records": {} if content is None else record_bytes(content)}
-
-
-def _line_bytes(line: Mapping[str, Any]) -> int:
-    return sum(int(size) for size in dict(line.get("records") or {}).values())
 
 
 def _config_bytes(record: ConfigRecord) -> int:
