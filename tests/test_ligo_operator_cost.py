@@ -90,14 +90,13 @@ def test_a_training_pass_grows_only_its_tokens_rows_of_the_word_embeddings():
     model = CASES["bert"]().train()
     batch = token_batch()
     ids = batch["input_ids"].unique()
-    unused = torch.ones(120, dtype=torch.bool)
-    unused[ids] = False
     with torch.no_grad():
         full = model.base_model.operator().shared[WORD_EMBEDDINGS]
 
+    # the table the lookup reads holds the batch's rows alone, in token order: no row of the vocabulary besides
     weight, logits = _embedding_weight_during_the_pass(model, batch)
-    torch.testing.assert_close(weight[ids], full[ids], atol=1e-6, rtol=1e-5)
-    assert unused.any() and not weight[unused].any(), "rows no token of the batch reads were grown"
+    assert len(ids) < len(full) and weight.shape == (len(ids), full.shape[1])
+    torch.testing.assert_close(weight, full[ids], atol=1e-6, rtol=1e-5)
     logits.sum().backward()
     by_rows = {name: param.grad.clone() for name, param in model.named_parameters() if param.grad is not None}
     model.zero_grad(set_to_none=True)
@@ -113,6 +112,24 @@ def test_a_training_pass_grows_only_its_tokens_rows_of_the_word_embeddings():
 
     # Read after its pass, the weight is the whole grown table again
     torch.testing.assert_close(model.get_input_embeddings().weight.detach(), full, atol=1e-6, rtol=1e-5)
+
+
+def test_a_lookup_of_ids_other_than_the_passs_own_is_refused():
+    """Only the rows of the pass's input_ids exist in its table: a module that embeds other ids would read
+    the wrong rows, so it is stopped with the reason."""
+    model = CASES["bert"]().train()
+    batch = token_batch()
+
+    def other_ids(module, args, kwargs):
+        return args, {**kwargs, "input_ids": (kwargs["input_ids"] + 1) % 120}
+
+    handle = model.base_model.model.bert.embeddings.register_forward_pre_hook(other_ids, with_kwargs=True)
+    try:
+        with pytest.raises(RuntimeError, match="token ids other than this forward pass's input_ids"):
+            model(**batch)
+    finally:
+        handle.remove()
+    assert model(**batch).logits.isfinite().all()  # the next pass is served as usual
 
 
 @pytest.mark.parametrize("case", ["llama-tied", "gpt2"])

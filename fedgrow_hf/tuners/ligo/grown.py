@@ -71,9 +71,10 @@ class GrownWeights:
         training step hold two grown copies of the target at its start (a graph that still needs them,
         e.g. two forwards before one backward, keeps them itself).
 
-        ``rows`` (shared tensor path -> row numbers) grows only those rows of a lookup table, the rest
-        left zero: a forward pass reads only its tokens' rows of the word embeddings. Such a slot is valid
-        for this pass alone: after :meth:`end_pass`, reading it grows the whole target again.
+        ``rows`` (shared tensor path -> row numbers) grows only those rows of a lookup table, in that order:
+        a forward pass reads only its tokens' rows of the word embeddings, by their places among ``rows``
+        (the tuner maps the lookup's ids). Such a slot is valid for this pass alone: after
+        :meth:`end_pass`, reading it grows the whole target again.
         """
         rows = rows or {}
         self._tensors = None
@@ -82,19 +83,6 @@ class GrownWeights:
         self._partial = frozenset(i for i, slot in enumerate(self._slots) if slot.kind == "shared" and slot.path in rows)
         self._stale = frozenset()
         self._tensors = [slot.select(weights, blocks) for slot in self._slots]
-        for index in self._partial:
-            slot = self._slots[index]
-            self._tensors[index] = self._scatter(slot, self._tensors[index], rows[slot.path])
-
-    @staticmethod
-    def _scatter(slot: GrownSlot, grown_rows: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """The full-size table with ``grown_rows`` at ``rows`` and zeros elsewhere; the gradient reaches
-        ``grown_rows`` (the lookup's gradient rows at ``rows``).
-
-        In place into fresh zeros, which need no gradient: the out-of-place ``index_copy`` copies the whole
-        zero table once more and, in backward, writes a gradient for it as well (the table's size twice a
-        step, about 1% of MiniLM -> BERT L8/H512's training step on the CPU)."""
-        return grown_rows.new_zeros(slot.shape).index_copy_(0, rows, grown_rows)
 
     def end_pass(self) -> None:
         """The forward pass that the last refresh served is over: its row-restricted tables no longer hold
