@@ -38,9 +38,14 @@ def load_source(config: FederationConfig, party_id: int) -> PreTrainedModel:
     party = config.parties[party_id]
     table = get_architecture_table(target_config(config))
     if party.random is not None:
-        # a random source of the given shape, otherwise like the target (vocabulary, positions ...)
+        # a random source of the given shape, otherwise like the target (vocabulary, positions ...); with a random
+        # head of the task's labels where the grown model grows its head from the source's
         torch.manual_seed(config.data_seed + 1000 + party_id)
-        return table.auto_class.from_config(source_config(config, party.random))
+        shape = source_config(config, party.random)
+        if not config.model.grows_heads:
+            return table.auto_class.from_config(shape)
+        shape.num_labels = config.model.num_labels
+        return model_classes(config)[1](shape)
     if party.derive is not None:
         return _derived_bert_source(config, party_id)
     if party.pretrain is not None:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import BertForSequenceClassification
 
 from fedgrow_hf.experiment.config import ConfigError, FederationConfig
 from fedgrow_hf.experiment.data import common_test_set
@@ -22,11 +23,12 @@ from fedgrow_hf.experiment.parties import (
     build_party_model,
     load_source,
     reference_global_stage,
+    reference_intermediate_state,
     reference_shared_state,
 )
 from fedgrow_hf.experiment.stream import StreamSampler
 from fedgrow_hf.experiment.training import training_arguments
-from fedgrow_hf.reproduce.methods import run_method
+from fedgrow_hf.reproduce.methods import own_source_model, run_method
 from fedgrow_hf.reproduce.side_by_side import run_side_by_side
 
 pytest.importorskip("flwr")
@@ -541,11 +543,6 @@ def test_grow_heads_grows_each_partys_head_from_its_pretrained_source(shared_dat
     beside the encoder-only one), each party's grown model grows its classifier from it, the shared intermediate
     carries it, and own-source fine-tuning keeps it; refused where there is no BERT head to grow, beside a shared
     head, or when it names what growth records."""
-    from transformers import BertForSequenceClassification
-
-    from fedgrow_hf.experiment.parties import reference_intermediate_state
-    from fedgrow_hf.reproduce.methods import own_source_model
-
     config = paper_regime(shared_data_dir, cache)
     config.model.ligo = {"grow_heads": True}
     source = load_source(config, 0)
@@ -567,3 +564,20 @@ def test_grow_heads_grows_each_partys_head_from_its_pretrained_source(shared_dat
         FederationConfig.from_dict(llama)
     with pytest.raises(ConfigError, match="grown_heads is what growth records"):
         FederationConfig.from_dict({**config.to_dict(), "model": {**config.to_dict()["model"], "ligo": {"grown_heads": []}}})
+
+
+def test_a_random_source_under_grow_heads_has_a_random_head_to_grow(shared_data_dir, cache):
+    """A ``random`` source (a shape alone, as ``benchmarks/bench_party_step.py`` builds every party's) under
+    ``grow_heads`` is a classifier with a seeded random head of the task's labels, so the party's grown model and
+    own-source fine-tuning build from it as from a pretrained one (without a head, both refused it)."""
+    config = paper_regime(shared_data_dir, cache)
+    config.model.ligo = {"grow_heads": True}
+    for party in config.parties:
+        party.random, party.pretrain = _shape(1, 32), None
+    source = load_source(config, 0)
+    assert isinstance(source, BertForSequenceClassification) and source.config.num_labels == 4
+    assert torch.equal(load_source(config, 0).classifier.weight, source.classifier.weight)
+    assert build_party_model(config, 1).peft_config["default"].grown_heads == ["classifier"]
+    assert torch.equal(own_source_model(config, 0).classifier.weight, source.classifier.weight)
+    config.model.ligo = {}
+    assert not isinstance(load_source(config, 0), BertForSequenceClassification)  # no head where none is grown
