@@ -93,7 +93,7 @@ def test_a_training_pass_grows_only_its_tokens_rows_of_the_word_embeddings():
     with torch.no_grad():
         full = model.base_model.operator().shared[WORD_EMBEDDINGS]
 
-    # the table the lookup reads holds the batch's rows alone, in token order: no row of the vocabulary besides
+    # the table the lookup reads holds the batch's rows alone, in token order, and no other row of the vocabulary
     weight, logits = _embedding_weight_during_the_pass(model, batch)
     assert len(ids) < len(full) and weight.shape == (len(ids), full.shape[1])
     torch.testing.assert_close(weight, full[ids], atol=1e-6, rtol=1e-5)

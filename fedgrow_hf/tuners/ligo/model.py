@@ -237,7 +237,6 @@ class LiGOModel(BaseTuner):
         result is cached across passes instead (:meth:`_grown_weights`)."""
         self._forward_depth += 1
         if self._forward_depth == 1:
-            self._pass_lookup = None
             self._grown.refresh(self._lookup_rows(args, kwargs) if torch.is_grad_enabled() else None)
 
     def _lookup_rows(self, args: tuple, kwargs: dict) -> dict[str, torch.Tensor]:
