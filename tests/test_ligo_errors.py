@@ -107,7 +107,7 @@ def test_fault_an_error_inside_a_grown_weight_surfaces_as_itself():
     del embedding.weight
     embedding.weight = stand_in
 
-    def broken_operator(rows):
+    def broken_operator(rows, at_source_width):
         raise AttributeError("'NoneType' object has no attribute 'shape'")
 
     slot = GrownSlot("shared", "embeddings.weight", None, ((embedding, "weight"),), torch.Size([4, 3]))

@@ -4,6 +4,8 @@ tokens' rows of the word-embedding table (issue 28)."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from ligo_factories import (
@@ -30,10 +32,10 @@ CASES = {
     "bert": lambda: grow(random_bert(layers=2, hidden=32), bert_config(layers=3, hidden=64, num_labels=3),
                          model_class=BertForSequenceClassification),
     "bert-dual": lambda: grow([random_bert(layers=2, hidden=32), random_bert(seed=1, layers=1, hidden=16)],
-                              bert_config(layers=4, hidden=64, num_labels=3), model_class=BertForSequenceClassification,
+                              bert_config(layers=4, hidden=64, ffn=256, num_labels=3), model_class=BertForSequenceClassification,
                               intermediate_config={"num_hidden_layers": 3, "hidden_size": 48, "num_attention_heads": 4,
                                                    "intermediate_size": 96}, width_init="random"),
-    "llama-tied": lambda: grow(random_llama(tied=True), llama_config(layers=3, hidden=48, heads=6, kv_heads=3, tied=True),
+    "llama-tied": lambda: grow(random_llama(tied=True), llama_config(layers=3, hidden=48, heads=6, kv_heads=3, ffn=192, tied=True),
                                model_class=LlamaForCausalLM),
     "gpt2": lambda: grow(random_gpt2(), gpt2_config(layers=3, hidden=64, heads=8), model_class=GPT2LMHeadModel),
 }
@@ -139,3 +141,99 @@ def test_a_table_tied_to_the_lm_head_is_grown_whole(case):
     batch = {"input_ids": token_batch()["input_ids"] % 100}
     weight, _ = _embedding_weight_during_the_pass(model, batch)
     assert weight.abs().sum(-1).gt(0).all()
+
+
+# case -> (block module at the source's width in a training pass, the weight axis left at the source's width)
+SOURCE_WIDTH_MODULES = {
+    "bert": [("intermediate.dense", 1), ("output.dense", 0)],
+    "bert-dual": [("intermediate.dense", 1), ("output.dense", 0)],
+    "llama-tied": [("mlp.gate_proj", 1), ("mlp.up_proj", 1), ("mlp.down_proj", 0)],
+    # Conv1D: [in, out]; its output keeps the width it was built with. At half the width, query, key and value
+    # in one map cost 32 x (64 + 3 x 64) per token through the source's width against 64 x 3 x 64
+    "gpt2": [("attn.c_attn", 0), ("mlp.c_fc", 0)],
+}
+
+
+def _first_block(model) -> torch.nn.Module:
+    table = model.base_model.operator.global_stage.table
+    return table.root_of(model.base_model.model).get_submodule(table.layers_path)[0]
+
+
+def _batch(case: str) -> dict[str, torch.Tensor]:
+    batch = token_batch()
+    return batch if case.startswith("bert") else {"input_ids": batch["input_ids"] % 100}  # the decoders' vocabulary
+
+
+def _block_weight_widths(model, modules, batch) -> list[tuple[int, ...]]:
+    """The shapes the first block's ``modules`` read their weights with, in one pass over ``batch``."""
+    block = _first_block(model)
+    seen = []
+    handles = [block.get_submodule(path).register_forward_pre_hook(lambda module, args: seen.append(tuple(module.weight.shape)))
+               for path, _ in modules]
+    try:
+        model(**batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize("case", SOURCE_WIDTH_MODULES)
+def test_a_training_pass_runs_the_ffn_through_the_source_width_with_the_same_values_and_gradients(case):
+    """The residual factor of the FFN's maps is applied to their activations, not their weights (what a token costs
+    less through, at any batch size): the loss and every gradient are those of the same pass on the whole grown
+    weights, read outside a pass from a copy of the model and run through a plain copy of the target."""
+    model = CASES[case]().train()
+    reference_model = copy.deepcopy(model)
+    plain = copy.deepcopy(model).base_model.merge_and_unload()  # the target's class, without the tuner
+    stage = model.base_model.operator.global_stage
+    modules = SOURCE_WIDTH_MODULES[case]
+    assert sorted((m.module, dict(m.tensors)[f"{m.module}.weight"]) for m in model.base_model.source_width_maps()) == sorted(modules)
+    full = [tuple(slot.shape) for path, _ in modules for slot in model.base_model.grown_slots()
+            if slot.path == f"{path}.weight" and slot.layer == 0]
+    batch = _batch(case)
+    narrowed = _block_weight_widths(model, modules, batch)
+    for (target, read), (_, axis) in zip(zip(full, narrowed, strict=True), modules, strict=True):
+        assert read[axis] == stage.source_shape.hidden < target[axis] and read[1 - axis] == target[1 - axis]
+    model.zero_grad(set_to_none=True)
+    loss = model(**batch).logits.square().mean()
+    loss.backward()
+
+    inner = reference_model.base_model.model
+    whole = {name: getattr(inner.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2])
+             for name, _ in plain.named_parameters()}  # read outside a pass: grown whole, with the operator's graph
+    reference = torch.func.functional_call(plain, whole, kwargs=batch).logits.square().mean()
+    torch.testing.assert_close(loss, reference, atol=1e-6, rtol=1e-5)
+    reference.backward()
+    expected = {name: param.grad for name, param in reference_model.named_parameters() if param.grad is not None}
+    grads = {name: param.grad for name, param in model.named_parameters() if param.grad is not None}
+    assert grads.keys() == expected.keys() and any("ligo_operator" in name for name in grads)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected[name], atol=1e-6, rtol=1e-4, msg=name)
+    with torch.no_grad():
+        assert _block_weight_widths(model, modules, batch) == full  # passes without gradients read the weights whole
+        assert [tuple(_first_block(model).get_submodule(path).weight.shape) for path, _ in modules] == full  # and a read
+
+
+def test_the_ffn_runs_through_the_source_width_where_a_token_costs_less_there():
+    """MiniLM -> BERT L8/H512's shapes: an FFN map through the source width costs 384 x (512 + 2048) per token
+    against 512 x 2048; a query/key/value or output map 384 x (512 + 512) against 512 x 512, so those keep the
+    target's width."""
+    model = grow(random_bert(layers=6, hidden=384, heads=12, ffn=1536), bert_config(layers=8, hidden=512, heads=8, ffn=2048),
+                 model_class=BertForSequenceClassification)
+    maps = model.base_model.operator.global_stage.source_width_maps()
+    assert [(m.module, m.side.value, m.factor, m.tensors) for m in maps] == [
+        ("intermediate.dense", "in", "residual_in", (("intermediate.dense.weight", 1),)),
+        ("output.dense", "out", "residual_out", (("output.dense.weight", 0), ("output.dense.bias", 0))),
+    ]
+    assert 384 * (512 + 2048) < 512 * 2048 and 384 * (512 + 512) > 512 * 512
+
+
+def test_activation_checkpointing_reads_the_weights_whole():
+    """Its recomputation in backward runs after the pass, where a read grows the whole weight: so the pass does too."""
+    model = CASES["bert"]().train()
+    model.gradient_checkpointing_enable()
+    modules = SOURCE_WIDTH_MODULES["bert"]
+    full = [tuple(slot.shape) for path, _ in modules for slot in model.base_model.grown_slots()
+            if slot.path == f"{path}.weight" and slot.layer == 0]
+    assert _block_weight_widths(model, modules, token_batch()) == full

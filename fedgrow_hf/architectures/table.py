@@ -144,6 +144,14 @@ ROLE_AXES: Mapping[Role, Mapping[str, Mapping[int, AxisSpec]]] = {
 # The roles whose output is added to the residual stream inside a block: zero, they make the block the identity.
 RESIDUAL_WRITERS = (Role.ATTENTION_OUTPUT, Role.GROUPED_ATTENTION_OUTPUT, Role.FFN_OUT)
 NORMS = (Role.LAYER_NORM, Role.RMS_NORM)
+# The roles whose module is a linear map over its input's last axis, ``y = x W^T + b`` (``y = x W + b`` for a
+# :class:`Transposed` entry): the weight's in axis meets the input's last axis, its out axis and the bias the
+# output's. What lets a training pass apply a width factor to the activations instead of the weight
+# (:class:`fedgrow_hf.tuners.ligo.layer.SourceWidthMap`).
+LINEAR_MAPS = (
+    Role.QUERY, Role.KEY, Role.VALUE, Role.FUSED_QKV, Role.ATTENTION_OUTPUT, Role.GROUPED_ATTENTION_OUTPUT,
+    Role.FFN_IN, Role.FFN_OUT, Role.RESIDUAL_DENSE, Role.READOUT,
+)
 
 
 @dataclass(frozen=True)
@@ -272,6 +280,10 @@ class ArchitectureTable:
         stream of any width start exactly (:meth:`fedgrow_hf.tuners.ligo.layer.SpaceLayout.lossless_factors`)."""
         roles = {role_of(entry) for entry in (*self.shared_roles.values(), *self.layer_roles.values())}
         return Role.RMS_NORM in roles and Role.LAYER_NORM not in roles
+
+    def layer_linear_maps(self) -> dict[str, Mapping[str, Mapping[int, AxisSpec]]]:
+        """The block modules that are linear maps (:data:`LINEAR_MAPS`): module path -> {parameter name -> axes}."""
+        return {path: entry_axes(entry) for path, entry in self.layer_roles.items() if role_of(entry) in LINEAR_MAPS}
 
     def layer_parameters_of(self, *roles: Role) -> list[str]:
         """Block parameter paths whose module has one of ``roles`` (e.g. the residual writers)."""

@@ -17,7 +17,7 @@ the operator gets its gradients (non-reentrant checkpointing, transformers' defa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -56,15 +56,24 @@ class GrownWeights:
     """
 
     def __init__(
-        self, slots: Sequence[GrownSlot], grow: Callable[[Mapping[str, torch.Tensor]], TransformerWeights]
+        self,
+        slots: Sequence[GrownSlot],
+        grow: Callable[[Mapping[str, torch.Tensor], Collection[tuple[str, int]]], TransformerWeights],
     ) -> None:
         self._slots = tuple(slots)
         self._grow = grow
         self._tensors: list[torch.Tensor] | None = None
-        self._partial: frozenset[int] = frozenset()  # slots grown for some rows only (see refresh)
+        self._partial: frozenset[int] = frozenset()  # slots grown for this pass alone (see refresh)
         self._stale: frozenset[int] = frozenset()
 
-    def refresh(self, rows: Mapping[str, torch.Tensor] | None = None) -> None:
+    def __getstate__(self) -> dict:
+        """What ``copy.deepcopy`` of a model copies: not the last pass's tensors, which hang on this operator's
+        graph (PyTorch copies no tensor that is not a leaf of one); the copy grows its own at its first read."""
+        return {**self.__dict__, "_tensors": None}
+
+    def refresh(
+        self, rows: Mapping[str, torch.Tensor] | None = None, at_source_width: Collection[tuple[str, int]] = ()
+    ) -> None:
         """Run the operator and keep its output until the next refresh.
 
         The last pass's tensors are dropped first: kept while the operator runs, they would make every
@@ -73,20 +82,23 @@ class GrownWeights:
 
         ``rows`` (shared tensor path -> row numbers) grows only those rows of a lookup table, in that order:
         a forward pass reads only its tokens' rows of the word embeddings, by their places among ``rows``
-        (the tuner maps the lookup's ids). Such a slot is valid for this pass alone: after
-        :meth:`end_pass`, reading it grows the whole target again.
+        (the tuner maps the lookup's ids). ``at_source_width`` (block tensor, axis) pairs leave that axis
+        unexpanded: the tuner applies its factor to the activations (:class:`.layer.SourceWidthMap`). Such
+        slots are valid for this pass alone: after :meth:`end_pass`, reading one grows the whole target again.
         """
         rows = rows or {}
         self._tensors = None
-        weights = self._grow(rows)
+        weights = self._grow(rows, at_source_width)
         blocks = weights.unbind_layers()
-        self._partial = frozenset(i for i, slot in enumerate(self._slots) if slot.kind == "shared" and slot.path in rows)
+        narrowed = {name for name, _ in at_source_width}
+        self._partial = frozenset(i for i, slot in enumerate(self._slots)
+                                  if slot.path in (rows if slot.kind == "shared" else narrowed))
         self._stale = frozenset()
         self._tensors = [slot.select(weights, blocks) for slot in self._slots]
 
     def end_pass(self) -> None:
-        """The forward pass that the last refresh served is over: its row-restricted tables no longer hold
-        the rows a reader may ask for (its graph keeps what its backward needs)."""
+        """The forward pass that the last refresh served is over: its row-restricted tables and source-width
+        weights are not what a reader asks for (its graph keeps what its backward needs)."""
         self._stale = self._partial
 
     def clear(self) -> None:
@@ -94,8 +106,8 @@ class GrownWeights:
         self._tensors = None
 
     def tensor(self, index: int) -> torch.Tensor:
-        """Slot ``index``'s grown tensor; a weight read before any forward pass, or a row-restricted one read
-        after its pass, runs the operator (for the whole target)."""
+        """Slot ``index``'s grown tensor; a weight read before any forward pass, or one grown for its pass alone
+        read after it, runs the operator (for the whole target)."""
         if self._tensors is None or index in self._stale:
             self.refresh()
         return self._tensors[index]

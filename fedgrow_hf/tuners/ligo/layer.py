@@ -27,6 +27,10 @@ backward pass computes only their factor's gradient, not one for their input (a 
 operator cost halves for MiniLM -> BERT L8/H512). Per-block factors can only follow the mix. Growing
 one block (a merge) mixes first: one block's worth of expansion, whatever L_A. Within each side of the
 mix, a tensor's axes are expanded in the order with the fewest multiply-adds (:func:`expansion_order`).
+A training pass may leave a weight's residual side unexpanded altogether: ``(A_out W A_in^T)`` applied to
+``x`` is ``((x A_in) W^T) A_out^T``, so where a token costs fewer multiply-adds through the source's width
+(a wider target's FFN maps) the tuner applies the factor to the module's activations instead
+(:class:`SourceWidthMap`).
 
 Dual-LiGO (Fed-Grow, arXiv 2406.13450) is two stages in a row: a private Local stage maps a
 participant's source to a common intermediate shape, a shared Global stage maps that to the target.
@@ -37,7 +41,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -307,6 +311,27 @@ def _ffn_groups(source: int, target: int) -> int:
     return min(divisors, key=lambda g: g * g + (target // g) * (source // g))
 
 
+@dataclass(frozen=True)
+class SourceWidthMap:
+    """One side of a block's linear map that a training pass computes at its stage's source width.
+
+    A grown weight is ``W' = A_out W A_in^T``, so ``x W'^T = ((x A_in) W^T) A_out^T``: a side whose factor is
+    one full matrix shared by every block (the residual stream's) can be applied to the activations instead of
+    the weight. The operator then leaves that axis of the weight (and, on the output side, of the bias) at the
+    source's width, and the tuner multiplies the module's input by ``A_in`` (or its output by ``A_out^T``).
+    That is chosen where a token costs fewer multiply-adds (:meth:`GrowthStage.source_width_maps`): an FFN
+    map of MiniLM -> BERT L8/H512 costs ``512 x 384 + 384 x 2048`` per token instead of ``512 x 2048``, and
+    the operator no longer expands the FFN weights' residual side at all, its largest expansion: a training
+    step at 16 x 64 tokens falls from 1.32 x to 1.18 x the plain target's arithmetic (benchmarks/README.md,
+    issue 28).
+    """
+
+    module: str  # module path inside a block
+    side: Side
+    factor: str  # the factor key (:func:`factor_key`) applied to the activations
+    tensors: tuple[tuple[str, int], ...]  # (block tensor, its axis left at the source's width)
+
+
 class GrowthStage(nn.Module):
     """A learned linear map from the weights of a transformer of shape ``source`` to shape ``target``.
 
@@ -428,8 +453,12 @@ class GrowthStage(nn.Module):
                         continue
                 self.depth[index, target, source] = 1.0
 
-    def forward(self, weights: TransformerWeights, layers: Sequence[int] | None = None) -> TransformerWeights:
-        """Grow ``weights``; with ``layers``, grow only those target blocks (shared tensors included)."""
+    def forward(
+        self, weights: TransformerWeights, layers: Sequence[int] | None = None,
+        at_source_width: Collection[tuple[str, int]] = (),
+    ) -> TransformerWeights:
+        """Grow ``weights``; with ``layers``, grow only those target blocks (shared tensors included).
+        ``at_source_width`` names (block tensor, axis) pairs left unexpanded (:class:`SourceWidthMap`)."""
         index = None if layers is None else torch.as_tensor(list(layers), dtype=torch.long, device=self.depth.device)
         depth = self.depth if index is None else self.depth.index_select(1, index)
         offset = self.norm_offset if index is None else self.norm_offset.index_select(1, index)
@@ -441,13 +470,43 @@ class GrowthStage(nn.Module):
         grown_layers = {}
         for name, stacked in weights.layers.items():
             mix = mixes[name].to(stacked.dtype)
-            shared_axes, block_axes = split_shared_axes(self.layer_axes[name]) if expand_first else ({}, self.layer_axes[name])
+            axes = {axis: spec for axis, spec in self.layer_axes[name].items() if (name, axis) not in at_source_width}
+            shared_axes, block_axes = split_shared_axes(axes) if expand_first else ({}, axes)
             grown = self._expand(stacked, shared_axes, factors)
             grown = self._expand(torch.einsum("lj,j...->l...", mix, grown), block_axes, factors)
             if name in offsets:
                 grown = grown + offsets[name].to(grown.dtype).unsqueeze(-1)
             grown_layers[name] = grown
         return TransformerWeights(shared, grown_layers)
+
+    def source_width_maps(self) -> list[SourceWidthMap]:
+        """The sides of the blocks' linear maps that a training pass computes at the source's width: for each map,
+        of the sides whose factor is one full matrix shared by every block, the set a token costs the fewest
+        multiply-adds through (``d_t x d_s`` for each such side, plus the map itself at the widths left),
+        none on a tie. Per token, so never more arithmetic at any batch size; the weight's expansion it saves
+        comes on top."""
+        maps = []
+        for path, params in self.table.layer_linear_maps().items():
+            weight, bias = params["weight"], params.get("bias")
+            sides = {axes_in(spec)[0].side: (index, spec) for index, spec in weight.items()}  # a Fused axis's parts share it
+            sizes = {side: self._space_widths(spec) for side, (_, spec) in sides.items()}
+            movable = [
+                side for side, (_, spec) in sides.items()
+                if isinstance(spec, Axis) and not spec.space.per_layer and self.layouts[spec.space].stored_groups == (1, 1)
+                and (side is Side.IN or bias is None or dict(bias) == {0: spec})
+            ]
+            subsets = [chosen for count in range(len(movable) + 1) for chosen in itertools.combinations(movable, count)]
+            for side in min(subsets, key=lambda chosen: (_per_token_cost(sizes, chosen), len(chosen))):
+                index, axis = sides[side]
+                tensors = [(f"{path}.weight", index)] + ([(f"{path}.bias", 0)] if side is Side.OUT and bias is not None else [])
+                maps.append(SourceWidthMap(path, side, factor_key(axis), tuple(tensors)))
+        return maps
+
+    def _space_widths(self, spec: AxisSpec) -> tuple[int, int]:
+        """A weight axis's (target, source) sizes: its spaces' widths, every part of a :class:`Fused` axis."""
+        widths = [(layout.groups[0] * layout.units[0], layout.groups[1] * layout.units[1])
+                  for layout in (self.layouts[axis.space] for axis in axes_in(spec))]
+        return sum(target for target, _ in widths), sum(source for _, source in widths)
 
     def factors(
         self, index: torch.Tensor | None = None, keys: Iterable[str] | None = None
@@ -530,6 +589,13 @@ class GrowthStage(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.source_shape} -> {self.target_shape}, width_structure={self.width_structure!r}"
+
+
+def _per_token_cost(widths: Mapping[Side, tuple[int, int]], at_source_width: Collection[Side]) -> int:
+    """Multiply-adds per token of a linear map with (target, source) ``widths`` per side, those sides
+    ``at_source_width`` reached through their factor (``target x source`` each) and the map at the widths left."""
+    map_widths = [source if side in at_source_width else target for side, (target, source) in widths.items()]
+    return math.prod(map_widths) + sum(math.prod(widths[side]) for side in at_source_width)
 
 
 def split_shared_axes(axes: Mapping[int, AxisSpec]) -> tuple[dict[int, AxisSpec], dict[int, AxisSpec]]:
@@ -706,17 +772,20 @@ class LiGOOperator(nn.Module):
         )
 
     def forward(
-        self, layers: Sequence[int] | None = None, rows: Mapping[str, torch.Tensor] | None = None
+        self, layers: Sequence[int] | None = None, rows: Mapping[str, torch.Tensor] | None = None,
+        at_source_width: Collection[tuple[str, int]] = (),
     ) -> TransformerWeights:
         """Grow the target (only blocks ``layers`` when given). ``rows`` maps shared tensors whose rows growth
         keeps apart (:meth:`GrowthStage.keeps_rows`) to the row numbers wanted: those rows alone are grown,
         in that order. A training step needs only the embedding rows of its batch's tokens, and growing the
-        whole word-embedding table (30,522 rows for BERT) was a third of the operator's cost per step."""
+        whole word-embedding table (30,522 rows for BERT) was a third of the operator's cost per step.
+        ``at_source_width``: the Global stage's block tensors and axes left at its source's width
+        (:meth:`GrowthStage.source_width_maps`)."""
         intermediate = self.intermediate_weights(rows)
         for name in rows or {}:
             if not self.global_stage.keeps_rows(name, intermediate.shared[name].dim()):
                 raise ValueError(f"growth mixes the rows of {name}: it cannot be grown a subset of rows at a time")
-        return self.global_stage(intermediate, layers)
+        return self.global_stage(intermediate, layers, at_source_width)
 
     @torch.no_grad()
     def grow_blockwise(

@@ -14,9 +14,12 @@ target as ordinary parameters, so the result is a plain transformers model.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import itertools
 import logging
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -24,8 +27,9 @@ from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, _is_key_under_pr
 from peft.utils.other import AuxiliaryTrainingWrapper, set_additional_trainable_modules
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
+from transformers.pytorch_utils import Conv1D
 
-from ...architectures import ArchitectureTable, get_architecture_table
+from ...architectures import ArchitectureTable, Side, get_architecture_table
 from .config import LiGOConfig
 from .grown import (
     GrownSlot,
@@ -35,7 +39,7 @@ from .grown import (
     parametrize_grown,
     unparametrize_grown,
 )
-from .layer import GrowthStage, LiGOOperator, SourceWeights, stage_seed
+from .layer import GrowthStage, LiGOOperator, SourceWeights, SourceWidthMap, stage_seed
 from .shapes import GrowthShapeError, ModelShape, TransformerWeights
 
 logger = logging.getLogger(__name__)
@@ -79,6 +83,8 @@ class LiGOModel(BaseTuner):
         self._forward_depth = 0
         self._lookup_table: str | None = None
         self._pass_lookup: tuple[torch.Tensor, torch.Tensor] | None = None  # this pass's input_ids, and their rows' places
+        self._source_width_maps: tuple[SourceWidthMap, ...] = ()  # what a training pass runs at the source's width
+        self._pass_factors: dict[str, torch.Tensor] | None = None  # the factors it applies to activations, this pass
         self._cached_key: tuple | None = None
         self._cached_weights: TransformerWeights | None = None
 
@@ -143,6 +149,8 @@ class LiGOModel(BaseTuner):
         for reason in obstacles:
             warnings.warn(f"LiGO growth is not lossless: {reason}", LosslessGrowthWarning, stacklevel=2)
         self.ligo_operator = nn.ModuleDict({adapter_name: operator.to(device)})
+        blocks = target_base.get_submodule(table.layers_path)
+        self._source_width_maps = _usable_source_width_maps(operator.global_stage, layer_names, blocks[0]) if len(blocks) else ()
 
         self._slots = _take_grown_slots(model, target_base, table, shared_names, layer_names, device, head_names)
         # Heads left on the meta device are initialised while the grown weights are storage-free stand-ins,
@@ -160,6 +168,13 @@ class LiGOModel(BaseTuner):
             self._hook_handles.append(
                 model.get_input_embeddings().register_forward_pre_hook(self._compact_lookup, with_kwargs=True)
             )
+        for block, source_width_map in itertools.product(blocks, self._source_width_maps):
+            module = block.get_submodule(source_width_map.module)
+            if source_width_map.side is Side.IN:
+                hook = module.register_forward_pre_hook(functools.partial(self._into_source_width, source_width_map.factor))
+            else:
+                hook = module.register_forward_hook(functools.partial(self._out_of_source_width, source_width_map.factor))
+            self._hook_handles.append(hook)
 
         self._mark_only_adapters_as_trainable(model)
         set_additional_trainable_modules(
@@ -200,12 +215,15 @@ class LiGOModel(BaseTuner):
     def operator(self) -> LiGOOperator:
         return self.ligo_operator[self.active_adapters[0]]
 
-    def _grown_weights(self, rows: Mapping[str, torch.Tensor]) -> TransformerWeights:
-        """Run the operator (only ``rows`` of the lookup tables it names); in no-grad mode reuse the last
-        whole result while the operator is unchanged (``rows`` is then empty: see :meth:`_before_forward`)."""
+    def _grown_weights(
+        self, rows: Mapping[str, torch.Tensor], at_source_width: Collection[tuple[str, int]]
+    ) -> TransformerWeights:
+        """Run the operator (only ``rows`` of the lookup tables it names, ``at_source_width`` axes left unexpanded);
+        in no-grad mode reuse the last whole result while the operator is unchanged (both are then empty: see
+        :meth:`_before_forward`)."""
         if torch.is_grad_enabled():
             self._cached_key = self._cached_weights = None
-            return self.operator(rows=rows)
+            return self.operator(rows=rows, at_source_width=at_source_width)
         params = list(self.operator.parameters())
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         if key != self._cached_key:
@@ -231,13 +249,25 @@ class LiGOModel(BaseTuner):
                     f"the operator grows {slot.path} to {tuple(grown.shape)} but the target has {tuple(slot.shape)}"
                 )
 
-    def _before_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def _before_forward(self, module: PreTrainedModel, args: tuple, kwargs: dict) -> None:
         """Grow the target once for the outermost forward pass. With gradients on, the word-embedding table
-        is grown only at the batch's token ids (:meth:`LiGOOperator.forward`); without them the whole
-        result is cached across passes instead (:meth:`_grown_weights`)."""
+        is grown only at the batch's token ids (:meth:`LiGOOperator.forward`) and the linear maps that cost
+        less through the source's width run through it (:class:`.layer.SourceWidthMap`); without gradients
+        the whole result is cached across passes instead (:meth:`_grown_weights`).
+
+        Not under activation checkpointing: its recomputation in backward runs after the pass, where a weight
+        read grows the whole target (:meth:`GrownWeights.end_pass`), so the recomputed blocks would differ
+        from the pass they replay."""
         self._forward_depth += 1
-        if self._forward_depth == 1:
-            self._grown.refresh(self._lookup_rows(args, kwargs) if torch.is_grad_enabled() else None)
+        if self._forward_depth != 1:
+            return
+        training = torch.is_grad_enabled()
+        maps = self._source_width_maps if training and not module.is_activation_checkpointing else ()
+        at_source_width = [pair for source_width_map in maps for pair in source_width_map.tensors]
+        if maps:  # single-group factors, folded into their unit matrix (GrowthStage.factors)
+            factors = self.operator.global_stage.factors(keys={source_width_map.factor for source_width_map in maps})
+            self._pass_factors = {key: unit for key, (_, unit) in factors.items()}
+        self._grown.refresh(self._lookup_rows(args, kwargs) if training else None, at_source_width)
 
     def _lookup_rows(self, args: tuple, kwargs: dict) -> dict[str, torch.Tensor]:
         """The rows of the input-embedding table this pass reads: its ``input_ids``, once each (sorted), with
@@ -268,10 +298,28 @@ class LiGOModel(BaseTuner):
         places = places.reshape(ids.shape).to(ids.device)
         return ((places, *args[1:]), kwargs) if args else (args, {**kwargs, "input": places})
 
+    def _into_source_width(self, factor: str, module: nn.Module, args: tuple) -> tuple | None:
+        """Pre-hook of a block's linear map whose input side runs at the source's width in a training pass: its
+        input times the factor that the operator left out of its weight (:class:`.layer.SourceWidthMap`)."""
+        if self._pass_factors is None:
+            return None
+        if not args:
+            raise RuntimeError(f"{type(module).__name__} was called without a positional input, which LiGO's "
+                               "training pass multiplies by the residual stream's width factor")
+        x = args[0]
+        return (x @ self._pass_factors[factor].to(x.device, x.dtype), *args[1:])
+
+    def _out_of_source_width(self, factor: str, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        """Forward hook of a block's linear map whose output side runs at the source's width in a training pass:
+        its output (bias included, grown at the source's width too) times the factor's transpose."""
+        if self._pass_factors is None:
+            return None
+        return output @ self._pass_factors[factor].to(output.device, output.dtype).T
+
     def _after_forward(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
         self._forward_depth -= 1
         if self._forward_depth == 0:
-            self._pass_lookup = None
+            self._pass_lookup = self._pass_factors = None
             self._grown.end_pass()
 
     # ----------------------------------------------------------------------------------------------
@@ -283,6 +331,11 @@ class LiGOModel(BaseTuner):
         Keys and shapes depend only on the intermediate and target configs, never on the source.
         """
         return {key: value.detach().clone() for key, value in self.operator.global_stage.state_dict().items()}
+
+    def source_width_maps(self) -> tuple[SourceWidthMap, ...]:
+        """The block maps a training pass runs through the source's width (:class:`.layer.SourceWidthMap`), in every
+        block (a pass under activation checkpointing reads every weight whole instead)."""
+        return self._source_width_maps
 
     def grown_slots(self) -> tuple[GrownSlot, ...]:
         """Where each grown tensor goes in the target: what an exporter needs to build the target as a
@@ -515,6 +568,29 @@ def _tying_obstacles(table: ArchitectureTable, target: nn.Module, sources: list[
                 "as the source has it)"
             )
     return reasons
+
+
+def _usable_source_width_maps(
+    stage: GrowthStage, layer_names: Sequence[str], block: nn.Module
+) -> tuple[SourceWidthMap, ...]:
+    """``stage``'s :meth:`GrowthStage.source_width_maps` for a target whose first block is ``block`` (with its own
+    parameters, before they are taken for growth): those whose weight is grown and whose module computes at the
+    widths it is given, with only the tensors it has. ``nn.Linear`` takes both from its input and weight; GPT-2's
+    ``Conv1D`` its input's alone (its output has the width it was built with). An output side also stays at
+    full width where the module has a bias that is not grown (added at the target's width, before the hook
+    widens the output)."""
+    maps = []
+    for source_width_map in stage.source_width_maps():
+        module = block.get_submodule(source_width_map.module)
+        widths_follow = (nn.Linear, Conv1D) if source_width_map.side is Side.IN else nn.Linear
+        if f"{source_width_map.module}.weight" not in layer_names or not isinstance(module, widths_follow):
+            continue
+        own = dict(module.named_parameters(recurse=False))
+        if source_width_map.side is Side.OUT and "bias" in own and f"{source_width_map.module}.bias" not in layer_names:
+            continue
+        tensors = tuple((name, axis) for name, axis in source_width_map.tensors if name in layer_names)
+        maps.append(dataclasses.replace(source_width_map, tensors=tensors))
+    return tuple(maps)
 
 
 def _input_lookup_table(model: PreTrainedModel, slots: Sequence[GrownSlot], stage: GrowthStage) -> str | None:
