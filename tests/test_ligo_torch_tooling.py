@@ -4,6 +4,7 @@ placed with a ``device_map`` keeps its placement."""
 
 from __future__ import annotations
 
+import copy
 import shutil
 
 import pytest
@@ -72,6 +73,16 @@ def test_gradient_checkpointing_trains_the_operator_like_the_eager_model(kwargs,
 def test_torch_compile_trains_the_operator_like_the_eager_model(eager_gradients):
     model = _model()
     _assert_same_gradients(_two_steps(model, torch.compile(model)), eager_gradients, atol=1e-5)
+
+
+def test_a_model_copies_after_a_training_pass():
+    """``copy.deepcopy`` of a grown model works after a training pass too: the pass's grown tensors hang on the
+    operator's graph (PyTorch copies no tensor that is not a graph leaf), so the copy grows its own."""
+    model = _model()
+    _two_steps(model)
+    copied = copy.deepcopy(model)
+    with torch.no_grad():
+        torch.testing.assert_close(copied(**BATCH).logits, model(**BATCH).logits)
 
 
 def _grown_owners(model) -> list[tuple[nn.Module, str]]:
