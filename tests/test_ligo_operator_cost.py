@@ -5,6 +5,7 @@ tokens' rows of the word-embedding table (issue 28)."""
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from ligo_factories import (
     random_llama,
     token_batch,
 )
+from torch.utils.checkpoint import checkpoint
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertForSequenceClassification, GPT2LMHeadModel, LlamaForCausalLM
 
@@ -229,11 +231,41 @@ def test_the_ffn_runs_through_the_source_width_where_a_token_costs_less_there():
     assert 384 * (512 + 2048) < 512 * 2048 and 384 * (512 + 512) > 512 * 512
 
 
-def test_activation_checkpointing_reads_the_weights_whole():
-    """Its recomputation in backward runs after the pass, where a read grows the whole weight: so the pass does too."""
+@pytest.mark.parametrize("checkpointing", ["transformers", "torch.utils.checkpoint"])
+def test_activation_checkpointing_recomputes_what_the_pass_computed_through_the_source_width(checkpointing):
+    """The recomputation in backward runs after the pass and reads what the pass read: the weights at the source's
+    width and the factors stay until the next pass (transformers' checkpointing, or a block wrapped by hand as FSDP's
+    wrapper does); the gradients are those of the same pass without checkpointing. Read from outside its module, even
+    then, a weight is whole, with the operator's graph."""
     model = CASES["bert"]().train()
-    model.gradient_checkpointing_enable()
+    reference = copy.deepcopy(model)
+    if checkpointing == "transformers":
+        model.gradient_checkpointing_enable()
+    else:
+        table = model.base_model.operator.global_stage.table
+        for block in table.root_of(model.base_model.model).get_submodule(table.layers_path):
+            block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
     modules = SOURCE_WIDTH_MODULES["bert"]
-    full = [tuple(slot.shape) for path, _ in modules for slot in model.base_model.grown_slots()
-            if slot.path == f"{path}.weight" and slot.layer == 0]
-    assert _block_weight_widths(model, modules, token_batch()) == full
+    batch = _batch("bert")
+    assert _block_weight_widths(model, modules, batch) == _block_weight_widths(reference, modules, batch)
+    model.zero_grad(set_to_none=True)
+    reference.zero_grad(set_to_none=True)
+    for each in (model, reference):
+        each(**batch).logits.square().mean().backward()
+    expected = dict(reference.named_parameters())
+    grads = {name: param.grad for name, param in model.named_parameters() if param.grad is not None}
+    assert any("ligo_operator" in name for name in grads)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected[name].grad, atol=1e-6, rtol=1e-4, msg=name)
+
+    weight = _first_block(model).get_submodule("intermediate.dense").weight
+    assert weight.shape == (model.config.intermediate_size, model.config.hidden_size) and weight.requires_grad
+
+
+def test_a_source_width_map_called_with_its_input_by_name_computes_the_same():
+    model = CASES["bert"]().train()
+    batch = _batch("bert")
+    expected = model(**batch).logits
+    intermediate = _first_block(model).intermediate
+    intermediate.forward = lambda hidden_states: intermediate.intermediate_act_fn(intermediate.dense(input=hidden_states))
+    torch.testing.assert_close(model(**batch).logits, expected)

@@ -63,16 +63,23 @@ class GrownWeights:
         self._slots = tuple(slots)
         self._grow = grow
         self._tensors: list[torch.Tensor] | None = None
-        self._partial: frozenset[int] = frozenset()  # slots grown for this pass alone (see refresh)
+        self._partial: frozenset[int] = frozenset()  # slots grown for some rows only (see refresh)
         self._stale: frozenset[int] = frozenset()
+        self._narrowed: frozenset[int] = frozenset()  # slots grown with an axis at the source's width
+        self._factors: dict[str, torch.Tensor] = {}  # the width factors their modules apply instead
+        self._inside: dict[int, int] = {}  # narrowed slots whose module is running (by depth)
+        self._whole: list[torch.Tensor] | None = None  # the whole target, for reads of narrowed slots elsewhere
 
     def __getstate__(self) -> dict:
-        """What ``copy.deepcopy`` of a model copies: not the last pass's tensors, which hang on this operator's
+        """What ``copy.deepcopy`` of a model copies: not the grown tensors, which hang on this operator's
         graph (PyTorch copies no tensor that is not a leaf of one); the copy grows its own at its first read."""
-        return {**self.__dict__, "_tensors": None}
+        return {**self.__dict__, "_tensors": None, "_whole": None, "_factors": {}}
 
     def refresh(
-        self, rows: Mapping[str, torch.Tensor] | None = None, at_source_width: Collection[tuple[str, int]] = ()
+        self,
+        rows: Mapping[str, torch.Tensor] | None = None,
+        at_source_width: Collection[tuple[str, int]] = (),
+        factors: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         """Run the operator and keep its output until the next refresh.
 
@@ -82,34 +89,69 @@ class GrownWeights:
 
         ``rows`` (shared tensor path -> row numbers) grows only those rows of a lookup table, in that order:
         a forward pass reads only its tokens' rows of the word embeddings, by their places among ``rows``
-        (the tuner maps the lookup's ids). ``at_source_width`` (block tensor, axis) pairs leave that axis
-        unexpanded: the tuner applies its factor to the activations (:class:`.layer.SourceWidthMap`). Such
-        slots are valid for this pass alone: after :meth:`end_pass`, reading one grows the whole target again.
+        (the tuner maps the lookup's ids). Such a slot is valid for this pass alone: after :meth:`end_pass`,
+        reading it grows the whole target again.
+
+        ``at_source_width`` (block tensor, axis) pairs leave that axis unexpanded, for the module that applies
+        its factor (in ``factors``, by key: :meth:`factor`) to its activations instead
+        (:class:`.layer.SourceWidthMap`). Such a slot and the factors are what its own module reads until the
+        next refresh -- the pass, and activation checkpointing's recomputation of it in backward, which must
+        compute what the pass did -- and the module tells when it runs (:meth:`enter`); read anywhere else, the
+        slot is the whole tensor, grown apart (:meth:`tensor`).
         """
         rows = rows or {}
-        self._tensors = None
+        self._tensors = self._whole = None
+        self._factors = dict(factors or {})
+        tensors = self._grown_tensors(rows, at_source_width)
+        narrowed = {name for name, _ in at_source_width}
+        self._partial = frozenset(i for i, slot in enumerate(self._slots) if slot.kind == "shared" and slot.path in rows)
+        self._narrowed = frozenset(i for i, slot in enumerate(self._slots) if slot.kind == "layers" and slot.path in narrowed)
+        self._stale = frozenset()
+        self._tensors = tensors
+
+    def _grown_tensors(self, rows: Mapping[str, torch.Tensor], at_source_width: Collection[tuple[str, int]]) -> list[torch.Tensor]:
         weights = self._grow(rows, at_source_width)
         blocks = weights.unbind_layers()
-        narrowed = {name for name, _ in at_source_width}
-        self._partial = frozenset(i for i, slot in enumerate(self._slots)
-                                  if slot.path in (rows if slot.kind == "shared" else narrowed))
-        self._stale = frozenset()
-        self._tensors = [slot.select(weights, blocks) for slot in self._slots]
+        return [slot.select(weights, blocks) for slot in self._slots]
 
     def end_pass(self) -> None:
-        """The forward pass that the last refresh served is over: its row-restricted tables and source-width
-        weights are not what a reader asks for (its graph keeps what its backward needs)."""
+        """The forward pass that the last refresh served is over: its row-restricted tables no longer hold
+        the rows a reader may ask for (its graph keeps what its backward needs)."""
         self._stale = self._partial
 
     def clear(self) -> None:
         """Drop the grown tensors (and their graph); the next read runs the operator again."""
-        self._tensors = None
+        self._tensors = self._whole = None
+        self._narrowed, self._factors = frozenset(), {}
+
+    def narrowed(self, index: int) -> bool:
+        """Whether slot ``index`` is grown with an axis at the source's width (what its module reads now)."""
+        return self._tensors is not None and index in self._narrowed
+
+    def factor(self, key: str) -> torch.Tensor:
+        """The width factor ``key`` that the modules of the narrowed slots apply to their activations."""
+        return self._factors[key]
+
+    def enter(self, indices: Sequence[int]) -> None:
+        """The module owning slots ``indices`` starts running: its reads of them are its own (see :meth:`refresh`)."""
+        for index in indices:
+            self._inside[index] = self._inside.get(index, 0) + 1
+
+    def leave(self, indices: Sequence[int]) -> None:
+        """The module owning slots ``indices`` has finished (or failed)."""
+        for index in indices:  # never below 0: an exception under torch.compile skips the hooks that leave
+            self._inside[index] = max(self._inside.get(index, 0) - 1, 0)
 
     def tensor(self, index: int) -> torch.Tensor:
-        """Slot ``index``'s grown tensor; a weight read before any forward pass, or one grown for its pass alone
-        read after it, runs the operator (for the whole target)."""
+        """Slot ``index``'s grown tensor; a weight read before any forward pass, or a row-restricted one read
+        after its pass, runs the operator (for the whole target), and so does the first read of a narrowed one
+        outside its module."""
         if self._tensors is None or index in self._stale:
             self.refresh()
+        if index in self._narrowed and not self._inside.get(index):
+            if self._whole is None:
+                self._whole = self._grown_tensors({}, ())
+            return self._whole[index]
         return self._tensors[index]
 
 

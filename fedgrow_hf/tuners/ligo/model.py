@@ -84,7 +84,6 @@ class LiGOModel(BaseTuner):
         self._lookup_table: str | None = None
         self._pass_lookup: tuple[torch.Tensor, torch.Tensor] | None = None  # this pass's input_ids, and their rows' places
         self._source_width_maps: tuple[SourceWidthMap, ...] = ()  # what a training pass runs at the source's width
-        self._pass_factors: dict[str, torch.Tensor] | None = None  # the factors it applies to activations, this pass
         self._cached_key: tuple | None = None
         self._cached_weights: TransformerWeights | None = None
 
@@ -170,11 +169,14 @@ class LiGOModel(BaseTuner):
             )
         for block, source_width_map in itertools.product(blocks, self._source_width_maps):
             module = block.get_submodule(source_width_map.module)
-            if source_width_map.side is Side.IN:
-                hook = module.register_forward_pre_hook(functools.partial(self._into_source_width, source_width_map.factor))
-            else:
-                hook = module.register_forward_hook(functools.partial(self._out_of_source_width, source_width_map.factor))
-            self._hook_handles.append(hook)
+            slots = tuple(index for index, slot in enumerate(self._slots) if any(owner is module for owner, _ in slot.owners))
+            weight = next(index for index in slots if self._slots[index].path == f"{source_width_map.module}.weight")
+            self._hook_handles += [
+                module.register_forward_pre_hook(
+                    functools.partial(self._enter_source_width, source_width_map, weight, slots), with_kwargs=True),
+                module.register_forward_hook(
+                    functools.partial(self._leave_source_width, source_width_map, weight, slots), always_call=True),
+            ]
 
         self._mark_only_adapters_as_trainable(model)
         set_additional_trainable_modules(
@@ -255,19 +257,18 @@ class LiGOModel(BaseTuner):
         less through the source's width run through it (:class:`.layer.SourceWidthMap`); without gradients
         the whole result is cached across passes instead (:meth:`_grown_weights`).
 
-        Not under activation checkpointing: its recomputation in backward runs after the pass, where a weight
-        read grows the whole target (:meth:`GrownWeights.end_pass`), so the recomputed blocks would differ
-        from the pass they replay."""
+        The factors stay until the next pass, with the weights the pass read at the source's width
+        (:meth:`GrownWeights.refresh`): activation checkpointing recomputes blocks in backward, after the pass."""
         self._forward_depth += 1
         if self._forward_depth != 1:
             return
         training = torch.is_grad_enabled()
-        maps = self._source_width_maps if training and not module.is_activation_checkpointing else ()
+        maps = self._source_width_maps if training else ()
         at_source_width = [pair for source_width_map in maps for pair in source_width_map.tensors]
-        if maps:  # single-group factors, folded into their unit matrix (GrowthStage.factors)
-            factors = self.operator.global_stage.factors(keys={source_width_map.factor for source_width_map in maps})
-            self._pass_factors = {key: unit for key, (_, unit) in factors.items()}
-        self._grown.refresh(self._lookup_rows(args, kwargs) if training else None, at_source_width)
+        # single-group factors, folded into their unit matrix (GrowthStage.factors)
+        factors = self.operator.global_stage.factors(keys={source_width_map.factor for source_width_map in maps})
+        self._grown.refresh(self._lookup_rows(args, kwargs) if training else None, at_source_width,
+                            {key: unit for key, (_, unit) in factors.items()})
 
     def _lookup_rows(self, args: tuple, kwargs: dict) -> dict[str, torch.Tensor]:
         """The rows of the input-embedding table this pass reads: its ``input_ids``, once each (sorted), with
@@ -298,28 +299,40 @@ class LiGOModel(BaseTuner):
         places = places.reshape(ids.shape).to(ids.device)
         return ((places, *args[1:]), kwargs) if args else (args, {**kwargs, "input": places})
 
-    def _into_source_width(self, factor: str, module: nn.Module, args: tuple) -> tuple | None:
-        """Pre-hook of a block's linear map whose input side runs at the source's width in a training pass: its
-        input times the factor that the operator left out of its weight (:class:`.layer.SourceWidthMap`)."""
-        if self._pass_factors is None:
+    def _enter_source_width(
+        self, source_width_map: SourceWidthMap, weight: int, slots: Sequence[int], module: nn.Module, args: tuple,
+        kwargs: dict,
+    ) -> tuple[tuple, dict] | None:
+        """Pre-hook of a block's linear map that a training pass runs through the source's width
+        (:class:`.layer.SourceWidthMap`; ``weight`` and ``slots``: its weight's slot and all of its own): its reads
+        of its weights are its own from here (it reads them at the source's width where they were grown so,
+        :meth:`GrownWeights.enter`), and on the input side its input is multiplied by the factor the operator
+        left out of its weight (given by position or, alone, by name)."""
+        self._grown.enter(slots)
+        if source_width_map.side is not Side.IN or not self._grown.narrowed(weight):
             return None
-        if not args:
-            raise RuntimeError(f"{type(module).__name__} was called without a positional input, which LiGO's "
-                               "training pass multiplies by the residual stream's width factor")
-        x = args[0]
-        return (x @ self._pass_factors[factor].to(x.device, x.dtype), *args[1:])
+        if not args and len(kwargs) != 1:  # (the forward hook, always called, leaves)
+            raise RuntimeError(f"{type(module).__name__} was called with arguments {sorted(kwargs)} and none by position: "
+                               "LiGO's training pass cannot tell which one to multiply by the residual stream's width factor")
+        x = args[0] if args else next(iter(kwargs.values()))
+        narrowed = x @ self._grown.factor(source_width_map.factor).to(x.device, x.dtype)
+        return ((narrowed, *args[1:]), kwargs) if args else (args, dict.fromkeys(kwargs, narrowed))
 
-    def _out_of_source_width(self, factor: str, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-        """Forward hook of a block's linear map whose output side runs at the source's width in a training pass:
-        its output (bias included, grown at the source's width too) times the factor's transpose."""
-        if self._pass_factors is None:
+    def _leave_source_width(
+        self, source_width_map: SourceWidthMap, weight: int, slots: Sequence[int], module: nn.Module, args: tuple,
+        output: object,
+    ) -> torch.Tensor | None:
+        """Forward hook (called even when the module or its pre-hooks fail) of such a map: on the output side, its
+        output (bias included, grown at the source's width too) is multiplied by the factor's transpose."""
+        self._grown.leave(slots)
+        if source_width_map.side is not Side.OUT or not self._grown.narrowed(weight) or not isinstance(output, torch.Tensor):
             return None
-        return output @ self._pass_factors[factor].to(output.device, output.dtype).T
+        return output @ self._grown.factor(source_width_map.factor).to(output.device, output.dtype).T
 
     def _after_forward(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
         self._forward_depth -= 1
         if self._forward_depth == 0:
-            self._pass_lookup = self._pass_factors = None
+            self._pass_lookup = None
             self._grown.end_pass()
 
     # ----------------------------------------------------------------------------------------------
@@ -334,7 +347,7 @@ class LiGOModel(BaseTuner):
 
     def source_width_maps(self) -> tuple[SourceWidthMap, ...]:
         """The block maps a training pass runs through the source's width (:class:`.layer.SourceWidthMap`), in every
-        block (a pass under activation checkpointing reads every weight whole instead)."""
+        block."""
         return self._source_width_maps
 
     def grown_slots(self) -> tuple[GrownSlot, ...]:
