@@ -156,9 +156,22 @@ SOURCE_WIDTH_MODULES = {
 }
 
 
-def _first_block(model) -> torch.nn.Module:
+def _blocks(model) -> torch.nn.ModuleList:
     table = model.base_model.operator.global_stage.table
-    return table.root_of(model.base_model.model).get_submodule(table.layers_path)[0]
+    return table.root_of(model.base_model.model).get_submodule(table.layers_path)
+
+
+def _first_block(model) -> torch.nn.Module:
+    return _blocks(model)[0]
+
+
+def _assert_same_gradients(model, reference) -> None:
+    """Every parameter of ``model`` has the gradient its namesake in ``reference`` has, the operator's among them."""
+    grads = {name: param.grad for name, param in model.named_parameters() if param.grad is not None}
+    expected = {name: param.grad for name, param in reference.named_parameters() if param.grad is not None}
+    assert grads.keys() == expected.keys() and any("ligo_operator" in name for name in grads)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
 def _batch(case: str) -> dict[str, torch.Tensor]:
@@ -207,11 +220,7 @@ def test_a_training_pass_runs_the_ffn_through_the_source_width_with_the_same_val
     reference = torch.func.functional_call(plain, whole, kwargs=batch).logits.square().mean()
     torch.testing.assert_close(loss, reference, atol=1e-6, rtol=1e-5)
     reference.backward()
-    expected = {name: param.grad for name, param in reference_model.named_parameters() if param.grad is not None}
-    grads = {name: param.grad for name, param in model.named_parameters() if param.grad is not None}
-    assert grads.keys() == expected.keys() and any("ligo_operator" in name for name in grads)
-    for name, grad in grads.items():
-        torch.testing.assert_close(grad, expected[name], atol=1e-6, rtol=1e-4, msg=name)
+    _assert_same_gradients(model, reference_model)
     with torch.no_grad():
         assert _block_weight_widths(model, modules, batch) == full  # passes without gradients read the weights whole
         assert [tuple(_first_block(model).get_submodule(path).weight.shape) for path, _ in modules] == full  # and a read
@@ -242,8 +251,7 @@ def test_activation_checkpointing_recomputes_what_the_pass_computed_through_the_
     if checkpointing == "transformers":
         model.gradient_checkpointing_enable()
     else:
-        table = model.base_model.operator.global_stage.table
-        for block in table.root_of(model.base_model.model).get_submodule(table.layers_path):
+        for block in _blocks(model):
             block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
     modules = SOURCE_WIDTH_MODULES["bert"]
     batch = _batch("bert")
@@ -252,11 +260,7 @@ def test_activation_checkpointing_recomputes_what_the_pass_computed_through_the_
     reference.zero_grad(set_to_none=True)
     for each in (model, reference):
         each(**batch).logits.square().mean().backward()
-    expected = dict(reference.named_parameters())
-    grads = {name: param.grad for name, param in model.named_parameters() if param.grad is not None}
-    assert any("ligo_operator" in name for name in grads)
-    for name, grad in grads.items():
-        torch.testing.assert_close(grad, expected[name].grad, atol=1e-6, rtol=1e-4, msg=name)
+    _assert_same_gradients(model, reference)
 
     weight = _first_block(model).get_submodule("intermediate.dense").weight
     assert weight.shape == (model.config.intermediate_size, model.config.hidden_size) and weight.requires_grad

@@ -290,14 +290,13 @@ class LiGOModel(BaseTuner):
         if self._pass_lookup is None:
             return None
         input_ids, places = self._pass_lookup
-        ids = args[0] if args else kwargs["input"]
+        ids = _module_input(module, args, kwargs)
         if ids is not input_ids and not (ids.numel() == input_ids.numel() and torch.equal(ids.reshape(-1), input_ids.reshape(-1))):
             raise RuntimeError(
                 f"{type(module).__name__} looked up token ids other than this forward pass's input_ids, but LiGO grew only "
                 "their rows of the table: pass every id the model embeds as input_ids"
             )
-        places = places.reshape(ids.shape).to(ids.device)
-        return ((places, *args[1:]), kwargs) if args else (args, {**kwargs, "input": places})
+        return _with_module_input(args, kwargs, places.reshape(ids.shape).to(ids.device))
 
     def _enter_source_width(
         self, source_width_map: SourceWidthMap, weight: int, slots: Sequence[int], module: nn.Module, args: tuple,
@@ -311,12 +310,8 @@ class LiGOModel(BaseTuner):
         self._grown.enter(slots)
         if source_width_map.side is not Side.IN or not self._grown.narrowed(weight):
             return None
-        if not args and len(kwargs) != 1:  # (the forward hook, always called, leaves)
-            raise RuntimeError(f"{type(module).__name__} was called with arguments {sorted(kwargs)} and none by position: "
-                               "LiGO's training pass cannot tell which one to multiply by the residual stream's width factor")
-        x = args[0] if args else next(iter(kwargs.values()))
-        narrowed = x @ self._grown.factor(source_width_map.factor).to(x.device, x.dtype)
-        return ((narrowed, *args[1:]), kwargs) if args else (args, dict.fromkeys(kwargs, narrowed))
+        x = _module_input(module, args, kwargs)  # (if it raises, the forward hook, always called, leaves)
+        return _with_module_input(args, kwargs, x @ self._grown.factor(source_width_map.factor).to(x.device, x.dtype))
 
     def _leave_source_width(
         self, source_width_map: SourceWidthMap, weight: int, slots: Sequence[int], module: nn.Module, args: tuple,
@@ -581,6 +576,22 @@ def _tying_obstacles(table: ArchitectureTable, target: nn.Module, sources: list[
                 "as the source has it)"
             )
     return reasons
+
+
+def _module_input(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
+    """The input a pre-hook of a one-input module (an embedding, a linear map) rewrites: given by position or, alone,
+    by name."""
+    if args:
+        return args[0]
+    if len(kwargs) != 1:
+        raise RuntimeError(f"{type(module).__name__} was called with arguments {sorted(kwargs)} and none by position: "
+                           "LiGO's training pass cannot tell which one is its input")
+    return next(iter(kwargs.values()))
+
+
+def _with_module_input(args: tuple, kwargs: dict, value: torch.Tensor) -> tuple[tuple, dict]:
+    """A pre-hook's ``(args, kwargs)`` with the input :func:`_module_input` took replaced by ``value``."""
+    return ((value, *args[1:]), kwargs) if args else (args, dict.fromkeys(kwargs, value))
 
 
 def _usable_source_width_maps(
